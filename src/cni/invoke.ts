@@ -1,0 +1,67 @@
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { join } from 'node:path';
+import { Code, CniError, type Command } from './spec.js';
+
+/** The plugin binary named `type` on CNI_PATH, as libcni's FindInPath looks it up. */
+export function findPlugin(type: string, path: string[]): string {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(type)) throw new CniError(Code.InvalidConfig, `plugin type "${type}" is not a valid plugin name`);
+  for (const dir of path) {
+    const file = join(dir, type);
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not in this directory
+    }
+  }
+  throw new CniError(Code.InvalidConfig, `plugin "${type}" was not found on CNI_PATH (${path.join(':') || 'empty'})`, `install it into one of those directories, or fix the plugin type`);
+}
+
+export interface InvokeEnv {
+  command: Command;
+  containerId?: string;
+  netns?: string;
+  ifname?: string;
+  args?: string;
+  path: string[];
+}
+
+export function cniEnv(e: InvokeEnv): Record<string, string> {
+  const env: Record<string, string> = { CNI_COMMAND: e.command, CNI_PATH: e.path.join(':') };
+  if (e.containerId !== undefined) env.CNI_CONTAINERID = e.containerId;
+  if (e.netns !== undefined) env.CNI_NETNS = e.netns;
+  if (e.ifname !== undefined) env.CNI_IFNAME = e.ifname;
+  if (e.args) env.CNI_ARGS = e.args;
+  return env;
+}
+
+/**
+ * Runs a plugin the way a runtime does: CNI_* in the environment, the config on stdin. Returns its
+ * parsed stdout (undefined when it printed nothing); a failure becomes a CniError with its code.
+ */
+export function execPlugin(file: string, env: InvokeEnv, config: object): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', (e) => reject(new CniError(Code.IO, `cannot run ${file}: ${e.message}`)));
+    child.on('close', (code) => {
+      const text = Buffer.concat(out).toString().trim();
+      let parsed: unknown;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        return reject(new CniError(Code.Decode, `${file} ${env.command} printed something that is not JSON: ${text.slice(0, 200)}`, Buffer.concat(err).toString()));
+      }
+      if (code === 0) return resolve(parsed);
+      const e = (parsed ?? {}) as { code?: number; msg?: string; details?: string };
+      const stderr = Buffer.concat(err).toString().trim();
+      reject(new CniError(e.code ?? Code.IO, `${file.split('/').pop()} ${env.command}: ${e.msg ?? stderr ?? `exit ${code}`}`, e.details ?? ''));
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(JSON.stringify(config));
+  });
+}

@@ -1,0 +1,87 @@
+/**
+ * The key-value store the node agent keeps its cluster state in (flannel's etcd schema).
+ *
+ * Keys are relative to the store's prefix (`subnets/10.244.3.0-24` under `/coreos.com/network`).
+ * Revisions are the store's global, monotonically increasing write counter: every write gets one,
+ * `list` says which revision it saw, and `watch` replays every change after a given revision.
+ *
+ * TTLs: a key written with `ttlSeconds` disappears that long after the write unless written again.
+ * Renewal is "write again with a fresh TTL" rather than keeping the original lease alive, as
+ * flanneld does: a keepalive cannot bring back a lease that already expired while the store was
+ * unreachable, a rewrite can (through a compare-and-swap, so it never clobbers a new owner), and
+ * every renewal then looks the same to other readers whichever agent implementation wrote it.
+ */
+
+export interface KeyValue {
+  key: string;
+  value: string;
+  /** Revision of the last write to this key. */
+  revision: number;
+}
+
+export interface Listing {
+  items: KeyValue[];
+  /** The store revision the listing reflects; watch from `revision + 1` to miss nothing. */
+  revision: number;
+}
+
+export type WatchEvent =
+  | { type: 'put'; key: string; value: string; revision: number }
+  | { type: 'delete'; key: string; revision: number };
+
+export interface WatchHandle {
+  /** Ends the watch; no callback fires afterwards. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `unavailable`: the store could not be reached or did not answer in time; retrying later is the fix.
+ * `compacted`: a watch asked for history the store has discarded; list again and watch from there.
+ * `failed`: anything else (permissions, bad request); retrying will not help.
+ */
+export type StoreErrorCode = 'unavailable' | 'compacted' | 'failed';
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+  readonly code: StoreErrorCode;
+  /** For `compacted`: the oldest revision the store still has. */
+  readonly compactRevision: number | undefined;
+
+  constructor(code: StoreErrorCode, message: string, options: { cause?: unknown; compactRevision?: number } = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.compactRevision = options.compactRevision;
+  }
+}
+
+export function isStoreUnavailable(err: unknown): boolean {
+  return err instanceof StoreError && err.code === 'unavailable';
+}
+
+export interface Store {
+  get(key: string): Promise<KeyValue | undefined>;
+  /** Every key starting with `prefix`, in key order, with the revision they were read at. */
+  list(prefix: string): Promise<Listing>;
+  /** Writes only if the key does not exist: the revision of the write, or false when it exists (someone else won). */
+  createIfAbsent(key: string, value: string, ttlSeconds?: number): Promise<number | false>;
+  /** Writes only if the key holds exactly `expected`: the revision of the write, or false when it is absent or different. */
+  replaceIfValue(key: string, expected: string, value: string, ttlSeconds?: number): Promise<number | false>;
+  /** Unconditional write; returns the revision of the write. */
+  put(key: string, value: string, ttlSeconds?: number): Promise<number>;
+  /** True when the key existed. */
+  delete(key: string): Promise<boolean>;
+  /**
+   * Delivers every change to keys under `prefix` from `fromRevision` on, in revision order.
+   * Resolves once the store has accepted the watch (rejects with a StoreError if it cannot).
+   * Afterwards a failure is reported once through `onError` and ends the watch: on `compacted`
+   * (which etcd reports only after accepting) the caller must list again; on `unavailable` it may
+   * watch again from the revision after the last one it saw.
+   */
+  watch(
+    prefix: string,
+    fromRevision: number,
+    onEvent: (event: WatchEvent) => void,
+    onError: (err: StoreError) => void,
+  ): Promise<WatchHandle>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createNetns, deleteNetns, listNetns, netnsPath } from '../kernel/netns.js';
+
+/**
+ * Disposable namespace topologies for tests and benchmarks. Every namespace of a run is named
+ * `wt<8 hex>-<name>`, the run's owner pid is recorded in OWNERS, and `destroy` (also on exit and on
+ * signals) removes them; `sweep` removes what a crashed run left. The root namespace is never
+ * changed: everything, the "host" of a CNI test included, is a namespace of the run.
+ */
+export const OWNERS = '/run/weft-test';
+const NAME = /^(wt[0-9a-f]{8})-/;
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const live = new Set<Topology>();
+let hooked = false;
+
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  const sync = () => {
+    for (const t of live) t.destroySync();
+  };
+  process.on('exit', sync);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      sync();
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+    });
+  }
+}
+
+export class Topology {
+  readonly id = `wt${randomBytes(4).toString('hex')}`;
+  readonly dir: string;
+  private readonly names: string[] = [];
+  private readonly children = new Set<ChildProcess>();
+
+  private constructor() {
+    this.dir = join(tmpdir(), `weft-${this.id}`);
+  }
+
+  static async create(): Promise<Topology> {
+    await sweep();
+    const t = new Topology();
+    mkdirSync(OWNERS, { recursive: true });
+    writeFileSync(join(OWNERS, t.id), String(process.pid));
+    mkdirSync(t.dir, { recursive: true });
+    live.add(t);
+    hookExit();
+    return t;
+  }
+
+  name(short: string): string {
+    return `${this.id}-${short}`;
+  }
+
+  /** Creates namespace `short` (loopback up) and returns its path. */
+  async netns(short: string): Promise<string> {
+    const name = this.name(short);
+    this.names.push(name);
+    return createNetns(name);
+  }
+
+  path(short: string): string {
+    return netnsPath(this.name(short));
+  }
+
+  /** argv run inside namespace `short` (undefined: this process's namespace). */
+  argv(short: string | undefined, argv: string[]): string[] {
+    return short === undefined ? argv : ['ip', 'netns', 'exec', this.name(short), ...argv];
+  }
+
+  exec(short: string | undefined, argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ExecResult> {
+    const full = this.argv(short, argv);
+    return new Promise((resolve, reject) => {
+      const child = spawn(full[0]!, full.slice(1), { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+      child.stderr.on('data', (d: Buffer) => err.push(d));
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+      });
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(opts.input ?? '');
+    });
+  }
+
+  /** A long-running process inside namespace `short`, killed by destroy(). */
+  spawn(short: string | undefined, argv: string[], env?: NodeJS.ProcessEnv): ChildProcess {
+    const full = this.argv(short, argv);
+    const child = spawn(full[0]!, full.slice(1), { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.children.add(child);
+    child.on('exit', () => this.children.delete(child));
+    return child;
+  }
+
+  async destroy(): Promise<void> {
+    live.delete(this);
+    for (const c of this.children) c.kill('SIGKILL');
+    for (const name of listNetns().filter((n) => n.startsWith(`${this.id}-`))) await deleteNetns(name);
+    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(join(OWNERS, this.id), { force: true });
+  }
+
+  /** For exit handlers, which cannot wait. */
+  destroySync(): void {
+    for (const c of this.children) c.kill('SIGKILL');
+    for (const name of listNetns().filter((n) => n.startsWith(`${this.id}-`))) {
+      spawn('ip', ['netns', 'del', name], { stdio: 'ignore', detached: true }).unref();
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(join(OWNERS, this.id), { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function ownerAlive(id: string): boolean {
+  try {
+    return alive(Number(readFileSync(join(OWNERS, id), 'utf8')));
+  } catch {
+    return false;
+  }
+}
+
+/** Removes the namespaces, temp dirs and owner files of runs whose process is gone. */
+export async function sweep(): Promise<string[]> {
+  const removed: string[] = [];
+  for (const ns of listNetns()) {
+    const m = NAME.exec(ns);
+    if (m && !ownerAlive(m[1]!)) {
+      await deleteNetns(ns);
+      removed.push(ns);
+    }
+  }
+  let owners: string[] = [];
+  try {
+    owners = readdirSync(OWNERS);
+  } catch {
+    // nothing recorded yet
+  }
+  for (const id of owners) {
+    if (!ownerAlive(id)) {
+      rmSync(join(tmpdir(), `weft-${id}`), { recursive: true, force: true });
+      rmSync(join(OWNERS, id), { force: true });
+    }
+  }
+  return removed;
+}
