@@ -46,7 +46,7 @@ export async function serveCni(path = DEFAULT_SOCKET, log: (msg: string) => void
   if (await listening(path)) throw new Error(`another weft server already listens on ${path}; stop it first or choose another --socket`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   rmSync(path, { force: true });
-  const server = createServer((sock) => {
+  const server = createServer({ allowHalfOpen: true }, (sock) => {
     const chunks: Buffer[] = [];
     sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('error', () => undefined);
