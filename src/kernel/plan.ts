@@ -8,6 +8,7 @@ import { inNetns, KernelError, run, type Netns } from './exec.js';
 export type Op =
   | { tool: 'ip'; ns: Netns; cmd: string[]; tolerate?: 'exists' | 'missing' }
   | { tool: 'nft'; ns: Netns; script: string; tolerate?: 'missing' }
+  | { tool: 'bridge'; ns: Netns; cmd: string[]; tolerate?: 'exists' | 'missing' }
   | { tool: 'sysctl'; ns: Netns; key: string; value: string };
 
 /** The exact changes to make, in order: printable (dry run) and appliable. */
@@ -21,6 +22,12 @@ export class Plan {
 
   nft(ns: Netns, script: string, tolerate?: 'missing'): this {
     this.ops.push(tolerate ? { tool: 'nft', ns, script, tolerate } : { tool: 'nft', ns, script });
+    return this;
+  }
+
+  /** A `bridge` command without the leading `bridge` (fdb entries of VXLAN devices). */
+  bridge(ns: Netns, cmd: string[], tolerate?: 'exists' | 'missing'): this {
+    this.ops.push(tolerate ? { tool: 'bridge', ns, cmd, tolerate } : { tool: 'bridge', ns, cmd });
     return this;
   }
 
@@ -41,6 +48,8 @@ export class Plan {
         switch (op.tool) {
           case 'ip':
             return `${where}ip ${op.cmd.map(quote).join(' ')}`;
+          case 'bridge':
+            return `${where}bridge ${op.cmd.map(quote).join(' ')}`;
           case 'nft':
             return `${where}nft -f - <<'EOF'\n${op.script.trimEnd()}\nEOF`;
           case 'sysctl':
@@ -77,6 +86,13 @@ export async function apply(plan: Plan): Promise<string> {
         await run(inNetns(op.ns, 'nft', ['-f', '-']), op.script);
       } catch (e) {
         if (!(op.tolerate === 'missing' && e instanceof KernelError && e.notFound)) throw e;
+      }
+    } else if (op.tool === 'bridge') {
+      try {
+        await run(inNetns(op.ns, 'bridge', op.cmd));
+      } catch (e) {
+        const ok = e instanceof KernelError && (op.tolerate === 'exists' ? e.exists : op.tolerate === 'missing' ? e.notFound : false);
+        if (!ok) throw e;
       }
     } else {
       await sysctl(op.ns, op.key, op.value);

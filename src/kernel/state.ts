@@ -22,6 +22,7 @@ export interface AddrInfo {
 export interface LinkAddrs {
   ifname: string;
   address?: string;
+  mtu?: number;
   flags: string[];
   addr_info: AddrInfo[];
 }
@@ -58,3 +59,6 @@ export function localLinkNames(): Set<string> {
       .filter(Boolean),
   );
 }
+
+export { fdb, neighbours, type FdbEntry, type Neighbour } from './neigh.js';
+export { nftTable, type NftChain, type NftRule, type NftTable } from './nft.js';

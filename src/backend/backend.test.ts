@@ -1,0 +1,205 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseCidr } from '../ip/cidr.js';
+import type { Link, NftTable, Route } from '../kernel/state.js';
+import type { Lease } from '../subnet/lease.js';
+import { firewallChains, FORGED_COUNTER, PEER_SET } from './firewall.js';
+import { HostGwBackend } from './hostgw.js';
+import { ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
+import type { DesiredState, NodeInfo } from './types.js';
+import { VxlanBackend } from './vxlan.js';
+
+const node: NodeInfo = { name: 'n1', iface: 'eth0', ifaceMtu: 1500, publicIP: '198.18.0.11', ifaceNets: [parseCidr('198.18.0.11/24')] };
+const network = parseCidr('10.244.0.0/16');
+const lease = (subnet: string, publicIP: string, type = 'vxlan', mac?: string): Lease => ({
+  subnet: parseCidr(subnet),
+  attrs: { publicIP, backendType: type, ...(mac ? { backendData: { VNI: 1, VtepMAC: mac } } : {}) },
+});
+const own = lease('10.244.1.0/24', '198.18.0.11', 'vxlan', '02:00:00:00:00:01');
+const r2 = lease('10.244.2.0/24', '198.18.0.12', 'vxlan', '02:00:00:00:00:02');
+const r3 = lease('10.244.3.0/24', '198.19.0.13', 'vxlan', '02:00:00:00:00:03');
+const vxlan = (directRouting = false) => new VxlanBackend(node, { vni: 1, port: 8472, directRouting, mac: '02:00:00:00:00:01' });
+const empty: ActualState = { deviceAddrs: [], routes: [], neighbours: [], fdb: [], forwarding: true };
+
+/** The kernel as it would look after applying `desired` (what the readers would return). */
+function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualState {
+  const dev = d.device;
+  const link: Link | undefined = dev && {
+    ifindex: 5,
+    ifname: dev.name,
+    address: dev.mac,
+    mtu: dev.mtu,
+    flags: ['UP', 'LOWER_UP'],
+    linkinfo: { info_kind: 'vxlan', info_data: { id: dev.vni, local: dev.local, link: dev.dev, port: dev.port, learning: false } },
+  };
+  const chains = firewallChains(d.firewall);
+  const table: NftTable = {
+    family: 'ip',
+    name: 'weft',
+    chains: new Map(chains.map((c) => [c.name, { name: c.name, rules: c.comments.map((comment, i) => ({ handle: i + 1, comment })) }])),
+    sets: new Map(d.firewall.vxlan ? [[PEER_SET, [...d.firewall.vxlan.peers]]] : []),
+    counters: new Map(d.firewall.vxlan ? [[FORGED_COUNTER, { packets: 0, bytes: 0 }]] : []),
+  };
+  return {
+    ...(link ? { device: link } : {}),
+    deviceAddrs: dev ? [dev.address] : [],
+    routes: [
+      { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link' },
+      { dst: d.ownSubnet, dev: 'cni0', protocol: 'kernel', scope: 'link' },
+      ...d.routes.map((r) => ({ dst: r.dst, gateway: r.via, dev: r.dev, flags: r.onlink ? ['onlink'] : [] })),
+    ],
+    neighbours: d.neighbours.map((n) => ({ dst: n.ip, lladdr: n.mac, state: ['PERMANENT'] })),
+    fdb: d.fdb.map((f) => ({ mac: f.mac, dst: f.dst, flags: ['self'], state: 'permanent' })),
+    table,
+    forwarding: true,
+    ...extra,
+  };
+}
+
+describe('vxlan backend: desired state', () => {
+  it('follows flannel: flannel.1, base/32, MTU - 50, neighbour + fdb + onlink route per remote', () => {
+    const d = vxlan().desired(own, [r3, r2], { network, ipMasq: true });
+    assert.deepEqual(d.device, { name: 'flannel.1', vni: 1, port: 8472, local: '198.18.0.11', dev: 'eth0', mac: '02:00:00:00:00:01', mtu: 1450, address: '10.244.1.0/32' });
+    assert.deepEqual(d.routes, [
+      { dst: '10.244.2.0/24', via: '10.244.2.0', dev: 'flannel.1', onlink: true },
+      { dst: '10.244.3.0/24', via: '10.244.3.0', dev: 'flannel.1', onlink: true },
+    ]);
+    assert.deepEqual(d.neighbours[0], { ip: '10.244.2.0', mac: '02:00:00:00:00:02', dev: 'flannel.1' });
+    assert.deepEqual(d.fdb[1], { mac: '02:00:00:00:00:03', dst: '198.19.0.13', dev: 'flannel.1' });
+    assert.deepEqual(d.firewall.vxlan, { port: 8472, peers: ['198.18.0.12', '198.19.0.13'] });
+    assert.deepEqual(vxlan().leaseAttrs(), { publicIP: '198.18.0.11', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01' } });
+  });
+
+  it('DirectRouting: a plain route to remotes on the same segment, VXLAN to the rest', () => {
+    const d = vxlan(true).desired(own, [r2, r3], { network, ipMasq: true });
+    assert.deepEqual(d.routes, [
+      { dst: '10.244.2.0/24', via: '198.18.0.12', dev: 'eth0', onlink: false },
+      { dst: '10.244.3.0/24', via: '10.244.3.0', dev: 'flannel.1', onlink: true },
+    ]);
+    assert.equal(d.fdb.length, 1);
+  });
+
+  it('skips a lease without a VtepMAC instead of programming garbage', () => {
+    const d = vxlan().desired(own, [lease('10.244.4.0/24', '198.18.0.14', 'host-gw')], { network, ipMasq: true });
+    assert.equal(d.routes.length, 0);
+    assert.match(d.skipped[0]!.reason, /VtepMAC/);
+  });
+});
+
+describe('host-gw backend: desired state', () => {
+  it('routes via the PublicIP on the same segment and refuses (with a reason) the others', () => {
+    const b = new HostGwBackend(node);
+    const d = b.desired(lease('10.244.1.0/24', '198.18.0.11', 'host-gw'), [lease('10.244.2.0/24', '198.18.0.12', 'host-gw'), lease('10.244.3.0/24', '198.19.0.13', 'host-gw')], { network, ipMasq: true });
+    assert.deepEqual(d.routes, [{ dst: '10.244.2.0/24', via: '198.18.0.12', dev: 'eth0', onlink: false }]);
+    assert.equal(d.skipped.length, 1);
+    assert.match(d.skipped[0]!.reason, /not on eth0's L2 segment/);
+    assert.equal(d.device, undefined);
+    assert.equal(d.firewall.vxlan, undefined);
+    assert.equal(b.mtu, 1500);
+  });
+});
+
+describe('reconcile', () => {
+  const desired = vxlan().desired(own, [r2, r3], { network, ipMasq: true });
+
+  it('builds everything from nothing, device first and routes after their neighbours', () => {
+    const { plan, changes } = reconcile(undefined, desired, empty);
+    const text = plan.render();
+    assert.match(text, /ip link add flannel\.1 address 02:00:00:00:00:01 mtu 1450 type vxlan id 1 local 198\.18\.0\.11 dev eth0 dstport 8472 nolearning/);
+    assert.match(text, /bridge fdb replace 02:00:00:00:00:02 dev flannel\.1 dst 198\.18\.0\.12 self permanent/);
+    assert.match(text, /ip neigh replace 10\.244\.2\.0 lladdr 02:00:00:00:00:02 dev flannel\.1 nud permanent/);
+    assert.match(text, /ip route replace 10\.244\.3\.0\/24 via 10\.244\.3\.0 dev flannel\.1 onlink/);
+    assert.match(text, /add rule ip weft postrouting ip saddr 10\.244\.0\.0\/16 ip daddr != 224\.0\.0\.0\/4 masquerade/);
+    assert.match(text, /add rule ip weft input udp dport 8472 ip saddr @vxlan_peers accept/);
+    assert.match(text, /add element ip weft vxlan_peers \{ 198\.18\.0\.12, 198\.19\.0\.13 \}/);
+    assert.ok(text.indexOf('link add') < text.indexOf('neigh replace') && text.indexOf('neigh replace') < text.indexOf('route replace'));
+    assert.ok(changes.length >= 8);
+  });
+
+  it('is idempotent: a kernel that matches gives an empty plan', () => {
+    const { plan, changes } = reconcile(undefined, desired, programmed(desired));
+    assert.deepEqual(changes, []);
+    assert.ok(plan.empty);
+  });
+
+  it('restores exactly what was deleted by hand', () => {
+    const actual = programmed(desired);
+    actual.routes = actual.routes.filter((r) => r.dst !== '10.244.2.0/24');
+    actual.fdb = actual.fdb.slice(1);
+    actual.neighbours = actual.neighbours.slice(0, 1);
+    const { changes } = reconcile(undefined, desired, actual);
+    assert.deepEqual(changes, [
+      'add fdb 02:00:00:00:00:02 dst 198.18.0.12 dev flannel.1',
+      'add neighbour 10.244.3.0 lladdr 02:00:00:00:00:03 dev flannel.1',
+      'add route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink',
+    ]);
+  });
+
+  it('recreates a deleted device with everything on it', () => {
+    const actual = programmed(desired);
+    delete actual.device;
+    actual.neighbours = [];
+    actual.fdb = [];
+    actual.routes = actual.routes.filter((r) => r.dev !== 'flannel.1');
+    const { changes } = reconcile(undefined, desired, actual);
+    assert.match(changes[0]!, /^create device flannel\.1/);
+    assert.equal(changes.filter((c) => c.startsWith('add route')).length, 2);
+  });
+
+  it('recreates a device with the wrong VNI, and fixes a wrong MTU in place', () => {
+    const a = programmed(desired);
+    a.device!.linkinfo!.info_data!.id = 7;
+    assert.match(reconcile(undefined, desired, a).changes[0]!, /recreate device flannel\.1: it has VNI 7/);
+    const b = programmed(desired);
+    b.device!.mtu = 1500;
+    assert.deepEqual(reconcile(undefined, desired, b).changes, ['set flannel.1 mac 02:00:00:00:00:01 mtu 1450']);
+  });
+
+  it('removes what a removed lease left behind, and only what it owns', () => {
+    const fewer = vxlan().desired(own, [r2], { network, ipMasq: true });
+    const actual = programmed(desired);
+    actual.routes.push({ dst: '10.245.0.0/24', gateway: '198.18.0.1', dev: 'eth0' } as Route, { dst: 'default', gateway: '198.18.0.1', dev: 'eth0' } as Route);
+    const { changes, plan } = reconcile(undefined, fewer, actual);
+    assert.deepEqual(changes.sort(), [
+      'remove stale fdb 02:00:00:00:00:03 dst 198.19.0.13 dev flannel.1',
+      'remove stale neighbour 10.244.3.0 dev flannel.1',
+      'remove stale route 10.244.3.0/24 via 10.244.3.0 dev flannel.1',
+      'stop allowing VXLAN from 198.19.0.13',
+    ]);
+    assert.match(plan.render(), /delete element ip weft vxlan_peers \{ 198\.19\.0\.13 \}/);
+  });
+
+  it('rewrites an nftables chain whose rules were changed by hand, leaving the others', () => {
+    const actual = programmed(desired);
+    actual.table!.chains.get('postrouting')!.rules.pop();
+    const { changes, plan } = reconcile(undefined, desired, actual);
+    assert.deepEqual(changes, ['rewrite nftables chain postrouting']);
+    assert.match(plan.render(), /flush chain ip weft postrouting\ndelete chain ip weft postrouting\nadd chain ip weft postrouting/);
+    assert.doesNotMatch(plan.render(), /chain ip weft input/);
+  });
+
+  it('drops the masquerade chain when ip-masq is off, and enables forwarding', () => {
+    const noMasq = vxlan().desired(own, [r2, r3], { network, ipMasq: false });
+    const { changes } = reconcile(undefined, noMasq, programmed(desired, { forwarding: false }));
+    assert.deepEqual(changes, ['enable net.ipv4.ip_forward', 'remove nftables chain postrouting']);
+  });
+
+  it('owns routes inside the Network except its own subnet and kernel routes', () => {
+    const owned = ownedRoute('10.244.0.0/16', '10.244.1.0/24');
+    assert.equal(owned({ dst: '10.244.2.0/24', gateway: '198.18.0.12' }), true);
+    assert.equal(owned({ dst: '10.244.1.0/24', dev: 'cni0' }), false);
+    assert.equal(owned({ dst: '10.244.0.0/16', dev: 'eth0' }), false);
+    assert.equal(owned({ dst: '10.244.9.0/24', dev: 'x', protocol: 'kernel' }), false);
+    assert.equal(owned({ dst: '10.96.0.0/12', dev: 'x' }), false);
+  });
+
+  it('teardown removes routes, the device and the table', () => {
+    const a = programmed(vxlan(true).desired(own, [r2, r3], { network, ipMasq: true }));
+    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes, table: a.table! });
+    assert.deepEqual(changes, [
+      'remove route 10.244.2.0/24 via 198.18.0.12',
+      'remove device flannel.1 (with its routes, neighbours and fdb entries)',
+      'remove nftables table ip weft',
+    ]);
+  });
+});

@@ -1,0 +1,92 @@
+import type { Cidr } from '../ip/cidr.js';
+import type { Lease, LeaseAttrs } from '../subnet/lease.js';
+
+/** What a backend needs to know about the node it runs on (read from the kernel by the agent). */
+export interface NodeInfo {
+  name: string;
+  /** The underlay interface (flanneld's --iface). */
+  iface: string;
+  ifaceMtu: number;
+  /** The address other nodes reach this one at; goes into the lease. */
+  publicIP: string;
+  /** Subnets directly attached to `iface`: a PublicIP inside one is on the same L2 segment. */
+  ifaceNets: Cidr[];
+}
+
+/** flannel's VXLAN device, as the kernel should hold it. */
+export interface VxlanDevice {
+  name: string;
+  vni: number;
+  port: number;
+  /** Source address of encapsulated packets (the PublicIP). */
+  local: string;
+  /** Underlay device. */
+  dev: string;
+  mac: string;
+  mtu: number;
+  /** `<subnet base>/32`. */
+  address: string;
+}
+
+export interface DesiredRoute {
+  dst: string;
+  via: string;
+  dev: string;
+  onlink: boolean;
+}
+
+export interface DesiredNeighbour {
+  ip: string;
+  mac: string;
+  dev: string;
+}
+
+export interface DesiredFdb {
+  mac: string;
+  /** Remote VTEP (its PublicIP). */
+  dst: string;
+  dev: string;
+}
+
+/** A remote lease this backend cannot serve, and why (logged, shown in status). */
+export interface Skipped {
+  subnet: string;
+  publicIP: string;
+  reason: string;
+}
+
+/** The agent's nftables table: forwarding for the Network, ip-masq, and the VXLAN source filter. */
+export interface Firewall {
+  network: string;
+  ownSubnet: string;
+  ipMasq: boolean;
+  /** Encapsulated traffic on `port` is accepted only from `peers` (PublicIPs holding a lease). */
+  vxlan?: { port: number; peers: string[] };
+}
+
+/** Everything one node's kernel should hold for the pod network, as plain data. */
+export interface DesiredState {
+  network: string;
+  ownSubnet: string;
+  device?: VxlanDevice;
+  routes: DesiredRoute[];
+  neighbours: DesiredNeighbour[];
+  fdb: DesiredFdb[];
+  firewall: Firewall;
+  skipped: Skipped[];
+}
+
+export interface DesiredOptions {
+  network: Cidr;
+  ipMasq: boolean;
+}
+
+export interface Backend {
+  readonly type: 'vxlan' | 'host-gw';
+  /** The pod MTU (FLANNEL_MTU). */
+  readonly mtu: number;
+  /** This node's data for its lease (BackendType, BackendData). */
+  leaseAttrs(): LeaseAttrs;
+  /** The kernel state for this node's lease and every remote one. Pure: no I/O. */
+  desired(own: Lease, remotes: Lease[], options: DesiredOptions): DesiredState;
+}

@@ -1,0 +1,334 @@
+/**
+ * The one connectivity suite every backend runs (vxlan, host-gw): three nodes on an emulated
+ * underlay, a real etcd, real agents, pods wired by the real CNI plugin.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Cluster, flannelDocConfig, icmpAvailable, icmpPing, NODE, OUTSIDE, PORT, sleep, TOOL, waitFor, WEFT, type Pod } from './agent-support.js';
+
+const OUTAGE_S = Number(process.env.WEFT_TEST_ETCD_OUTAGE_S ?? 30);
+
+const keyOf = (subnet: string) => `subnets/${subnet.replace(/\.1\/(\d+)$/, '.0-$1')}`;
+const base = (subnet: string) => subnet.replace(/\.1\/\d+$/, '.0');
+const net = (subnet: string) => subnet.replace(/\.1\//, '.0/');
+
+export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
+  describe(`agent connectivity: ${backend}`, { timeout: 600_000 }, () => {
+    let c: Cluster;
+    let a1: Pod, a2: Pod, b1: Pod, c1: Pod;
+    let failed = false;
+    const vx = backend === 'vxlan';
+
+    before(async () => {
+      c = await Cluster.create(backend);
+      const init = await c.networkInit(flannelDocConfig(backend));
+      assert.equal(init.code, 0, init.stderr);
+      for (const [i, n] of ['n1', 'n2', 'n3'].entries()) await c.addNode(n, i + 1);
+      for (const n of ['n1', 'n2', 'n3']) c.startAgent(n);
+      for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 2);
+      a1 = await c.addPod('a1', 'n1');
+      a2 = await c.addPod('a2', 'n1');
+      b1 = await c.addPod('b1', 'n2');
+      c1 = await c.addPod('c1', 'n3');
+    });
+
+    after(async () => {
+      if ((failed || process.env.WEFT_TEST_SHOW_LOGS) && c) console.log(c.logs());
+      await c?.destroy();
+    });
+
+    const check = (name: string, fn: () => Promise<void>, timeout = 120_000) =>
+      it(name, { timeout }, async () => {
+        try {
+          await fn();
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+      });
+
+    check('agents lease distinct subnets from the config as flannel documents it, and write subnet.env', async () => {
+      const subnets = ['n1', 'n2', 'n3'].map((n) => c.subnetOf(n));
+      assert.equal(new Set(subnets).size, 3);
+      for (const s of subnets) assert.match(s, /^10\.244\.\d+\.1\/24$/);
+      const env = readFileSync(c.node('n1').subnetFile, 'utf8');
+      assert.match(env, /^FLANNEL_NETWORK=10\.244\.0\.0\/16$/m);
+      assert.match(env, new RegExp(`^FLANNEL_MTU=${vx ? 1450 : 1500}$`, 'm'));
+      assert.match(env, /^FLANNEL_IPMASQ=true$/m);
+      const lease = JSON.parse(await c.etcdctl(['get', keyOf(subnets[0]!)])) as Record<string, any>;
+      assert.equal(lease.PublicIP, '198.18.0.11');
+      assert.equal(lease.BackendType, backend);
+      const st = await c.status('n1');
+      assert.equal(st.remoteLeases.length, 2);
+      assert.deepEqual(st.drift, []);
+      if (vx) {
+        assert.equal(lease.BackendData.VNI, 1);
+        const link = JSON.parse(await c.show('n1', ['ip', '-d', '-j', 'link', 'show', 'flannel.1']))[0];
+        assert.equal(link.mtu, 1450);
+        assert.equal(link.address, lease.BackendData.VtepMAC);
+        assert.equal(link.linkinfo.info_data.port, 8472);
+        assert.equal(link.linkinfo.info_data.learning, false);
+        assert.equal(link.linkinfo.info_data.local, '198.18.0.11');
+        assert.match(await c.show('n1', ['ip', '-4', 'addr', 'show', 'dev', 'flannel.1']), new RegExp(`inet ${base(subnets[0]!)}/32`));
+        const r = await c.show('n1', ['ip', 'route', 'show', net(subnets[1]!)]);
+        assert.match(r, new RegExp(`via ${base(subnets[1]!)} dev flannel\\.1 onlink`));
+        assert.match(await c.show('n1', ['ip', 'neigh', 'show', 'dev', 'flannel.1']), /PERMANENT/);
+        assert.match(await c.show('n1', ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /dst 198\.18\.0\.12 self permanent/);
+      } else {
+        assert.match(await c.show('n1', ['ip', 'route', 'show', net(subnets[1]!)]), /via 198\.18\.0\.12 dev eth0/);
+      }
+      // The status command a person runs, from outside the node namespace.
+      const out = await c.topo.exec(undefined, [NODE, WEFT, 'agent', 'status', '--state-dir', c.node('n1').stateDir]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /own lease: 10\.244\./);
+      assert.match(out.stdout, /remote leases \(2\)/);
+      assert.match(out.stdout, /programmed: in sync with desired/);
+    });
+
+    check('pods on different nodes reach each other, and the receiver sees the sender\'s pod IP', async () => {
+      const pods = [a1, b1, c1];
+      for (const from of pods) for (const to of pods) if (from !== to) assert.equal(await c.tcp(from.name, to.ip), from.ip, `${from.name} → ${to.name}`);
+      assert.equal(await c.udp('b1', a1.ip), b1.ip);
+      assert.equal(await c.udp('c1', b1.ip), c1.ip);
+      assert.equal(await c.tcp('a2', a1.ip), a2.ip, 'same node');
+      if (await icmpAvailable(c, 'a1')) {
+        assert.ok(await icmpPing(c, 'a1', b1.ip), 'ICMP a1 → b1');
+        assert.ok(await icmpPing(c, 'c1', a1.ip), 'ICMP c1 → a1');
+      } else {
+        console.log('# ICMP not checked: no ping and no python3 raw sockets here');
+      }
+    });
+
+    check('a node reaches pods on its own node and on the others', async () => {
+      for (const p of [a1, b1, c1]) await c.tcp('n1', p.ip);
+      for (const p of [a1, b1, c1]) await c.tcp('n3', p.ip);
+    });
+
+    check('pod egress to the outside is masqueraded to the node IP; pod-to-pod is not', async () => {
+      const outside = { name: 'out', received: [] as string[] };
+      await c.serve(outside);
+      assert.equal(await c.tcp('a1', OUTSIDE), '198.18.0.11');
+      assert.equal(await c.tcp('b1', OUTSIDE), '198.18.0.12');
+      assert.equal(await c.udp('c1', OUTSIDE), '198.18.0.13');
+      assert.equal(await c.tcp('b1', a1.ip), b1.ip);
+    });
+
+    check('a periodic resync restores what was deleted by hand', async () => {
+      const s2 = net(c.subnetOf('n2'));
+      await c.show('n1', ['ip', 'route', 'del', s2]);
+      await c.show('n1', ['nft', 'flush', 'chain', 'ip', 'weft', 'postrouting']);
+      if (vx) {
+        const mac = JSON.parse(await c.etcdctl(['get', keyOf(c.subnetOf('n3'))])).BackendData.VtepMAC as string;
+        await c.show('n1', ['bridge', 'fdb', 'del', mac, 'dev', 'flannel.1', 'dst', '198.18.0.13', 'self']);
+        await c.show('n1', ['ip', 'neigh', 'del', base(c.subnetOf('n3')), 'dev', 'flannel.1']);
+      }
+      await waitFor('n1 repaired', async () => (await c.status('n1')).drift.length === 0, 10_000);
+      assert.match(await c.show('n1', ['ip', 'route', 'show', s2]), /via/);
+      assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
+      assert.equal(await c.tcpEventually('a1', c1.ip), a1.ip);
+      assert.equal(await c.tcp('a1', OUTSIDE), '198.18.0.11');
+      if (vx) {
+        await c.show('n2', ['ip', 'link', 'del', 'flannel.1']);
+        await waitFor('n2 device back', async () => (await c.status('n2')).drift.length === 0, 10_000);
+        assert.equal(await c.tcpEventually('b1', c1.ip), b1.ip);
+        assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
+      }
+      assert.ok(c.node('n1').agent!.log.some((l) => /add route/.test(l) && /reason=resync/.test(l)), 'the repair is logged');
+    });
+
+    check('a new node joins and is reachable without restarting the others', async () => {
+      const pids = ['n1', 'n2', 'n3'].map((n) => c.node(n).agent!.child.pid);
+      await c.addNode('n4', 4);
+      c.startAgent('n4');
+      await c.waitReady('n4', 3);
+      for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 3);
+      const d1 = await c.addPod('d1', 'n4');
+      assert.equal(await c.tcpEventually('a1', d1.ip), a1.ip);
+      assert.equal(await c.tcp('d1', c1.ip), d1.ip);
+      assert.deepEqual(['n1', 'n2', 'n3'].map((n) => c.node(n).agent!.child.pid), pids);
+    });
+
+    const gone = async (subnet: string) => {
+      for (const n of ['n1', 'n2', 'n3']) {
+        await waitFor(`${n} forgets ${subnet}`, async () => (await c.status(n)).remoteLeases.length === 2 && (await c.status(n)).drift.length === 0, 15_000);
+        assert.equal((await c.show(n, ['ip', 'route', 'show', net(subnet)])).trim(), '', `route on ${n}`);
+        if (vx) {
+          assert.doesNotMatch(await c.show(n, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /198\.18\.0\.14/, `fdb on ${n}`);
+          assert.doesNotMatch(await c.show(n, ['ip', 'neigh', 'show', 'dev', 'flannel.1']), new RegExp(`${base(subnet).replace(/\./g, '\\.')} `), `neigh on ${n}`);
+          assert.doesNotMatch(await c.show(n, ['nft', 'list', 'set', 'ip', 'weft', 'vxlan_peers']), /198\.18\.0\.14/);
+        }
+      }
+    };
+
+    check('a deleted lease removes its routes and fdb entries everywhere', async () => {
+      const s4 = c.subnetOf('n4');
+      assert.equal(await c.stopAgent('n4'), 0);
+      assert.equal(await c.etcdctl(['del', keyOf(s4)]), 'true');
+      await gone(s4);
+    });
+
+    check('an agent whose own lease is deleted by someone else takes the same subnet back', async () => {
+      const s1 = c.subnetOf('n1');
+      const pid = c.node('n1').agent!.child.pid;
+      assert.equal(await c.etcdctl(['del', keyOf(s1)]), 'true');
+      await waitFor('n1 holds its subnet again', async () => {
+        const v = await c.etcdctl(['get', keyOf(s1)]);
+        return v !== '' && JSON.parse(v).PublicIP === '198.18.0.11';
+      });
+      assert.ok(c.node('n1').agent!.log.some((l) => /own lease was deleted by someone else; taking the same subnet back/.test(l)));
+      assert.equal(c.node('n1').agent!.child.pid, pid);
+      assert.equal(c.subnetOf('n1'), s1);
+      for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 2);
+      assert.equal(await c.tcpEventually('b1', a1.ip), b1.ip);
+    });
+
+    check('an expired lease (short TTL) removes its routes everywhere', async () => {
+      const before4 = c.subnetOf('n4');
+      c.startAgent('n4', ['--lease-ttl', '3']);
+      await c.waitReady('n4', 3);
+      assert.equal(c.subnetOf('n4'), before4, 'takes its subnet.env subnet back');
+      for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 3);
+      await sleep(4000); // renewals keep it alive past one TTL
+      assert.equal((await c.status('n1')).remoteLeases.length, 3);
+      await c.stopAgent('n4', 'SIGKILL');
+      await gone(before4);
+    });
+
+    check('an agent restart keeps its subnet and does not drop an established flow', async () => {
+      const subnet = c.subnetOf('n2');
+      const flow = c.spawn('a1', [NODE, TOOL, 'stream', b1.ip, String(PORT)]);
+      const lines: string[] = [];
+      flow.stdout!.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+      await waitFor('flow started', () => lines.some((l) => l.startsWith('ok ') && Number(l.slice(3)) > 3), 10_000);
+      assert.equal(lines[0], `from ${a1.ip}`);
+      assert.equal(await c.stopAgent('n2'), 0);
+      // Down, the agent's devices and routes stay: pod traffic keeps flowing.
+      assert.match(await c.show('n2', ['ip', 'route', 'show', net(c.subnetOf('n1'))]), /via/);
+      const mid = lines.length;
+      await sleep(1500);
+      c.startAgent('n2');
+      await c.waitReady('n2', 2);
+      assert.equal(c.subnetOf('n2'), subnet);
+      await sleep(1500);
+      assert.ok(lines.length > mid + 2, 'flow kept going');
+      assert.ok(!lines.some((l) => /broken|closed|stalled/.test(l)), lines.join('\n'));
+      flow.kill('SIGKILL');
+    });
+
+    check(`etcd stopped for ${OUTAGE_S} s: pod traffic keeps flowing and agents reconnect`, async () => {
+      const marks = ['n1', 'n2', 'n3'].map((n) => c.node(n).agent!.log.length);
+      process.kill(c.etcd.pid, 'SIGSTOP');
+      try {
+        const end = Date.now() + OUTAGE_S * 1000;
+        while (Date.now() < end) {
+          assert.equal(await c.tcp('a1', b1.ip), a1.ip);
+          assert.equal(await c.tcp('c1', a1.ip), c1.ip);
+          await sleep(Math.min(3000, Math.max(0, end - Date.now())));
+        }
+      } finally {
+        process.kill(c.etcd.pid, 'SIGCONT');
+      }
+      // A change made after the outage reaches every agent: their watches are back.
+      const fake = 'subnets/10.244.250.0-24';
+      await c.etcdctl(['put', fake, JSON.stringify({ PublicIP: '198.18.0.99', PublicIPv6: null, BackendType: backend, BackendData: vx ? { VNI: 1, VtepMAC: '02:00:00:00:99:99' } : null })]);
+      for (const n of ['n1', 'n2', 'n3']) await waitFor(`${n} sees the new lease`, async () => (await c.status(n)).remoteLeases.length === 3, 30_000, 250);
+      await c.etcdctl(['del', fake]);
+      for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 2, 15_000);
+      ['n1', 'n2', 'n3'].forEach((n, i) => {
+        const during = c.node(n).agent!.log.slice(marks[i]);
+        const noisy = during.filter((l) => / (WARN|ERROR) /.test(l));
+        assert.ok(noisy.length <= 4, `${n} logged ${noisy.length} warnings/errors:\n${noisy.join('\n')}`);
+      });
+      assert.equal(await c.tcp('a1', c1.ip), a1.ip);
+    });
+
+    check('flannel\'s CNI shape (subnet.env → reference bridge + host-local) gives working pods', async () => {
+      const node = c.node('n3');
+      const env = readFileSync(node.subnetFile, 'utf8');
+      const get = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(env)![1]!;
+      // What flannel's CNI plugin hands the bridge plugin, built from subnet.env.
+      const conf = {
+        cniVersion: '0.3.1',
+        name: 'cbr0',
+        plugins: [
+          {
+            type: 'bridge',
+            name: 'cbr0',
+            mtu: Number(get('FLANNEL_MTU')),
+            hairpinMode: true,
+            isDefaultGateway: true,
+            ipMasq: get('FLANNEL_IPMASQ') !== 'true',
+            isGateway: true,
+            ipam: { type: 'host-local', ranges: [[{ subnet: net(get('FLANNEL_SUBNET')) }]], routes: [{ dst: get('FLANNEL_NETWORK') }], dataDir: join(node.dir, 'ipam') },
+          },
+        ],
+      };
+      const file = join(node.dir, 'flannel.conflist');
+      writeFileSync(file, JSON.stringify(conf));
+      const f1 = await c.addPod('f1', 'n3', file);
+      assert.equal(await c.tcp('a1', f1.ip), a1.ip);
+      assert.equal(await c.tcp('f1', b1.ip), f1.ip);
+      assert.equal(await c.tcp('f1', OUTSIDE), '198.18.0.13');
+    });
+
+    if (vx) {
+      check('a forged VXLAN packet from a non-node is dropped before it reaches a pod', async () => {
+        const counter = async () => JSON.parse(await c.show('n1', ['nft', '-j', 'list', 'counter', 'ip', 'weft', 'vxlan_forged'])).nftables[1].counter.packets as number;
+        const mac = (await c.status('n1')).desired!.device!.mac;
+        const spoofed = base(c.subnetOf('n2')).replace(/\.0$/, '.99');
+        const before = await counter();
+        a1.received.length = 0;
+        for (let i = 0; i < 3; i++) assert.equal((await c.tool('out', ['forge', '198.18.0.11', '1', mac, spoofed, a1.ip, String(PORT)])).code, 0);
+        await waitFor('the drop counter rises', async () => (await counter()) >= before + 3, 5000);
+        await sleep(500);
+        assert.deepEqual(a1.received, [], 'the pod got nothing');
+        // Control: the same packet from a node holding a lease is decapsulated and delivered.
+        assert.equal((await c.tool('n2', ['forge', '198.18.0.11', '1', mac, spoofed, a1.ip, String(PORT)])).code, 0);
+        await waitFor('the control packet arrives', () => a1.received.some((l) => l === `got ${spoofed} forged`), 5000);
+      });
+    }
+
+    check(
+      vx ? 'a node on another L2 segment is reached over VXLAN through the router' : 'a node on another L2 segment: host-gw says why and installs no route',
+      async () => {
+        await c.addNode('n5', 5, 'ul2');
+        c.startAgent('n5');
+        await c.waitReady('n5', 3);
+        for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 3);
+        const s5 = c.subnetOf('n5');
+        if (vx) {
+          const e1 = await c.addPod('e1', 'n5');
+          assert.equal(await c.tcpEventually('a1', e1.ip), a1.ip);
+          assert.equal(await c.tcp('e1', b1.ip), e1.ip);
+        } else {
+          const st = await c.status('n1');
+          const skipped = st.desired!.skipped.find((k) => k.subnet === net(s5));
+          assert.ok(skipped, JSON.stringify(st.desired));
+          assert.match(skipped.reason, /198\.19\.0\.15 is not on eth0's L2 segment \(198\.18\.0\.0\/24\); host-gw needs every node on one segment/);
+          assert.equal((await c.show('n1', ['ip', 'route', 'show', net(s5)])).trim(), '', 'no black-hole route');
+          assert.ok(c.node('n1').agent!.log.some((l) => /WARN +not routing to a remote subnet/.test(l) && l.includes(net(s5))));
+          const text = await c.topo.exec(undefined, [NODE, WEFT, 'agent', 'status', '--state-dir', c.node('n1').stateDir]);
+          assert.match(text.stdout, /NOT ROUTED: 198\.19\.0\.15 is not on eth0's L2 segment/);
+        }
+        assert.equal(await c.stopAgent('n5'), 0);
+        assert.equal(await c.etcdctl(['del', keyOf(s5)]), 'true');
+        for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 2);
+      },
+    );
+
+    check('--cleanup removes the devices, routes and rules, and gives up the lease', async () => {
+      const s3 = c.subnetOf('n3');
+      assert.equal(await c.stopAgent('n3'), 0);
+      const node = c.node('n3');
+      const r = await c.exec('n3', [...c.agentArgs(node).slice(0, 2), 'agent', '--cleanup', '--node', 'n3', '--iface', 'eth0', '--etcd-endpoints', c.endpoint, '--subnet-file', node.subnetFile]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(await c.show('n3', ['ip', 'link', 'show']), /flannel/);
+      assert.equal((await c.show('n3', ['ip', 'route', 'show', net(c.subnetOf('n1'))])).trim(), '');
+      assert.equal((await c.show('n3', ['nft', 'list', 'tables'])).includes('table ip weft\n'), false);
+      assert.equal(await c.etcdctl(['get', keyOf(s3)]), '');
+      for (const n of ['n1', 'n2']) await waitFor(`${n} drops n3`, async () => (await c.status(n)).remoteLeases.length === 1, 10_000);
+    });
+  });
+}

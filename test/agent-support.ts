@@ -1,0 +1,392 @@
+/**
+ * A multi-node cluster for the agent tests, built from real pieces in namespaces of one Topology:
+ *
+ *   out (203.0.113.1) ─ rt (203.0.113.254 | 198.18.0.1) ─┐
+ *   etcd (198.18.0.2, a real etcd) ──────────────────────┼─ ul: bridge br0 ─ nN eth0 198.18.0.(10+N)/24 ─ cni0 ─ pods
+ *
+ * Each node runs a real `weft agent` process; pods are made by the real CNI plugin (`weft cni add`,
+ * run inside the node as a runtime would). The root namespace gets nothing.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AgentStatus } from '../src/agent/agent.js';
+import { readStatus } from '../src/agent/status.js';
+import { installPlugins } from '../src/cli/cni.js';
+import { apply, Plan } from '../src/kernel/plan.js';
+import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
+import { Topology, type ExecResult } from '../src/testing/topo.js';
+
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const WEFT = join(ROOT, 'bin', 'weft');
+export const TOOL = join(ROOT, 'dist', 'test', 'agent-tool.js');
+export const NODE = process.execPath;
+export const PREFIX = '/coreos.com/network';
+export const OUTSIDE = '203.0.113.1';
+export const PORT = 7000;
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, every = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await sleep(every);
+  }
+}
+
+export interface AgentProc {
+  child: ChildProcess;
+  log: string[];
+  exited: Promise<number | null>;
+}
+
+export interface NodeHandle {
+  name: string;
+  ip: string;
+  dir: string;
+  subnetFile: string;
+  stateDir: string;
+  conflist: string;
+  agent?: AgentProc;
+}
+
+export interface Pod {
+  name: string;
+  node: string;
+  ip: string;
+  server?: ChildProcess;
+  received: string[];
+}
+
+/** The network config exactly as flannel's documentation writes it (kube-flannel.yml's net-conf.json). */
+export const flannelDocConfig = (backend: string): string => `{
+  "Network": "10.244.0.0/16",
+  "Backend": {
+    "Type": "${backend}"
+  }
+}
+`;
+
+export class Cluster {
+  readonly nodes = new Map<string, NodeHandle>();
+  readonly pods = new Map<string, Pod>();
+  etcd!: EtcdServer;
+  readonly binDir: string;
+  private readonly children: ChildProcess[] = [];
+  private readonly procs: ChildProcess[] = [];
+
+  private constructor(
+    readonly topo: Topology,
+    readonly backend: string,
+  ) {
+    this.binDir = join(topo.dir, 'bin');
+  }
+
+  static async create(backend: string): Promise<Cluster> {
+    const topo = await Topology.create();
+    const c = new Cluster(topo, backend);
+    try {
+      await c.underlay();
+      installPlugins(c.binDir);
+      return c;
+    } catch (e) {
+      await c.destroy();
+      throw e;
+    }
+  }
+
+  get endpoint(): string {
+    return 'http://198.18.0.2:2379';
+  }
+
+  private async underlay(): Promise<void> {
+    const t = this.topo;
+    const [ul, rt, out, etcd] = await Promise.all(['ul', 'rt', 'out', 'etcd'].map((s) => t.netns(s)));
+    const p = new Plan();
+    p.ip(ul, ['link', 'add', 'br0', 'type', 'bridge']).ip(ul, ['link', 'set', 'br0', 'up']);
+    await apply(p);
+    await this.attach('rt', '198.18.0.1');
+    await this.attach('etcd', '198.18.0.2');
+    const q = new Plan();
+    q.ip(rt, ['link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.name('out')]);
+    q.ip(rt, ['addr', 'add', '203.0.113.254/24', 'dev', 'eth1']).ip(rt, ['link', 'set', 'eth1', 'up']);
+    q.ip(out, ['addr', 'add', `${OUTSIDE}/24`, 'dev', 'eth0']).ip(out, ['link', 'set', 'eth0', 'up']);
+    q.ip(out, ['route', 'add', 'default', 'via', '203.0.113.254']);
+    q.sysctl(rt, 'net.ipv4.ip_forward', '1');
+    await apply(q);
+    void etcd;
+    this.etcd = await startEtcd({ commandPrefix: t.argv('etcd', []), host: '198.18.0.2' });
+  }
+
+  /** A veth from namespace `short` (eth0, `ip`/24) to the underlay bridge in namespace `segment`. */
+  private async attach(short: string, ip: string, segment = 'ul', gateway = '198.18.0.1'): Promise<void> {
+    const t = this.topo;
+    const ul = t.path(segment);
+    const ns = t.path(short);
+    const port = `p-${short}`.slice(0, 15);
+    const p = new Plan();
+    p.ip(ul, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.name(short)]);
+    p.ip(ul, ['link', 'set', port, 'master', 'br0']).ip(ul, ['link', 'set', port, 'up']);
+    p.ip(ns, ['addr', 'add', `${ip}/24`, 'dev', 'eth0']).ip(ns, ['link', 'set', 'eth0', 'up']);
+    if (short !== 'rt') p.ip(ns, ['route', 'add', 'default', 'via', gateway]);
+    await apply(p);
+  }
+
+  exec(short: string, argv: string[], timeoutMs = 20_000): Promise<ExecResult> {
+    return this.topo.exec(short, argv, { timeoutMs });
+  }
+
+  async tool(short: string, args: string[], timeoutMs = 10_000): Promise<ExecResult> {
+    return this.exec(short, [NODE, TOOL, ...args], timeoutMs);
+  }
+
+  async etcdctl(args: string[]): Promise<string> {
+    const r = await this.tool('etcd', ['etcd', this.endpoint, PREFIX, ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout.trim();
+  }
+
+  async networkInit(config: string): Promise<ExecResult> {
+    const file = join(this.topo.dir, 'net-conf.json');
+    writeFileSync(file, config);
+    return this.exec('etcd', [NODE, WEFT, 'network', 'init', '--config', file, '--etcd-endpoints', this.endpoint]);
+  }
+
+  /**
+   * A second L2 segment, 198.19.0.0/24, behind the router (198.19.0.1): its nodes reach the others
+   * only through the router, which is what host-gw cannot handle.
+   */
+  private async secondSegment(): Promise<void> {
+    if (this.topo.path('ul2') && (await this.exec('ul2', ['true']).catch(() => undefined))?.code === 0) return;
+    const t = this.topo;
+    const ul2 = await t.netns('ul2');
+    const rt = t.path('rt');
+    const p = new Plan();
+    p.ip(ul2, ['link', 'add', 'br0', 'type', 'bridge']).ip(ul2, ['link', 'set', 'br0', 'up']);
+    p.ip(ul2, ['link', 'add', 'p-rt', 'type', 'veth', 'peer', 'name', 'eth2', 'netns', t.name('rt')]);
+    p.ip(ul2, ['link', 'set', 'p-rt', 'master', 'br0']).ip(ul2, ['link', 'set', 'p-rt', 'up']);
+    p.ip(rt, ['addr', 'add', '198.19.0.1/24', 'dev', 'eth2']).ip(rt, ['link', 'set', 'eth2', 'up']);
+    await apply(p);
+  }
+
+  /** A node namespace on the underlay at 198.18.0.(10+index) (198.19.0.x on the second segment), with its CNI config. */
+  async addNode(name: string, index: number, segment: 'ul' | 'ul2' = 'ul'): Promise<NodeHandle> {
+    if (segment === 'ul2') await this.secondSegment();
+    await this.topo.netns(name);
+    const ip = `${segment === 'ul' ? '198.18' : '198.19'}.0.${10 + index}`;
+    await this.attach(name, ip, segment, segment === 'ul' ? '198.18.0.1' : '198.19.0.1');
+    const dir = join(this.topo.dir, name);
+    mkdirSync(dir, { recursive: true });
+    const node: NodeHandle = {
+      name,
+      ip,
+      dir,
+      subnetFile: join(dir, 'subnet.env'),
+      stateDir: join(dir, 'state'),
+      conflist: join(dir, 'weft.conflist'),
+    };
+    // subnet.env from the agent, served through the agent's CNI socket; a default route as kube-flannel's conflist gives.
+    writeFileSync(
+      node.conflist,
+      JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'weft', isDefaultGateway: true, subnetFile: node.subnetFile, dataDir: join(dir, 'ipam'), socket: join(dir, 'cni.sock') }] }),
+    );
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  node(name: string): NodeHandle {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  agentArgs(node: NodeHandle, extra: string[] = []): string[] {
+    return [
+      NODE, WEFT, 'agent', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', this.endpoint,
+      '--subnet-file', node.subnetFile, '--state-dir', node.stateDir, '--cni-socket', join(node.dir, 'cni.sock'),
+      '--resync', '1', ...extra,
+    ];
+  }
+
+  startAgent(name: string, extra: string[] = []): AgentProc {
+    const node = this.node(name);
+    const child = this.topo.spawn(name, this.agentArgs(node, extra));
+    const log: string[] = [];
+    let partial = '';
+    const collect = (d: Buffer) => {
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      log.push(...lines);
+    };
+    child.stdout!.on('data', collect);
+    child.stderr!.on('data', collect);
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    node.agent = { child, log, exited };
+    this.children.push(child);
+    return node.agent;
+  }
+
+  async stopAgent(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const a = this.node(name).agent;
+    if (!a || a.child.exitCode !== null || a.child.signalCode !== null) return a?.child.exitCode ?? null;
+    a.child.kill(signal);
+    const timer = setTimeout(() => a.child.kill('SIGKILL'), 10_000);
+    const code = await a.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  async status(name: string): Promise<AgentStatus> {
+    return (await readStatus(this.node(name).stateDir, 3000)).status;
+  }
+
+  /** Waits until the agent holds a lease, knows `remotes` other leases and the kernel matches. */
+  async waitReady(name: string, remotes: number, timeoutMs = 20_000): Promise<AgentStatus> {
+    return waitFor(
+      `agent on ${name} ready with ${remotes} remote leases`,
+      async () => {
+        const a = this.node(name).agent;
+        if (a && a.child.exitCode !== null) throw new Error(`agent on ${name} exited ${a.child.exitCode}:\n${a.log.join('\n')}`);
+        if (!existsSync(this.node(name).subnetFile)) return undefined;
+        const s = await this.status(name);
+        return s.ownLease && s.remoteLeases.length === remotes && s.drift.length === 0 ? s : undefined;
+      },
+      timeoutMs,
+      200,
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}\nagent log:\n${this.node(name).agent?.log.slice(-30).join('\n')}`);
+    });
+  }
+
+  subnetOf(name: string): string {
+    const m = /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(this.node(name).subnetFile, 'utf8'));
+    return m![1]!;
+  }
+
+  /** A pod namespace wired by `weft cni add` run inside the node; starts the test server in it. */
+  async addPod(podName: string, nodeName: string, conflist = this.node(nodeName).conflist): Promise<Pod> {
+    const node = this.node(nodeName);
+    const nsPath = await this.topo.netns(podName);
+    const r = await this.exec(nodeName, [NODE, WEFT, 'cni', 'add', '--conf', conflist, '--cni-path', `${this.binDir}:/usr/lib/cni`, '--cache-dir', join(node.dir, 'cache'), nsPath]);
+    assert.equal(r.code, 0, `cni add ${podName} on ${nodeName}: ${r.stdout}${r.stderr}`);
+    const result = JSON.parse(r.stdout) as { ips: { address: string }[] };
+    const pod: Pod = { name: podName, node: nodeName, ip: result.ips[0]!.address.split('/')[0]!, received: [] };
+    this.pods.set(podName, pod);
+    await this.serve(pod);
+    return pod;
+  }
+
+  /** Starts the TCP/UDP server (port 7000) in a pod or node. */
+  async serve(target: { name: string; server?: ChildProcess; received: string[] }): Promise<void> {
+    const child = this.topo.spawn(target.name, [NODE, TOOL, 'serve', String(PORT)]);
+    target.server = child;
+    this.procs.push(child);
+    let partial = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server in ${target.name} did not start`)), 10_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        const lines = (partial + d.toString()).split('\n');
+        partial = lines.pop()!;
+        for (const l of lines) {
+          if (l === 'ready') {
+            clearTimeout(timer);
+            resolve();
+          } else target.received.push(l);
+        }
+      });
+    });
+  }
+
+  pod(name: string): Pod {
+    const p = this.pods.get(name);
+    if (!p) throw new Error(`no pod ${name}`);
+    return p;
+  }
+
+  /** TCP from namespace `from` to `host`: the address the server saw, or throws. */
+  async tcp(from: string, host: string, timeoutMs = 5000): Promise<string> {
+    const r = await this.tool(from, ['tcp', host, String(PORT)], timeoutMs);
+    if (r.code !== 0) throw new Error(`tcp ${from} → ${host}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    return r.stdout.trim().replace(/^from /, '');
+  }
+
+  async udp(from: string, host: string): Promise<string> {
+    const r = await this.tool(from, ['udp', host, String(PORT)]);
+    if (r.code !== 0) throw new Error(`udp ${from} → ${host}: ${r.stderr.trim() || `exit ${r.code}`}`);
+    return r.stdout.trim().replace(/^from /, '');
+  }
+
+  /** Retries tcp until it answers (routes converge asynchronously). */
+  async tcpEventually(from: string, host: string, timeoutMs = 10_000): Promise<string> {
+    return waitFor(`tcp ${from} → ${host}`, () => this.tcp(from, host, 2000), timeoutMs, 200);
+  }
+
+  /** ip/nft/bridge output inside a namespace, for assertions (the tests read; only the agent writes). */
+  async show(short: string, argv: string[]): Promise<string> {
+    const r = await this.exec(short, argv);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  }
+
+  /** Spawns a long-lived process in a namespace, killed by destroy(). */
+  spawn(short: string, argv: string[]): ChildProcess {
+    const c = this.topo.spawn(short, argv);
+    this.procs.push(c);
+    return c;
+  }
+
+  logs(): string {
+    return [...this.nodes.values()].map((n) => `--- ${n.name}\n${n.agent?.log.slice(-40).join('\n') ?? ''}`).join('\n');
+  }
+
+  async destroy(): Promise<void> {
+    for (const c of [...this.children, ...this.procs]) c.kill('SIGKILL');
+    await this.etcd?.stop().catch(() => undefined);
+    await this.topo.destroy();
+  }
+}
+
+const PING_PY = `
+import socket, struct, sys, time, os
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(2)
+ident = os.getpid() & 0xffff
+def csum(b):
+    if len(b) % 2: b += b'\\0'
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xffff); t += t >> 16
+    return ~t & 0xffff
+hdr = struct.pack('!BBHHH', 8, 0, 0, ident, 1); data = b'weft-ping'
+pkt = struct.pack('!BBHHH', 8, 0, csum(hdr + data), ident, 1) + data
+s.sendto(pkt, (host, 0))
+end = time.time() + 2
+while time.time() < end:
+    buf, addr = s.recvfrom(2048)
+    ihl = (buf[0] & 15) * 4
+    t, c, _, i, q = struct.unpack('!BBHHH', buf[ihl:ihl + 8])
+    if t == 0 and i == ident and addr[0] == host:
+        print('reply from', addr[0]); sys.exit(0)
+sys.exit(1)
+`;
+
+/** Whether ICMP echo can be sent here: no `ping` on these machines, so a raw socket from python3. */
+export async function icmpAvailable(c: Cluster, short: string): Promise<boolean> {
+  const r = await c.exec(short, ['python3', '-c', 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)']).catch(() => undefined);
+  return r?.code === 0;
+}
+
+export async function icmpPing(c: Cluster, from: string, host: string): Promise<boolean> {
+  const r = await c.exec(from, ['python3', '-c', PING_PY, host], 10_000);
+  return r.code === 0;
+}

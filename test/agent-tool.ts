@@ -1,0 +1,185 @@
+/**
+ * Small network tools the agent tests run inside namespaces (the machines have no ping, nc or
+ * socat). `node dist/test/agent-tool.js COMMAND ...`:
+ *   serve PORT                 TCP + UDP server: says "from <peer address>" to every client, then echoes
+ *   tcp HOST PORT              connects, prints the server's first line ("from ...")
+ *   udp HOST PORT              sends a datagram, prints the reply
+ *   stream HOST PORT           a long-lived TCP flow: a line every 100 ms, prints "ok N" as echoes return
+ *   forge DST VNI MAC SRC_IP DST_IP PORT   sends one hand-made VXLAN packet carrying UDP SRC_IP → DST_IP:PORT
+ *   etcd ENDPOINT PREFIX get|del|put KEY [VALUE]
+ */
+import { createSocket } from 'node:dgram';
+import { createConnection, createServer } from 'node:net';
+import { EtcdStore } from '../src/store/etcd.js';
+
+const [cmd, ...args] = process.argv.slice(2);
+const die = (msg: string): never => {
+  process.stderr.write(`${msg}\n`);
+  process.exit(1);
+};
+const peer = (a: string | undefined) => (a ?? '?').replace(/^::ffff:/, '');
+
+function serve(port: number): void {
+  const tcp = createServer((sock) => {
+    sock.on('error', () => undefined);
+    sock.write(`from ${peer(sock.remoteAddress)}\n`);
+    sock.pipe(sock);
+  });
+  const udp = createSocket('udp4');
+  udp.on('message', (msg, rinfo) => {
+    process.stdout.write(`got ${rinfo.address} ${msg.toString().trim()}\n`);
+    udp.send(`from ${rinfo.address}`, rinfo.port, rinfo.address);
+  });
+  let ready = 0;
+  const up = () => ++ready === 2 && process.stdout.write('ready\n');
+  tcp.listen(port, '0.0.0.0', up);
+  udp.bind(port, '0.0.0.0', up);
+}
+
+function tcp(host: string, port: number): void {
+  const timer = setTimeout(() => die(`tcp ${host}:${port}: timed out`), 3000);
+  const sock = createConnection({ host, port });
+  let buf = '';
+  sock.on('data', (d) => {
+    buf += d.toString();
+    if (buf.includes('\n')) {
+      clearTimeout(timer);
+      process.stdout.write(buf.split('\n')[0] + '\n');
+      sock.destroy();
+    }
+  });
+  sock.on('error', (e) => die(`tcp ${host}:${port}: ${e.message}`));
+}
+
+function udp(host: string, port: number): void {
+  const sock = createSocket('udp4');
+  let tries = 0;
+  const send = () => {
+    if (++tries > 5) die(`udp ${host}:${port}: no reply`);
+    sock.send('hello', port, host);
+  };
+  const timer = setInterval(send, 500);
+  sock.on('message', (msg) => {
+    clearInterval(timer);
+    process.stdout.write(`${msg.toString()}\n`);
+    sock.close();
+  });
+  sock.on('error', (e) => die(`udp ${host}:${port}: ${e.message}`));
+  send();
+}
+
+function stream(host: string, port: number): void {
+  const sock = createConnection({ host, port });
+  let sent = 0;
+  let echoed = 0;
+  let last = Date.now();
+  let buf = '';
+  let greeted = false;
+  sock.on('data', (d) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const l of lines) {
+      if (!greeted) {
+        greeted = true;
+        process.stdout.write(`${l}\n`);
+        continue;
+      }
+      echoed++;
+      last = Date.now();
+    }
+  });
+  const tick = setInterval(() => {
+    if (Date.now() - last > 5000) {
+      process.stdout.write(`stalled after ${echoed}\n`);
+      process.exit(2);
+    }
+    sock.write(`${++sent}\n`);
+    if (sent % 5 === 0) process.stdout.write(`ok ${echoed}\n`);
+  }, 100);
+  sock.on('error', (e) => {
+    clearInterval(tick);
+    process.stdout.write(`broken ${e.message}\n`);
+    process.exit(3);
+  });
+  sock.on('close', () => {
+    process.stdout.write('closed\n');
+    process.exit(4);
+  });
+}
+
+const ipBytes = (ip: string) => Buffer.from(ip.split('.').map(Number));
+
+function checksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i < b.length; i += 2) sum += (b[i]! << 8) + (b[i + 1] ?? 0);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return ~sum & 0xffff;
+}
+
+/** VXLAN header + Ethernet + IPv4 + UDP, every field as a real VTEP would write it. */
+function forge(dst: string, vni: number, mac: string, src: string, inner: string, port: number): void {
+  const payload = Buffer.from('forged\n');
+  const udpHdr = Buffer.alloc(8);
+  udpHdr.writeUInt16BE(40000, 0);
+  udpHdr.writeUInt16BE(port, 2);
+  udpHdr.writeUInt16BE(8 + payload.length, 4);
+  const pseudo = Buffer.concat([ipBytes(src), ipBytes(inner), Buffer.from([0, 17]), Buffer.from([0, 8 + payload.length]), udpHdr, payload]);
+  udpHdr.writeUInt16BE(checksum(pseudo) || 0xffff, 6);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + 8 + payload.length, 2);
+  ip.writeUInt16BE(0x4000, 6);
+  ip[8] = 64;
+  ip[9] = 17;
+  ipBytes(src).copy(ip, 12);
+  ipBytes(inner).copy(ip, 16);
+  ip.writeUInt16BE(checksum(ip), 10);
+  const eth = Buffer.concat([Buffer.from(mac.split(':').map((h) => parseInt(h, 16))), Buffer.from([0x02, 0, 0, 0, 0xbe, 0xef]), Buffer.from([0x08, 0x00])]);
+  const vx = Buffer.alloc(8);
+  vx[0] = 0x08;
+  vx.writeUIntBE(vni, 4, 3);
+  const packet = Buffer.concat([vx, eth, ip, udpHdr, payload]);
+  const sock = createSocket('udp4');
+  sock.send(packet, 8472, dst, (err) => {
+    if (err) die(err.message);
+    sock.close();
+    process.stdout.write('sent\n');
+  });
+}
+
+async function etcd(endpoint: string, prefix: string, op: string, key: string, value?: string): Promise<void> {
+  const store = new EtcdStore({ endpoints: [endpoint], prefix, timeoutMs: 3000 });
+  try {
+    if (op === 'get') process.stdout.write(`${(await store.get(key))?.value ?? ''}\n`);
+    else if (op === 'list') process.stdout.write(`${JSON.stringify((await store.list(key)).items)}\n`);
+    else if (op === 'del') process.stdout.write(`${await store.delete(key)}\n`);
+    else if (op === 'put') process.stdout.write(`${await store.put(key, value ?? '')}\n`);
+    else die(`unknown etcd op ${op}`);
+  } finally {
+    await store.close();
+  }
+}
+
+switch (cmd) {
+  case 'serve':
+    serve(Number(args[0]));
+    break;
+  case 'tcp':
+    tcp(args[0]!, Number(args[1]));
+    break;
+  case 'udp':
+    udp(args[0]!, Number(args[1]));
+    break;
+  case 'stream':
+    stream(args[0]!, Number(args[1]));
+    break;
+  case 'forge':
+    forge(args[0]!, Number(args[1]), args[2]!, args[3]!, args[4]!, Number(args[5]));
+    break;
+  case 'etcd':
+    etcd(args[0]!, args[1]!, args[2]!, args[3]!, args[4]).catch((e: Error) => die(e.message));
+    break;
+  default:
+    die(`unknown command ${cmd}`);
+}
