@@ -80,6 +80,22 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* Like write_all, for the socket: a server that hangs up is an error, not a SIGPIPE that kills us. */
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
 /* The value of a top-level-looking "socket": "..." in the config; no escapes are allowed in it. */
 static int socket_path(const struct buf *conf, char *out, size_t outlen)
 {
@@ -127,7 +143,8 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 			append(&req, *e, strlen(*e) + 1);
 	append(&req, "", 1);
 	append(&req, conf->data, conf->len);
-	if (write_all(fd, req.data, req.len) < 0) {
+	if (send_all(fd, req.data, req.len) < 0) {
+		/* It hung up before taking the whole request, so it did none of the work: run it here. */
 		close(fd);
 		return -1;
 	}

@@ -134,6 +134,8 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   const hostMac = randomMac();
   const podMac = randomMac();
   const plan = new Plan();
+  // The veth pair first: when CNI_IFNAME is taken in the container this fails before anything changed.
+  plan.ip(HOST, ['link', 'add', 'name', hostVeth, ...mtu, 'address', hostMac, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns]);
   if (!localLinkNames().has(c.bridge)) {
     plan.ip(HOST, ['link', 'add', 'name', c.bridge, 'address', randomMac(), ...mtu, 'type', 'bridge'], 'exists');
   }
@@ -143,7 +145,6 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
       if (ip.gateway) plan.ip(HOST, ['addr', 'replace', `${ip.gateway}/${ip.address.split('/')[1]}`, 'dev', c.bridge]);
     }
   }
-  plan.ip(HOST, ['link', 'add', 'name', hostVeth, ...mtu, 'address', hostMac, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns]);
   plan.ip(HOST, ['link', 'set', hostVeth, 'master', c.bridge, 'alias', alias(conf.name, att), 'up']);
   if (c.hairpinMode) plan.ip(HOST, ['link', 'set', 'dev', hostVeth, 'type', 'bridge_slave', 'hairpin', 'on']);
   plan.ip(HOST, ['link', 'show', 'dev', c.bridge]);
@@ -165,7 +166,7 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   try {
     shown = await apply(plan);
   } catch (e) {
-    throw await explain(e, env);
+    throw await explain(e, env, hostVeth);
   }
   const bridgeMac = (JSON.parse(shown.trim().split('\n').pop() ?? '[]') as Link[])[0]?.address;
   const result: Result = {
@@ -182,9 +183,11 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   return result;
 }
 
-async function explain(e: unknown, env: Env): Promise<CniError> {
+async function explain(e: unknown, env: Env, hostVeth: string): Promise<CniError> {
   if (!(e instanceof KernelError)) return e instanceof CniError ? e : new CniError(Code.Kernel, String(e));
-  if (e.exists && /veth/.test(e.command + e.stderr)) {
+  // A batch names no command in its error. If our veth pair was not made but CNI_IFNAME is in the
+  // container, the pair's creation is what failed: the name was taken before us.
+  if (e.exists && !localLinkNames().has(hostVeth)) {
     const inPod = await links(env.netns).catch(() => []);
     if (inPod.some((l) => l.ifname === env.ifname)) {
       return new CniError(Code.InterfaceExists, `interface ${env.ifname} already exists in ${env.netns}`, 'choose another CNI_IFNAME, or DEL the existing attachment first');
@@ -243,6 +246,9 @@ async function ipamRelease(t: Teardown, conf: NetConf, env: Env, att: Attachment
 export async function del(conf: NetConf, env: Env): Promise<void> {
   const t = teardownConf(conf);
   const att = { containerID: env.containerId, ifname: env.ifname };
+  // A delegated IPAM does not say what it released; without prevResult, the container's interface
+  // (while it is still there) names the addresses to take out of the masquerade set.
+  const inPod = t.ipMasq && t.ipamType && !decodeResult(conf.prevResult).ips?.length ? await podAddresses(env) : [];
   const plan = new Plan().ip(HOST, ['link', 'del', hostVethName(env.containerId, env.ifname)], 'missing');
   try {
     await apply(plan);
@@ -250,8 +256,14 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
     throw e instanceof KernelError ? new CniError(Code.Kernel, e.message, e.stderr.trim()) : e;
   } finally {
     const released = await ipamRelease(t, conf, env, att);
-    if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, released)));
+    if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, released.length ? released : inPod)));
   }
+}
+
+async function podAddresses(env: Env): Promise<IPConfig[]> {
+  if (!env.netns || !existsSync(env.netns)) return [];
+  const [link] = await addrs(env.netns, env.ifname).catch(() => []);
+  return (link?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ address: `${a.local}/${a.prefixlen}` }));
 }
 
 /** CHECK: what ADD made is still there, as prevResult describes it. */
@@ -316,7 +328,14 @@ export async function status(conf: NetConf, env: Env): Promise<void> {
     ipam.status(c.ipamConfig);
     return;
   }
-  await execPlugin(findPlugin(c.ipamPlugin!, env.path), { command: 'STATUS', path: env.path }, conf).catch((e: CniError) => {
+  let plugin: string;
+  try {
+    plugin = findPlugin(c.ipamPlugin!, env.path);
+  } catch (e) {
+    // An IPAM plugin that is not installed is IPAM that cannot serve an ADD.
+    throw e instanceof CniError ? new CniError(Code.NotAvailable, e.message, e.details) : e;
+  }
+  await execPlugin(plugin, { command: 'STATUS', path: env.path }, conf).catch((e: CniError) => {
     if (e.code === Code.NotAvailable || e.code === Code.NotAvailableLimited) throw e;
   });
 }

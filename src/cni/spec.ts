@@ -125,14 +125,14 @@ export function parseEnv(env: NodeJS.ProcessEnv): Env {
 export function validateIfname(ifname: string): void {
   if (!ifname) throw new CniError(Code.InvalidEnv, 'CNI_IFNAME is not set', 'name the interface to create in the container, e.g. eth0');
   const bad =
-    ifname.length > 15
-      ? 'is longer than 15 characters'
+    Buffer.byteLength(ifname) > 15
+      ? 'is longer than 15 bytes'
       : ifname === '.' || ifname === '..'
         ? 'is "." or ".."'
-        : /[/:\s]/.test(ifname)
+        : /[/:\s\u0085]/.test(ifname)
           ? 'contains "/", ":" or whitespace'
           : undefined;
-  if (bad) throw new CniError(Code.InvalidEnv, `CNI_IFNAME "${ifname}" ${bad}`, 'use 1-15 characters without "/", ":" or whitespace');
+  if (bad) throw new CniError(Code.InvalidEnv, `CNI_IFNAME "${ifname}" ${bad}`, 'use 1-15 bytes without "/", ":" or whitespace');
 }
 
 function parseArgs(text: string): Map<string, string> {
