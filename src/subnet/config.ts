@@ -28,7 +28,8 @@ export class NetworkConfigError extends Error {
 }
 
 const EXAMPLE = '{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}';
-const TOP_LEVEL = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'Backend'];
+// EnableNFTables is accepted and has no effect: Weft always programs nftables.
+const TOP_LEVEL = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'EnableNFTables', 'Backend'];
 const IPV6_FIELDS = ['IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax'];
 const BACKEND_FIELDS: Record<BackendConfig['type'], string[]> = {
   vxlan: ['Type', 'VNI', 'Port', 'DirectRouting', 'MTU', 'GBP', 'Learning'],
