@@ -12,17 +12,26 @@ export async function createNetns(name: string): Promise<string> {
   return netnsPath(name);
 }
 
-/** Kills every process still inside the namespace, then removes it; a missing one is fine. */
-export async function deleteNetns(name: string): Promise<void> {
-  if (!existsSync(netnsPath(name))) return;
+export async function netnsPids(name: string): Promise<number[]> {
   const { stdout } = await run(['ip', 'netns', 'pids', name]).catch(() => ({ stdout: '' }));
-  for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+  return stdout.split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Signals every process inside the namespace. */
+export async function signalNetns(name: string, signal: NodeJS.Signals): Promise<void> {
+  for (const pid of await netnsPids(name)) {
     try {
-      process.kill(Number(pid), 'SIGKILL');
+      process.kill(pid, signal);
     } catch {
       // already gone
     }
   }
+}
+
+/** Kills every process still inside the namespace, then removes it; a missing one is fine. */
+export async function deleteNetns(name: string): Promise<void> {
+  if (!existsSync(netnsPath(name))) return;
+  await signalNetns(name, 'SIGKILL');
   await run(['ip', 'netns', 'del', name]).catch((e: Error) => {
     if (existsSync(netnsPath(name))) throw e;
   });

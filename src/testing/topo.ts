@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNetns, deleteNetns, listNetns, netnsPath } from '../kernel/netns.js';
+import { LAB_ROOT } from '../lab/lab.js';
 
 /**
  * Disposable namespace topologies for tests and benchmarks. Every namespace of a run is named
@@ -12,7 +13,8 @@ import { createNetns, deleteNetns, listNetns, netnsPath } from '../kernel/netns.
  * changed: everything, the "host" of a CNI test included, is a namespace of the run.
  */
 export const OWNERS = '/run/weft-test';
-const NAME = /^(wt[0-9a-f]{8})-/;
+/** A run's own namespaces, and those of labs it started under its id (`weft lab up --name <id>[-x]`). */
+const NAME = /^(wt[0-9a-f]{8})-|^wl\.(wt[0-9a-f]{8})[.-]/;
 
 export interface ExecResult {
   code: number;
@@ -107,23 +109,46 @@ export class Topology {
     return child;
   }
 
+  private owns(ns: string): boolean {
+    return ns.startsWith(`${this.id}-`) || ns.startsWith(`wl.${this.id}.`) || ns.startsWith(`wl.${this.id}-`);
+  }
+
   async destroy(): Promise<void> {
     live.delete(this);
     for (const c of this.children) c.kill('SIGKILL');
-    for (const name of listNetns().filter((n) => n.startsWith(`${this.id}-`))) await deleteNetns(name);
+    for (const name of listNetns().filter((n) => this.owns(n))) await deleteNetns(name);
     rmSync(this.dir, { recursive: true, force: true });
+    removeLabDirs(this.id);
     rmSync(join(OWNERS, this.id), { force: true });
   }
 
   /** For exit handlers, which cannot wait. */
   destroySync(): void {
     for (const c of this.children) c.kill('SIGKILL');
-    for (const name of listNetns().filter((n) => n.startsWith(`${this.id}-`))) {
-      spawn('ip', ['netns', 'del', name], { stdio: 'ignore', detached: true }).unref();
+    for (const name of listNetns().filter((n) => this.owns(n))) {
+      const pids = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout ?? '';
+      for (const pid of pids.split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      spawnSync('ip', ['netns', 'del', name]);
     }
     rmSync(this.dir, { recursive: true, force: true });
     rmSync(join(OWNERS, this.id), { force: true });
   }
+}
+
+function removeLabDirs(id: string): void {
+  let labs: string[] = [];
+  try {
+    labs = readdirSync(LAB_ROOT);
+  } catch {
+    return;
+  }
+  for (const lab of labs.filter((l) => l === id || l.startsWith(`${id}-`))) rmSync(join(LAB_ROOT, lab), { recursive: true, force: true });
 }
 
 function alive(pid: number): boolean {
@@ -148,7 +173,7 @@ export async function sweep(): Promise<string[]> {
   const removed: string[] = [];
   for (const ns of listNetns()) {
     const m = NAME.exec(ns);
-    if (m && !ownerAlive(m[1]!)) {
+    if (m && !ownerAlive((m[1] ?? m[2])!)) {
       await deleteNetns(ns);
       removed.push(ns);
     }
@@ -162,6 +187,7 @@ export async function sweep(): Promise<string[]> {
   for (const id of owners) {
     if (!ownerAlive(id)) {
       rmSync(join(tmpdir(), `weft-${id}`), { recursive: true, force: true });
+      removeLabDirs(id);
       rmSync(join(OWNERS, id), { force: true });
     }
   }

@@ -1,0 +1,305 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../kernel/exec.js';
+import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
+import { apply, Plan } from '../kernel/plan.js';
+import { installPlugins } from '../cli/cni.js';
+
+/**
+ * A whole cluster network on one machine, in namespaces named `wl.<lab>.<role>`:
+ *
+ *   outside (198.18.0.1, 203.0.113.1) ─┐
+ *   etcd (198.18.0.2) ─────────────────┼─ underlay: bridge br0 ─ nodeN eth0 198.18.0.(10+N) ─ cni0 ─ pods
+ *
+ * Every process of the lab (etcd, agents, pod containers) runs inside one of those namespaces and
+ * outlives the command that started it; the state file under /run/weft/lab/<lab> records what exists,
+ * and `down` removes everything with the lab's prefix whether or not the state file got written.
+ */
+export const LAB_ROOT = '/run/weft/lab';
+const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
+export const UNDERLAY_PREFIX = 24;
+export const OUTSIDE_IP = '203.0.113.1';
+const GATEWAY_IP = '198.18.0.1';
+const ETCD_IP = '198.18.0.2';
+const POD_NETWORK = '10.244.0.0/16';
+
+export type Backend = 'vxlan' | 'host-gw' | 'udp';
+
+export interface NodeState {
+  name: string;
+  ns: string;
+  ip: string;
+  subnet?: string;
+}
+
+export interface PodState {
+  name: string;
+  node: string;
+  ns: string;
+  ip: string;
+  mtu?: number;
+  containers: string[];
+}
+
+export interface LabState {
+  name: string;
+  backend: Backend;
+  createdAt: string;
+  etcd: { ns: string; ip: string; endpoint: string };
+  outside: { ns: string; ip: string; gateway: string };
+  underlay: { ns: string };
+  nodes: NodeState[];
+  pods: PodState[];
+}
+
+export class LabError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const labDir = (lab: string) => join(LAB_ROOT, lab);
+// Lab names may hold dashes, so a dot separates: the prefix of lab "a" is never a prefix of lab "a-b".
+export const nsName = (lab: string, role: string) => `wl.${lab}.${role}`;
+const statePath = (lab: string) => join(labDir(lab), 'state.json');
+export const nodeDir = (lab: string, node: string) => join(labDir(lab), 'nodes', node);
+export const controlSocket = (lab: string, pod: string, container: string) => join(labDir(lab), 'pods', pod, `${container}.sock`);
+
+export function validateLabName(name: string): void {
+  if (!/^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/.test(name)) {
+    throw new LabError('bad-name', `lab name "${name}" is invalid: use 1-16 lowercase letters, digits and dashes`);
+  }
+}
+
+export function readState(lab: string): LabState {
+  try {
+    return JSON.parse(readFileSync(statePath(lab), 'utf8')) as LabState;
+  } catch {
+    throw new LabError('no-lab', `no lab named "${lab}" is running; start one with: weft lab up --name ${lab}`);
+  }
+}
+
+export function writeState(s: LabState): void {
+  const file = statePath(s.name);
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(s, null, 2)}\n`);
+  renameSync(`${file}.tmp`, file);
+}
+
+/** Starts `argv` inside namespace `ns`, detached from this command, logging to `log`. */
+export function daemon(ns: string, argv: string[], log: string): number {
+  const fd = openSync(log, 'a');
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
+  child.unref();
+  return child.pid!;
+}
+
+export const execIn = (ns: string, argv: string[], input?: string) => run(['ip', 'netns', 'exec', ns, ...argv], input);
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, hint: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new LabError('timeout', `${what} did not happen within ${timeoutMs / 1000} s; ${hint}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Plugs namespace `ns` into the underlay switch as `eth0` with `ip`. */
+function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
+  const u = netnsPath(s.underlay.ns);
+  const p = netnsPath(ns);
+  plan.ip(u, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p]);
+  plan.ip(u, ['link', 'set', port, 'master', 'br0', 'up']);
+  plan.ip(p, ['addr', 'add', `${ip}/${UNDERLAY_PREFIX}`, 'dev', 'eth0']);
+  plan.ip(p, ['link', 'set', 'eth0', 'up']);
+  if (defaultVia) plan.ip(p, ['route', 'add', 'default', 'via', defaultVia]);
+}
+
+export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
+
+export interface UpOptions {
+  name: string;
+  nodes: number;
+  podsPerNode: number;
+  backend: Backend;
+  progress: (step: string, ms: number) => void;
+}
+
+async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  const out = await fn();
+  o.progress(what, performance.now() - started);
+  return out;
+}
+
+export async function up(o: UpOptions): Promise<LabState> {
+  validateLabName(o.name);
+  if (o.nodes < 1 || o.nodes > 200) throw new LabError('bad-size', '--nodes takes 1 to 200');
+  if (o.podsPerNode < 0 || o.podsPerNode > 50) throw new LabError('bad-size', '--pods-per-node takes 0 to 50');
+  if (existsSync(statePath(o.name)) || listNetns().some((n) => n.startsWith(nsName(o.name, '')))) {
+    throw new LabError('exists', `lab "${o.name}" already exists; remove it with: weft lab down --name ${o.name}, or pick another --name`);
+  }
+  mkdirSync(labDir(o.name), { recursive: true });
+  const s: LabState = {
+    name: o.name,
+    backend: o.backend,
+    createdAt: new Date().toISOString(),
+    etcd: { ns: nsName(o.name, 'etcd'), ip: ETCD_IP, endpoint: `http://${ETCD_IP}:2379` },
+    outside: { ns: nsName(o.name, 'outside'), ip: OUTSIDE_IP, gateway: GATEWAY_IP },
+    underlay: { ns: nsName(o.name, 'underlay') },
+    nodes: [],
+    pods: [],
+  };
+  writeState(s);
+  try {
+    await step(o, 'underlay switch, etcd and outside-world namespaces', async () => {
+      for (const ns of [s.underlay.ns, s.etcd.ns, s.outside.ns]) await createNetns(ns);
+      const plan = new Plan().ip(netnsPath(s.underlay.ns), ['link', 'add', 'br0', 'type', 'bridge']).ip(netnsPath(s.underlay.ns), ['link', 'set', 'br0', 'up']);
+      plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
+      plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
+      plan.ip(netnsPath(s.outside.ns), ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'lo']);
+      await apply(plan);
+      daemon(s.outside.ns, [process.execPath, WEFT, 'lab', 'workload', '--pod', 'outside', '--node', 'outside', '--container', 'app', '--control', controlSocket(o.name, 'outside', 'app')], join(labDir(o.name), 'outside.log'));
+    });
+    await step(o, `etcd on ${ETCD_IP}:2379 and the network config (${o.backend})`, async () => {
+      const log = join(labDir(o.name), 'etcd.log');
+      daemon(s.etcd.ns, ['etcd', '--name', 'lab', '--data-dir', join(labDir(o.name), 'etcd'), '--listen-client-urls', s.etcd.endpoint, '--advertise-client-urls', s.etcd.endpoint, '--listen-peer-urls', `http://${ETCD_IP}:2380`, '--initial-advertise-peer-urls', `http://${ETCD_IP}:2380`, '--initial-cluster', `lab=http://${ETCD_IP}:2380`, '--heartbeat-interval', '50', '--election-timeout', '500'], log);
+      await waitFor('etcd start', () => existsSync(log) && /ready to serve client requests/.test(readFileSync(log, 'utf8')), 20_000, `see ${log}`);
+      const config = JSON.stringify({ Network: POD_NETWORK, Backend: { Type: o.backend } });
+      await execIn(s.etcd.ns, [process.execPath, WEFT, 'network', 'init', '--etcd-endpoints', s.etcd.endpoint, '--config', config]);
+    });
+    installPlugins(join(labDir(o.name), 'bin'));
+    await step(o, `${o.nodes} nodes with a weft agent each`, async () => {
+      for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`);
+    });
+    await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, async () => {
+      const jobs = s.nodes.flatMap((n, i) => Array.from({ length: o.podsPerNode }, (_, j) => ({ node: n.name, pod: `pod-${i + 1}${String.fromCharCode(97 + j)}` })));
+      await inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, j.pod.endsWith('a')));
+    });
+    return s;
+  } catch (e) {
+    throw e instanceof LabError ? e : new LabError('up-failed', `${(e as Error).message}\nthe lab is half built; remove it with: weft lab down --name ${o.name}`);
+  }
+}
+
+async function inBatches<T>(items: T[], width: number, fn: (t: T) => Promise<unknown>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(
+    Array.from({ length: Math.min(width, queue.length) }, async () => {
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) await fn(next);
+    }),
+  );
+}
+
+function subnetOf(envFile: string): string | undefined {
+  try {
+    return /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(envFile, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** A node namespace on the underlay with its own agent, plus the CNI config a runtime there would use. */
+export async function addNode(s: LabState, name: string): Promise<NodeState> {
+  if (s.nodes.some((n) => n.name === name)) throw new LabError('exists', `node ${name} already exists in lab ${s.name}`);
+  const used = new Set(s.nodes.map((n) => n.ip));
+  let index = 1;
+  while (used.has(nodeIp(index))) index++;
+  const node: NodeState = { name, ns: nsName(s.name, name), ip: nodeIp(index) };
+  const dir = nodeDir(s.name, name);
+  mkdirSync(dir, { recursive: true });
+  await createNetns(node.ns);
+  const plan = new Plan();
+  plugIn(plan, s, node.ns, name.slice(0, 15), node.ip, GATEWAY_IP);
+  await apply(plan);
+  const subnetFile = join(dir, 'subnet.env');
+  const cniSocket = join(dir, 'cni.sock');
+  daemon(node.ns, [process.execPath, WEFT, 'agent', '--node', name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', subnetFile, '--state-dir', dir, '--cni-socket', cniSocket], join(dir, 'agent.log'));
+  await waitFor(`the agent on ${name} writing ${subnetFile}`, () => existsSync(subnetFile) && existsSync(cniSocket), 20_000, `see ${join(dir, 'agent.log')}`);
+  node.subnet = subnetOf(subnetFile);
+  // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
+  const conflist = { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', subnetFile, dataDir: join(dir, 'ipam'), socket: cniSocket, isDefaultGateway: true, hairpinMode: true }] };
+  writeFileSync(join(dir, 'cni.conflist'), `${JSON.stringify(conflist, null, 2)}\n`);
+  s.nodes.push(node);
+  writeState(s);
+  return node;
+}
+
+function cniArgs(s: LabState, node: string, pod: string): string[] {
+  const dir = nodeDir(s.name, node);
+  return ['--conf', join(dir, 'cni.conflist'), '--cni-path', join(labDir(s.name), 'bin'), '--cache-dir', join(dir, 'cni-cache'), '--container-id', pod, nsName(s.name, pod)];
+}
+
+/** A pod: its namespace, wired by the CNI plugin as a runtime would, and its containers. */
+export async function addPod(s: LabState, name: string, node: string, sidecar = false): Promise<PodState> {
+  if (!/^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/.test(name)) throw new LabError('bad-name', `pod name "${name}" is invalid: use lowercase letters, digits and dashes`);
+  if (s.pods.some((p) => p.name === name)) throw new LabError('exists', `pod ${name} already exists in lab ${s.name}`);
+  const n = s.nodes.find((x) => x.name === node);
+  if (!n) throw new LabError('no-node', `node ${node} is not in lab ${s.name}; its nodes are ${s.nodes.map((x) => x.name).join(', ')}`);
+  const ns = nsName(s.name, name);
+  await createNetns(ns);
+  let result: { ips?: { address: string }[]; interfaces?: { mtu?: number }[] };
+  try {
+    const out = await execIn(n.ns, [process.execPath, WEFT, 'cni', 'add', ...cniArgs(s, node, name)]);
+    result = JSON.parse(out.stdout) as typeof result;
+  } catch (e) {
+    await deleteNetns(ns);
+    throw e;
+  }
+  const pod: PodState = { name, node, ns, ip: result.ips![0]!.address.split('/')[0]!, containers: sidecar ? ['app', 'sidecar'] : ['app'] };
+  const mtu = result.interfaces?.find((i) => i.mtu)?.mtu;
+  if (mtu) pod.mtu = mtu;
+  mkdirSync(join(labDir(s.name), 'pods', name), { recursive: true });
+  for (const c of pod.containers) {
+    daemon(ns, [process.execPath, WEFT, 'lab', 'workload', '--pod', name, '--node', node, '--container', c, '--control', controlSocket(s.name, name, c)], join(labDir(s.name), 'pods', name, `${c}.log`));
+  }
+  await waitFor(`pod ${name}'s containers`, () => pod.containers.every((c) => existsSync(controlSocket(s.name, name, c))), 15_000, `see ${join(labDir(s.name), 'pods', name)}`);
+  s.pods.push(pod);
+  s.pods.sort((a, b) => a.name.localeCompare(b.name));
+  writeState(s);
+  return pod;
+}
+
+/** Stops the pod's containers, DELs it through the CNI plugin and removes its namespace. */
+export async function removePod(s: LabState, name: string): Promise<void> {
+  const pod = s.pods.find((p) => p.name === name);
+  if (!pod) throw new LabError('no-pod', `pod ${name} is not in lab ${s.name}`);
+  const n = s.nodes.find((x) => x.name === pod.node)!;
+  await execIn(n.ns, [process.execPath, WEFT, 'cni', 'del', ...cniArgs(s, pod.node, name)]);
+  await deleteNetns(pod.ns);
+  rmSync(join(labDir(s.name), 'pods', name), { recursive: true, force: true });
+  s.pods = s.pods.filter((p) => p.name !== name);
+  writeState(s);
+}
+
+/**
+ * Removes a node: its pods, then its agent, then (from inside the node, which alone reaches etcd)
+ * `weft agent --cleanup` gives the lease up so the other nodes drop their routes at once.
+ */
+export async function removeNode(s: LabState, name: string): Promise<void> {
+  const node = s.nodes.find((n) => n.name === name);
+  if (!node) throw new LabError('no-node', `node ${name} is not in lab ${s.name}`);
+  for (const p of s.pods.filter((x) => x.node === name)) await removePod(s, p.name);
+  const dir = nodeDir(s.name, name);
+  await signalNetns(node.ns, 'SIGTERM');
+  await waitFor(`the agent on ${name} stopping`, async () => (await netnsPids(node.ns)).length === 0, 10_000, `see ${join(dir, 'agent.log')}`);
+  await execIn(node.ns, [process.execPath, WEFT, 'agent', '--cleanup', '--node', name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', join(dir, 'subnet.env'), '--state-dir', dir]).catch(() => undefined);
+  await deleteNetns(node.ns);
+  rmSync(dir, { recursive: true, force: true });
+  s.nodes = s.nodes.filter((n) => n.name !== name);
+  writeState(s);
+}
+
+/** Removes every namespace (and so every process) of the lab, and its state; fine to run twice. */
+export async function down(lab: string): Promise<string[]> {
+  validateLabName(lab);
+  const prefix = nsName(lab, '');
+  const gone = listNetns().filter((n) => n.startsWith(prefix));
+  for (const ns of gone) await deleteNetns(ns);
+  rmSync(labDir(lab), { recursive: true, force: true });
+  return gone;
+}

@@ -1,0 +1,157 @@
+import { addrs } from '../kernel/state.js';
+import { netnsPath } from '../kernel/netns.js';
+import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
+import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
+
+/** One check of the Kubernetes network model, with the evidence for its verdict. */
+export interface CheckResult {
+  group: string;
+  check: string;
+  from: string;
+  to: string;
+  ok: boolean;
+  evidence: string;
+}
+
+type Pair = { src: PodState; dst: PodState };
+
+/** All ordered pairs in a small lab; in a large one each pod tries one peer on its node and one elsewhere. */
+function pairs(s: LabState, sameNode: boolean): Pair[] {
+  const out: Pair[] = [];
+  const small = s.pods.length <= 12;
+  for (const src of s.pods) {
+    const peers = s.pods.filter((p) => p !== src && (p.node === src.node) === sameNode);
+    if (small) out.push(...peers.map((dst) => ({ src, dst })));
+    else if (peers.length) out.push({ src, dst: peers[(s.pods.indexOf(src) + 1) % peers.length]! });
+  }
+  return out;
+}
+
+const label = (p: PodState) => `${p.name} ${p.ip}`;
+
+async function podProbe(s: LabState, src: PodState, probe: Probe) {
+  return probeFrom(controlSocket(s.name, src.name, 'app'), probe);
+}
+
+async function ping(ns: string, ip: string, extra: string[] = []): Promise<{ ok: boolean; text: string }> {
+  try {
+    const r = await execIn(ns, ['ping', '-n', '-c', '1', '-W', '2', ...extra, ip]);
+    return { ok: true, text: /time=([\d.]+ ms)/.exec(r.stdout)?.[1] ?? 'reply' };
+  } catch (e) {
+    const text = String((e as Error & { stderr?: string }).stderr ?? (e as Error).message).trim();
+    return { ok: false, text: text.split('\n').pop() ?? text };
+  }
+}
+
+async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  await Promise.all(
+    list.map(async ({ src, dst }) => {
+      for (const proto of ['tcp', 'udp'] as const) {
+        const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
+        const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
+        const evidence = r.ok ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}` : r.error;
+        out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
+      }
+      const icmp = await ping(src.ns, dst.ip);
+      out.push({ group, check: 'icmp', from: label(src), to: label(dst), ok: icmp.ok, evidence: icmp.ok ? `echo reply in ${icmp.text}` : icmp.text });
+    }),
+  );
+  return out;
+}
+
+/** node → pod over TCP (bash /dev/tcp, so no Node start per check) and ICMP. */
+async function nodeToPod(node: NodeState, pod: PodState): Promise<CheckResult[]> {
+  const group = pod.node === node.name ? 'node → pod, same node' : 'node → pod, other node';
+  const out: CheckResult[] = [];
+  try {
+    const r = await execIn(node.ns, ['timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${pod.ip}/${APP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`]);
+    const seen = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { pod: string; client: string };
+    out.push({ group, check: 'tcp', from: `${node.name} ${node.ip}`, to: label(pod), ok: seen.pod === pod.name, evidence: `${seen.pod} answered and saw the client as ${seen.client}` });
+  } catch (e) {
+    out.push({ group, check: 'tcp', from: `${node.name} ${node.ip}`, to: label(pod), ok: false, evidence: `no answer: ${(e as Error).message.split('\n')[0]}` });
+  }
+  const icmp = await ping(node.ns, pod.ip);
+  out.push({ group, check: 'icmp', from: `${node.name} ${node.ip}`, to: label(pod), ok: icmp.ok, evidence: icmp.ok ? `echo reply in ${icmp.text}` : icmp.text });
+  return out;
+}
+
+async function selfIp(pod: PodState, seenAs: Map<string, Set<string>>): Promise<CheckResult> {
+  const [eth0] = await addrs(netnsPath(pod.ns), 'eth0').catch(() => []);
+  const own = eth0?.addr_info.filter((a) => a.family === 'inet').map((a) => a.local) ?? [];
+  const others = [...(seenAs.get(pod.name) ?? [])];
+  const ok = own.includes(pod.ip) && others.length > 0 && others.every((ip) => ip === pod.ip);
+  return { group: 'pod sees its own IP', check: 'ip', from: pod.name, to: pod.name, ok, evidence: `eth0 has ${own.join(', ') || 'no IPv4 address'}; other pods saw it as ${others.join(', ') || 'nothing (no pod-to-pod check reached it)'}` };
+}
+
+async function localhost(s: LabState, pod: PodState): Promise<CheckResult> {
+  const r = await podProbe(s, pod, { proto: 'tcp', host: '127.0.0.1', port: SIDECAR_PORT });
+  const ok = r.ok && r.seen.pod === pod.name && r.seen.container === 'sidecar';
+  return { group: 'containers in one pod share localhost', check: 'tcp', from: `${pod.name}/app`, to: `${pod.name}/sidecar 127.0.0.1:${SIDECAR_PORT}`, ok, evidence: r.ok ? `${r.seen.pod}/${r.seen.container} answered on localhost` : r.error };
+}
+
+async function egress(s: LabState, pod: PodState): Promise<CheckResult> {
+  const node = s.nodes.find((n) => n.name === pod.node)!;
+  const r = await podProbe(s, pod, { proto: 'tcp', host: s.outside.ip, port: APP_PORT });
+  const ok = r.ok && r.seen.client === node.ip;
+  return { group: 'pod → outside is masqueraded', check: 'tcp', from: label(pod), to: `outside ${s.outside.ip}`, ok, evidence: r.ok ? `outside saw the client as ${r.seen.client}${ok ? ` (${node.name}'s IP)` : ` (expected ${node.ip})`}` : r.error };
+}
+
+/** A full-size packet with DF crosses; one byte more must be refused at once, not lost. */
+async function pathMtu({ src, dst }: Pair): Promise<CheckResult[]> {
+  const [link] = await addrs(netnsPath(src.ns), 'eth0').catch(() => []);
+  const mtu = src.mtu ?? link?.mtu ?? 1500;
+  const group = 'path MTU across nodes';
+  const fits = await ping(src.ns, dst.ip, ['-M', 'do', '-s', String(mtu - 28)]);
+  const over = await ping(src.ns, dst.ip, ['-M', 'do', '-s', String(mtu - 27)]);
+  const refused = !over.ok && /too long|mtu/i.test(over.text);
+  return [
+    { group, check: `${mtu} bytes, DF`, from: label(src), to: label(dst), ok: fits.ok, evidence: fits.ok ? `crossed without fragmentation (${fits.text})` : fits.text },
+    { group, check: `${mtu + 1} bytes, DF`, from: label(src), to: label(dst), ok: refused, evidence: refused ? `refused cleanly: ${over.text}` : over.ok ? 'crossed although it is larger than the MTU' : `lost silently: ${over.text}` },
+  ];
+}
+
+export async function verify(lab: string): Promise<{ state: LabState; results: CheckResult[] }> {
+  const s = readState(lab);
+  const results: CheckResult[] = [];
+  results.push(...(await podToPod(s, 'pod → pod, same node', pairs(s, true))));
+  results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs(s, false))));
+  const seenAs = new Map<string, Set<string>>();
+  for (const r of results) {
+    const m = /saw the client as (\S+)/.exec(r.evidence);
+    if (r.ok && m && r.check !== 'icmp') {
+      const src = r.from.split(' ')[0]!;
+      if (!seenAs.has(src)) seenAs.set(src, new Set());
+      seenAs.get(src)!.add(m[1]!);
+    }
+  }
+  for (const node of s.nodes) {
+    const own = s.pods.find((p) => p.node === node.name);
+    const other = s.pods.find((p) => p.node !== node.name);
+    for (const pod of [own, other]) if (pod) results.push(...(await nodeToPod(node, pod)));
+  }
+  for (const pod of s.pods) results.push(await selfIp(pod, seenAs));
+  for (const pod of s.pods.filter((p) => p.containers.includes('sidecar'))) results.push(await localhost(s, pod));
+  for (const node of s.nodes) {
+    const pod = s.pods.find((p) => p.node === node.name);
+    if (pod) results.push(await egress(s, pod));
+  }
+  const cross = pairs(s, false)[0];
+  if (cross) results.push(...(await pathMtu(cross)));
+  return { state: s, results };
+}
+
+export function formatVerify(s: LabState, results: CheckResult[]): string {
+  const lines = [`weft verify: lab ${s.name} (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods)`];
+  let group = '';
+  for (const r of results) {
+    if (r.group !== group) {
+      group = r.group;
+      lines.push('', `${group}`);
+    }
+    lines.push(`  ${r.ok ? '✓' : '✗'} ${r.check.padEnd(14)} ${`${r.from} → ${r.to}`.padEnd(48)} ${r.evidence}`);
+  }
+  const failed = results.filter((r) => !r.ok).length;
+  lines.push('', `${results.length - failed} passed, ${failed} failed`);
+  return lines.join('\n');
+}

@@ -1,0 +1,122 @@
+import { createSocket } from 'node:dgram';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, request } from 'node:http';
+import { createConnection, createServer } from 'node:net';
+import { dirname } from 'node:path';
+
+/**
+ * A lab pod's containers. The app answers HTTP (TCP) and UDP on APP_PORT with who it is and the
+ * client address it sees; the sidecar answers HTTP on localhost only. Both take probe requests from `weft verify`
+ * on a unix socket (the filesystem is shared across namespaces), so checks originate inside the pod.
+ */
+export const APP_PORT = 80;
+export const SIDECAR_PORT = 9000;
+
+export interface Identity {
+  pod: string;
+  node: string;
+  container: string;
+}
+
+export interface Seen {
+  pod: string;
+  node: string;
+  container: string;
+  proto: 'tcp' | 'udp';
+  client: string;
+}
+
+export type Probe = { proto: 'tcp' | 'udp'; host: string; port: number; timeoutMs?: number };
+
+export type ProbeResult = { ok: true; seen: Seen; ms: number } | { ok: false; error: string; ms: number };
+
+const seenBy = (id: Identity, proto: Seen['proto'], client: string | undefined): Seen => ({ ...id, proto, client: (client ?? '?').replace(/^::ffff:/, '') });
+
+/** One exchange from this namespace: an HTTP GET over TCP, or a UDP datagram; the peer says what it saw. */
+export function probe(p: Probe): Promise<ProbeResult> {
+  const started = performance.now();
+  const timeoutMs = p.timeoutMs ?? 2000;
+  return new Promise((resolve) => {
+    let release = () => undefined as void;
+    let done = false;
+    const finish = (r: { ok: true; seen: Seen } | { ok: false; error: string }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      release();
+      resolve({ ...r, ms: performance.now() - started } as ProbeResult);
+    };
+    const timer = setTimeout(() => finish({ ok: false, error: `no answer within ${timeoutMs} ms` }), timeoutMs);
+    const parse = (text: string) => {
+      try {
+        finish({ ok: true, seen: JSON.parse(text) as Seen });
+      } catch {
+        finish({ ok: false, error: `unexpected answer: ${text.slice(0, 80)}` });
+      }
+    };
+    if (p.proto === 'udp') {
+      const sock = createSocket('udp4');
+      release = () => sock.close();
+      sock.on('message', (m) => parse(m.toString()));
+      sock.on('error', (e) => finish({ ok: false, error: e.message }));
+      sock.send('who', p.port, p.host);
+    } else {
+      const req = request({ host: p.host, port: p.port, path: '/' }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d));
+        res.on('end', () => parse(body));
+      });
+      release = () => req.destroy();
+      req.on('error', (e) => finish({ ok: false, error: e.message }));
+      req.end();
+    }
+  });
+}
+
+function controlServer(path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  rmSync(path, { force: true });
+  createServer({ allowHalfOpen: true }, (sock) => {
+    let body = '';
+    sock.on('data', (d: Buffer) => (body += d));
+    sock.on('end', () => {
+      void probe(JSON.parse(body) as Probe).then((r) => sock.end(JSON.stringify(r)));
+    });
+  }).listen(path);
+}
+
+const http = (id: Identity) =>
+  createHttpServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(`${JSON.stringify(seenBy(id, 'tcp', req.socket.remoteAddress))}\n`);
+  });
+
+export function runContainer(id: Identity, control: string): void {
+  if (id.container === 'sidecar') {
+    http(id).listen(SIDECAR_PORT, '127.0.0.1');
+  } else {
+    http(id).listen(APP_PORT, '0.0.0.0');
+    const udp = createSocket('udp4');
+    udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', rinfo.address)), rinfo.port, rinfo.address));
+    udp.bind(APP_PORT, '0.0.0.0');
+  }
+  controlServer(control);
+}
+
+/** Asks the container behind `control` to run a probe from inside its pod. */
+export function probeFrom(control: string, p: Probe): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const sock = createConnection(control);
+    let body = '';
+    sock.on('connect', () => sock.end(JSON.stringify(p)));
+    sock.on('data', (d: Buffer) => (body += d));
+    sock.on('end', () => {
+      try {
+        resolve(JSON.parse(body) as ProbeResult);
+      } catch {
+        resolve({ ok: false, error: `probe agent at ${control} gave no answer`, ms: 0 });
+      }
+    });
+    sock.on('error', (e) => resolve({ ok: false, error: `probe agent at ${control}: ${e.message}`, ms: 0 }));
+  });
+}

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { listNetns } from '../src/kernel/netns.js';
+import { Topology } from '../src/testing/topo.js';
+
+const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
+
+/** The lab is named after the test run's topology id, so the sweeper knows whose it is. */
+let topo: Topology;
+let lab: string;
+
+function weft(...args: string[]) {
+  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}` };
+}
+
+before(async () => {
+  topo = await Topology.create();
+  lab = topo.id;
+});
+
+after(async () => {
+  weft('lab', 'down', '--name', lab);
+  await topo.destroy();
+  assert.equal(listNetns().filter((n) => n.includes(lab)).length, 0, 'lab down left namespaces');
+});
+
+test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a pair we break', async () => {
+  const up = weft('lab', 'up', '--name', lab);
+  assert.equal(up.code, 0, up.out);
+  assert.match(up.out, /node3 +198\.18\.0\.13 +10\.244\.\d+\.1\/24 +vxlan/);
+  assert.match(up.out, /pod-3b +node3 +10\.244\./);
+
+  const ok = weft('verify', '--name', lab, '--json');
+  const report = JSON.parse(ok.out) as { passed: number; failed: number; results: { ok: boolean; group: string; evidence: string }[] };
+  assert.equal(report.failed, 0, ok.out);
+  for (const group of ['pod → pod, same node', 'pod → pod, across nodes', 'node → pod, other node', 'pod sees its own IP', 'containers in one pod share localhost', 'pod → outside is masqueraded', 'path MTU across nodes']) {
+    assert.ok(report.results.some((r) => r.group === group && r.ok), `no passing check in "${group}"`);
+  }
+  assert.equal(ok.code, 0);
+
+  const status = JSON.parse(weft('lab', 'status', '--name', lab, '--json').out) as { pods: { name: string; ip: string; ns: string }[] };
+  const [p1a, p2a] = ['pod-1a', 'pod-2a'].map((n) => status.pods.find((p) => p.name === n)!);
+  // Break one direction on purpose: pod-2a refuses new flows from pod-1a (its replies to pod-2a still pass).
+  const drop = `table ip brk {\n  chain input {\n    type filter hook input priority 0;\n    ip saddr ${p1a!.ip} ct state new drop\n  }\n}\n`;
+  const nft = spawnSync('ip', ['netns', 'exec', p2a!.ns, 'nft', '-f', '-'], { input: drop, encoding: 'utf8' });
+  assert.equal(nft.status, 0, nft.stderr);
+  const broken = weft('verify', '--name', lab);
+  assert.notEqual(broken.code, 0, 'verify passed on a broken network');
+  assert.match(broken.out, new RegExp(`✗ tcp +pod-1a ${p1a!.ip.replace(/\./g, '\\.')} → pod-2a`));
+  assert.match(broken.out, /✗ udp +pod-1a .* → pod-2a/);
+  assert.doesNotMatch(broken.out, /✗ \w+ +pod-2a .* → pod-1a/, 'the other direction was not broken');
+
+  spawnSync('ip', ['netns', 'exec', p2a!.ns, 'nft', 'delete', 'table', 'ip', 'brk']);
+  assert.equal(weft('verify', '--name', lab).code, 0, 'verify still fails after the break was mended');
+
+  const exec = weft('lab', 'exec', '--name', lab, 'pod-1b', '--', 'ping', '-c', '1', '-W', '2', 'pod-3a');
+  assert.equal(exec.code, 0, exec.out);
+});
+
+test('pod add and rm go through the CNI plugin and rm leaves no trace', async () => {
+  const add = weft('lab', 'pod', 'add', 'web', '--node', 'node2', '--name', lab);
+  assert.equal(add.code, 0, add.out);
+  const ip = /with IP (\S+)/.exec(add.out)![1]!;
+  const reach = weft('lab', 'exec', '--name', lab, 'pod-1a', '--', 'ping', '-c', '1', '-W', '2', 'web');
+  assert.equal(reach.code, 0, reach.out);
+  const node2 = `wl.${lab}.node2`;
+  const vethsBefore = spawnSync('ip', ['-n', node2, '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+
+  const rm = weft('lab', 'pod', 'rm', 'web', '--name', lab);
+  assert.equal(rm.code, 0, rm.out);
+  assert.ok(!listNetns().includes(`wl.${lab}.web`), 'pod namespace left behind');
+  const vethsAfter = spawnSync('ip', ['-n', node2, '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+  assert.equal(vethsAfter, vethsBefore - 1, 'host veth left behind');
+  const ipam = spawnSync('ls', [`/run/weft/lab/${lab}/nodes/node2/ipam/weft`], { encoding: 'utf8' }).stdout;
+  assert.doesNotMatch(ipam, new RegExp(`^${ip.replace(/\./g, '\\.')}$`, 'm'), 'IP reservation left behind');
+});
+
+test('a node joins and leaves, and the others converge', async () => {
+  const add = weft('lab', 'node', 'add', '--name', lab);
+  assert.equal(add.code, 0, add.out);
+  const [, node, subnet] = /node (\S+) joined at \S+ with subnet (\S+)/.exec(add.out)!;
+  const base = subnet!.replace(/\.1\/24$/, '.0/24');
+  const routeOn = (n: string) => spawnSync('ip', ['-n', `wl.${lab}.${n}`, 'route', 'show', base], { encoding: 'utf8' }).stdout.trim();
+  const deadline = Date.now() + 10_000;
+  while (routeOn('node1') === '' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.match(routeOn('node1'), /dev flannel\.1/, `node1 has no route to ${node}'s subnet`);
+  const pod = weft('lab', 'pod', 'add', 'joiner', '--node', node!, '--name', lab);
+  assert.equal(pod.code, 0, pod.out);
+  const reach = weft('lab', 'exec', '--name', lab, 'pod-1a', '--', 'ping', '-c', '1', '-W', '2', 'joiner');
+  assert.equal(reach.code, 0, reach.out);
+
+  const rm = weft('lab', 'node', 'rm', node!, '--name', lab);
+  assert.equal(rm.code, 0, rm.out);
+  const gone = Date.now() + 10_000;
+  while (routeOn('node1') !== '' && Date.now() < gone) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(routeOn('node1'), '', `node1 still routes to the removed ${node}`);
+  assert.equal(weft('verify', '--name', lab).code, 0, 'verify fails after the node left');
+});
+
+test('a second lab runs beside the first; down is idempotent and removes a half-built lab', async () => {
+  const second = `${lab}-b`;
+  try {
+    const up = weft('lab', 'up', '--name', second, '--nodes', '1', '--pods-per-node', '1', '--backend', 'host-gw');
+    assert.equal(up.code, 0, up.out);
+    assert.equal(weft('lab', 'up', '--name', second).code, 1, 'a second up of the same lab must refuse');
+  } finally {
+    assert.equal(weft('lab', 'down', '--name', second).code, 0);
+  }
+  assert.equal(listNetns().filter((n) => n.startsWith(`wl.${second}.`)).length, 0);
+  assert.match(weft('lab', 'down', '--name', second).out, /nothing to remove/);
+  // The first lab is untouched by all of that.
+  const v = weft('verify', '--name', lab);
+  assert.equal(v.code, 0, v.out);
+
+  // Half built: namespaces without a state file.
+  const half = `${lab}-h`;
+  spawnSync('ip', ['netns', 'add', `wl.${half}.underlay`]);
+  spawnSync('ip', ['netns', 'add', `wl.${half}.node1`]);
+  assert.equal(weft('lab', 'down', '--name', half).code, 0);
+  assert.equal(listNetns().filter((n) => n.startsWith(`wl.${half}.`)).length, 0);
+});
