@@ -1,5 +1,9 @@
 import { parseArgs } from 'node:util';
 import { benchCni, formatCniReport, writeReport } from '../bench/cni.js';
+import { benchLab, formatLabReport } from '../bench/lab.js';
+import { benchConverge, formatConvergeReport } from '../bench/converge.js';
+import { benchDatapath, formatDatapathReport } from '../bench/datapath.js';
+import type { Backend } from '../lab/lab.js';
 import { UsageError } from './usage.js';
 
 const count = (v: string | undefined, name: string, dflt: number): number => {
@@ -23,7 +27,33 @@ export async function benchCommand(argv: string[]): Promise<number> {
       writeReport(values.json, report);
       return 0;
     }
+    case 'lab': {
+      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, json: { type: 'string' } } });
+      const report = await benchLab(values.quick ? [[2, 1]] : [[3, 2], [20, 10]]);
+      console.log(formatLabReport(report));
+      console.log(JSON.stringify(report));
+      writeReport(values.json, report);
+      return 0;
+    }
+    case 'datapath': {
+      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw' }, json: { type: 'string' } } });
+      const backends = values.backends.split(',') as Backend[];
+      if (backends.some((b) => !['vxlan', 'host-gw', 'udp'].includes(b))) throw new UsageError('--backends is a comma list of vxlan, host-gw, udp');
+      const report = await benchDatapath(backends, count(values.seconds, 'seconds', values.quick ? 1 : 5));
+      console.log(formatDatapathReport(report));
+      console.log(JSON.stringify(report));
+      writeReport(values.json, report);
+      return 0;
+    }
+    case 'converge': {
+      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, nodes: { type: 'string' }, rounds: { type: 'string' }, json: { type: 'string' } } });
+      const report = await benchConverge(count(values.nodes, 'nodes', values.quick ? 3 : 10), count(values.rounds, 'rounds', values.quick ? 3 : 20));
+      console.log(formatConvergeReport(report));
+      console.log(JSON.stringify(report));
+      writeReport(values.json, report);
+      return 0;
+    }
     default:
-      throw new UsageError(`unknown bench "${which ?? ''}" (available: cni)`);
+      throw new UsageError(`unknown bench "${which ?? ''}" (available: cni, datapath, converge, lab)`);
   }
 }

@@ -1,0 +1,78 @@
+import { spawn } from 'node:child_process';
+import { down, execIn, readState, up, type Backend } from '../lab/lab.js';
+import { Topology } from '../testing/topo.js';
+import { table } from './report.js';
+
+/**
+ * Cross-node pod-to-pod TCP throughput (iperf3) and RTT for each backend, against the raw underlay
+ * between the same two node namespaces, measured in the same lab.
+ */
+export interface DatapathRow {
+  backend: Backend;
+  rawGbps: number;
+  podGbps: number;
+  ratio: number;
+  rawRttMs: number;
+  podRttMs: number;
+}
+
+export const BARS: Partial<Record<Backend, { bar: number; goal: number }>> = {
+  vxlan: { bar: 0.75, goal: 0.85 },
+  'host-gw': { bar: 0.9, goal: 0.97 },
+};
+
+async function iperf(serverNs: string, clientNs: string, ip: string, seconds: number): Promise<number> {
+  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', ip], { stdio: 'ignore' });
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { stdout } = await execIn(clientNs, ['iperf3', '-J', '-c', ip, '-t', String(seconds), '--connect-timeout', '2000']);
+        const r = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
+        return r.end.sum_received.bits_per_second / 1e9;
+      } catch (e) {
+        if (attempt >= 20) throw e;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+  } finally {
+    server.kill();
+  }
+}
+
+async function rtt(ns: string, ip: string, count: number): Promise<number> {
+  const { stdout } = await execIn(ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.01', ip]);
+  return Number(/= [\d.]+\/([\d.]+)\//.exec(stdout)?.[1] ?? NaN);
+}
+
+export async function benchDatapath(backends: Backend[], seconds: number): Promise<{ bench: 'datapath'; seconds: number; rows: DatapathRow[] }> {
+  const topo = await Topology.create();
+  const rows: DatapathRow[] = [];
+  try {
+    for (const backend of backends) {
+      await up({ name: topo.id, nodes: 2, podsPerNode: 1, backend, progress: () => undefined });
+      try {
+        const s = readState(topo.id);
+        const [n1, n2] = s.nodes;
+        const [p1, p2] = [s.pods.find((p) => p.node === n1!.name)!, s.pods.find((p) => p.node === n2!.name)!];
+        const rawGbps = await iperf(n2!.ns, n1!.ns, n2!.ip, seconds);
+        const podGbps = await iperf(p2.ns, p1.ns, p2.ip, seconds);
+        rows.push({ backend, rawGbps, podGbps, ratio: podGbps / rawGbps, rawRttMs: await rtt(n1!.ns, n2!.ip, 50), podRttMs: await rtt(p1.ns, p2.ip, 50) });
+      } finally {
+        await down(topo.id);
+      }
+    }
+    return { bench: 'datapath', seconds, rows };
+  } finally {
+    await topo.destroy();
+  }
+}
+
+export function formatDatapathReport(r: Awaited<ReturnType<typeof benchDatapath>>): string {
+  return [
+    `weft bench datapath: iperf3 TCP ${r.seconds} s, node1 pod → node2 pod vs node1 → node2 on the raw underlay (same run)`,
+    table(
+      ['backend', 'raw Gbit/s', 'pod Gbit/s', 'pod/raw', 'bar', 'goal', 'raw RTT ms', 'pod RTT ms'],
+      r.rows.map((x) => [x.backend, x.rawGbps, x.podGbps, `${x.ratio.toFixed(2)}`, BARS[x.backend] ? `${BARS[x.backend]!.bar}` : '-', BARS[x.backend] ? `${BARS[x.backend]!.goal}` : '-', x.rawRttMs, x.podRttMs]),
+    ),
+  ].join('\n');
+}
