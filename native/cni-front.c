@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -31,6 +32,8 @@
 #endif
 
 #define DEFAULT_SOCKET "/run/weft/cni.sock"
+/* Longer than any ADD takes, shorter than a runtime's own CNI timeout (containerd: 4 min). */
+#define ANSWER_TIMEOUT_S 120
 
 extern char **environ;
 
@@ -53,15 +56,18 @@ static void append(struct buf *b, const void *p, size_t n)
 	b->len += n;
 }
 
-static void read_all(int fd, struct buf *b)
+/* 0 at end of file, -1 on an error (errno says which, EAGAIN for a receive timeout). */
+static int read_all(int fd, struct buf *b)
 {
 	char chunk[65536];
 	for (;;) {
 		ssize_t n = read(fd, chunk, sizeof chunk);
 		if (n > 0)
 			append(b, chunk, (size_t)n);
-		else if (n == 0 || errno != EINTR)
-			return;
+		else if (n == 0)
+			return 0;
+		else if (errno != EINTR)
+			return -1;
 	}
 }
 
@@ -149,8 +155,13 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 		return -1;
 	}
 	shutdown(fd, SHUT_WR);
+	struct timeval limit = { .tv_sec = ANSWER_TIMEOUT_S };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
 	struct buf res = { 0 };
-	read_all(fd, &res);
+	if (read_all(fd, &res) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+		printf("{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"the weft server at %s did not answer within %d s\",\"details\":\"try again; check the agent's log\"}\n", path, ANSWER_TIMEOUT_S);
+		exit(1);
+	}
 	close(fd);
 	if (res.len == 0) {
 		/* The server took the request and died: the work may be half done, so no silent retry. */
@@ -183,7 +194,10 @@ int main(int argc, char **argv)
 	const char *plugin = strcmp(self, "weft-ipam") == 0 ? "weft-ipam" : "weft";
 
 	struct buf conf = { 0 };
-	read_all(0, &conf);
+	if (read_all(0, &conf) < 0) {
+		perror("weft: cannot read the config on stdin");
+		return 5;
+	}
 	append(&conf, "", 1);
 	conf.len--;
 

@@ -55,6 +55,20 @@ describe('weft with the reference host-local as IPAM', () => {
   });
 });
 
+describe('GC with host-local as IPAM', () => {
+  it('removes the host veths of attachments not named valid, though host-local cannot GC', async () => {
+    const c = { cniVersion: '1.1.0', name: 'hlgc', type: 'weft', bridge: 'brhlgc', socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.3.0/24' }]] } };
+    const pods = [await lab.pod('gc1'), await lab.pod('gc2')];
+    const results = [];
+    for (const [i, pod] of pods.entries()) {
+      results.push(await lab.ok('weft', { command: 'ADD', containerId: `gc-${i}`, netns: pod.path, ifname: 'eth0' }, { ...c, cniVersion: '1.0.0' }));
+    }
+    await lab.ok('weft', { command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [{ containerID: 'gc-0', ifname: 'eth0' }] });
+    assert.ok(await linkOf(results[0].interfaces[1].name), 'the valid attachment keeps its veth');
+    assert.equal(await linkOf(results[1].interfaces[1].name), undefined, 'the stale attachment lost its veth');
+  });
+});
+
 describe('weft in a conflist with portmap and tuning, run like libcni', () => {
   it('ADD in order with prevResult, CHECK, DEL in reverse; portmap rules come and go', async () => {
     const pod = await lab.pod('pm');

@@ -5,7 +5,7 @@ import { KernelError, type Netns } from '../kernel/exec.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { addrs, links, localLinkNames, routes, type Link } from '../kernel/state.js';
 import { contains, formatNetwork, parseAddr, parseCidr, type Cidr } from '../ip/cidr.js';
-import { findPlugin, execPlugin } from './invoke.js';
+import { execPlugin, findPlugin, pluginVersions } from './invoke.js';
 import * as ipam from './ipam/ipam.js';
 import { addMasq, deleteMasq, type MasqEntry } from './masq.js';
 import { Code, CniError, decodeResult, validAttachments, type Attachment, type Env, type IPConfig, type NetConf, type Result } from './spec.js';
@@ -303,12 +303,6 @@ export async function check(conf: NetConf, env: Env): Promise<void> {
 export async function gc(conf: NetConf, env: Env): Promise<void> {
   const valid = validAttachments(conf);
   const t = teardownConf(conf);
-  if (t.dataDir) {
-    const freed = await ipam.collect(t.dataDir, valid);
-    if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, freed.map((address) => ({ address })))));
-  } else {
-    await execPlugin(findPlugin(t.ipamType!, env.path), { command: 'GC', path: env.path }, conf);
-  }
   const keep = new Set(valid.map((a) => alias(conf.name, a)));
   const prefix = `weft:${conf.name}:`;
   const plan = new Plan();
@@ -316,6 +310,14 @@ export async function gc(conf: NetConf, env: Env): Promise<void> {
     if (l.ifalias?.startsWith(prefix) && !keep.has(l.ifalias)) plan.ip(HOST, ['link', 'del', l.ifname], 'missing');
   }
   await apply(plan);
+  if (t.dataDir) {
+    const freed = await ipam.collect(t.dataDir, valid);
+    if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, freed.map((address) => ({ address })))));
+    return;
+  }
+  // As libcni does, GC only an IPAM plugin that speaks spec 1.1.0 (host-local 1.1.1 does not).
+  const plugin = findPlugin(t.ipamType!, env.path);
+  if ((await pluginVersions(plugin)).includes('1.1.0')) await execPlugin(plugin, { command: 'GC', path: env.path }, conf);
 }
 
 /**

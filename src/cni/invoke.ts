@@ -65,3 +65,9 @@ export function execPlugin(file: string, env: InvokeEnv, config: object): Promis
     child.stdin.end(JSON.stringify(config));
   });
 }
+
+/** The spec versions a plugin says it supports (its VERSION answer). */
+export async function pluginVersions(file: string): Promise<string[]> {
+  const info = (await execPlugin(file, { command: 'VERSION', path: [] }, { cniVersion: '1.1.0' })) as { supportedVersions?: string[] } | undefined;
+  return info?.supportedVersions ?? [];
+}
