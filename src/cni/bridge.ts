@@ -312,7 +312,11 @@ export async function gc(conf: NetConf, env: Env): Promise<void> {
   await apply(plan);
   if (t.dataDir) {
     const freed = await ipam.collect(t.dataDir, valid);
-    if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, freed.map((address) => ({ address })))));
+    // An ADD killed between creating the veth and naming it in its alias is found by its reservation.
+    const orphans = new Plan();
+    for (const r of freed) orphans.ip(HOST, ['link', 'del', hostVethName(r.containerId, r.ifname)], 'missing');
+    if (t.ipMasq) deleteMasq(orphans, HOST, masqEntries(t, freed.map((r) => ({ address: r.ip }))));
+    await apply(orphans);
     return;
   }
   // As libcni does, GC only an IPAM plugin that speaks spec 1.1.0 (host-local 1.1.1 does not).

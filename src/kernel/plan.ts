@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { inNetns, KernelError, run, type Netns } from './exec.js';
+import { NetlinkSession, supported } from './netlink.js';
 
 /**
  * One change to Linux networking. `ip` ops are iproute2 commands without the leading `ip`
@@ -65,55 +66,67 @@ function quote(word: string): string {
 }
 
 /**
- * Applies a plan. Consecutive iproute2 ops for one namespace go to one `ip -batch` process, so an
- * ADD costs two or three execs whatever its size; a tolerated failure resumes the batch after it.
- * Returns what `show` commands in the plan printed (iproute2 runs in JSON mode).
+ * Applies a plan. Consecutive iproute2 ops for one namespace form a batch: when netlink.ts speaks
+ * every op of it (the CNI hot path does), it goes over rtnetlink in this process; otherwise to one
+ * `ip -batch` process. Either way a tolerated failure resumes the batch after it. Returns what
+ * `show` commands in the plan printed (iproute2's JSON).
  */
 export async function apply(plan: Plan): Promise<string> {
   const ops = plan.ops;
   let shown = '';
-  for (let i = 0; i < ops.length; ) {
-    const op = ops[i]!;
-    if (op.tool === 'ip') {
-      let j = i;
-      while (j < ops.length && ops[j]!.tool === 'ip' && ops[j]!.ns === op.ns) j++;
-      shown += await ipBatch(op.ns, ops.slice(i, j) as Extract<Op, { tool: 'ip' }>[]);
-      i = j;
-      continue;
-    }
-    if (op.tool === 'nft') {
-      try {
-        await run(inNetns(op.ns, 'nft', ['-f', '-']), op.script);
-      } catch (e) {
-        if (!(op.tolerate === 'missing' && e instanceof KernelError && e.notFound)) throw e;
+  let session: NetlinkSession | undefined;
+  try {
+    for (let i = 0; i < ops.length; ) {
+      const op = ops[i]!;
+      if (op.tool === 'ip') {
+        let j = i;
+        while (j < ops.length && ops[j]!.tool === 'ip' && ops[j]!.ns === op.ns) j++;
+        const batch = ops.slice(i, j) as Extract<Op, { tool: 'ip' }>[];
+        if (batch.every((o) => supported(o.cmd))) {
+          const s = (session ??= new NetlinkSession());
+          shown += await resumable(batch, (rest) => s.run(op.ns, rest.map((o) => o.cmd)));
+        } else {
+          shown += await resumable(batch, (rest) => ipBatch(op.ns, rest));
+        }
+        i = j;
+        continue;
       }
-    } else if (op.tool === 'bridge') {
-      try {
-        await run(inNetns(op.ns, 'bridge', op.cmd));
-      } catch (e) {
-        const ok = e instanceof KernelError && (op.tolerate === 'exists' ? e.exists : op.tolerate === 'missing' ? e.notFound : false);
-        if (!ok) throw e;
-      }
-    } else {
-      await sysctl(op.ns, op.key, op.value);
+      await applyOther(op);
+      i++;
     }
-    i++;
+  } finally {
+    session?.close();
   }
   return shown;
 }
 
+async function applyOther(op: Exclude<Op, { tool: 'ip' }>): Promise<void> {
+  if (op.tool === 'sysctl') return sysctl(op.ns, op.key, op.value);
+  try {
+    await (op.tool === 'nft' ? run(inNetns(op.ns, 'nft', ['-f', '-']), op.script) : run(inNetns(op.ns, 'bridge', op.cmd)));
+  } catch (e) {
+    if (!tolerated(op, e)) throw e;
+  }
+}
+
+function tolerated(op: { tolerate?: 'exists' | 'missing' } | undefined, e: unknown): boolean {
+  return e instanceof KernelError && (op?.tolerate === 'exists' ? e.exists : op?.tolerate === 'missing' ? e.notFound : false);
+}
+
 async function ipBatch(ns: Netns, ops: Extract<Op, { tool: 'ip' }>[]): Promise<string> {
+  const script = ops.map((o) => o.cmd.map(batchQuote).join(' ')).join('\n') + '\n';
+  return (await run(inNetns(ns, 'ip', ['-j', '-batch', '-']), script)).stdout;
+}
+
+/** Runs a batch with `exec`; a failed line whose op tolerates that error resumes the batch after it. */
+async function resumable(ops: Extract<Op, { tool: 'ip' }>[], exec: (rest: Extract<Op, { tool: 'ip' }>[]) => Promise<string>): Promise<string> {
   let rest = ops;
   let shown = '';
   while (rest.length > 0) {
-    const script = rest.map((o) => o.cmd.map(batchQuote).join(' ')).join('\n') + '\n';
     try {
-      return shown + (await run(inNetns(ns, 'ip', ['-j', '-batch', '-']), script)).stdout;
+      return shown + (await exec(rest));
     } catch (e) {
-      if (!(e instanceof KernelError) || e.line === undefined) throw e;
-      const failed = rest[e.line - 1];
-      const ok = failed?.tolerate === 'exists' ? e.exists : failed?.tolerate === 'missing' ? e.notFound : false;
-      if (!ok) throw e;
+      if (!(e instanceof KernelError) || e.line === undefined || !tolerated(rest[e.line - 1], e)) throw e;
       shown += e.stdout;
       rest = rest.slice(e.line);
     }
@@ -121,8 +134,10 @@ async function ipBatch(ns: Netns, ops: Extract<Op, { tool: 'ip' }>[]): Promise<s
   return shown;
 }
 
+/** iproute2's batch parser knows "..." quoting but no escapes, and a word starting with # is a comment. */
 function batchQuote(word: string): string {
-  return /^[^\s"'\\]+$/.test(word) ? word : `"${word.replace(/(["\\])/g, '\\$1')}"`;
+  if (word.includes('"')) throw new KernelError(`ip -batch cannot carry the word ${word}: it contains a double quote`, 'ip -batch', '');
+  return /^[^\s'\\#]+$/.test(word) ? word : `"${word}"`;
 }
 
 /**

@@ -151,12 +151,12 @@ describe('weft-ipam: ranges like host-local', () => {
     const c = v4net();
     for (const id of ['a', 'b', 'c', 'd']) await addr(c, id);
     writeFileSync(join(c.dataDir, '10.1.0.60'), 'b');
-    const freed = await collect(c.dataDir, [att('b'), att('d'), att('zzz')]);
+    const freed = (await collect(c.dataDir, [att('b'), att('d'), att('zzz')])).map((r) => r.ip);
     assert.deepEqual(freed.sort(), ['10.1.0.2', '10.1.0.4']);
     assert.deepEqual([...files(c).keys()].sort(), ['10.1.0.3', '10.1.0.5', '10.1.0.60']);
-    assert.deepEqual((await collect(c.dataDir, [att('b', 'net1')])).sort(), ['10.1.0.3', '10.1.0.5']);
+    assert.deepEqual((await collect(c.dataDir, [att('b', 'net1')])).map((r) => r.ip).sort(), ['10.1.0.3', '10.1.0.5']);
     assert.deepEqual([...files(c).keys()], ['10.1.0.60'], 'an old-format file of a valid container stays');
-    assert.deepEqual(await collect(c.dataDir, []), ['10.1.0.60']);
+    assert.deepEqual((await collect(c.dataDir, [])).map((r) => r.ip), ['10.1.0.60']);
     assert.deepEqual([...files(c).keys()], []);
     assert.ok(readdirSync(c.dataDir).includes('last_reserved_ip.0'), 'GC keeps the round-robin position');
   });

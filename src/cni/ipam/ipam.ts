@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { AddressError, contains, formatAddr, formatNetwork, lastAddr, parseAddr, parseCidr, type Cidr } from '../../ip/cidr.js';
 import { parseSubnetEnv, SubnetEnvError, type SubnetEnv } from '../../subnet/env.js';
 import { Code, CniError, type Attachment, type DNS, type IPConfig, type Result, type RouteEntry } from '../spec.js';
-import { DiskStore } from './disk.js';
+import { DiskStore, type Reservation } from './disk.js';
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/networks';
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
@@ -194,13 +194,13 @@ export async function release(dataDir: string, att: Attachment): Promise<string[
 }
 
 /** Frees every reservation not in `valid` (CNI GC). Returns what it freed. */
-export async function collect(dataDir: string, valid: Attachment[]): Promise<string[]> {
+export async function collect(dataDir: string, valid: Attachment[]): Promise<Reservation[]> {
   const store = new DiskStore(dataDir);
   const keep = new Set(valid.map((a) => `${a.containerID}\n${a.ifname}`));
   return store.locked(() => {
     const stale = store.list().filter((r) => !keep.has(`${r.containerId}\n${r.ifname}`) && !(r.ifname === '' && valid.some((a) => a.containerID === r.containerId)));
     for (const r of stale) store.release(r.ip);
-    return stale.map((r) => r.ip);
+    return stale;
   });
 }
 
