@@ -3,7 +3,6 @@ import { spawnSync } from 'node:child_process';
 import { table } from '../bench/report.js';
 import { addNode, addPod, down, readState, removeNode, removePod, up, validateLabName, type Backend, type LabState } from '../lab/lab.js';
 import { formatVerify, verify } from '../lab/verify.js';
-import { runContainer } from '../lab/workload.js';
 import { UsageError } from './usage.js';
 
 const nameOption = { name: { type: 'string', default: 'weft' } } as const;
@@ -106,13 +105,6 @@ export async function labCommand(argv: string[]): Promise<number> {
       } else {
         throw new UsageError(`lab ${sub} takes add or rm`);
       }
-      return 0;
-    }
-    case 'workload': {
-      const { values } = parseArgs({ args: rest, options: { pod: { type: 'string' }, node: { type: 'string' }, container: { type: 'string', default: 'app' }, control: { type: 'string' } } });
-      if (!values.pod || !values.node || !values.control) throw new UsageError('lab workload needs --pod, --node and --control');
-      runContainer({ pod: values.pod, node: values.node, container: values.container }, values.control);
-      await new Promise(() => undefined);
       return 0;
     }
     default:

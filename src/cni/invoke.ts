@@ -25,6 +25,8 @@ export interface InvokeEnv {
   ifname?: string;
   args?: string;
   path: string[];
+  /** A command the plugin runs under, e.g. nsenter into the node namespace a runtime would run it in. */
+  wrap?: string[];
 }
 
 export function cniEnv(e: InvokeEnv): Record<string, string> {
@@ -42,7 +44,8 @@ export function cniEnv(e: InvokeEnv): Record<string, string> {
  */
 export function execPlugin(file: string, env: InvokeEnv, config: object): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const argv = [...(env.wrap ?? []), file];
+    const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) }, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -24,6 +24,8 @@ export interface RuntimeOptions {
   ifname: string;
   args?: string;
   capabilityArgs?: Record<string, unknown>;
+  /** Runs each plugin under this command (see InvokeEnv.wrap). */
+  wrap?: string[];
 }
 
 export const DEFAULT_CNI_PATH = ['/opt/cni/bin', '/usr/lib/cni'];
@@ -66,7 +68,7 @@ function pluginConfig(list: NetworkList, plugin: Record<string, unknown>, o: Run
 const cacheFile = (o: RuntimeOptions, network: string) => join(o.cacheDir, 'results', `${network}-${o.containerId}-${o.ifname}`);
 
 function env(o: RuntimeOptions, command: 'ADD' | 'DEL' | 'CHECK') {
-  return { command, containerId: o.containerId, netns: o.netns, ifname: o.ifname, args: o.args ?? '', path: o.cniPath };
+  return { command, containerId: o.containerId, netns: o.netns, ifname: o.ifname, args: o.args ?? '', path: o.cniPath, ...(o.wrap ? { wrap: o.wrap } : {}) };
 }
 
 function readCache(o: RuntimeOptions, network: string): { result?: unknown } | undefined {

@@ -6,6 +6,7 @@ import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { installPlugins } from '../cli/cni.js';
+import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 
 /**
  * A whole cluster network on one machine, in namespaces named `wl.<lab>.<role>`:
@@ -19,6 +20,7 @@ import { installPlugins } from '../cli/cni.js';
  */
 export const LAB_ROOT = '/run/weft/lab';
 const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
+const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
 export const UNDERLAY_PREFIX = 24;
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
@@ -163,7 +165,7 @@ export async function up(o: UpOptions): Promise<LabState> {
       plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
       plan.ip(netnsPath(s.outside.ns), ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'lo']);
       await apply(plan);
-      daemon(s.outside.ns, [process.execPath, WEFT, 'lab', 'workload', '--pod', 'outside', '--node', 'outside', '--container', 'app', '--control', controlSocket(o.name, 'outside', 'app')], join(labDir(o.name), 'outside.log'));
+      daemon(s.outside.ns, [process.execPath, WORKLOAD, '--pod', 'outside', '--node', 'outside', '--container', 'app', '--control', controlSocket(o.name, 'outside', 'app')], join(labDir(o.name), 'outside.log'));
     });
     await step(o, `etcd on ${ETCD_IP}:2379 and the network config (${o.backend})`, async () => {
       const log = join(labDir(o.name), 'etcd.log');
@@ -229,9 +231,13 @@ export async function addNode(s: LabState, name: string): Promise<NodeState> {
   return node;
 }
 
-function cniArgs(s: LabState, node: string, pod: string): string[] {
-  const dir = nodeDir(s.name, node);
-  return ['--conf', join(dir, 'cni.conflist'), '--cni-path', join(labDir(s.name), 'bin'), '--cache-dir', join(dir, 'cni-cache'), '--container-id', pod, nsName(s.name, pod)];
+/** The runtime's view of a pod on `node`: that node's conflist and cache, its plugins run inside it. */
+function runtimeFor(s: LabState, node: NodeState, pod: string): { list: NetworkList; opts: RuntimeOptions } {
+  const dir = nodeDir(s.name, node.name);
+  return {
+    list: loadNetworkList(join(dir, 'cni.conflist')),
+    opts: { cniPath: [join(labDir(s.name), 'bin')], cacheDir: join(dir, 'cni-cache'), containerId: pod, netns: netnsPath(nsName(s.name, pod)), ifname: 'eth0', wrap: ['nsenter', `--net=${netnsPath(node.ns)}`] },
+  };
 }
 
 /** A pod: its namespace, wired by the CNI plugin as a runtime would, and its containers. */
@@ -244,8 +250,8 @@ export async function addPod(s: LabState, name: string, node: string, sidecar = 
   await createNetns(ns);
   let result: { ips?: { address: string }[]; interfaces?: { mtu?: number }[] };
   try {
-    const out = await execIn(n.ns, [process.execPath, WEFT, 'cni', 'add', ...cniArgs(s, node, name)]);
-    result = JSON.parse(out.stdout) as typeof result;
+    const { list, opts } = runtimeFor(s, n, name);
+    result = (await addNetworkList(list, opts)) as typeof result;
   } catch (e) {
     await deleteNetns(ns);
     throw e;
@@ -255,7 +261,7 @@ export async function addPod(s: LabState, name: string, node: string, sidecar = 
   if (mtu) pod.mtu = mtu;
   mkdirSync(join(labDir(s.name), 'pods', name), { recursive: true });
   for (const c of pod.containers) {
-    daemon(ns, [process.execPath, WEFT, 'lab', 'workload', '--pod', name, '--node', node, '--container', c, '--control', controlSocket(s.name, name, c)], join(labDir(s.name), 'pods', name, `${c}.log`));
+    daemon(ns, [process.execPath, WORKLOAD, '--pod', name, '--node', node, '--container', c, '--control', controlSocket(s.name, name, c)], join(labDir(s.name), 'pods', name, `${c}.log`));
   }
   await waitFor(`pod ${name}'s containers`, () => pod.containers.every((c) => existsSync(controlSocket(s.name, name, c))), 15_000, `see ${join(labDir(s.name), 'pods', name)}`);
   s.pods.push(pod);
@@ -268,8 +274,8 @@ export async function addPod(s: LabState, name: string, node: string, sidecar = 
 export async function removePod(s: LabState, name: string): Promise<void> {
   const pod = s.pods.find((p) => p.name === name);
   if (!pod) throw new LabError('no-pod', `pod ${name} is not in lab ${s.name}`);
-  const n = s.nodes.find((x) => x.name === pod.node)!;
-  await execIn(n.ns, [process.execPath, WEFT, 'cni', 'del', ...cniArgs(s, pod.node, name)]);
+  const { list, opts } = runtimeFor(s, s.nodes.find((x) => x.name === pod.node)!, name);
+  await delNetworkList(list, opts);
   await deleteNetns(pod.ns);
   rmSync(join(labDir(s.name), 'pods', name), { recursive: true, force: true });
   s.pods = s.pods.filter((p) => p.name !== name);
