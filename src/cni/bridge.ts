@@ -12,6 +12,9 @@ import { Code, CniError, decodeResult, validAttachments, type Attachment, type E
 
 /** The weft plugin's own fields; everything else in the config passes through untouched. */
 export interface BridgeConf {
+  /** bridge: a veth to the node's bridge (overlay and routing); macvlan: a child of `master` (underlay). */
+  mode: 'bridge' | 'macvlan';
+  master?: string;
   bridge: string;
   isGateway: boolean;
   isDefaultGateway: boolean;
@@ -48,14 +51,29 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     }
     mtu = conf.mtu;
   }
+  const mode = conf.mode ?? 'bridge';
+  if (mode !== 'bridge' && mode !== 'macvlan') throw new CniError(Code.InvalidConfig, `"mode" ${JSON.stringify(mode)} is not supported`, 'use "bridge" (default) or "macvlan"');
   const out: BridgeConf = {
+    mode,
     bridge,
     isGateway: bool('isGateway', false),
     isDefaultGateway: bool('isDefaultGateway', false),
     ipMasq: bool('ipMasq', false),
     hairpinMode: bool('hairpinMode', false),
   };
-  if (out.isDefaultGateway) out.isGateway = true;
+  if (out.isDefaultGateway && mode === 'bridge') out.isGateway = true;
+  if (mode === 'macvlan') {
+    if (typeof conf.master !== 'string' || conf.master === '') {
+      throw new CniError(Code.InvalidConfig, 'macvlan mode needs "master"', 'name the node\'s underlay interface, e.g. "master": "eth0"');
+    }
+    if (env.command === 'ADD' && !localLinkNames().has(conf.master)) {
+      throw new CniError(Code.InvalidConfig, `"master" ${conf.master} does not exist in this namespace`, 'name the node\'s underlay interface');
+    }
+    if (out.ipMasq || out.isGateway || out.hairpinMode) {
+      throw new CniError(Code.InvalidConfig, 'ipMasq, isGateway and hairpinMode do not apply to macvlan mode', 'pods sit on the underlay itself: remove them');
+    }
+    out.master = conf.master;
+  }
   const ipamSection = conf.ipam;
   if (ipamSection && ipamSection.type !== 'weft-ipam') {
     if (typeof ipamSection.type !== 'string') throw new CniError(Code.InvalidConfig, '"ipam.type" is missing', 'name an IPAM plugin, e.g. "host-local" or "weft-ipam"');
@@ -115,14 +133,17 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
   const att = { containerID: env.containerId, ifname: env.ifname };
   const hostVeth = hostVethName(env.containerId, env.ifname);
   // The rollback below deletes hostVeth, so it must be ours: free before we start.
-  if (localLinkNames().has(hostVeth)) {
+  if (c.mode === 'bridge' && localLinkNames().has(hostVeth)) {
     throw new CniError(Code.InterfaceExists, `${env.containerId}/${env.ifname} is already attached (host interface ${hostVeth} exists)`, 'DEL the attachment first');
   }
   const ipResult = await ipamAdd(c, conf, env, att);
   try {
     return await wire(c, conf, env, att, ipResult, hostVeth);
   } catch (e) {
-    await apply(new Plan().ip(HOST, ['link', 'del', hostVeth], 'missing')).catch(() => undefined);
+    const undo = new Plan();
+    if (c.mode === 'bridge') undo.ip(HOST, ['link', 'del', hostVeth], 'missing');
+    else if (!(e instanceof CniError && e.code === Code.InterfaceExists)) undo.ip(env.netns, ['link', 'del', env.ifname], 'missing');
+    await apply(undo).catch(() => undefined);
     await ipamRelease(teardownConf(conf), conf, env, att).catch(() => undefined);
     throw e;
   }
@@ -134,20 +155,25 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   const hostMac = randomMac();
   const podMac = randomMac();
   const plan = new Plan();
-  // The veth pair first: when CNI_IFNAME is taken in the container this fails before anything changed.
-  plan.ip(HOST, ['link', 'add', 'name', hostVeth, ...mtu, 'address', hostMac, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns]);
-  if (!localLinkNames().has(c.bridge)) {
-    plan.ip(HOST, ['link', 'add', 'name', c.bridge, 'address', randomMac(), ...mtu, 'type', 'bridge'], 'exists');
-  }
-  plan.ip(HOST, ['link', 'set', c.bridge, 'up']);
-  if (c.isGateway) {
-    for (const ip of ips) {
-      if (ip.gateway) plan.ip(HOST, ['addr', 'replace', `${ip.gateway}/${ip.address.split('/')[1]}`, 'dev', c.bridge]);
+  if (c.mode === 'macvlan') {
+    // Created straight into the container under its final name; the kernel checks the name there.
+    plan.ip(HOST, ['link', 'add', 'link', c.master!, 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns, 'type', 'macvlan', 'mode', 'bridge']);
+  } else {
+    // The veth pair first: when CNI_IFNAME is taken in the container this fails before anything changed.
+    plan.ip(HOST, ['link', 'add', 'name', hostVeth, ...mtu, 'address', hostMac, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns]);
+    if (!localLinkNames().has(c.bridge)) {
+      plan.ip(HOST, ['link', 'add', 'name', c.bridge, 'address', randomMac(), ...mtu, 'type', 'bridge'], 'exists');
     }
+    plan.ip(HOST, ['link', 'set', c.bridge, 'up']);
+    if (c.isGateway) {
+      for (const ip of ips) {
+        if (ip.gateway) plan.ip(HOST, ['addr', 'replace', `${ip.gateway}/${ip.address.split('/')[1]}`, 'dev', c.bridge]);
+      }
+    }
+    plan.ip(HOST, ['link', 'set', hostVeth, 'master', c.bridge, 'alias', alias(conf.name, att), 'up']);
+    if (c.hairpinMode) plan.ip(HOST, ['link', 'set', 'dev', hostVeth, 'type', 'bridge_slave', 'hairpin', 'on']);
+    plan.ip(HOST, ['link', 'show', 'dev', c.bridge]);
   }
-  plan.ip(HOST, ['link', 'set', hostVeth, 'master', c.bridge, 'alias', alias(conf.name, att), 'up']);
-  if (c.hairpinMode) plan.ip(HOST, ['link', 'set', 'dev', hostVeth, 'type', 'bridge_slave', 'hairpin', 'on']);
-  plan.ip(HOST, ['link', 'show', 'dev', c.bridge]);
 
   const pod = env.netns;
   for (const ip of ips) plan.ip(pod, ['addr', 'add', ip.address, 'dev', env.ifname]);
@@ -166,28 +192,31 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   try {
     shown = await apply(plan);
   } catch (e) {
-    throw await explain(e, env, hostVeth);
+    throw await explain(e, env, c.mode, hostVeth);
   }
-  const bridgeMac = (JSON.parse(shown.trim().split('\n').pop() ?? '[]') as Link[])[0]?.address;
+  const podIf = { name: env.ifname, mac: podMac, ...(c.mtu ? { mtu: c.mtu } : {}), sandbox: env.netns };
+  let interfaces;
+  if (c.mode === 'macvlan') {
+    interfaces = [podIf];
+  } else {
+    const bridgeMac = (JSON.parse(shown.trim().split('\n').pop() ?? '[]') as Link[])[0]?.address;
+    interfaces = [{ name: c.bridge, ...(bridgeMac ? { mac: bridgeMac } : {}) }, { name: hostVeth, mac: hostMac }, podIf];
+  }
   const result: Result = {
     cniVersion: conf.cniVersion,
-    interfaces: [
-      { name: c.bridge, ...(bridgeMac ? { mac: bridgeMac } : {}) },
-      { name: hostVeth, mac: hostMac },
-      { name: env.ifname, mac: podMac, ...(c.mtu ? { mtu: c.mtu } : {}), sandbox: env.netns },
-    ],
-    ips: ips.map((ip) => ({ ...ip, interface: 2 })),
+    interfaces,
+    ips: ips.map((ip) => ({ ...ip, interface: interfaces.length - 1 })),
     routes: routeList,
   };
   if (ipResult.dns) result.dns = ipResult.dns;
   return result;
 }
 
-async function explain(e: unknown, env: Env, hostVeth: string): Promise<CniError> {
+async function explain(e: unknown, env: Env, mode: BridgeConf['mode'], hostVeth: string): Promise<CniError> {
   if (!(e instanceof KernelError)) return e instanceof CniError ? e : new CniError(Code.Kernel, String(e));
-  // A batch names no command in its error. If our veth pair was not made but CNI_IFNAME is in the
-  // container, the pair's creation is what failed: the name was taken before us.
-  if (e.exists && !localLinkNames().has(hostVeth)) {
+  // A batch names no command in its error. If our device was not made but CNI_IFNAME is in the
+  // container, its creation is what failed: the name was taken before us.
+  if (e.exists && (mode === 'macvlan' || !localLinkNames().has(hostVeth))) {
     const inPod = await links(env.netns).catch(() => []);
     if (inPod.some((l) => l.ifname === env.ifname)) {
       return new CniError(Code.InterfaceExists, `interface ${env.ifname} already exists in ${env.netns}`, 'choose another CNI_IFNAME, or DEL the existing attachment first');
@@ -249,7 +278,12 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
   // A delegated IPAM does not say what it released; without prevResult, the container's interface
   // (while it is still there) names the addresses to take out of the masquerade set.
   const inPod = t.ipMasq && t.ipamType && !decodeResult(conf.prevResult).ips?.length ? await podAddresses(env) : [];
-  const plan = new Plan().ip(HOST, ['link', 'del', hostVethName(env.containerId, env.ifname)], 'missing');
+  const plan = new Plan();
+  if (conf.mode === 'macvlan') {
+    if (env.netns && existsSync(env.netns)) plan.ip(env.netns, ['link', 'del', env.ifname], 'missing');
+  } else {
+    plan.ip(HOST, ['link', 'del', hostVethName(env.containerId, env.ifname)], 'missing');
+  }
   try {
     await apply(plan);
   } catch (e) {
@@ -293,6 +327,7 @@ export async function check(conf: NetConf, env: Env): Promise<void> {
     const dst = r.dst === '0.0.0.0/0' ? 'default' : r.dst;
     if (!r.dst.includes(':') && !table.some((t) => t.dst === dst && t.dev === env.ifname)) fail(`route to ${r.dst} is missing`);
   }
+  if (c.mode === 'macvlan') return;
   const hostVeth = hostVethName(env.containerId, env.ifname);
   const host = (await links(HOST)).find((l) => l.ifname === hostVeth);
   if (!host) fail(`host interface ${hostVeth} is missing`);
