@@ -122,3 +122,21 @@ test('a second lab runs beside the first; down is idempotent and removes a half-
   assert.equal(weft('lab', 'down', '--name', half).code, 0);
   assert.equal(listNetns().filter((n) => n.startsWith(`wl.${half}.`)).length, 0);
 });
+
+test('underlay mode: macvlan pods verify, and a missing host shim is reported as such', async () => {
+  const under = `${lab}-u`;
+  try {
+    const up = weft('lab', 'up', '--name', under, '--mode', 'underlay', '--nodes', '2', '--pods-per-node', '1');
+    assert.equal(up.code, 0, up.out);
+    assert.match(up.out, /node1 +198\.18\.0\.11 +198\.18\.1\.0\/24 +macvlan/);
+    const ok = weft('verify', '--name', under);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /outside saw the client as 198\.18\.1\.\d+ \(its own IP/);
+    assert.equal(spawnSync('ip', ['-n', `wl.${under}.node1`, 'link', 'del', 'weft-shim']).status, 0);
+    const broken = weft('verify', '--name', under);
+    assert.notEqual(broken.code, 0);
+    assert.match(broken.out, /✗ tcp +node1 .* → pod-1a .*macvlan: a node reaches its own pods only through its weft-shim/);
+  } finally {
+    weft('lab', 'down', '--name', under);
+  }
+});

@@ -9,7 +9,7 @@ const nameOption = { name: { type: 'string', default: 'weft' } } as const;
 
 function summary(s: LabState): string {
   return [
-    table(['node', 'public IP', 'pod subnet', 'backend'], s.nodes.map((n) => [n.name, n.ip, n.subnet ?? '?', s.backend])),
+    table(['node', 'public IP', 'pod subnet', 'mode'], s.nodes.map((n) => [n.name, n.ip, n.subnet ?? '?', s.backend])),
     '',
     table(['pod', 'node', 'IP', 'containers'], s.pods.map((p) => [p.name, p.node, p.ip, p.containers.join('+')])),
   ].join('\n');
@@ -39,15 +39,16 @@ export async function labCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'up': {
-      const { values } = parseArgs({ args: rest, options: { ...nameOption, nodes: { type: 'string' }, 'pods-per-node': { type: 'string' }, backend: { type: 'string', default: 'vxlan' } } });
+      const { values } = parseArgs({ args: rest, options: { ...nameOption, nodes: { type: 'string' }, 'pods-per-node': { type: 'string' }, backend: { type: 'string', default: 'vxlan' }, mode: { type: 'string', default: 'overlay' } } });
       if (!['vxlan', 'host-gw', 'udp'].includes(values.backend)) throw new UsageError('--backend is vxlan, host-gw or udp');
+      if (values.mode !== 'overlay' && values.mode !== 'underlay') throw new UsageError('--mode is overlay (pods behind the agent\'s backend) or underlay (macvlan pods on the node network)');
       const started = performance.now();
       console.log(`Creating lab "${values.name}"`);
       const s = await up({
         name: values.name,
         nodes: count(values.nodes, '--nodes', 3),
         podsPerNode: count(values['pods-per-node'], '--pods-per-node', 2),
-        backend: values.backend as Backend,
+        backend: values.mode === 'underlay' ? 'macvlan' : (values.backend as Backend),
         progress: (step, ms) => console.log(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       });
       console.log(`Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}\n\n${nextSteps(s)}`);
@@ -62,7 +63,8 @@ export async function labCommand(argv: string[]): Promise<number> {
     case 'status': {
       const { values } = parseArgs({ args: rest, options: { ...nameOption, json: { type: 'boolean' } } });
       const s = readState(values.name);
-      console.log(values.json ? JSON.stringify(s, null, 2) : `lab "${s.name}" (${s.backend}), etcd ${s.etcd.endpoint}, outside ${s.outside.ip}\n\n${summary(s)}`);
+      const etcd = s.backend === 'macvlan' ? '' : `, etcd ${s.etcd.endpoint}`;
+      console.log(values.json ? JSON.stringify(s, null, 2) : `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
       return 0;
     }
     case 'exec': {

@@ -9,7 +9,7 @@ import { UsageError } from './usage.js';
 const USAGE = `weft: Kubernetes-style pod networking for Linux
 
 Usage:
-  weft lab up [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp] [--name LAB]
+  weft lab up [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp] [--mode overlay|underlay] [--name LAB]
                                                     a whole cluster network on this machine, in namespaces
   weft verify [--name LAB] [--json]                 check the Kubernetes network model on a lab
   weft lab status|down [--name LAB]                 show or remove a lab

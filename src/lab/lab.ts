@@ -21,13 +21,16 @@ import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type
 export const LAB_ROOT = '/run/weft/lab';
 const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
 const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
-export const UNDERLAY_PREFIX = 24;
+/** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */
+const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
 const ETCD_IP = '198.18.0.2';
 const POD_NETWORK = '10.244.0.0/16';
 
 export type Backend = 'vxlan' | 'host-gw' | 'udp';
+/** How pods reach each other: one of the agent's backends, or macvlan pods on the underlay itself. */
+export type LabBackend = Backend | 'macvlan';
 
 export interface NodeState {
   name: string;
@@ -47,7 +50,7 @@ export interface PodState {
 
 export interface LabState {
   name: string;
-  backend: Backend;
+  backend: LabBackend;
   createdAt: string;
   etcd: { ns: string; ip: string; endpoint: string };
   outside: { ns: string; ip: string; gateway: string };
@@ -116,7 +119,7 @@ function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, d
   const p = netnsPath(ns);
   plan.ip(u, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p]);
   plan.ip(u, ['link', 'set', port, 'master', 'br0', 'up']);
-  plan.ip(p, ['addr', 'add', `${ip}/${UNDERLAY_PREFIX}`, 'dev', 'eth0']);
+  plan.ip(p, ['addr', 'add', `${ip}/${underlayPrefix(s)}`, 'dev', 'eth0']);
   plan.ip(p, ['link', 'set', 'eth0', 'up']);
   if (defaultVia) plan.ip(p, ['route', 'add', 'default', 'via', defaultVia]);
 }
@@ -127,7 +130,7 @@ export interface UpOptions {
   name: string;
   nodes: number;
   podsPerNode: number;
-  backend: Backend;
+  backend: LabBackend;
   progress: (step: string, ms: number) => void;
 }
 
@@ -158,16 +161,17 @@ export async function up(o: UpOptions): Promise<LabState> {
   };
   writeState(s);
   try {
-    await step(o, 'underlay switch, etcd and outside-world namespaces', async () => {
-      for (const ns of [s.underlay.ns, s.etcd.ns, s.outside.ns]) await createNetns(ns);
+    const overlay = o.backend !== 'macvlan';
+    await step(o, `underlay switch${overlay ? ', etcd' : ''} and outside-world namespaces`, async () => {
+      for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])]) await createNetns(ns);
       const plan = new Plan().ip(netnsPath(s.underlay.ns), ['link', 'add', 'br0', 'type', 'bridge']).ip(netnsPath(s.underlay.ns), ['link', 'set', 'br0', 'up']);
-      plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
+      if (overlay) plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
       plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
       plan.ip(netnsPath(s.outside.ns), ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'lo']);
       await apply(plan);
       daemon(s.outside.ns, [process.execPath, WORKLOAD, '--pod', 'outside', '--node', 'outside', '--container', 'app', '--control', controlSocket(o.name, 'outside', 'app')], join(labDir(o.name), 'outside.log'));
     });
-    await step(o, `etcd on ${ETCD_IP}:2379 and the network config (${o.backend})`, async () => {
+    if (overlay) await step(o, `etcd on ${ETCD_IP}:2379 and the network config (${o.backend})`, async () => {
       const log = join(labDir(o.name), 'etcd.log');
       daemon(s.etcd.ns, ['etcd', '--name', 'lab', '--data-dir', join(labDir(o.name), 'etcd'), '--listen-client-urls', s.etcd.endpoint, '--advertise-client-urls', s.etcd.endpoint, '--listen-peer-urls', `http://${ETCD_IP}:2380`, '--initial-advertise-peer-urls', `http://${ETCD_IP}:2380`, '--initial-cluster', `lab=http://${ETCD_IP}:2380`, '--heartbeat-interval', '50', '--election-timeout', '500'], log);
       await waitFor('etcd start', () => existsSync(log) && /ready to serve client requests/.test(readFileSync(log, 'utf8')), 20_000, `see ${log}`);
@@ -175,7 +179,8 @@ export async function up(o: UpOptions): Promise<LabState> {
       await execIn(s.etcd.ns, [process.execPath, WEFT, 'network', 'init', '--etcd-endpoints', s.etcd.endpoint, '--config', config]);
     });
     installPlugins(join(labDir(o.name), 'bin'));
-    await step(o, `${o.nodes} nodes with a weft agent each`, async () => {
+    const what = overlay ? 'a weft agent each' : 'a CNI server and a macvlan shim each';
+    await step(o, `${o.nodes} nodes with ${what}`, async () => {
       for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`);
     });
     await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, async () => {
@@ -218,6 +223,41 @@ export async function addNode(s: LabState, name: string): Promise<NodeState> {
   const plan = new Plan();
   plugIn(plan, s, node.ns, name.slice(0, 15), node.ip, GATEWAY_IP);
   await apply(plan);
+  if (s.backend === 'macvlan') await underlayNode(s, node, index);
+  else await overlayNode(s, node);
+  s.nodes.push(node);
+  writeState(s);
+  return node;
+}
+
+/**
+ * Underlay mode: the node's pods take 198.18.<index>.2-254 of the underlay /16 as macvlan children of
+ * its eth0, and a warm `weft cni serve` stands in for the agent (there is no lease to hold). A macvlan
+ * child cannot talk to its parent, so the node gets what deployments add for that: a macvlan shim of
+ * its own (weft-shim, 198.18.<index>.1) with a route to its pods through it.
+ */
+async function underlayNode(s: LabState, node: NodeState, index: number): Promise<void> {
+  const dir = nodeDir(s.name, node.name);
+  const p = netnsPath(node.ns);
+  const pods = `198.18.${index}.0/24`;
+  const shim = new Plan()
+    .ip(p, ['link', 'add', 'weft-shim', 'link', 'eth0', 'type', 'macvlan', 'mode', 'bridge'])
+    .ip(p, ['addr', 'add', `198.18.${index}.1/32`, 'dev', 'weft-shim'])
+    .ip(p, ['link', 'set', 'weft-shim', 'up'])
+    .ip(p, ['route', 'add', pods, 'dev', 'weft-shim']);
+  await apply(shim);
+  const cniSocket = join(dir, 'cni.sock');
+  daemon(node.ns, [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', cniSocket], join(dir, 'cni.log'));
+  await waitFor(`the CNI server on ${node.name}`, () => existsSync(cniSocket), 20_000, `see ${join(dir, 'cni.log')}`);
+  node.subnet = pods;
+  const range = { subnet: '198.18.0.0/16', rangeStart: `198.18.${index}.2`, rangeEnd: `198.18.${index}.254`, gateway: GATEWAY_IP };
+  const conflist = { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', mode: 'macvlan', master: 'eth0', socket: cniSocket, ipam: { type: 'weft-ipam', dataDir: join(dir, 'ipam'), ranges: [[range]], routes: [{ dst: '0.0.0.0/0' }] } }] };
+  writeFileSync(join(dir, 'cni.conflist'), `${JSON.stringify(conflist, null, 2)}\n`);
+}
+
+async function overlayNode(s: LabState, node: NodeState): Promise<void> {
+  const name = node.name;
+  const dir = nodeDir(s.name, name);
   const subnetFile = join(dir, 'subnet.env');
   const cniSocket = join(dir, 'cni.sock');
   daemon(node.ns, [process.execPath, WEFT, 'agent', '--node', name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', subnetFile, '--state-dir', dir, '--cni-socket', cniSocket], join(dir, 'agent.log'));
@@ -226,9 +266,6 @@ export async function addNode(s: LabState, name: string): Promise<NodeState> {
   // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
   const conflist = { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', subnetFile, dataDir: join(dir, 'ipam'), socket: cniSocket, isDefaultGateway: true, hairpinMode: true }] };
   writeFileSync(join(dir, 'cni.conflist'), `${JSON.stringify(conflist, null, 2)}\n`);
-  s.nodes.push(node);
-  writeState(s);
-  return node;
 }
 
 /** The runtime's view of a pod on `node`: that node's conflist and cache, its plugins run inside it. */
@@ -282,22 +319,25 @@ export async function removePod(s: LabState, name: string): Promise<void> {
   writeState(s);
 }
 
-/**
- * Removes a node: its pods, then its agent, then (from inside the node, which alone reaches etcd)
- * `weft agent --cleanup` gives the lease up so the other nodes drop their routes at once.
- */
+/** Removes a node: its pods, its agent, its lease (so the other nodes drop their routes at once). */
 export async function removeNode(s: LabState, name: string): Promise<void> {
   const node = s.nodes.find((n) => n.name === name);
   if (!node) throw new LabError('no-node', `node ${name} is not in lab ${s.name}`);
   for (const p of s.pods.filter((x) => x.node === name)) await removePod(s, p.name);
   const dir = nodeDir(s.name, name);
   await signalNetns(node.ns, 'SIGTERM');
-  await waitFor(`the agent on ${name} stopping`, async () => (await netnsPids(node.ns)).length === 0, 10_000, `see ${join(dir, 'agent.log')}`);
-  await execIn(node.ns, [process.execPath, WEFT, 'agent', '--cleanup', '--node', name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', join(dir, 'subnet.env'), '--state-dir', dir]).catch(() => undefined);
+  if (s.backend !== 'macvlan') await releaseLease(s, node);
   await deleteNetns(node.ns);
   rmSync(dir, { recursive: true, force: true });
   s.nodes = s.nodes.filter((n) => n.name !== name);
   writeState(s);
+}
+
+/** Once the agent has stopped, `weft agent --cleanup` from inside the node (which alone reaches etcd). */
+async function releaseLease(s: LabState, node: NodeState): Promise<void> {
+  const dir = nodeDir(s.name, node.name);
+  await waitFor(`the agent on ${node.name} stopping`, async () => (await netnsPids(node.ns)).length === 0, 10_000, `see ${join(dir, 'agent.log')}`);
+  await execIn(node.ns, [process.execPath, WEFT, 'agent', '--cleanup', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', join(dir, 'subnet.env'), '--state-dir', dir]).catch(() => undefined);
 }
 
 /** Removes every namespace (and so every process) of the lab, and its state; fine to run twice. */
