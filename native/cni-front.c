@@ -71,26 +71,12 @@ static int read_all(int fd, struct buf *b)
 	}
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* Writes all of p. On the socket it sends with MSG_NOSIGNAL: a server that hangs up is an error,
+ * not a SIGPIPE that kills us. */
+static int put_all(int fd, const char *p, size_t n, int is_socket)
 {
 	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* Like write_all, for the socket: a server that hangs up is an error, not a SIGPIPE that kills us. */
-static int send_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		ssize_t w = is_socket ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -149,7 +135,7 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 			append(&req, *e, strlen(*e) + 1);
 	append(&req, "", 1);
 	append(&req, conf->data, conf->len);
-	if (send_all(fd, req.data, req.len) < 0) {
+	if (put_all(fd, req.data, req.len, 1) < 0) {
 		/* It hung up before taking the whole request, so it did none of the work: run it here. */
 		close(fd);
 		return -1;
@@ -168,7 +154,7 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 		printf("{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"the weft server at %s closed the connection without an answer\",\"details\":\"try again; check the agent's log\"}\n", path);
 		exit(1);
 	}
-	if (write_all(1, res.data + 1, res.len - 1) < 0)
+	if (put_all(1, res.data + 1, res.len - 1, 0) < 0)
 		exit(5);
 	return (unsigned char)res.data[0];
 }
@@ -176,7 +162,7 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 static void direct(const char *plugin, const struct buf *conf)
 {
 	int fd = memfd_create("weft-stdin", MFD_CLOEXEC);
-	if (fd < 0 || write_all(fd, conf->data, conf->len) < 0 || lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0) {
+	if (fd < 0 || put_all(fd, conf->data, conf->len, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0) {
 		perror("weft: cannot pass stdin to the direct path");
 		exit(5);
 	}

@@ -221,6 +221,16 @@ function parsePrefix(s: string): { family: number; bytes: Buffer; len: number } 
   return { ...ip, len };
 }
 
+/** The value of an `mtu` or `address` word pair as a LinkArg; undefined when it does not parse. */
+function mtuOrAddress(key: 'mtu' | 'address', val: string): LinkArg | undefined {
+  if (key === 'mtu') {
+    const v = parseMtu(val);
+    return v === undefined ? undefined : { t: 'mtu', v };
+  }
+  const v = parseMac(val);
+  return v ? { t: 'address', v } : undefined;
+}
+
 /** name/mtu/address/netns pairs of `link add` (and of its veth peer), in any order, each once. */
 function linkAddArgs(words: string[], i: number, stop: string, allowNetns: boolean): { args: LinkArg[]; name?: string; next: number } | undefined {
   const args: LinkArg[] = [];
@@ -234,14 +244,10 @@ function linkAddArgs(words: string[], i: number, stop: string, allowNetns: boole
     if (key === 'name') {
       if (!validName(val)) return undefined;
       name = val;
-    } else if (key === 'mtu') {
-      const v = parseMtu(val);
-      if (v === undefined) return undefined;
-      args.push({ t: 'mtu', v });
-    } else if (key === 'address') {
-      const v = parseMac(val);
-      if (!v) return undefined;
-      args.push({ t: 'address', v });
+    } else if (key === 'mtu' || key === 'address') {
+      const arg = mtuOrAddress(key, val);
+      if (!arg) return undefined;
+      args.push(arg);
     } else if (key === 'netns' && allowNetns) {
       if (val === '') return undefined;
       args.push({ t: 'netns', v: val });
@@ -301,14 +307,10 @@ function parse(op: string[]): Parsed | undefined {
       } else if (key === 'alias') {
         if (Buffer.byteLength(val) >= 256 || val.includes('\0')) return undefined;
         args.push({ t: 'alias', v: val });
-      } else if (key === 'mtu') {
-        const v = parseMtu(val);
-        if (v === undefined) return undefined;
-        args.push({ t: 'mtu', v });
-      } else if (key === 'address') {
-        const v = parseMac(val);
-        if (!v) return undefined;
-        args.push({ t: 'address', v });
+      } else if (key === 'mtu' || key === 'address') {
+        const arg = mtuOrAddress(key, val);
+        if (!arg) return undefined;
+        args.push(arg);
       } else {
         return undefined;
       }
