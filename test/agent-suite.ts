@@ -1,5 +1,5 @@
 /**
- * The one connectivity suite every backend runs (vxlan, host-gw): three nodes on an emulated
+ * The one connectivity suite every backend runs (vxlan, host-gw, udp): three nodes on an emulated
  * underlay, a real etcd, real agents, pods wired by the real CNI plugin.
  */
 import assert from 'node:assert/strict';
@@ -10,16 +10,39 @@ import { Cluster, flannelDocConfig, icmpAvailable, icmpPing, NODE, OUTSIDE, PORT
 
 const OUTAGE_S = Number(process.env.WEFT_TEST_ETCD_OUTAGE_S ?? 30);
 
+/** Sends a UDP datagram to argv[1] and waits for ICMP type 3 code 0 from argv[2] quoting it. */
+const UNREACH_PY = `
+import socket, sys, time
+dst, gw = sys.argv[1], sys.argv[2]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+r.settimeout(1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 5
+while time.time() < end:
+    u.sendto(b'hello', (dst, 7000))
+    try:
+        buf, addr = r.recvfrom(2048)
+    except socket.timeout:
+        continue
+    ihl = (buf[0] & 15) * 4
+    if buf[ihl] == 3 and buf[ihl + 1] == 0 and addr[0] == gw and socket.inet_ntoa(buf[ihl + 8 + 16:ihl + 8 + 20]) == dst:
+        print('net unreachable from', addr[0], 'about', dst); sys.exit(0)
+print('no ICMP net unreachable'); sys.exit(1)
+`;
+
 const keyOf = (subnet: string) => `subnets/${subnet.replace(/\.1\/(\d+)$/, '.0-$1')}`;
 const base = (subnet: string) => subnet.replace(/\.1\/\d+$/, '.0');
 const net = (subnet: string) => subnet.replace(/\.1\//, '.0/');
 
-export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
+export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
   describe(`agent connectivity: ${backend}`, { timeout: 600_000 }, () => {
     let c: Cluster;
     let a1: Pod, a2: Pod, b1: Pod, c1: Pod;
     let failed = false;
     const vx = backend === 'vxlan';
+    const udp = backend === 'udp';
+    /** The Network route through flannel0 (udp routes the whole Network, not each subnet). */
+    const udpRoute = ['ip', 'route', 'show', '10.244.0.0/16', 'dev', 'flannel0'];
 
     before(async () => {
       c = await Cluster.create(backend);
@@ -55,11 +78,12 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
       for (const s of subnets) assert.match(s, /^10\.244\.\d+\.1\/24$/);
       const env = readFileSync(c.node('n1').subnetFile, 'utf8');
       assert.match(env, /^FLANNEL_NETWORK=10\.244\.0\.0\/16$/m);
-      assert.match(env, new RegExp(`^FLANNEL_MTU=${vx ? 1450 : 1500}$`, 'm'));
+      assert.match(env, new RegExp(`^FLANNEL_MTU=${vx ? 1450 : udp ? 1472 : 1500}$`, 'm'));
       assert.match(env, /^FLANNEL_IPMASQ=true$/m);
       const lease = JSON.parse(await c.etcdctl(['get', keyOf(subnets[0]!)])) as Record<string, any>;
       assert.equal(lease.PublicIP, '198.18.0.11');
-      assert.equal(lease.BackendType, backend);
+      // flannel's udp backend writes no BackendType.
+      assert.equal(lease.BackendType, udp ? undefined : backend);
       const st = await c.status('n1');
       assert.equal(st.remoteLeases.length, 2);
       assert.deepEqual(st.drift, []);
@@ -76,6 +100,16 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
         assert.match(r, new RegExp(`via ${base(subnets[1]!)} dev flannel\\.1 onlink`));
         assert.match(await c.show('n1', ['ip', 'neigh', 'show', 'dev', 'flannel.1']), /PERMANENT/);
         assert.match(await c.show('n1', ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /dst 198\.18\.0\.12 self permanent/);
+      } else if (udp) {
+        const link = JSON.parse(await c.show('n1', ['ip', '-d', '-j', 'link', 'show', 'flannel0']))[0];
+        assert.equal(link.mtu, 1472);
+        assert.equal(link.linkinfo.info_kind, 'tun');
+        assert.equal(link.linkinfo.info_data.pi, false);
+        assert.match(await c.show('n1', ['ip', '-4', 'addr', 'show', 'dev', 'flannel0']), new RegExp(`inet ${base(subnets[0]!)}/32`));
+        assert.match(await c.show('n1', udpRoute), /10\.244\.0\.0\/16/);
+        assert.equal((await c.show('n1', ['ip', 'route', 'show', net(subnets[1]!)])).trim(), '', 'no per-subnet routes');
+        assert.deepEqual(st.desired!.udp!.peers.map((p) => p.publicIP).sort(), ['198.18.0.12', '198.18.0.13']);
+        assert.equal(st.datapath!.attached, true);
       } else {
         assert.match(await c.show('n1', ['ip', 'route', 'show', net(subnets[1]!)]), /via 198\.18\.0\.12 dev eth0/);
       }
@@ -117,7 +151,7 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
 
     check('a periodic resync restores what was deleted by hand', async () => {
       const s2 = net(c.subnetOf('n2'));
-      await c.show('n1', ['ip', 'route', 'del', s2]);
+      await c.show('n1', udp ? ['ip', 'route', 'del', '10.244.0.0/16', 'dev', 'flannel0'] : ['ip', 'route', 'del', s2]);
       await c.show('n1', ['nft', 'flush', 'chain', 'ip', 'weft', 'postrouting']);
       if (vx) {
         const mac = JSON.parse(await c.etcdctl(['get', keyOf(c.subnetOf('n3'))])).BackendData.VtepMAC as string;
@@ -125,15 +159,17 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
         await c.show('n1', ['ip', 'neigh', 'del', base(c.subnetOf('n3')), 'dev', 'flannel.1']);
       }
       await waitFor('n1 repaired', async () => (await c.status('n1')).drift.length === 0, 10_000);
-      assert.match(await c.show('n1', ['ip', 'route', 'show', s2]), /via/);
+      assert.match(await c.show('n1', udp ? udpRoute : ['ip', 'route', 'show', s2]), udp ? /10\.244\.0\.0\/16/ : /via/);
       assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
       assert.equal(await c.tcpEventually('a1', c1.ip), a1.ip);
       assert.equal(await c.tcp('a1', OUTSIDE), '198.18.0.11');
-      if (vx) {
-        await c.show('n2', ['ip', 'link', 'del', 'flannel.1']);
+      if (vx || udp) {
+        // The device itself: recreated, and (udp) the packet loop reattaches to the new one.
+        await c.show('n2', ['ip', 'link', 'del', vx ? 'flannel.1' : 'flannel0']);
         await waitFor('n2 device back', async () => (await c.status('n2')).drift.length === 0, 10_000);
         assert.equal(await c.tcpEventually('b1', c1.ip), b1.ip);
         assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
+        if (udp) assert.ok((await c.status('n2')).datapath!.attaches >= 2, 'the packet loop reattached');
       }
       assert.ok(c.node('n1').agent!.log.some((l) => /add route/.test(l) && /reason=resync/.test(l)), 'the repair is logged');
     });
@@ -154,6 +190,7 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
       for (const n of ['n1', 'n2', 'n3']) {
         await waitFor(`${n} forgets ${subnet}`, async () => (await c.status(n)).remoteLeases.length === 2 && (await c.status(n)).drift.length === 0, 15_000);
         assert.equal((await c.show(n, ['ip', 'route', 'show', net(subnet)])).trim(), '', `route on ${n}`);
+        if (udp) assert.ok(!(await c.status(n)).desired!.udp!.peers.some((p) => p.subnet === net(subnet)), `udp peer on ${n}`);
         if (vx) {
           assert.doesNotMatch(await c.show(n, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /198\.18\.0\.14/, `fdb on ${n}`);
           assert.doesNotMatch(await c.show(n, ['ip', 'neigh', 'show', 'dev', 'flannel.1']), new RegExp(`${base(subnet).replace(/\./g, '\\.')} `), `neigh on ${n}`);
@@ -204,8 +241,9 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
       await waitFor('flow started', () => lines.some((l) => l.startsWith('ok ') && Number(l.slice(3)) > 3), 10_000);
       assert.equal(lines[0], `from ${a1.ip}`);
       assert.equal(await c.stopAgent('n2'), 0);
-      // Down, the agent's devices and routes stay: pod traffic keeps flowing.
-      assert.match(await c.show('n2', ['ip', 'route', 'show', net(c.subnetOf('n1'))]), /via/);
+      // Down, the agent's devices and routes stay: pod traffic keeps flowing (udp: the agent carries
+      // it, so the flow pauses and TCP retransmits carry it over the restart).
+      assert.match(await c.show('n2', udp ? udpRoute : ['ip', 'route', 'show', net(c.subnetOf('n1'))]), udp ? /10\.244\.0\.0\/16/ : /via/);
       const mid = lines.length;
       await sleep(1500);
       c.startAgent('n2');
@@ -232,7 +270,8 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
       }
       // A change made after the outage reaches every agent: their watches are back.
       const fake = 'subnets/10.244.250.0-24';
-      await c.etcdctl(['put', fake, JSON.stringify({ PublicIP: '198.18.0.99', PublicIPv6: null, BackendType: backend, BackendData: vx ? { VNI: 1, VtepMAC: '02:00:00:00:99:99' } : null })]);
+      const fakeLease = udp ? { PublicIP: '198.18.0.99', PublicIPv6: null } : { PublicIP: '198.18.0.99', PublicIPv6: null, BackendType: backend, BackendData: vx ? { VNI: 1, VtepMAC: '02:00:00:00:99:99' } : null };
+      await c.etcdctl(['put', fake, JSON.stringify(fakeLease)]);
       for (const n of ['n1', 'n2', 'n3']) await waitFor(`${n} sees the new lease`, async () => (await c.status(n)).remoteLeases.length === 3, 30_000, 250);
       await c.etcdctl(['del', fake]);
       for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 2, 15_000);
@@ -276,7 +315,8 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
     if (vx) {
       check('a forged VXLAN packet from a non-node is dropped before it reaches a pod', async () => {
         const counter = async () => JSON.parse(await c.show('n1', ['nft', '-j', 'list', 'counter', 'ip', 'weft', 'vxlan_forged'])).nftables[1].counter.packets as number;
-        const mac = (await c.status('n1')).desired!.device!.mac;
+        const dev = (await c.status('n1')).desired!.device!;
+        const mac = dev.kind === 'tun' ? '' : dev.mac;
         const spoofed = base(c.subnetOf('n2')).replace(/\.0$/, '.99');
         const before = await counter();
         a1.received.length = 0;
@@ -290,15 +330,62 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw'): void {
       });
     }
 
+    if (udp) {
+      check('forged and garbage datagrams to the udp port reach no pod; the agent keeps forwarding and counts the drops', async () => {
+        const dropped = async () => (await c.status('n1')).datapath!.counters;
+        const before = await dropped();
+        const spoofed = base(c.subnetOf('n2')).replace(/\.0$/, '.99');
+        a1.received.length = 0;
+        // From the outside world (through the router) and from an underlay address holding no lease (etcd's).
+        for (const from of ['out', 'etcd']) {
+          for (let i = 0; i < 3; i++) {
+            assert.equal((await c.tool(from, ['forge-udp', '198.18.0.11', '8285', spoofed, a1.ip, String(PORT)])).code, 0);
+            assert.equal((await c.tool(from, ['garbage', '198.18.0.11', '8285', '5'])).code, 0);
+          }
+        }
+        // Garbage from a node that does hold a lease: not a packet, dropped as malformed.
+        assert.equal((await c.tool('n2', ['garbage', '198.18.0.11', '8285', '5'])).code, 0);
+        await waitFor('the drop counters rise', async () => {
+          const now = await dropped();
+          return now.droppedUnknownSource! >= before.droppedUnknownSource! + 36 && now.droppedMalformed! >= before.droppedMalformed! + 1;
+        }, 5000);
+        await sleep(500);
+        assert.deepEqual(a1.received, [], 'the pod got nothing');
+        // The agent still forwards real traffic, both ways.
+        assert.equal(await c.tcp('b1', a1.ip), b1.ip);
+        assert.equal(await c.tcp('a1', c1.ip), a1.ip);
+        assert.equal((await c.status('n1')).datapath!.attached, true);
+        // Control: the same forged packet from a node holding a lease is delivered (flannel's wire format).
+        assert.equal((await c.tool('n2', ['forge-udp', '198.18.0.11', '8285', spoofed, a1.ip, String(PORT)])).code, 0);
+        await waitFor('the control packet arrives', () => a1.received.some((l) => l === `got ${spoofed} forged`), 5000);
+        // And the status a person reads shows the counter.
+        const text = await c.topo.exec(undefined, [NODE, WEFT, 'agent', 'status', '--state-dir', c.node('n1').stateDir]);
+        assert.match(text.stdout, /packet loop: attached; .* dropped: [1-9]\d* from sources without a lease/);
+      });
+
+      check('a destination in no lease gets ICMP net unreachable from flannel0', async () => {
+        const before = (await c.status('n1')).datapath!.counters.netUnreachable!;
+        if (!(await icmpAvailable(c, 'a1'))) {
+          // Without raw sockets, at least the agent's side: it counts the unreachable destination.
+          await c.udp('a1', '10.244.250.7').catch(() => undefined);
+        } else {
+          const r = await c.exec('a1', ['python3', '-c', UNREACH_PY, '10.244.250.7', base(c.subnetOf('n1'))], 10_000);
+          assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+          assert.match(r.stdout, /net unreachable from 10\.244\.\d+\.0 about 10\.244\.250\.7/);
+        }
+        assert.ok((await c.status('n1')).datapath!.counters.netUnreachable! > before);
+      });
+    }
+
     check(
-      vx ? 'a node on another L2 segment is reached over VXLAN through the router' : 'a node on another L2 segment: host-gw says why and installs no route',
+      vx || udp ? `a node on another L2 segment is reached over ${vx ? 'VXLAN' : 'udp'} through the router` : 'a node on another L2 segment: host-gw says why and installs no route',
       async () => {
         await c.addNode('n5', 5, 'ul2');
         c.startAgent('n5');
         await c.waitReady('n5', 3);
         for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 3);
         const s5 = c.subnetOf('n5');
-        if (vx) {
+        if (vx || udp) {
           const e1 = await c.addPod('e1', 'n5');
           assert.equal(await c.tcpEventually('a1', e1.ip), a1.ip);
           assert.equal(await c.tcp('e1', b1.ip), e1.ip);

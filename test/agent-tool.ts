@@ -6,8 +6,11 @@
  *   udp HOST PORT              sends a datagram, prints the reply
  *   stream HOST PORT           a long-lived TCP flow: a line every 100 ms, prints "ok N" as echoes return
  *   forge DST VNI MAC SRC_IP DST_IP PORT   sends one hand-made VXLAN packet carrying UDP SRC_IP → DST_IP:PORT
+ *   forge-udp DST UPORT SRC_IP DST_IP PORT sends one flannel-udp datagram (a raw IPv4 packet) carrying UDP SRC_IP → DST_IP:PORT to DST:UPORT
+ *   garbage DST UPORT N                    sends N datagrams of random bytes to DST:UPORT
  *   etcd ENDPOINT PREFIX get|del|put KEY [VALUE]
  */
+import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { createConnection, createServer } from 'node:net';
 import { EtcdStore } from '../src/store/etcd.js';
@@ -117,8 +120,8 @@ function checksum(b: Buffer): number {
   return ~sum & 0xffff;
 }
 
-/** VXLAN header + Ethernet + IPv4 + UDP, every field as a real VTEP would write it. */
-function forge(dst: string, vni: number, mac: string, src: string, inner: string, port: number): void {
+/** IPv4 + UDP carrying "forged", checksums right. */
+function innerPacket(src: string, inner: string, port: number): Buffer {
   const payload = Buffer.from('forged\n');
   const udpHdr = Buffer.alloc(8);
   udpHdr.writeUInt16BE(40000, 0);
@@ -135,17 +138,43 @@ function forge(dst: string, vni: number, mac: string, src: string, inner: string
   ipBytes(src).copy(ip, 12);
   ipBytes(inner).copy(ip, 16);
   ip.writeUInt16BE(checksum(ip), 10);
+  return Buffer.concat([ip, udpHdr, payload]);
+}
+
+/** VXLAN header + Ethernet + IPv4 + UDP, every field as a real VTEP would write it. */
+function forge(dst: string, vni: number, mac: string, src: string, inner: string, port: number): void {
   const eth = Buffer.concat([Buffer.from(mac.split(':').map((h) => parseInt(h, 16))), Buffer.from([0x02, 0, 0, 0, 0xbe, 0xef]), Buffer.from([0x08, 0x00])]);
   const vx = Buffer.alloc(8);
   vx[0] = 0x08;
   vx.writeUIntBE(vni, 4, 3);
-  const packet = Buffer.concat([vx, eth, ip, udpHdr, payload]);
+  const packet = Buffer.concat([vx, eth, innerPacket(src, inner, port)]);
   const sock = createSocket('udp4');
   sock.send(packet, 8472, dst, (err) => {
     if (err) die(err.message);
     sock.close();
     process.stdout.write('sent\n');
   });
+}
+
+/** flannel's udp wire format: the inner packet is the whole datagram. */
+function forgeUdp(dst: string, uport: number, src: string, inner: string, port: number): void {
+  const sock = createSocket('udp4');
+  sock.send(innerPacket(src, inner, port), uport, dst, (err) => {
+    if (err) die(err.message);
+    sock.close();
+    process.stdout.write('sent\n');
+  });
+}
+
+async function garbage(dst: string, uport: number, n: number): Promise<void> {
+  const sock = createSocket('udp4');
+  for (let i = 0; i < n; i++) {
+    const b = randomBytes(1 + ((i * 97) % 1400));
+    if (i === 0) b[0] = 0x45; // looks like IPv4 at first glance
+    await new Promise<void>((resolve, reject) => sock.send(b, uport, dst, (err) => (err ? reject(err) : resolve())));
+  }
+  sock.close();
+  process.stdout.write('sent\n');
 }
 
 async function etcd(endpoint: string, prefix: string, op: string, key: string, value?: string): Promise<void> {
@@ -176,6 +205,12 @@ switch (cmd) {
     break;
   case 'forge':
     forge(args[0]!, Number(args[1]), args[2]!, args[3]!, args[4]!, Number(args[5]));
+    break;
+  case 'forge-udp':
+    forgeUdp(args[0]!, Number(args[1]), args[2]!, args[3]!, Number(args[4]));
+    break;
+  case 'garbage':
+    garbage(args[0]!, Number(args[1]), Number(args[2])).catch((e: Error) => die(e.message));
     break;
   case 'etcd':
     etcd(args[0]!, args[1]!, args[2]!, args[3]!, args[4]).catch((e: Error) => die(e.message));

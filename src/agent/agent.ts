@@ -2,6 +2,7 @@ import { rmSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { createBackend, type Backend, type DesiredState, type NodeInfo } from '../backend/index.js';
+import type { DatapathStatus } from '../backend/types.js';
 import { readActual, reconcile, teardown } from '../backend/reconcile.js';
 import { serveCni } from '../cni/serve.js';
 import { formatNetwork } from '../ip/cidr.js';
@@ -56,6 +57,8 @@ export interface AgentStatus {
   /** Differences between desired and the kernel when the status was taken; empty when in sync. */
   drift: string[];
   lastReconcile?: { at: string; changes: string[]; error?: string };
+  /** The udp backend's packet loop: attached to its device, and its counters (drops included). */
+  datapath?: DatapathStatus;
   store: { healthy: boolean; since: string };
   /** Where the data came from: a live query of the running agent, or its last state file. */
   source?: 'live' | 'file';
@@ -121,7 +124,7 @@ export class Agent {
     this.store = new EtcdStore({ endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) });
     this.config = await this.untilDone('read the network config', () => readNetworkConfig(this.store));
     const existing = (await links(undefined)).find((l) => this.config.backend.type === 'vxlan' && l.ifname === `flannel.${this.config.backend.vni}`);
-    this.backend = createBackend(this.config, this.node, stableVtepMac(o.stateDir, existing?.address));
+    this.backend = createBackend(this.config, this.node, stableVtepMac(o.stateDir, existing?.address), { log: (m, f) => this.log.info(m, f) });
     this.log.info('network config', { network: formatNetwork(this.config.network), subnetLen: this.config.subnetLen, backend: this.backend.type, podMtu: this.backend.mtu });
 
     let previous = undefined;
@@ -155,6 +158,11 @@ export class Agent {
     await new Promise<void>((r) => (this.statusServer ? this.statusServer.close(() => r()) : r()));
     rmSync(join(this.o.stateDir, STATUS_SOCKET), { force: true });
     await this.store?.close().catch(() => undefined);
+    if (this.backend?.datapath) {
+      await this.backend.datapath.close();
+      this.log.info('stopped; devices, routes and the lease stay, but cross-node pod traffic pauses until the agent runs again (udp: the agent carries it)');
+      return;
+    }
     this.log.info('stopped; devices, routes and the lease stay so pod traffic keeps flowing');
   }
 
@@ -348,6 +356,8 @@ export class Agent {
         for (const c of changes) this.log.info(c, { reason });
         this.log.debug('applied', { ops: plan.ops.length, ms: (performance.now() - started).toFixed(1) });
       }
+      // The udp packet loop: attach to the device (which exists now) and load the peer table.
+      if (desired.udp && this.backend.datapath) await this.backend.datapath.sync(desired.udp);
       this.lastReconcile = { at, changes };
       if (this.lastError) this.log.info('reconcile succeeded again');
       this.lastError = '';
@@ -381,6 +391,7 @@ export class Agent {
       ...(desired ? { desired } : {}),
       drift,
       ...(this.lastReconcile ? { lastReconcile: this.lastReconcile } : {}),
+      ...(this.backend?.datapath ? { datapath: this.backend.datapath.status() } : {}),
       store: { healthy: this.storeHealthy, since: this.storeSince.toISOString() },
       source: live ? 'live' : 'file',
       at: new Date().toISOString(),

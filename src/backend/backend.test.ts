@@ -7,6 +7,7 @@ import { firewallChains, FORGED_COUNTER, PEER_SET } from './firewall.js';
 import { HostGwBackend } from './hostgw.js';
 import { ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
 import type { DesiredState, NodeInfo } from './types.js';
+import { UdpBackend } from './udp.js';
 import { VxlanBackend } from './vxlan.js';
 
 const node: NodeInfo = { name: 'n1', iface: 'eth0', ifaceMtu: 1500, publicIP: '198.18.0.11', ifaceNets: [parseCidr('198.18.0.11/24')] };
@@ -24,14 +25,17 @@ const empty: ActualState = { deviceAddrs: [], routes: [], neighbours: [], fdb: [
 /** The kernel as it would look after applying `desired` (what the readers would return). */
 function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualState {
   const dev = d.device;
-  const link: Link | undefined = dev && {
-    ifindex: 5,
-    ifname: dev.name,
-    address: dev.mac,
-    mtu: dev.mtu,
-    flags: ['UP', 'LOWER_UP'],
-    linkinfo: { info_kind: 'vxlan', info_data: { id: dev.vni, local: dev.local, link: dev.dev, port: dev.port, learning: false } },
-  };
+  const link: Link | undefined =
+    dev?.kind === 'tun'
+      ? { ifindex: 5, ifname: dev.name, mtu: dev.mtu, flags: ['UP', 'LOWER_UP'], linkinfo: { info_kind: 'tun', info_data: { type: 'tun', pi: false, multi_queue: false, persist: true } } }
+      : dev && {
+          ifindex: 5,
+          ifname: dev.name,
+          address: dev.mac,
+          mtu: dev.mtu,
+          flags: ['UP', 'LOWER_UP'],
+          linkinfo: { info_kind: 'vxlan', info_data: { id: dev.vni, local: dev.local, link: dev.dev, port: dev.port, learning: false } },
+        };
   const chains = firewallChains(d.firewall);
   const table: NftTable = {
     family: 'ip',
@@ -201,5 +205,63 @@ describe('reconcile', () => {
       'remove device flannel.1 (with its routes, neighbours and fdb entries)',
       'remove nftables table ip weft',
     ]);
+  });
+});
+
+describe('udp backend: desired state and reconcile', () => {
+  const udpLease = (subnet: string, publicIP: string): Lease => ({ subnet: parseCidr(subnet), attrs: { publicIP } });
+  const udp = () => new UdpBackend(node, { port: 8285 });
+  const u1 = udpLease('10.244.1.0/24', '198.18.0.11');
+  const u2 = udpLease('10.244.2.0/24', '198.18.0.12');
+  const u3 = udpLease('10.244.3.0/24', '198.19.0.13');
+  const desired = udp().desired(u1, [u3, u2, r2], { network, ipMasq: true });
+
+  it('follows flannel: flannel0 TUN with base/32, MTU - 28, one route for the Network, a lease without BackendType', () => {
+    assert.equal(udp().mtu, 1472);
+    assert.deepEqual(udp().leaseAttrs(), { publicIP: '198.18.0.11' });
+    assert.deepEqual(desired.device, { kind: 'tun', name: 'flannel0', mtu: 1472, address: '10.244.1.0/32' });
+    assert.deepEqual(desired.routes, [{ dst: '10.244.0.0/16', dev: 'flannel0', onlink: false }]);
+    assert.deepEqual(desired.udp, {
+      device: 'flannel0',
+      address: '10.244.1.0/32',
+      ownSubnet: '10.244.1.0/24',
+      publicIP: '198.18.0.11',
+      port: 8285,
+      peers: [
+        { subnet: '10.244.2.0/24', publicIP: '198.18.0.12' },
+        { subnet: '10.244.3.0/24', publicIP: '198.19.0.13' },
+      ],
+    });
+    assert.equal(desired.skipped.length, 1, 'the vxlan lease for the same subnet is not a udp peer');
+    assert.match(desired.skipped[0]!.reason, /its backend is vxlan, not udp/);
+    assert.equal(desired.firewall.vxlan, undefined);
+  });
+
+  it('builds flannel0 from nothing with iproute2 (persistent TUN), then the route', () => {
+    const { plan, changes } = reconcile(undefined, desired, empty);
+    const text = plan.render();
+    assert.match(text, /ip tuntap add dev flannel0 mode tun\nip link set flannel0 mtu 1472\nip addr add 10\.244\.1\.0\/32 dev flannel0\nip link set flannel0 up\nsysctl -w net\/ipv4\/conf\/flannel0\/accept_local=1\nip route replace 10\.244\.0\.0\/16 dev flannel0\n/);
+    const a = programmed(desired);
+    a.tunAcceptLocal = false;
+    assert.deepEqual(reconcile(undefined, desired, a).changes, ['set flannel0 accept_local']);
+    assert.equal(changes[0], 'create device flannel0 (tun, mtu 1472)');
+    assert.ok(changes.includes('add route 10.244.0.0/16 dev flannel0'));
+  });
+
+  it('is idempotent, and repairs a deleted route, a wrong MTU and a device of the wrong kind', () => {
+    assert.deepEqual(reconcile(undefined, desired, programmed(desired)).changes, []);
+    const a = programmed(desired);
+    a.routes = a.routes.filter((r) => r.dev !== 'flannel0');
+    a.device!.mtu = 1500;
+    assert.deepEqual(reconcile(undefined, desired, a).changes, ['set flannel0 mtu 1472', 'add route 10.244.0.0/16 dev flannel0']);
+    const b = programmed(desired);
+    b.device!.linkinfo = { info_kind: 'dummy' };
+    assert.match(reconcile(undefined, desired, b).changes[0]!, /recreate device flannel0: it is a dummy device, not tun/);
+  });
+
+  it('teardown removes flannel0 (and with it the Network route)', () => {
+    const a = programmed(desired);
+    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes });
+    assert.deepEqual(changes, ['remove device flannel0 (with its routes, neighbours and fdb entries)']);
   });
 });

@@ -1,6 +1,8 @@
 import type { NetworkConfig } from '../subnet/config.js';
 import { HostGwBackend } from './hostgw.js';
 import type { Backend, NodeInfo } from './types.js';
+import { UdpBackend } from './udp.js';
+import { UdpDatapath } from './udp-datapath.js';
 import { VxlanBackend } from './vxlan.js';
 
 export type { Backend, DesiredState, NodeInfo } from './types.js';
@@ -10,8 +12,12 @@ export class BackendError extends Error {
   readonly code = 'unsupported-backend';
 }
 
-/** The backend the network config names; `vtepMac` is the VXLAN device's stable MAC. */
-export function createBackend(config: NetworkConfig, node: NodeInfo, vtepMac: string): Backend {
+/**
+ * The backend the network config names; `vtepMac` is the VXLAN device's stable MAC. `log` receives
+ * the udp packet loop's messages; `datapath: false` builds a udp backend without its packet loop
+ * (plans and status only).
+ */
+export function createBackend(config: NetworkConfig, node: NodeInfo, vtepMac: string, opts: { log?: (msg: string, fields?: Record<string, unknown>) => void; datapath?: boolean } = {}): Backend {
   const b = config.backend;
   switch (b.type) {
     case 'vxlan':
@@ -19,6 +25,6 @@ export function createBackend(config: NetworkConfig, node: NodeInfo, vtepMac: st
     case 'host-gw':
       return new HostGwBackend(node, b.mtu);
     case 'udp':
-      throw new BackendError('the network config asks for the udp backend, which this weft agent does not implement yet; use "vxlan" or "host-gw" in Backend.Type');
+      return new UdpBackend(node, { port: b.port, ...(b.mtu !== undefined ? { mtu: b.mtu } : {}) }, opts.datapath === false ? undefined : new UdpDatapath(opts.log));
   }
 }

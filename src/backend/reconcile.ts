@@ -4,7 +4,7 @@ import { Plan } from '../kernel/plan.js';
 import { addrs, fdb, links, neighbours, nftTable, routes, type FdbEntry, type Link, type Neighbour, type NftTable, type Route } from '../kernel/state.js';
 import { contains, overlaps, parseAddr, parseCidr } from '../ip/cidr.js';
 import { FAMILY, firewallChains, FORGED_COUNTER, PEER_SET, TABLE } from './firewall.js';
-import type { DesiredRoute, DesiredState, VxlanDevice } from './types.js';
+import type { DesiredRoute, DesiredState, TunDevice, VxlanDevice } from './types.js';
 
 /** What the kernel holds, as far as the agent owns it. */
 export interface ActualState {
@@ -19,6 +19,8 @@ export interface ActualState {
   table?: NftTable;
   /** net.ipv4.ip_forward; undefined when it cannot be read (another namespace). */
   forwarding?: boolean;
+  /** accept_local on the udp backend's TUN device; undefined when unknown. */
+  tunAcceptLocal?: boolean;
 }
 
 /** Reads the parts of the kernel state `desired` concerns. */
@@ -27,7 +29,10 @@ export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'
   const [linkList, routeList, table] = await Promise.all([links(ns), routes(ns), nftTable(ns, FAMILY, TABLE)]);
   const device = name === undefined ? undefined : linkList.find((l) => l.ifname === name);
   const actual: ActualState = { deviceAddrs: [], routes: routeList, neighbours: [], fdb: [], ...(device ? { device } : {}), ...(table ? { table } : {}) };
-  if (device && name) {
+  if (device && name && desired.device?.kind === 'tun') {
+    // A TUN device has no neighbours or fdb.
+    actual.deviceAddrs = (await addrs(ns, name)).flatMap((l) => l.addr_info.filter((i) => i.family === 'inet').map((i) => `${i.local}/${i.prefixlen}`));
+  } else if (device && name) {
     const [a, n, f] = await Promise.all([addrs(ns, name), neighbours(ns, name), fdb(ns, name)]);
     actual.deviceAddrs = a.flatMap((l) => l.addr_info.filter((i) => i.family === 'inet').map((i) => `${i.local}/${i.prefixlen}`));
     actual.neighbours = n;
@@ -39,6 +44,13 @@ export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'
     } catch {
       // leave unknown
     }
+    if (device && desired.device?.kind === 'tun') {
+      try {
+        actual.tunAcceptLocal = readFileSync(`/proc/sys/net/ipv4/conf/${device.ifname}/accept_local`, 'utf8').trim() === '1';
+      } catch {
+        // leave unknown
+      }
+    }
   }
   return actual;
 }
@@ -49,7 +61,69 @@ export interface Reconciliation {
   changes: string[];
 }
 
-const routeText = (r: DesiredRoute): string => `${r.dst} via ${r.via} dev ${r.dev}${r.onlink ? ' onlink' : ''}`;
+const routeText = (r: DesiredRoute): string => `${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`;
+
+function tunMismatch(link: Link): string | undefined {
+  const info = link.linkinfo;
+  if (info?.info_kind !== 'tun') return `is a ${info?.info_kind ?? 'plain'} device, not tun`;
+  const d = info.info_data ?? {};
+  if (d.type !== undefined && d.type !== 'tun') return `is a ${String(d.type)} device, not tun`;
+  if (d.multi_queue === true) return 'is multi-queue';
+  return undefined;
+}
+
+/**
+ * The udp backend's flannel0: a persistent TUN device (iproute2 makes it IFF_NO_PI), its /32, MTU
+ * and up. Deleting or recreating it takes its routes; the agent's packet loop reattaches after.
+ */
+function reconcileTun(ns: Netns, dev: TunDevice, actual: ActualState, plan: Plan, changes: string[]): Route[] {
+  let routesNow = actual.routes;
+  let link = actual.device;
+  const wrong = link && tunMismatch(link);
+  if (link && wrong) {
+    plan.ip(ns, ['link', 'del', dev.name], 'missing');
+    changes.push(`recreate device ${dev.name}: it ${wrong}`);
+    link = undefined;
+  }
+  if (!link) {
+    routesNow = routesNow.filter((r) => r.dev !== dev.name);
+    plan.ip(ns, ['tuntap', 'add', 'dev', dev.name, 'mode', 'tun'], 'exists');
+    plan.ip(ns, ['link', 'set', dev.name, 'mtu', String(dev.mtu)]);
+    plan.ip(ns, ['addr', 'add', dev.address, 'dev', dev.name], 'exists');
+    plan.ip(ns, ['link', 'set', dev.name, 'up']);
+    plan.sysctl(ns, `net/ipv4/conf/${dev.name}/accept_local`, '1');
+    if (!wrong) changes.push(`create device ${dev.name} (tun, mtu ${dev.mtu})`);
+    return routesNow;
+  }
+  // The ICMP errors the agent writes into the device come from the device's own address, which
+  // the kernel drops as a martian source unless accept_local is on.
+  if (actual.tunAcceptLocal === false) {
+    plan.sysctl(ns, `net/ipv4/conf/${dev.name}/accept_local`, '1');
+    changes.push(`set ${dev.name} accept_local`);
+  }
+  if (link.mtu !== dev.mtu) {
+    plan.ip(ns, ['link', 'set', dev.name, 'mtu', String(dev.mtu)]);
+    changes.push(`set ${dev.name} mtu ${dev.mtu}`);
+  }
+  addressAndUp(ns, dev, link, actual, plan, changes);
+  return routesNow;
+}
+
+/** The device's one address (stale ones removed) and its up flag, for an existing device of either kind. */
+function addressAndUp(ns: Netns, dev: { name: string; address: string }, link: Link, actual: ActualState, plan: Plan, changes: string[]): void {
+  if (!actual.deviceAddrs.includes(dev.address)) {
+    plan.ip(ns, ['addr', 'add', dev.address, 'dev', dev.name], 'exists');
+    changes.push(`add address ${dev.address} to ${dev.name}`);
+  }
+  for (const a of actual.deviceAddrs.filter((a) => a !== dev.address)) {
+    plan.ip(ns, ['addr', 'del', a, 'dev', dev.name], 'missing');
+    changes.push(`remove stale address ${a} from ${dev.name}`);
+  }
+  if (!link.flags.includes('UP')) {
+    plan.ip(ns, ['link', 'set', dev.name, 'up']);
+    changes.push(`set ${dev.name} up`);
+  }
+}
 
 function deviceMismatch(want: VxlanDevice, link: Link): string | undefined {
   const info = link.linkinfo;
@@ -83,7 +157,9 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
 
   // The device first: routes, neighbours and fdb entries hang off it.
   const dev = desired.device;
-  if (dev) {
+  if (dev?.kind === 'tun') {
+    routesNow = reconcileTun(ns, dev, actual, plan, changes);
+  } else if (dev) {
     let link = actual.device;
     const wrong = link && deviceMismatch(dev, link);
     if (link && wrong) {
@@ -108,18 +184,7 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
         plan.ip(ns, ['link', 'set', dev.name, 'address', dev.mac, 'mtu', String(dev.mtu)]);
         changes.push(`set ${dev.name} mac ${dev.mac} mtu ${dev.mtu}`);
       }
-      if (!actual.deviceAddrs.includes(dev.address)) {
-        plan.ip(ns, ['addr', 'add', dev.address, 'dev', dev.name], 'exists');
-        changes.push(`add address ${dev.address} to ${dev.name}`);
-      }
-      for (const a of actual.deviceAddrs.filter((a) => a !== dev.address)) {
-        plan.ip(ns, ['addr', 'del', a, 'dev', dev.name], 'missing');
-        changes.push(`remove stale address ${a} from ${dev.name}`);
-      }
-      if (!link.flags.includes('UP')) {
-        plan.ip(ns, ['link', 'set', dev.name, 'up']);
-        changes.push(`set ${dev.name} up`);
-      }
+      addressAndUp(ns, dev, link, actual, plan, changes);
     }
 
     const wantFdb = new Set(desired.fdb.map((f) => `${f.mac}|${f.dst}`));
@@ -160,7 +225,7 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
   for (const r of desired.routes) {
     const have = routesNow.find((a) => (a.dst.includes('/') ? a.dst : `${a.dst}/32`) === r.dst);
     if (have && have.gateway === r.via && have.dev === r.dev && (have.flags ?? []).includes('onlink') === r.onlink) continue;
-    plan.ip(ns, ['route', 'replace', r.dst, 'via', r.via, 'dev', r.dev, ...(r.onlink ? ['onlink'] : [])]);
+    plan.ip(ns, ['route', 'replace', r.dst, ...(r.via ? ['via', r.via] : []), 'dev', r.dev, ...(r.onlink ? ['onlink'] : [])]);
     changes.push(`${have ? 'fix' : 'add'} route ${routeText(r)}`);
   }
 
@@ -227,8 +292,9 @@ export function ownedRoute(network: string, ownSubnet: string): (r: Route) => bo
   };
 }
 
-/** The devices `weft agent --cleanup` removes: flannel.<VNI> VXLAN devices. */
-export const isAgentDevice = (l: Link): boolean => /^flannel\.\d+$/.test(l.ifname) && l.linkinfo?.info_kind === 'vxlan';
+/** The devices `weft agent --cleanup` removes: flannel.<VNI> VXLAN devices and the udp backend's flannel0 TUN. */
+export const isAgentDevice = (l: Link): boolean =>
+  (/^flannel\.\d+$/.test(l.ifname) && l.linkinfo?.info_kind === 'vxlan') || (l.ifname === 'flannel0' && l.linkinfo?.info_kind === 'tun');
 
 /**
  * The plan that removes everything the agent programs (`weft agent --cleanup`): its routes, its

@@ -15,6 +15,7 @@ export interface NodeInfo {
 
 /** flannel's VXLAN device, as the kernel should hold it. */
 export interface VxlanDevice {
+  kind?: 'vxlan';
   name: string;
   vni: number;
   port: number;
@@ -28,9 +29,19 @@ export interface VxlanDevice {
   address: string;
 }
 
+/** The udp backend's TUN device (persistent, IFF_TUN | IFF_NO_PI), as the kernel should hold it. */
+export interface TunDevice {
+  kind: 'tun';
+  name: string;
+  mtu: number;
+  /** `<subnet base>/32`. */
+  address: string;
+}
+
 export interface DesiredRoute {
   dst: string;
-  via: string;
+  /** No gateway: a device route (the udp backend's Network route through flannel0). */
+  via?: string;
   dev: string;
   onlink: boolean;
 }
@@ -68,12 +79,39 @@ export interface Firewall {
 export interface DesiredState {
   network: string;
   ownSubnet: string;
-  device?: VxlanDevice;
+  device?: VxlanDevice | TunDevice;
+  /** The udp backend's packet loop: what the agent itself forwards (not kernel state). */
+  udp?: UdpTunnel;
   routes: DesiredRoute[];
   neighbours: DesiredNeighbour[];
   fdb: DesiredFdb[];
   firewall: Firewall;
   skipped: Skipped[];
+}
+
+/** What the udp packet loop needs: where to listen and which PublicIP serves each remote subnet. */
+export interface UdpTunnel {
+  device: string;
+  /** flannel0's address, `<subnet base>/32`: the source of the ICMP errors the agent answers with. */
+  address: string;
+  ownSubnet: string;
+  publicIP: string;
+  port: number;
+  peers: { subnet: string; publicIP: string }[];
+}
+
+export interface DatapathStatus {
+  attached: boolean;
+  /** How many times the loop attached to the device (more than 1: it was recreated). */
+  attaches: number;
+  counters: Record<string, number>;
+}
+
+/** A data path the agent runs itself (udp): synced after every reconcile, closed on stop. */
+export interface Datapath {
+  sync(tunnel: UdpTunnel): Promise<void>;
+  status(): DatapathStatus;
+  close(): Promise<void>;
 }
 
 export interface DesiredOptions {
@@ -82,11 +120,13 @@ export interface DesiredOptions {
 }
 
 export interface Backend {
-  readonly type: 'vxlan' | 'host-gw';
+  readonly type: 'vxlan' | 'host-gw' | 'udp';
   /** The pod MTU (FLANNEL_MTU). */
   readonly mtu: number;
   /** This node's data for its lease (BackendType, BackendData). */
   leaseAttrs(): LeaseAttrs;
   /** The kernel state for this node's lease and every remote one. Pure: no I/O. */
   desired(own: Lease, remotes: Lease[], options: DesiredOptions): DesiredState;
+  /** Present when the agent process carries the packets (udp); absent for kernel data paths. */
+  readonly datapath?: Datapath;
 }

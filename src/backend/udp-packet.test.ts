@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, internetChecksum, ipToU32, ipv4Length, mayAnswerWithIcmpError, PeerTable, segmentTcp, srcOf, sum16, u32ToIp } from './udp-packet.js';
+import { readPeers, writePeers, controlBytes } from './udp-shared.js';
+
+/** A UDP-in-IPv4 packet with a correct header checksum. */
+function packet(src: string, dst: string, opts: { ttl?: number; proto?: number; payload?: Buffer; ihl?: number; frag?: number } = {}): Buffer {
+  const ihl = opts.ihl ?? 5;
+  const payload = opts.payload ?? Buffer.from('0123456789abcdef');
+  const b = Buffer.alloc(ihl * 4 + payload.length);
+  b[0] = 0x40 | ihl;
+  b.writeUInt16BE(b.length, 2);
+  b.writeUInt16BE(0x1234, 4);
+  b.writeUInt16BE(opts.frag ?? 0x4000, 6);
+  b[8] = opts.ttl ?? 64;
+  b[9] = opts.proto ?? 17;
+  b.writeUInt32BE(ipToU32(src), 12);
+  b.writeUInt32BE(ipToU32(dst), 16);
+  b.writeUInt16BE(internetChecksum(b, 0, ihl * 4), 10);
+  payload.copy(b, ihl * 4);
+  return b;
+}
+
+describe('udp packet functions', () => {
+  it('decrements the TTL and keeps the header checksum valid (incremental update = full recompute)', () => {
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    for (let i = 0; i < 2000; i++) {
+      const p = packet(u32ToIp((rnd() * 2 ** 32) >>> 0), u32ToIp((rnd() * 2 ** 32) >>> 0), { ttl: 2 + Math.floor(rnd() * 254), proto: Math.floor(rnd() * 256), ihl: 5 + Math.floor(rnd() * 3) });
+      p.writeUInt16BE((rnd() * 65536) & 0xffff, 4);
+      p.writeUInt16BE(0, 10);
+      p.writeUInt16BE(internetChecksum(p, 0, (p[0]! & 15) * 4), 10);
+      const ttl = p[8]!;
+      assert.ok(decrementTtl(p));
+      assert.equal(p[8], ttl - 1);
+      assert.equal(internetChecksum(p, 0, (p[0]! & 15) * 4), 0, `header sums to zero after the update (case ${i})`);
+    }
+  });
+
+  it('refuses to forward TTL 1 and 0, leaving the packet as it was', () => {
+    for (const ttl of [0, 1]) {
+      const p = packet('10.244.1.2', '10.244.2.3', { ttl });
+      const copy = Buffer.from(p);
+      assert.equal(decrementTtl(p), false);
+      assert.deepEqual(p, copy);
+    }
+  });
+
+  it('validates IPv4 framing', () => {
+    const p = packet('10.244.1.2', '10.244.2.3');
+    assert.equal(ipv4Length(p, p.length), p.length);
+    assert.equal(ipv4Length(Buffer.concat([p, Buffer.alloc(10)]), p.length + 10), p.length, 'trailing bytes are trimmed');
+    assert.equal(ipv4Length(p, 19), 0, 'short');
+    assert.equal(ipv4Length(p, p.length - 1), 0, 'total length beyond the datagram');
+    const v6 = Buffer.from(p);
+    v6[0] = 0x60;
+    assert.equal(ipv4Length(v6, v6.length), 0);
+    const badIhl = Buffer.from(p);
+    badIhl[0] = 0x44;
+    assert.equal(ipv4Length(badIhl, badIhl.length), 0);
+    assert.equal(ipv4Length(Buffer.from('garbage garbage garbage!'), 24), 0);
+  });
+
+  it('builds an ICMP net unreachable from the flannel0 address, quoting the header + 8 bytes', () => {
+    const p = packet('10.244.1.2', '10.99.0.1', { payload: Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZ') });
+    const out = Buffer.alloc(256);
+    const n = icmpNetUnreachable(out, p, p.length, ipToU32('10.244.1.0'));
+    const r = out.subarray(0, n);
+    assert.equal(n, 20 + 8 + 20 + 8);
+    assert.equal(ipv4Length(r, n), n);
+    assert.equal(internetChecksum(r, 0, 20), 0, 'IP header checksum');
+    assert.equal(r[9], 1, 'protocol ICMP');
+    assert.equal(u32ToIp(srcOf(r)), '10.244.1.0');
+    assert.equal(u32ToIp(dstOf(r)), '10.244.1.2');
+    assert.equal(r[20], 3);
+    assert.equal(r[21], 0);
+    assert.equal(internetChecksum(r, 20, n), 0, 'ICMP checksum');
+    assert.deepEqual(r.subarray(28), p.subarray(0, 28));
+    // A short packet is quoted whole.
+    const tiny = packet('10.244.1.2', '10.99.0.1', { payload: Buffer.from('xy') });
+    assert.equal(icmpNetUnreachable(out, tiny, tiny.length, 1), 28 + tiny.length);
+  });
+
+  it('sends no ICMP error about ICMP errors, fragments, multicast or broadcast', () => {
+    const err = packet('10.244.1.2', '10.99.0.1', { proto: 1, payload: Buffer.from([3, 0, 0, 0, 0, 0, 0, 0]) });
+    const echo = packet('10.244.1.2', '10.99.0.1', { proto: 1, payload: Buffer.from([8, 0, 0, 0, 0, 0, 0, 0]) });
+    assert.equal(mayAnswerWithIcmpError(err, err.length), false);
+    assert.equal(mayAnswerWithIcmpError(echo, echo.length), true);
+    const frag = packet('10.244.1.2', '10.99.0.1', { frag: 0x0010 });
+    assert.equal(mayAnswerWithIcmpError(frag, frag.length), false);
+    const mc = packet('10.244.1.2', '239.1.1.1');
+    assert.equal(mayAnswerWithIcmpError(mc, mc.length), false);
+    const bc = packet('10.244.1.2', '255.255.255.255');
+    assert.equal(mayAnswerWithIcmpError(bc, bc.length), false);
+  });
+
+  it('finds the lease for a destination by longest prefix', () => {
+    const t = new PeerTable([
+      { base: ipToU32('10.244.2.0'), prefix: 24, publicIP: ipToU32('198.18.0.12') },
+      { base: ipToU32('10.244.3.0'), prefix: 24, publicIP: ipToU32('198.18.0.13') },
+      { base: ipToU32('10.244.3.128'), prefix: 25, publicIP: ipToU32('198.18.0.99') },
+      { base: ipToU32('10.245.0.0'), prefix: 16, publicIP: ipToU32('198.18.0.14') },
+    ]);
+    const at = (ip: string) => {
+      const v = t.lookup(ipToU32(ip));
+      return v === undefined ? undefined : u32ToIp(v);
+    };
+    assert.equal(at('10.244.2.7'), '198.18.0.12');
+    assert.equal(at('10.244.3.7'), '198.18.0.13');
+    assert.equal(at('10.244.3.200'), '198.18.0.99', 'the longer prefix wins');
+    assert.equal(at('10.245.200.1'), '198.18.0.14');
+    assert.equal(at('10.244.4.1'), undefined);
+    assert.ok(t.sources.has(ipToU32('198.18.0.13')));
+    assert.ok(!t.sources.has(ipToU32('198.18.0.2')));
+  });
+
+  it('shares the peer table and settings with the workers through shared memory', () => {
+    const ctl = new Int32Array(new SharedArrayBuffer(controlBytes));
+    const settings = { ownBase: ipToU32('10.244.1.0'), ownPrefix: 24, tunAddr: ipToU32('10.244.1.0'), port: 8285 };
+    writePeers(ctl, settings, [{ base: ipToU32('250.244.2.0'), prefix: 24, publicIP: ipToU32('198.18.0.12') }]);
+    const r = readPeers(ctl);
+    assert.equal(r.version % 2, 0);
+    assert.deepEqual(r.settings, settings);
+    assert.equal(u32ToIp(r.table.lookup(ipToU32('250.244.2.9'))!), '198.18.0.12');
+  });
+
+  /** A TCP super-packet as a TSO-capable TUN hands it over: valid IP header, pseudo-header seed in the TCP checksum. */
+  function superPacket(payload: Buffer, flags: number): Buffer {
+    const b = Buffer.alloc(20 + 32 + payload.length);
+    b[0] = 0x45;
+    b.writeUInt16BE(Math.min(b.length, 0xffff), 2);
+    b.writeUInt16BE(0xfff0, 4);
+    b.writeUInt16BE(0x4000, 6);
+    b[8] = 64;
+    b[9] = 6;
+    b.writeUInt32BE(ipToU32('10.244.1.2'), 12);
+    b.writeUInt32BE(ipToU32('10.244.2.3'), 16);
+    b.writeUInt16BE(internetChecksum(b, 0, 20), 10);
+    b.writeUInt16BE(40000, 20);
+    b.writeUInt16BE(7000, 22);
+    b.writeUInt32BE(0xfffffff0, 24); // wraps within the packet
+    b.writeUInt32BE(99, 28);
+    b[32] = 8 << 4;
+    b[33] = flags;
+    b.writeUInt16BE(500, 34);
+    b.fill(1, 40, 52); // options (NOPs)
+    payload.copy(b, 52);
+    return b;
+  }
+
+  const tcpValid = (p: Buffer): boolean => {
+    const ihl = (p[0]! & 15) * 4;
+    const tcpLen = p.readUInt16BE(2) - ihl;
+    const pseudo = Buffer.concat([p.subarray(12, 20), Buffer.from([0, 6, tcpLen >> 8, tcpLen & 255]), p.subarray(ihl)]);
+    return internetChecksum(pseudo) === 0;
+  };
+
+  it('sums 16-bit words the same through the aligned fast path and byte by byte', () => {
+    const b = Buffer.alloc(4096);
+    for (let i = 0; i < b.length; i++) b[i] = (i * 131 + 7) & 255;
+    const u16 = new Uint16Array(b.buffer, 0, b.buffer.byteLength >> 1);
+    for (const [s, e] of [[0, 4096], [2, 1501], [10, 11], [62, 1482], [3, 999]] as const) {
+      assert.equal(sum16(b, u16, s, e), sum16(b, new Uint16Array(2), s, e), `${s}..${e}`);
+      assert.equal(~sum16(b, u16, s, e) & 0xffff, internetChecksum(b, s, e));
+    }
+  });
+
+  it('segments a TSO super-packet into valid MSS-sized TCP/IPv4 packets, as a NIC would', () => {
+    const payload = Buffer.alloc(10_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 255;
+    const b = superPacket(payload, 0x18 | 0x80 | 0x01); // PSH ACK CWR FIN
+    const out = Buffer.alloc(65536 * 2);
+    const outU16 = new Uint16Array(out.buffer, 0, out.buffer.byteLength >> 1);
+    const r = { count: 0, size: 0, bytes: 0 };
+    segmentTcp(b, b.length, 1420, out, outU16, r);
+    assert.equal(r.count, 8);
+    assert.equal(r.size, 52 + 1420);
+    assert.equal(r.bytes, 8 * 52 + 10_000);
+    const got: Buffer[] = [];
+    for (let o = 0, i = 0; o < r.bytes; o += r.size, i++) {
+      const p = out.subarray(o, Math.min(o + r.size, r.bytes));
+      assert.equal(ipv4Length(p, p.length), p.length);
+      assert.equal(internetChecksum(p, 0, 20), 0, 'IP checksum');
+      assert.ok(tcpValid(p), `TCP checksum of segment ${i}`);
+      assert.equal(p.readUInt16BE(4), (0xfff0 + i) & 0xffff, 'IP ID increments');
+      assert.equal(p.readUInt32BE(24), (0xfffffff0 + i * 1420) >>> 0, 'sequence number');
+      const f = p[33]!;
+      assert.equal((f & 0x09) !== 0, i === 7, 'PSH/FIN only on the last');
+      assert.equal((f & 0x80) !== 0, i === 0, 'CWR only on the first');
+      assert.equal(f & 0x10, 0x10, 'ACK on every one');
+      got.push(p.subarray(52));
+    }
+    assert.deepEqual(Buffer.concat(got), payload);
+    // Not TCP: not segmented.
+    const u = Buffer.from(b);
+    u[9] = 17;
+    segmentTcp(u, u.length, 1420, out, outU16, r);
+    assert.equal(r.count, 0);
+  });
+
+  it('completes a partial checksum (virtio NEEDS_CSUM)', () => {
+    const b = superPacket(Buffer.from('hello, partial checksum'), 0x18);
+    const len = b.length;
+    const tcpLen = len - 20;
+    const pseudo = ~internetChecksum(Buffer.concat([b.subarray(12, 20), Buffer.from([0, 6, tcpLen >> 8, tcpLen & 255])])) & 0xffff;
+    b.writeUInt16BE(pseudo, 36);
+    const buf = Buffer.alloc(4096);
+    b.copy(buf, 10);
+    const pkt = buf.subarray(10);
+    assert.ok(completeChecksum(pkt, new Uint16Array(buf.buffer, 0, buf.buffer.byteLength >> 1), len, 20, 16));
+    assert.ok(tcpValid(pkt.subarray(0, len)));
+  });
+});

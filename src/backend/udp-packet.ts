@@ -1,0 +1,267 @@
+/**
+ * The udp backend's per-packet work, as pure functions over IPv4 packets in Buffers (no I/O), so they
+ * are unit-tested without root and shared by the packet loop (udp-worker.ts).
+ *
+ * Addresses are unsigned 32-bit numbers (host order of the dotted form: 10.244.1.0 = 0x0af40100).
+ */
+
+export const IPV4_MIN_HEADER = 20;
+export const ICMP_DEST_UNREACH = 3;
+export const ICMP_NET_UNREACH = 0;
+export const ICMP_TIME_EXCEEDED = 11;
+
+export const ipToU32 = (ip: string): number => {
+  const p = ip.split('.').map(Number);
+  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+};
+export const u32ToIp = (v: number): string => `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+export const prefixMask = (prefix: number): number => (prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
+
+/** The Internet checksum (RFC 1071) of b[start, end). */
+export function internetChecksum(b: Uint8Array, start = 0, end = b.length): number {
+  let sum = 0;
+  let i = start;
+  for (; i + 1 < end; i += 2) sum += (b[i]! << 8) | b[i + 1]!;
+  if (i < end) sum += b[i]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/**
+ * Checks that b[0, n) starts with a plausible IPv4 header and returns the packet's length (the
+ * header's total length), or 0 when it is not IPv4, the header is cut short, or the total length
+ * is smaller than the header or larger than what was received.
+ */
+export function ipv4Length(b: Uint8Array, n: number): number {
+  if (n < IPV4_MIN_HEADER) return 0;
+  const vihl = b[0]!;
+  if (vihl >> 4 !== 4) return 0;
+  const ihl = (vihl & 15) * 4;
+  if (ihl < IPV4_MIN_HEADER || ihl > n) return 0;
+  const total = (b[2]! << 8) | b[3]!;
+  if (total < ihl || total > n) return 0;
+  return total;
+}
+
+export const srcOf = (b: Uint8Array): number => ((b[12]! << 24) | (b[13]! << 16) | (b[14]! << 8) | b[15]!) >>> 0;
+export const dstOf = (b: Uint8Array): number => ((b[16]! << 24) | (b[17]! << 16) | (b[18]! << 8) | b[19]!) >>> 0;
+
+/**
+ * Decrements the TTL of the IPv4 header at b[0] and updates its checksum incrementally
+ * (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m'), m the 16-bit word holding TTL and protocol).
+ * Returns false, changing nothing, when the TTL is 0 or 1 (the packet must not be forwarded).
+ */
+export function decrementTtl(b: Uint8Array): boolean {
+  const ttl = b[8]!;
+  if (ttl <= 1) return false;
+  const m = (ttl << 8) | b[9]!;
+  const m2 = m - 0x100;
+  b[8] = ttl - 1;
+  const hc = (b[10]! << 8) | b[11]!;
+  let sum = (~hc & 0xffff) + (~m & 0xffff) + m2;
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  const out = ~sum & 0xffff;
+  b[10] = out >>> 8;
+  b[11] = out & 255;
+  return true;
+}
+
+/** Whether an ICMP error may be sent about this packet (RFC 1812 4.3.2.7). */
+export function mayAnswerWithIcmpError(b: Uint8Array, len: number): boolean {
+  const fragOffset = ((b[6]! & 0x1f) << 8) | b[7]!;
+  if (fragOffset !== 0) return false;
+  const src = srcOf(b);
+  const dst = dstOf(b);
+  // Not to/from multicast, broadcast, the unspecified address or loopback.
+  if (src >>> 28 === 0xe || dst >>> 28 === 0xe || src === 0 || dst === 0xffffffff || src === 0xffffffff || src >>> 24 === 127) return false;
+  if (b[9] === 1) {
+    // Not about an ICMP error (only about queries: echo 8/0, timestamp 13/14, ...).
+    const ihl = (b[0]! & 15) * 4;
+    if (len < ihl + 1) return false;
+    const type = b[ihl]!;
+    if (type === 3 || type === 4 || type === 5 || type === 11 || type === 12) return false;
+  }
+  return true;
+}
+
+/**
+ * An ICMP error (type/code) about the packet b[0, len), from `from`: an IPv4 header, the ICMP
+ * header and the offending packet's IP header plus its first 8 bytes of payload (RFC 792), written
+ * into `out` (≥ 20 + 8 + 60 + 8 bytes). Returns the length written.
+ */
+export function icmpError(out: Uint8Array, b: Uint8Array, len: number, from: number, type: number, code: number): number {
+  const ihl = (b[0]! & 15) * 4;
+  const quoted = Math.min(len, ihl + 8);
+  const total = 20 + 8 + quoted;
+  out.fill(0, 0, 28);
+  out[0] = 0x45;
+  out[1] = 0xc0; // internetwork control, as Linux marks ICMP errors
+  out[2] = total >>> 8;
+  out[3] = total & 255;
+  out[8] = 64;
+  out[9] = 1;
+  out[12] = from >>> 24;
+  out[13] = (from >>> 16) & 255;
+  out[14] = (from >>> 8) & 255;
+  out[15] = from & 255;
+  out.set(b.subarray(12, 16), 16); // back to the offender's source
+  const hc = internetChecksum(out, 0, 20);
+  out[10] = hc >>> 8;
+  out[11] = hc & 255;
+  out[20] = type;
+  out[21] = code;
+  out.set(b.subarray(0, quoted), 28);
+  const ic = internetChecksum(out, 20, total);
+  out[22] = ic >>> 8;
+  out[23] = ic & 255;
+  return total;
+}
+
+export const icmpNetUnreachable = (out: Uint8Array, b: Uint8Array, len: number, from: number): number =>
+  icmpError(out, b, len, from, ICMP_DEST_UNREACH, ICMP_NET_UNREACH);
+
+export interface Peer {
+  /** The remote lease's subnet (base, prefix length). */
+  base: number;
+  prefix: number;
+  /** The remote node's PublicIP. */
+  publicIP: number;
+}
+
+/**
+ * Remote subnets → PublicIP, by longest prefix: one Map per distinct prefix length, longest first
+ * (leases of one network share one SubnetLen, so a lookup is usually a single Map.get).
+ */
+export class PeerTable {
+  private readonly levels: { mask: number; map: Map<number, number> }[] = [];
+  /** PublicIPs that hold a lease: datagrams from anyone else are dropped. */
+  readonly sources = new Set<number>();
+
+  constructor(peers: Peer[]) {
+    const byPrefix = new Map<number, Map<number, number>>();
+    for (const p of peers) {
+      let m = byPrefix.get(p.prefix);
+      if (!m) byPrefix.set(p.prefix, (m = new Map()));
+      m.set((p.base & prefixMask(p.prefix)) >>> 0, p.publicIP);
+      this.sources.add(p.publicIP);
+    }
+    for (const prefix of [...byPrefix.keys()].sort((a, b) => b - a)) this.levels.push({ mask: prefixMask(prefix), map: byPrefix.get(prefix)! });
+  }
+
+  /** The PublicIP of the node whose subnet holds `dst`, or undefined. */
+  lookup(dst: number): number | undefined {
+    for (const l of this.levels) {
+      const hit = l.map.get((dst & l.mask) >>> 0);
+      if (hit !== undefined) return hit;
+    }
+    return undefined;
+  }
+}
+
+/**
+ * The ones'-complement sum (folded to 16 bits, not complemented) of b[start, end) in network byte
+ * order. When `start` is even it sums native 16-bit words through `u16` (a view of b's buffer at
+ * b's own even offset) and swaps once at the end (RFC 1071: the sum is byte-order independent).
+ */
+export function sum16(b: Uint8Array, u16: Uint16Array, start: number, end: number): number {
+  let sum = 0;
+  if ((start & 1) === 0 && (b.byteOffset & 1) === 0 && u16.buffer === b.buffer) {
+    const base = b.byteOffset >> 1;
+    const last = base + ((end - start) >> 1) + (start >> 1);
+    for (let i = base + (start >> 1); i < last; i++) sum += u16[i]!;
+    if ((end - start) & 1) sum += b[end - 1]!; // a lone byte pads as the low (first) byte of a LE word
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    return ((sum & 0xff) << 8) | (sum >>> 8);
+  }
+  let i = start;
+  for (; i + 1 < end; i += 2) sum += (b[i]! << 8) | b[i + 1]!;
+  if (i < end) sum += b[i]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+const fold = (s: number): number => {
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+};
+
+/** virtio_net_hdr fields the tx loop needs (little-endian, as the TUN device writes them). */
+export const VNET_F_NEEDS_CSUM = 1;
+export const VNET_GSO_NONE = 0;
+export const VNET_GSO_TCPV4 = 1;
+
+/**
+ * Completes a partial checksum (virtio NEEDS_CSUM): the field at csumStart + csumOffset holds the
+ * pseudo-header sum; the checksum covers [csumStart, len).
+ */
+export function completeChecksum(b: Uint8Array, u16: Uint16Array, len: number, csumStart: number, csumOffset: number): boolean {
+  const at = csumStart + csumOffset;
+  if (at + 2 > len) return false;
+  const c = ~sum16(b, u16, csumStart, len) & 0xffff;
+  b[at] = c >>> 8;
+  b[at + 1] = c & 255;
+  return true;
+}
+
+/**
+ * Splits a TCP/IPv4 super-packet b[0, len) (a TSO packet from the TUN device) into segments of at
+ * most `mss` payload bytes written back to back into `out`, each a complete packet with its own
+ * IP total length, ID, header checksum, TCP sequence number, flags and checksum, as a NIC's TSO
+ * would make them. Every segment but the last has the same size. Returns [count, segment size]
+ * and the total bytes through `result`, or 0 segments when the packet cannot be segmented.
+ */
+export function segmentTcp(b: Uint8Array, len: number, mss: number, out: Uint8Array, outU16: Uint16Array, result: { count: number; size: number; bytes: number }): void {
+  result.count = 0;
+  const ihl = (b[0]! & 15) * 4;
+  if (b[9] !== 6 || len < ihl + 20) return;
+  const thl = (b[ihl + 12]! >> 4) * 4;
+  const hl = ihl + thl;
+  if (thl < 20 || hl > len || mss <= 0) return;
+  const payload = len - hl;
+  const count = Math.max(1, Math.ceil(payload / mss));
+  if (count * hl + payload > out.length) return;
+  const id = (b[4]! << 8) | b[5]!;
+  const seq = ((b[ihl + 4]! << 24) | (b[ihl + 5]! << 16) | (b[ihl + 6]! << 8) | b[ihl + 7]!) >>> 0;
+  const flags = b[ihl + 13]!;
+  const src = srcOf(b);
+  const dst = dstOf(b);
+  const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6;
+  let o = 0;
+  for (let i = 0; i < count; i++) {
+    const off = i * mss;
+    const chunk = Math.min(mss, payload - off);
+    const seg = hl + chunk;
+    out.set(b.subarray(0, hl), o);
+    out.set(b.subarray(hl + off, hl + off + chunk), o + hl);
+    out[o + 2] = seg >>> 8;
+    out[o + 3] = seg & 255;
+    const sid = (id + i) & 0xffff;
+    out[o + 4] = sid >>> 8;
+    out[o + 5] = sid & 255;
+    out[o + 10] = 0;
+    out[o + 11] = 0;
+    const hc = ~sum16(out, outU16, o, o + ihl) & 0xffff;
+    out[o + 10] = hc >>> 8;
+    out[o + 11] = hc & 255;
+    const t = o + ihl;
+    const s = (seq + off) >>> 0;
+    out[t + 4] = s >>> 24;
+    out[t + 5] = (s >>> 16) & 255;
+    out[t + 6] = (s >>> 8) & 255;
+    out[t + 7] = s & 255;
+    let f = flags;
+    if (i < count - 1) f &= ~0x09; // FIN and PSH only on the last segment
+    if (i > 0) f &= ~0x80; // CWR only on the first
+    out[t + 13] = f;
+    out[t + 16] = 0;
+    out[t + 17] = 0;
+    const tc = ~fold(sum16(out, outU16, t, o + seg) + pseudo + thl + chunk) & 0xffff;
+    out[t + 16] = tc >>> 8;
+    out[t + 17] = tc & 255;
+    o += seg;
+  }
+  result.count = count;
+  result.size = hl + Math.min(mss, payload);
+  result.bytes = o;
+}

@@ -1,0 +1,146 @@
+/**
+ * libc for the udp backend's data path, through koffi (prebuilt; nothing compiles at install).
+ *
+ * Why this is not in kernel/: kernel/ is the door for *configuration* (the flannel0 device, its
+ * address, MTU and route are Plan ops, see udp.ts and reconcile.ts). Attaching to the TUN device
+ * (TUNSETIFF on /dev/net/tun) and owning a UDP socket are how the agent itself carries packets,
+ * like any userspace tunnel; they change no kernel state that outlives the agent (flannel0 is made
+ * persistent by the Plan, so closing the fd leaves it in place).
+ */
+import { closeSync, openSync } from 'node:fs';
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+export const readFn = libc.func('long read(int fd, void *buf, unsigned long n)');
+export const writeFn = libc.func('long write(int fd, const void *buf, unsigned long n)');
+export const sendtoFn = libc.func('long sendto(int fd, const void *buf, unsigned long n, int flags, const void *addr, unsigned int addrlen)');
+export const recvfromFn = libc.func('long recvfrom(int fd, void *buf, unsigned long n, int flags, void *addr, void *addrlen)');
+export const pollFn = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
+const socketFn = libc.func('int socket(int domain, int type, int protocol)');
+const bindFn = libc.func('int bind(int fd, const void *addr, unsigned int len)');
+const setsockoptFn = libc.func('int setsockopt(int fd, int level, int name, const void *val, unsigned int len)');
+const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, void *arg)');
+const ioctlIntFn = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
+const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)');
+const closeFn = libc.func('int close(int fd)');
+const strerrorFn = libc.func('const char *strerror(int errnum)');
+
+export const errno = (): number => koffi.errno();
+export const strerror = (e: number): string => strerrorFn(e) as string;
+
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EBADFD = 77;
+export const EIO = 5;
+export const POLLIN = 1;
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_RCVBUF = 8;
+const SO_SNDBUF = 7;
+const SO_RCVBUFFORCE = 33;
+const SO_SNDBUFFORCE = 32;
+const IPPROTO_IP = 0;
+const IP_MTU_DISCOVER = 10;
+const IP_PMTUDISC_DONT = 0;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+const TUNSETIFF = 0x400454ca;
+const TUNSETOFFLOAD = 0x400454d0;
+const IFF_TUN = 0x0001;
+const IFF_NO_PI = 0x1000;
+const IFF_VNET_HDR = 0x4000;
+const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103;
+/** struct virtio_net_hdr, in front of every packet on a TUN fd opened with IFF_VNET_HDR. */
+export const VNET_HDR_LEN = 10;
+
+export class SysError extends Error {
+  constructor(
+    what: string,
+    readonly errno: number,
+  ) {
+    super(`${what}: ${strerror(errno)}`);
+  }
+}
+
+/** struct sockaddr_in for ip:port. */
+export function sockaddr(ip: number, port: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt16LE(AF_INET, 0);
+  b.writeUInt16BE(port, 2);
+  b.writeUInt32BE(ip >>> 0, 4);
+  return b;
+}
+
+/**
+ * Attaches to the TUN device `name` (IFF_TUN | IFF_NO_PI: raw IP packets, no header) and returns a
+ * non-blocking fd. The device is expected to exist (made persistent by the Plan); if it does not,
+ * the kernel would create a non-persistent one, which is fine too but not what the Plan describes.
+ */
+export function openTun(name: string, offload = false): number {
+  const fd = openSync('/dev/net/tun', 'r+');
+  try {
+    const ifr = Buffer.alloc(40);
+    ifr.write(name, 0, 15, 'ascii');
+    ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0), 16);
+    if (ioctlFn(fd, TUNSETIFF, ifr) !== 0) throw new SysError(`TUNSETIFF ${name}`, errno());
+    // With offloads the kernel hands over TCP super-packets (up to 64 KiB) with partial checksums;
+    // the tx loop segments them (udp-packet.ts) and sends the segments with one UDP GSO send.
+    if (offload && ioctlIntFn(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) !== 0) throw new SysError(`TUNSETOFFLOAD ${name}`, errno());
+    setNonBlocking(fd);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+function setNonBlocking(fd: number): void {
+  const flags = fcntlFn(fd, F_GETFL, 0);
+  if (flags < 0 || fcntlFn(fd, F_SETFL, flags | O_NONBLOCK) !== 0) throw new SysError('fcntl O_NONBLOCK', errno());
+}
+
+/** A non-blocking UDP socket bound to ip:port, fragmenting (not dropping) datagrams above the path MTU. */
+export function openUdp(ip: number, port: number, bufferBytes = 4 << 20): number {
+  const fd = socketFn(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new SysError('socket', errno());
+  try {
+    const int = (v: number) => {
+      const b = Buffer.alloc(4);
+      b.writeInt32LE(v);
+      return b;
+    };
+    setsockoptFn(fd, IPPROTO_IP, IP_MTU_DISCOVER, int(IP_PMTUDISC_DONT), 4);
+    // Room for bursts while a worker is descheduled; FORCE needs CAP_NET_ADMIN, else the capped size.
+    for (const [force, plain] of [
+      [SO_RCVBUFFORCE, SO_RCVBUF],
+      [SO_SNDBUFFORCE, SO_SNDBUF],
+    ] as const) {
+      if (setsockoptFn(fd, SOL_SOCKET, force, int(bufferBytes), 4) !== 0) setsockoptFn(fd, SOL_SOCKET, plain, int(bufferBytes), 4);
+    }
+    const addr = sockaddr(ip, port);
+    if (bindFn(fd, addr, 16) !== 0) throw new SysError(`bind UDP ${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}:${port}`, errno());
+    return fd;
+  } catch (e) {
+    closeFn(fd);
+    throw e;
+  }
+}
+
+export function closeFd(fd: number): void {
+  closeFn(fd);
+}
+
+/** UDP GSO: sends larger than `size` are split by the kernel into datagrams of `size` bytes (0: off). */
+export function setUdpSegment(fd: number, size: number): boolean {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(size);
+  return setsockoptFn(fd, SOL_UDP, UDP_SEGMENT, b, 4) === 0;
+}

@@ -1,0 +1,231 @@
+/**
+ * One direction of the udp backend's packet loop, run in a worker thread (udp-datapath.ts starts
+ * two). Both fds are non-blocking: the loop reads until EAGAIN, then waits in poll() with a short
+ * timeout, so under load it makes one syscall per packet and per direction, and when idle it wakes
+ * four times a second to notice a stop request. The peer table and settings come from shared memory
+ * (udp-shared.ts), counters go there.
+ *
+ *   tx: TUN → UDP. Read a packet from flannel0; find the lease whose subnet holds its destination
+ *       (longest prefix); none → ICMP net unreachable back into flannel0; TTL ≤ 1 → drop; else
+ *       decrement the TTL and send the packet, as is, to that lease's PublicIP:port.
+ *   rx: UDP → TUN. Receive a datagram; its source must be a PublicIP holding a lease and it must
+ *       be one IPv4 packet for this node's subnet; then write it to flannel0. Anything else is
+ *       dropped and counted.
+ */
+import { workerData } from 'node:worker_threads';
+import {
+  completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, ipv4Length, mayAnswerWithIcmpError, prefixMask, segmentTcp,
+  VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, type PeerTable,
+} from './udp-packet.js';
+import { C, K, readPeers, type Settings } from './udp-shared.js';
+import { EAGAIN, EBADFD, EINTR, EIO, errno, pollFn, readFn, recvfromFn, sendtoFn, setUdpSegment, sockaddr, VNET_HDR_LEN, writeFn } from './udp-sys.js';
+
+export interface WorkerData {
+  role: 'tx' | 'rx';
+  tunFd: number;
+  udpFd: number;
+  control: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+  /** The TUN fd has IFF_VNET_HDR and TSO offload: a virtio_net_hdr precedes every packet. */
+  offload: boolean;
+}
+
+const POLLIN = 1;
+const POLLOUT = 4;
+const IDLE_POLL_MS = 250;
+const ICMP_PER_SECOND = 200;
+const UDP_GSO_MAX_SEGMENTS = 64;
+const UDP_GSO_MAX_BYTES = 65507;
+
+const d = workerData as WorkerData;
+const ctl = new Int32Array(d.control);
+const cnt = new Float64Array(d.counters);
+const H = d.offload ? VNET_HDR_LEN : 0;
+const buf = Buffer.alloc(65536 + 64);
+/** The packet itself, after the virtio header when there is one. */
+const pkt = buf.subarray(H);
+const bufU16 = new Uint16Array(buf.buffer, 0, buf.buffer.byteLength >> 1);
+
+let version = -1;
+let table: PeerTable;
+let settings: Settings;
+let ownMask = 0;
+const addrs = new Map<number, Buffer>();
+
+function refresh(): void {
+  const r = readPeers(ctl);
+  version = r.version;
+  table = r.table;
+  settings = r.settings;
+  ownMask = prefixMask(settings.ownPrefix);
+  addrs.clear();
+}
+
+function addrOf(ip: number): Buffer {
+  let a = addrs.get(ip);
+  if (!a) addrs.set(ip, (a = sockaddr(ip, settings.port)));
+  return a;
+}
+
+function pollFd(fd: number, events: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeInt32LE(fd, 0);
+  b.writeInt16LE(events, 4);
+  return b;
+}
+
+const stopped = () => Atomics.load(ctl, C.stop) !== 0;
+const detach = (): void => {
+  Atomics.store(ctl, C.detached, 1);
+};
+
+function tx(): void {
+  const pin = pollFd(d.tunFd, POLLIN);
+  const pout = pollFd(d.udpFd, POLLOUT);
+  const icmpBuf = Buffer.alloc(256 + H);
+  const icmp = icmpBuf.subarray(H);
+  const out = Buffer.alloc(65536 * 2);
+  const outU16 = new Uint16Array(out.buffer, 0, out.buffer.byteLength >> 1);
+  const seg = { count: 0, size: 0, bytes: 0 };
+  let gsoSize = 0;
+  let gso = d.offload;
+  let icmpSecond = 0;
+  let icmpSent = 0;
+  const send = (b: Buffer, len: number, to: Buffer): boolean => {
+    let sent = sendtoFn(d.udpFd, b, len, 0, to, 16);
+    if (sent < 0 && errno() === EAGAIN) {
+      // Socket buffer full: wait briefly for room rather than drop at once.
+      pollFn(pout, 1, 10);
+      sent = sendtoFn(d.udpFd, b, len, 0, to, 16);
+    }
+    return sent >= 0;
+  };
+  const segmentSize = (size: number): boolean => {
+    if (size === gsoSize) return true;
+    if (!setUdpSegment(d.udpFd, size)) return false;
+    gsoSize = size;
+    return true;
+  };
+  while (!stopped()) {
+    const r = readFn(d.tunFd, buf, buf.length);
+    const n = r - H;
+    if (r <= 0 || n <= 0) {
+      const e = r < 0 ? errno() : EAGAIN;
+      if (e === EAGAIN) pollFn(pin, 1, IDLE_POLL_MS);
+      else if (e === EBADFD || e === EIO) return detach();
+      else if (e !== EINTR) pollFn(pin, 1, IDLE_POLL_MS);
+      continue;
+    }
+    if (Atomics.load(ctl, C.version) !== version) refresh();
+    // With offload the IP total length of a super-packet may be 0 (> 64 KiB) or stale: trust n.
+    const gsoType = H ? buf[1]! & 0x7f : VNET_GSO_NONE;
+    const len = gsoType === VNET_GSO_TCPV4 ? (pkt[0]! >> 4 === 4 ? n : 0) : ipv4Length(pkt, n);
+    if (len === 0) {
+      cnt[K.droppedNonIPv4]!++;
+      continue;
+    }
+    const peer = table.lookup(dstOf(pkt));
+    if (peer === undefined) {
+      cnt[K.netUnreachable]!++;
+      const now = Math.floor(Date.now() / 1000);
+      if (now !== icmpSecond) {
+        icmpSecond = now;
+        icmpSent = 0;
+      }
+      if (icmpSent < ICMP_PER_SECOND && mayAnswerWithIcmpError(pkt, len)) {
+        icmpSent++;
+        const m = icmpNetUnreachable(icmp, pkt, len, settings.tunAddr);
+        writeFn(d.tunFd, icmpBuf, m + H);
+      }
+      continue;
+    }
+    if (!decrementTtl(pkt)) {
+      cnt[K.ttlExpired]!++;
+      continue;
+    }
+    const to = addrOf(peer);
+    if (gsoType === VNET_GSO_TCPV4) {
+      // One TSO super-packet from the kernel: cut it into MSS-sized packets as a NIC would.
+      segmentTcp(pkt, len, buf.readUInt16LE(4), out, outU16, seg);
+      if (seg.count === 0) {
+        cnt[K.droppedMalformed]!++;
+        continue;
+      }
+      let ok: boolean;
+      if (gso && seg.count > 1 && segmentSize(seg.size)) {
+        // One send per ≤ 64 KiB of datagrams (a UDP GSO send is one UDP payload before splitting).
+        const chunk = Math.min(UDP_GSO_MAX_SEGMENTS, Math.floor(UDP_GSO_MAX_BYTES / seg.size)) * seg.size;
+        ok = true;
+        for (let o = 0; o < seg.bytes && ok; o += chunk) ok = send(o === 0 ? out : out.subarray(o), Math.min(chunk, seg.bytes - o), to);
+        if (!ok && errno() !== EAGAIN) {
+          gso = false; // no UDP GSO here: one datagram per segment from now on
+          process.stderr.write(`weft udp: UDP GSO send failed (errno ${errno()}, ${seg.count} x ${seg.size}); sending segment by segment\n`);
+        }
+      } else {
+        ok = true;
+        for (let o = 0; o < seg.bytes; o += seg.size) ok = send(out.subarray(o, Math.min(o + seg.size, seg.bytes)), Math.min(seg.size, seg.bytes - o), to) && ok;
+      }
+      if (!ok) cnt[K.sendErrors]!++;
+      else {
+        cnt[K.txPackets]! += seg.count;
+        cnt[K.txBytes]! += seg.bytes;
+      }
+      continue;
+    }
+    if (H && buf[0]! & VNET_F_NEEDS_CSUM && !completeChecksum(pkt, bufU16, len, buf.readUInt16LE(6), buf.readUInt16LE(8))) {
+      cnt[K.droppedMalformed]!++;
+      continue;
+    }
+    // A plain datagram must not be cut by a UDP GSO size left from a super-packet.
+    if (gsoSize !== 0 && len > gsoSize && !segmentSize(0)) {
+      cnt[K.sendErrors]!++;
+      continue;
+    }
+    if (!send(pkt, len, to)) cnt[K.sendErrors]!++;
+    else {
+      cnt[K.txPackets]!++;
+      cnt[K.txBytes]! += len;
+    }
+  }
+}
+
+function rx(): void {
+  const pin = pollFd(d.udpFd, POLLIN);
+  const from = Buffer.alloc(16);
+  const fromLen = Buffer.alloc(4);
+  while (!stopped()) {
+    fromLen.writeUInt32LE(16, 0);
+    const n = recvfromFn(d.udpFd, pkt, pkt.length, 0, from, fromLen);
+    if (n < 0) {
+      const e = errno();
+      if (e !== EINTR) pollFn(pin, 1, IDLE_POLL_MS);
+      continue;
+    }
+    if (Atomics.load(ctl, C.version) !== version) refresh();
+    if (!table.sources.has(from.readUInt32BE(4))) {
+      cnt[K.droppedUnknownSource]!++;
+      continue;
+    }
+    const len = ipv4Length(pkt, n);
+    if (len === 0) {
+      cnt[K.droppedMalformed]!++;
+      continue;
+    }
+    if ((dstOf(pkt) & ownMask) >>> 0 !== settings.ownBase) {
+      cnt[K.droppedNotLocal]!++;
+      continue;
+    }
+    if (writeFn(d.tunFd, buf, len + H) < 0) {
+      const e = errno();
+      cnt[K.tunWriteErrors]!++;
+      if (e === EBADFD || e === EIO) return detach();
+      continue;
+    }
+    cnt[K.rxPackets]!++;
+    cnt[K.rxBytes]! += len;
+  }
+}
+
+refresh();
+if (d.role === 'tx') tx();
+else rx();

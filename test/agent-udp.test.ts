@@ -1,0 +1,3 @@
+import { connectivitySuite } from './agent-suite.js';
+
+connectivitySuite('udp');
