@@ -36,7 +36,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       return 0;
     }
     case 'datapath': {
-      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw' }, json: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw,udp' }, json: { type: 'string' } } });
       const backends = values.backends.split(',') as Backend[];
       if (backends.some((b) => !['vxlan', 'host-gw', 'udp'].includes(b))) throw new UsageError('--backends is a comma list of vxlan, host-gw, udp');
       const report = await benchDatapath(backends, count(values.seconds, 'seconds', values.quick ? 1 : 5));
