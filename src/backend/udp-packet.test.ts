@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, internetChecksum, ipToU32, ipv4Length, mayAnswerWithIcmpError, PeerTable, segmentTcp, srcOf, sum16, u32ToIp } from './udp-packet.js';
+import { coalescibleTcp, completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, internetChecksum, ipToU32, ipv4Length, mayAnswerWithIcmpError, PeerTable, segmentTcp, srcOf, sum16, TcpCoalescer, u32ToIp } from './udp-packet.js';
 import { readPeers, writePeers, controlBytes } from './udp-shared.js';
 
 /** A UDP-in-IPv4 packet with a correct header checksum. */
@@ -209,5 +209,130 @@ describe('udp packet functions', () => {
     const pkt = buf.subarray(10);
     assert.ok(completeChecksum(pkt, new Uint16Array(buf.buffer, 0, buf.buffer.byteLength >> 1), len, 20, 16));
     assert.ok(tcpValid(pkt.subarray(0, len)));
+  });
+
+  describe('receive-side coalescing (TcpCoalescer)', () => {
+    const u16Of = (b: Buffer) => new Uint16Array(b.buffer, 0, b.buffer.byteLength >> 1);
+    /** The wire segments of one TSO super-packet: what a peer's tx loop sends, MSS 1400 here. */
+    function flow(bytes: number, flags: number, opts: { seq?: number; sport?: number } = {}): Buffer[] {
+      const payload = Buffer.alloc(bytes);
+      for (let i = 0; i < bytes; i++) payload[i] = (i * 13 + (opts.seq ?? 0)) & 255;
+      const sp = superPacket(payload, flags);
+      // An options-free IP header (superPacket's is), the given sequence number and port.
+      if (opts.seq !== undefined) sp.writeUInt32BE(opts.seq >>> 0, 24);
+      if (opts.sport !== undefined) sp.writeUInt16BE(opts.sport, 20);
+      const out = Buffer.alloc(65536 * 2);
+      const r = { count: 0, size: 0, bytes: 0 };
+      segmentTcp(sp, sp.length, 1400, out, u16Of(out), r);
+      const segs: Buffer[] = [];
+      for (let o = 0; o < r.bytes; o += r.size) segs.push(Buffer.from(out.subarray(o, Math.min(o + r.size, r.bytes))));
+      return segs;
+    }
+    interface Emitted { hdr: Buffer; pkt: Buffer; packets: number; bytes: number }
+    function run(packets: Buffer[]): Emitted[] {
+      const got: Emitted[] = [];
+      const c = new TcpCoalescer((b, n, packets, bytes) => got.push({ hdr: Buffer.from(b.subarray(0, 10)), pkt: Buffer.from(b.subarray(10, n)), packets, bytes }));
+      // Back to back in one buffer, as one UDP GRO read holds them.
+      const all = Buffer.concat(packets);
+      let o = 0;
+      for (const p of packets) {
+        c.add(all, o, p.length);
+        o += p.length;
+      }
+      c.flush();
+      return got;
+    }
+    /** What the kernel does with a GSO packet: complete the checksum, cut at gso_size. */
+    function resegment(e: Emitted): Buffer[] {
+      assert.equal(e.hdr[0], 1, 'NEEDS_CSUM');
+      assert.equal(e.hdr[1], 1, 'GSO TCPV4');
+      const p = Buffer.from(e.pkt);
+      assert.equal(p.readUInt16BE(2), p.length, 'IP total length');
+      assert.equal(internetChecksum(p, 0, 20), 0, 'IP header checksum');
+      assert.equal(e.hdr.readUInt16LE(2), 52, 'hdr_len');
+      assert.equal(e.hdr.readUInt16LE(6), 20, 'csum_start');
+      assert.equal(e.hdr.readUInt16LE(8), 16, 'csum_offset');
+      assert.ok(completeChecksum(p, u16Of(p), p.length, 20, 16));
+      assert.ok(tcpValid(p), 'pseudo-header sum + payload = a valid TCP checksum');
+      const out = Buffer.alloc(65536 * 2);
+      const r = { count: 0, size: 0, bytes: 0 };
+      segmentTcp(p, p.length, e.hdr.readUInt16LE(4), out, u16Of(out), r);
+      const segs: Buffer[] = [];
+      for (let o = 0; o < r.bytes; o += r.size) segs.push(Buffer.from(out.subarray(o, Math.min(o + r.size, r.bytes))));
+      return segs;
+    }
+
+    it('merges one flow\'s in-order segments into one GSO packet that re-segments to the same bytes', () => {
+      const segs = flow(30_000, 0x18); // ACK PSH: PSH only on the last segment
+      assert.equal(segs.length, 22);
+      const got = run(segs);
+      assert.equal(got.length, 1);
+      assert.equal(got[0]!.packets, 22);
+      assert.equal(got[0]!.bytes, segs.reduce((a, s) => a + s.length, 0));
+      assert.equal(got[0]!.hdr.readUInt16LE(4), 1400, 'gso_size = the MSS');
+      assert.equal(got[0]!.pkt[33], 0x18, 'PSH of the last segment carried');
+      assert.deepEqual(resegment(got[0]!), segs);
+    });
+
+    it('stops at 64 KiB and starts a new run', () => {
+      const segs = flow(100_000, 0x10);
+      const got = run(segs);
+      assert.ok(got.length >= 2);
+      assert.ok(got.every((e) => e.pkt.length <= 65535));
+      assert.equal(got.reduce((a, e) => a + e.packets, 0), segs.length);
+      assert.deepEqual(got.flatMap((e) => (e.packets > 1 ? resegment(e) : [e.pkt])), segs);
+    });
+
+    it('writes everything else one by one behind a zero header, in order', () => {
+      const a = flow(4200, 0x10, { seq: 1000 });
+      const gap = flow(2800, 0x10, { seq: 1000 + 4200 + 1 }); // a sequence gap
+      const other = flow(2800, 0x10, { seq: 1000 + 4200 + 1 + 2800, sport: 41000 }); // another flow
+      const syn = flow(100, 0x02);
+      const fin = flow(100, 0x11);
+      const udp = packet('10.244.1.2', '10.244.2.3');
+      const opts = packet('10.244.1.2', '10.244.2.3', { proto: 6, ihl: 6, payload: Buffer.alloc(40) });
+      const got = run([...a, udp, ...gap, ...other, syn[0]!, fin[0]!, opts]);
+      assert.deepEqual(got.map((e) => e.packets), [3, 1, 2, 2, 1, 1, 1]);
+      for (const e of got.filter((e) => e.packets === 1)) assert.deepEqual(e.hdr, Buffer.alloc(10), 'zero header');
+      assert.deepEqual(got[1]!.pkt, udp);
+      assert.deepEqual(resegment(got[2]!), gap);
+      assert.deepEqual(resegment(got[3]!), other);
+      assert.deepEqual(got[4]!.pkt, syn[0]);
+      assert.deepEqual(got[5]!.pkt, fin[0]);
+      assert.deepEqual(got[6]!.pkt, opts);
+    });
+
+    it('ends a run after a short or PSH segment, and after a changed ACK, TTL or option', () => {
+      const segs = flow(7000, 0x10); // 5 x 1400
+      const short = flow(7000, 0x10);
+      short[1] = Buffer.concat([short[1]!.subarray(0, short[1]!.length - 100)]);
+      short[1]!.writeUInt16BE(short[1]!.length, 2);
+      short[1]!.writeUInt16BE(0, 10);
+      short[1]!.writeUInt16BE(internetChecksum(short[1]!, 0, 20), 10);
+      // Segment 1 is 100 bytes short: it closes the run (2, 3 and 4 make the next one).
+      assert.deepEqual(run(short).map((e) => e.packets), [2, 3]);
+      const psh = flow(7000, 0x10);
+      psh[2]![33] = 0x18;
+      assert.deepEqual(run(psh).map((e) => e.packets), [3, 2]);
+      for (const [at, what] of [[28, 'ACK number'], [8, 'TTL'], [44, 'option']] as const) {
+        const x = flow(7000, 0x10);
+        for (const seg of x.slice(3)) {
+          seg[at]! ^= 1;
+          if (at === 8) {
+            seg.writeUInt16BE(0, 10);
+            seg.writeUInt16BE(internetChecksum(seg, 0, 20), 10);
+          }
+        }
+        assert.deepEqual(run(x).map((e) => e.packets), [3, 2], what);
+      }
+      assert.equal(run(segs).length, 1);
+    });
+
+    it('does not merge a segment whose IP header checksum is wrong', () => {
+      const segs = flow(4200, 0x10);
+      segs[1]![10]! ^= 0xff;
+      assert.equal(coalescibleTcp(segs[1]!, 0, segs[1]!.length), 0);
+      assert.deepEqual(run(segs).map((e) => e.packets), [1, 1, 1]);
+    });
   });
 });

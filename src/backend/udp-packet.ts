@@ -265,3 +265,141 @@ export function segmentTcp(b: Uint8Array, len: number, mss: number, out: Uint8Ar
   result.size = hl + Math.min(mss, payload);
   result.bytes = o;
 }
+
+/** TCP flags. */
+const TCP_PSH = 0x08;
+const TCP_ACK = 0x10;
+/** The largest IPv4 packet: a coalesced run never grows past it. */
+const IPV4_MAX = 65535;
+const VNET_HDR = 10;
+
+/**
+ * Whether b[o, o+len) (a valid IPv4 packet of total length len) may take part in a coalesced run:
+ * TCP with an options-free IP header and a correct header checksum, not a fragment, carrying data,
+ * and flags ACK or ACK|PSH only (no SYN/FIN/RST/URG/ECE/CWR). Returns the IP+TCP header length, or 0.
+ */
+export function coalescibleTcp(b: Uint8Array, o: number, len: number): number {
+  if (b[o] !== 0x45 || b[o + 9] !== 6 || len < 40) return 0;
+  if ((b[o + 6]! & 0x3f) !== 0 || b[o + 7] !== 0) return 0; // MF or a fragment offset
+  const thl = (b[o + 32]! >> 4) * 4;
+  const hl = 20 + thl;
+  if (thl < 20 || hl >= len) return 0;
+  if ((b[o + 33]! & ~TCP_PSH) !== TCP_ACK) return 0;
+  let sum = 0;
+  for (let i = o; i < o + 20; i += 2) sum += (b[i]! << 8) | b[i + 1]!;
+  return fold(sum) === 0xffff ? hl : 0;
+}
+
+/**
+ * The receive side's coalescing, the job a NIC's GRO does: consecutive in-order TCP segments of one
+ * flow (same addresses, ports, TOS, TTL, DF, ACK number and TCP options; contiguous sequence
+ * numbers; every segment but the last carrying exactly the first one's payload size) are merged
+ * into one large TCP/IPv4 packet and emitted once with a virtio_net_hdr (GSO TCPV4, gso_size = that
+ * payload size, NEEDS_CSUM over the TCP part, the pseudo-header sum in the TCP checksum field), so
+ * the kernel takes it as it takes GRO output. Every other packet, and a run of one, is emitted as it
+ * came, one at a time, behind a zero virtio_net_hdr. Packet order is kept.
+ *
+ * `emit(buf, n, packets, bytes)` receives the virtio header + packet in buf[0, n), how many received
+ * packets it carries and their summed lengths. The caller flushes when it has nothing more to add.
+ */
+export class TcpCoalescer {
+  /** [virtio_net_hdr][the packet being built]. */
+  readonly out = Buffer.alloc(VNET_HDR + IPV4_MAX + 1);
+  private readonly pkt = this.out.subarray(VNET_HDR);
+  /** Packet bytes in `pkt` (0: no run). */
+  private len = 0;
+  private segs = 0;
+  private bytes = 0;
+  private hl = 0;
+  private gsoSize = 0;
+  private nextSeq = 0;
+  /** The last segment was short or had PSH: nothing may follow it. */
+  private closed = false;
+  private lastFlags = 0;
+  private lastWindow = 0;
+
+  constructor(private readonly emit: (buf: Buffer, n: number, packets: number, bytes: number) => void) {}
+
+  /** Adds the valid IPv4 packet b[o, o+len). */
+  add(b: Uint8Array, o: number, len: number): void {
+    const hl = coalescibleTcp(b, o, len);
+    if (hl !== 0 && this.segs > 0 && this.appendable(b, o, len, hl)) {
+      const payload = len - hl;
+      this.pkt.set(b.subarray(o + hl, o + len), this.len);
+      this.len += payload;
+      this.segs++;
+      this.bytes += len;
+      this.nextSeq = (this.nextSeq + payload) >>> 0;
+      this.lastFlags = b[o + 33]!;
+      this.lastWindow = (b[o + 34]! << 8) | b[o + 35]!;
+      this.closed = payload < this.gsoSize || (this.lastFlags & TCP_PSH) !== 0;
+      return;
+    }
+    this.flush();
+    this.pkt.set(b.subarray(o, o + len), 0);
+    this.len = len;
+    this.segs = 1;
+    this.bytes = len;
+    if (hl === 0) {
+      this.flush();
+      return;
+    }
+    this.hl = hl;
+    this.gsoSize = len - hl;
+    this.nextSeq = (tcpSeq(b, o) + this.gsoSize) >>> 0;
+    this.lastFlags = b[o + 33]!;
+    this.lastWindow = (b[o + 34]! << 8) | b[o + 35]!;
+    this.closed = (this.lastFlags & TCP_PSH) !== 0;
+  }
+
+  private appendable(b: Uint8Array, o: number, len: number, hl: number): boolean {
+    const h = this.pkt;
+    if (this.closed || hl !== this.hl || len - hl > this.gsoSize || this.len + len - hl > IPV4_MAX) return false;
+    if (tcpSeq(b, o) !== this.nextSeq) return false;
+    // TOS, DF, TTL, addresses; ports; ACK number; options.
+    if (b[o + 1] !== h[1] || b[o + 6] !== h[6] || b[o + 8] !== h[8]) return false;
+    for (let i = 12; i < 24; i++) if (b[o + i] !== h[i]) return false;
+    for (let i = 28; i < 32; i++) if (b[o + i] !== h[i]) return false;
+    for (let i = 40; i < hl; i++) if (b[o + i] !== h[i]) return false;
+    return true;
+  }
+
+  /** Emits the run being built, if any. */
+  flush(): void {
+    if (this.segs === 0) return;
+    const out = this.out;
+    const p = this.pkt;
+    const n = this.len;
+    out.fill(0, 0, VNET_HDR);
+    if (this.segs > 1) {
+      p[2] = n >>> 8;
+      p[3] = n & 255;
+      p[10] = 0;
+      p[11] = 0;
+      let s = 0;
+      for (let i = 0; i < 20; i += 2) s += (p[i]! << 8) | p[i + 1]!;
+      const hc = ~fold(s) & 0xffff;
+      p[10] = hc >>> 8;
+      p[11] = hc & 255;
+      p[33] = this.lastFlags;
+      p[34] = this.lastWindow >>> 8;
+      p[35] = this.lastWindow & 255;
+      const tcpLen = n - 20;
+      const ps = fold(((p[12]! << 8) | p[13]!) + ((p[14]! << 8) | p[15]!) + ((p[16]! << 8) | p[17]!) + ((p[18]! << 8) | p[19]!) + 6 + tcpLen);
+      p[36] = ps >>> 8;
+      p[37] = ps & 255;
+      out[0] = VNET_F_NEEDS_CSUM;
+      out[1] = VNET_GSO_TCPV4;
+      out.writeUInt16LE(this.hl, 2);
+      out.writeUInt16LE(this.gsoSize, 4);
+      out.writeUInt16LE(20, 6);
+      out.writeUInt16LE(16, 8);
+    }
+    const segs = this.segs;
+    this.segs = 0;
+    this.len = 0;
+    this.emit(out, VNET_HDR + n, segs, this.bytes);
+  }
+}
+
+const tcpSeq = (b: Uint8Array, o: number): number => ((b[o + 24]! << 24) | (b[o + 25]! << 16) | (b[o + 26]! << 8) | b[o + 27]!) >>> 0;

@@ -16,6 +16,7 @@ export const writeFn = libc.func('long write(int fd, const void *buf, unsigned l
 export const sendtoFn = libc.func('long sendto(int fd, const void *buf, unsigned long n, int flags, const void *addr, unsigned int addrlen)');
 export const recvfromFn = libc.func('long recvfrom(int fd, void *buf, unsigned long n, int flags, void *addr, void *addrlen)');
 export const pollFn = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
+const recvmsgFn = libc.func('long recvmsg(int fd, void *msg, int flags)');
 const socketFn = libc.func('int socket(int domain, int type, int protocol)');
 const bindFn = libc.func('int bind(int fd, const void *addr, unsigned int len)');
 const setsockoptFn = libc.func('int setsockopt(int fd, int level, int name, const void *val, unsigned int len)');
@@ -58,6 +59,7 @@ const TUN_F_CSUM = 0x01;
 const TUN_F_TSO4 = 0x02;
 const SOL_UDP = 17;
 const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
 /** struct virtio_net_hdr, in front of every packet on a TUN fd opened with IFF_VNET_HDR. */
 export const VNET_HDR_LEN = 10;
 
@@ -125,6 +127,10 @@ export function openUdp(ip: number, port: number, bufferBytes = 4 << 20): number
     ] as const) {
       if (setsockoptFn(fd, SOL_SOCKET, force, int(bufferBytes), 4) !== 0) setsockoptFn(fd, SOL_SOCKET, plain, int(bufferBytes), 4);
     }
+    // UDP GRO: a run of equal-sized datagrams from one sender (a UDP GSO send, or what the NIC's GRO
+    // merged) arrives as one read with its segment size in a control message (GroReceiver). Best
+    // effort: without it every read returns one datagram.
+    setsockoptFn(fd, SOL_UDP, UDP_GRO, int(1), 4);
     const addr = sockaddr(ip, port);
     if (bindFn(fd, addr, 16) !== 0) throw new SysError(`bind UDP ${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}:${port}`, errno());
     return fd;
@@ -143,4 +149,55 @@ export function setUdpSegment(fd: number, size: number): boolean {
   const b = Buffer.alloc(4);
   b.writeInt32LE(size);
   return setsockoptFn(fd, SOL_UDP, UDP_SEGMENT, b, 4) === 0;
+}
+
+/**
+ * recvmsg(2) into one large buffer with the source address and the UDP_GRO control message: one
+ * call returns either one datagram (gsoSize = its length) or, with UDP GRO, several datagrams from
+ * one source back to back, each gsoSize bytes but the last, which may be shorter. The msghdr and
+ * iovec are built once, pointing at buffers this object keeps alive (Node never moves an
+ * ArrayBuffer's memory).
+ */
+export class GroReceiver {
+  readonly data: Buffer;
+  /** struct sockaddr_in of the last datagram's source. */
+  readonly from = Buffer.alloc(16);
+  /** The size of each datagram in the last read (all but the last of them). */
+  gsoSize = 0;
+  private readonly msg = Buffer.alloc(56);
+  private readonly iov = Buffer.alloc(16);
+  private readonly control = Buffer.alloc(64);
+
+  constructor(size = 128 << 10) {
+    this.data = Buffer.alloc(size);
+    this.iov.writeBigUInt64LE(koffi.address(this.data), 0);
+    this.iov.writeBigUInt64LE(BigInt(size), 8);
+    this.msg.writeBigUInt64LE(koffi.address(this.from), 0);
+    this.msg.writeBigUInt64LE(koffi.address(this.iov), 16);
+    this.msg.writeBigUInt64LE(1n, 24);
+    this.msg.writeBigUInt64LE(koffi.address(this.control), 32);
+  }
+
+  /** Returns the bytes received (datagrams back to back in `data`), or -1 (errno()). */
+  recv(fd: number): number {
+    const m = this.msg;
+    m.writeUInt32LE(16, 8);
+    m.writeBigUInt64LE(BigInt(this.control.length), 40);
+    m.writeInt32LE(0, 48);
+    const n = Number(recvmsgFn(fd, m, 0));
+    if (n < 0) return -1;
+    this.gsoSize = n;
+    const c = this.control;
+    const clen = Number(m.readBigUInt64LE(40));
+    for (let o = 0; o + 16 <= clen; ) {
+      const len = Number(c.readBigUInt64LE(o));
+      if (len < 16 || o + len > clen) break;
+      if (c.readInt32LE(o + 8) === SOL_UDP && c.readInt32LE(o + 12) === UDP_GRO && len >= 20) {
+        const g = c.readInt32LE(o + 16);
+        if (g > 0 && g < n) this.gsoSize = g;
+      }
+      o += (len + 7) & ~7;
+    }
+    return n;
+  }
 }

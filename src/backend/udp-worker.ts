@@ -1,24 +1,28 @@
 /**
  * One direction of the udp backend's packet loop, run in a worker thread (udp-datapath.ts starts
  * two). Both fds are non-blocking: the loop reads until EAGAIN, then waits in poll() with a short
- * timeout, so under load it makes one syscall per packet and per direction, and when idle it wakes
- * four times a second to notice a stop request. The peer table and settings come from shared memory
- * (udp-shared.ts), counters go there.
+ * timeout, and when idle it wakes four times a second to notice a stop request. The peer table and
+ * settings come from shared memory (udp-shared.ts), counters go there.
  *
- *   tx: TUN → UDP. Read a packet from flannel0; find the lease whose subnet holds its destination
- *       (longest prefix); none → ICMP net unreachable back into flannel0; TTL ≤ 1 → drop; else
- *       decrement the TTL and send the packet, as is, to that lease's PublicIP:port.
- *   rx: UDP → TUN. Receive a datagram; its source must be a PublicIP holding a lease and it must
- *       be one IPv4 packet for this node's subnet; then write it to flannel0. Anything else is
- *       dropped and counted.
+ *   tx: TUN → UDP. Read a packet from flannel0 (with offload, a TCP super-packet of up to 64 KiB);
+ *       find the lease whose subnet holds its destination (longest prefix); none → ICMP net
+ *       unreachable back into flannel0; TTL ≤ 1 → drop; else decrement the TTL and send the packet,
+ *       as is (a super-packet cut into MSS-sized packets, sent with one UDP GSO send), one packet
+ *       per datagram, to that lease's PublicIP:port.
+ *   rx: UDP → TUN. Receive with recvmsg on a UDP_GRO socket: one read holds one datagram or a run
+ *       of equal-sized datagrams from one source. The source must be a PublicIP holding a lease
+ *       (else every datagram of the read is dropped and counted); each datagram must be one IPv4
+ *       packet for this node's subnet (else dropped and counted). With offload, consecutive
+ *       in-order segments of one TCP flow are merged (TcpCoalescer) and written to flannel0 once
+ *       as a GSO packet, as a NIC's GRO would; everything else is written one packet at a time.
  */
 import { workerData } from 'node:worker_threads';
 import {
-  completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, ipv4Length, mayAnswerWithIcmpError, prefixMask, segmentTcp,
+  completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, ipv4Length, mayAnswerWithIcmpError, prefixMask, segmentTcp, TcpCoalescer,
   VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, type PeerTable,
 } from './udp-packet.js';
 import { C, K, readPeers, type Settings } from './udp-shared.js';
-import { EAGAIN, EBADFD, EINTR, EIO, errno, pollFn, readFn, recvfromFn, sendtoFn, setUdpSegment, sockaddr, VNET_HDR_LEN, writeFn } from './udp-sys.js';
+import { EAGAIN, EBADFD, EINTR, EIO, errno, GroReceiver, pollFn, readFn, sendtoFn, setUdpSegment, sockaddr, VNET_HDR_LEN, writeFn } from './udp-sys.js';
 
 export interface WorkerData {
   role: 'tx' | 'rx';
@@ -191,39 +195,61 @@ function tx(): void {
 
 function rx(): void {
   const pin = pollFd(d.udpFd, POLLIN);
-  const from = Buffer.alloc(16);
-  const fromLen = Buffer.alloc(4);
-  while (!stopped()) {
-    fromLen.writeUInt32LE(16, 0);
-    const n = recvfromFn(d.udpFd, pkt, pkt.length, 0, from, fromLen);
+  const rcv = new GroReceiver();
+  const data = rcv.data;
+  let lost = false;
+  // With a virtio header on the TUN fd, runs of one TCP flow go to the kernel as one GSO packet;
+  // without one, every packet is written as it came (the coalescer's zero header stripped).
+  const write = (b: Buffer, n: number, packets: number, bytes: number): void => {
+    if (writeFn(d.tunFd, H ? b : b.subarray(VNET_HDR_LEN), H ? n : n - VNET_HDR_LEN) < 0) {
+      const e = errno();
+      cnt[K.tunWriteErrors]! += packets;
+      if (e === EBADFD || e === EIO) lost = true;
+      return;
+    }
+    cnt[K.rxPackets]! += packets;
+    cnt[K.rxBytes]! += bytes;
+  };
+  const gro = new TcpCoalescer(write);
+  const writeOne = new TcpCoalescer(write);
+  const out = H ? gro : writeOne;
+  while (!stopped() && !lost) {
+    const n = rcv.recv(d.udpFd);
     if (n < 0) {
+      // Nothing more queued: hand over the run being built before waiting.
+      out.flush();
       const e = errno();
       if (e !== EINTR) pollFn(pin, 1, IDLE_POLL_MS);
       continue;
     }
     if (Atomics.load(ctl, C.version) !== version) refresh();
-    if (!table.sources.has(from.readUInt32BE(4))) {
-      cnt[K.droppedUnknownSource]!++;
+    // One read may hold several datagrams (UDP GRO), all from this one source, each `size` bytes but
+    // the last; each is checked and counted on its own.
+    const size = rcv.gsoSize;
+    if (!table.sources.has(rcv.from.readUInt32BE(4))) {
+      cnt[K.droppedUnknownSource]! += Math.ceil(n / size);
       continue;
     }
-    const len = ipv4Length(pkt, n);
-    if (len === 0) {
-      cnt[K.droppedMalformed]!++;
-      continue;
+    for (let o = 0; o < n; o += size) {
+      const m = Math.min(size, n - o);
+      const len = ipv4Length(o === 0 ? data : data.subarray(o), m);
+      if (len === 0) {
+        cnt[K.droppedMalformed]!++;
+        continue;
+      }
+      if ((((data[o + 16]! << 24) | (data[o + 17]! << 16) | (data[o + 18]! << 8) | data[o + 19]!) & ownMask) >>> 0 !== settings.ownBase) {
+        cnt[K.droppedNotLocal]!++;
+        continue;
+      }
+      if (H) gro.add(data, o, len);
+      else {
+        writeOne.add(data, o, len);
+        writeOne.flush();
+      }
     }
-    if ((dstOf(pkt) & ownMask) >>> 0 !== settings.ownBase) {
-      cnt[K.droppedNotLocal]!++;
-      continue;
-    }
-    if (writeFn(d.tunFd, buf, len + H) < 0) {
-      const e = errno();
-      cnt[K.tunWriteErrors]!++;
-      if (e === EBADFD || e === EIO) return detach();
-      continue;
-    }
-    cnt[K.rxPackets]!++;
-    cnt[K.rxBytes]! += len;
   }
+  out.flush();
+  if (lost) detach();
 }
 
 refresh();

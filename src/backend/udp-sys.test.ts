@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ipToU32 } from './udp-packet.js';
+import { closeFd, errno, GroReceiver, openUdp, pollFn, sendtoFn, setUdpSegment, sockaddr } from './udp-sys.js';
+
+/** Two UDP sockets on 127.0.0.1 (no root, no namespace change): the receive side's recvmsg + UDP_GRO. */
+describe('GroReceiver', () => {
+  const lo = ipToU32('127.0.0.1');
+  function pair(): { a: number; b: number; portA: number; portB: number } | undefined {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const portA = 40000 + Math.floor(Math.random() * 20000);
+      try {
+        const a = openUdp(lo, portA, 1 << 20);
+        try {
+          return { a, b: openUdp(lo, portA + 1, 1 << 20), portA, portB: portA + 1 };
+        } catch {
+          closeFd(a);
+        }
+      } catch {
+        // port taken: another one
+      }
+    }
+    return undefined;
+  }
+  const wait = (fd: number) => {
+    const p = Buffer.alloc(8);
+    p.writeInt32LE(fd, 0);
+    p.writeInt16LE(1, 4);
+    pollFn(p, 1, 1000);
+  };
+
+  it('returns a UDP GSO send as one read with its segment size, and a lone datagram with its own', (t) => {
+    const s = pair();
+    if (!s) return t.skip('no UDP sockets on 127.0.0.1 here');
+    try {
+      const rcv = new GroReceiver();
+      const to = sockaddr(lo, s.portB);
+      const data = Buffer.alloc(5 * 1000 - 300);
+      for (let i = 0; i < data.length; i++) data[i] = i & 255;
+      if (!setUdpSegment(s.a, 1000)) return t.skip('no UDP GSO here');
+      assert.equal(sendtoFn(s.a, data, data.length, 0, to, 16), data.length, `sendto errno ${errno()}`);
+      wait(s.b);
+      let got = Buffer.alloc(0);
+      // Without GRO on this path the datagrams come one by one, each 1000 bytes but the last.
+      for (let i = 0; i < 5 && got.length < data.length; i++) {
+        wait(s.b);
+        const n = rcv.recv(s.b);
+        assert.ok(n > 0, `recvmsg errno ${errno()}`);
+        assert.equal(rcv.from.readUInt16BE(2), s.portA, 'source port');
+        assert.equal(rcv.from.readUInt32BE(4), lo, 'source address');
+        if (i === 0 && n > 1000) assert.equal(rcv.gsoSize, 1000, 'a GRO read carries its segment size');
+        got = Buffer.concat([got, rcv.data.subarray(0, n)]);
+      }
+      assert.deepEqual(got, data);
+      assert.ok(setUdpSegment(s.a, 0));
+      assert.equal(sendtoFn(s.a, data, 700, 0, to, 16), 700);
+      wait(s.b);
+      assert.equal(rcv.recv(s.b), 700);
+      assert.equal(rcv.gsoSize, 700);
+    } finally {
+      closeFd(s.a);
+      closeFd(s.b);
+    }
+  });
+});
