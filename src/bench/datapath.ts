@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { down, execIn, readState, up, type Backend } from '../lab/lab.js';
 import { Topology } from '../testing/topo.js';
-import { table } from './report.js';
+import { percentile, table } from './report.js';
 
 /**
  * Cross-node pod-to-pod TCP throughput (iperf3) and RTT for each backend, against the raw underlay
@@ -23,22 +23,27 @@ export const BARS: Record<Backend, { bar: string; goal: string; met: (x: Datapat
   udp: { bar: '1 Gbit/s', goal: '0.25 of raw', met: (x) => x.podGbps >= 1 },
 };
 
+/**
+ * One iperf3 run. The server is one-shot (-1), so each attempt starts its own; an attempt fails when
+ * the server is not listening yet or iperf3 reports an error instead of a result.
+ */
 async function iperf(serverNs: string, clientNs: string, ip: string, seconds: number): Promise<number> {
-  const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', ip], { stdio: 'ignore' });
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const { stdout } = await execIn(clientNs, ['iperf3', '-J', '-c', ip, '-t', String(seconds), '--connect-timeout', '2000']);
-        const r = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
-        return r.end.sum_received.bits_per_second / 1e9;
-      } catch (e) {
-        if (attempt >= 20) throw e;
-        await new Promise((res) => setTimeout(res, 100));
-      }
+  let last: unknown;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', ip], { stdio: 'ignore' });
+    try {
+      await new Promise((res) => setTimeout(res, 150));
+      const { stdout } = await execIn(clientNs, ['iperf3', '-J', '-c', ip, '-t', String(seconds), '--connect-timeout', '2000']);
+      const r = JSON.parse(stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
+      if (r.end?.sum_received) return r.end.sum_received.bits_per_second / 1e9;
+      last = new Error(`iperf3 gave no result: ${r.error ?? 'unknown error'}`);
+    } catch (e) {
+      last = e;
+    } finally {
+      server.kill();
     }
-  } finally {
-    server.kill();
   }
+  throw last;
 }
 
 async function rtt(ns: string, ip: string, count: number): Promise<number> {
@@ -46,7 +51,11 @@ async function rtt(ns: string, ip: string, count: number): Promise<number> {
   return Number(/= [\d.]+\/([\d.]+)\//.exec(stdout)?.[1] ?? NaN);
 }
 
-export async function benchDatapath(backends: Backend[], seconds: number): Promise<{ bench: 'datapath'; seconds: number; rows: DatapathRow[] }> {
+/**
+ * Raw and pod runs alternate `rounds` times and each side takes its median, so a burst of load on
+ * this 2-core machine moves one sample rather than the ratio.
+ */
+export async function benchDatapath(backends: Backend[], seconds: number, rounds: number): Promise<{ bench: 'datapath'; seconds: number; rounds: number; rows: DatapathRow[] }> {
   const topo = await Topology.create();
   const rows: DatapathRow[] = [];
   try {
@@ -56,14 +65,19 @@ export async function benchDatapath(backends: Backend[], seconds: number): Promi
         const s = readState(topo.id);
         const [n1, n2] = s.nodes;
         const [p1, p2] = [s.pods.find((p) => p.node === n1!.name)!, s.pods.find((p) => p.node === n2!.name)!];
-        const rawGbps = await iperf(n2!.ns, n1!.ns, n2!.ip, seconds);
-        const podGbps = await iperf(p2.ns, p1.ns, p2.ip, seconds);
+        const raw: number[] = [];
+        const pod: number[] = [];
+        for (let i = 0; i < rounds; i++) {
+          raw.push(await iperf(n2!.ns, n1!.ns, n2!.ip, seconds));
+          pod.push(await iperf(p2.ns, p1.ns, p2.ip, seconds));
+        }
+        const [rawGbps, podGbps] = [percentile(raw, 50), percentile(pod, 50)];
         rows.push({ backend, rawGbps, podGbps, ratio: podGbps / rawGbps, rawRttMs: await rtt(n1!.ns, n2!.ip, 50), podRttMs: await rtt(p1.ns, p2.ip, 50) });
       } finally {
         await down(topo.id);
       }
     }
-    return { bench: 'datapath', seconds, rows };
+    return { bench: 'datapath', seconds, rounds, rows };
   } finally {
     await topo.destroy();
   }
@@ -72,7 +86,7 @@ export async function benchDatapath(backends: Backend[], seconds: number): Promi
 export function formatDatapathReport(r: Awaited<ReturnType<typeof benchDatapath>>): string {
   const vx = r.rows.find((x) => x.backend === 'vxlan');
   return [
-    `weft bench datapath: iperf3 TCP ${r.seconds} s, node1 pod → node2 pod vs node1 → node2 on the raw underlay (same run)`,
+    `weft bench datapath: iperf3 TCP, median of ${r.rounds} alternating ${r.seconds} s runs, node1 pod → node2 pod vs node1 → node2 on the raw underlay (same run)`,
     table(
       ['backend', 'raw Gbit/s', 'pod Gbit/s', 'pod/raw', ...(vx ? ['pod/vxlan'] : []), 'bar', 'met', 'goal', 'raw RTT ms', 'pod RTT ms'],
       r.rows.map((x) => {

@@ -36,10 +36,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
       return 0;
     }
     case 'datapath': {
-      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw,udp' }, json: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, rounds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw,udp' }, json: { type: 'string' } } });
       const backends = values.backends.split(',') as Backend[];
       if (backends.some((b) => !['vxlan', 'host-gw', 'udp'].includes(b))) throw new UsageError('--backends is a comma list of vxlan, host-gw, udp');
-      const report = await benchDatapath(backends, count(values.seconds, 'seconds', values.quick ? 1 : 5));
+      const report = await benchDatapath(backends, count(values.seconds, 'seconds', values.quick ? 1 : 5), count(values.rounds, 'rounds', values.quick ? 1 : 3));
       console.log(formatDatapathReport(report));
       console.log(JSON.stringify(report));
       writeReport(values.json, report);
