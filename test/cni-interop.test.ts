@@ -132,6 +132,34 @@ if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify(conf.
   });
 });
 
+describe('weft followed by the reference bandwidth plugin', () => {
+  it('shapes the pod through weft\'s host veth, and DEL removes the shaping', async () => {
+    const pod = await lab.pod('bw');
+    const conflist = lab.writeConf('bandwidth', {
+      cniVersion: '1.0.0',
+      name: 'bw',
+      plugins: [
+        { type: 'weft', bridge: 'brbw', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.51.2.0/24' }]] } },
+        { type: 'bandwidth', capabilities: { bandwidth: true } },
+      ],
+    });
+    const common = ['--conf', conflist, '--cni-path', lab.cniPath, '--cache-dir', lab.cacheDir, '--container-id', 'bw-1'];
+    const caps = JSON.stringify({ bandwidth: { ingressRate: 8_000_000, ingressBurst: 100_000, egressRate: 8_000_000, egressBurst: 100_000 } });
+    const add = await lab.weft(['cni', 'add', ...common, '--capability-args', caps, pod.path]);
+    assert.equal(add.code, 0, add.stderr);
+    const hostVeth = JSON.parse(add.stdout).interfaces[1].name as string;
+    const qdisc = await lab.topo.exec('host', ['tc', 'qdisc', 'show', 'dev', hostVeth]);
+    assert.match(qdisc.stdout, /tbf/, `bandwidth put a tbf on ${hostVeth}: ${qdisc.stdout}`);
+    const ifbs = async () => (await lab.hostLinks()).filter((l) => l.linkinfo?.info_kind === 'ifb').map((l) => l.ifname);
+    assert.equal((await ifbs()).length, 1, 'egress shaping goes through an ifb device');
+
+    const del = await lab.weft(['cni', 'del', ...common, '--capability-args', caps, pod.path]);
+    assert.equal(del.code, 0, del.stderr);
+    assert.deepEqual(await ifbs(), [], 'DEL removed the ifb device');
+    assert.equal(await linkOf(hostVeth), undefined);
+  });
+});
+
 describe('weft-ipam and host-local share state', () => {
   const ipam = (type: string, net: string) => ({ cniVersion: '1.0.0', name: net, ipam: { type, dataDir: lab.dataDir, ranges: [[{ subnet: '10.52.1.0/24' }]] } });
   const call = (command: string, id: string) => ({ command, containerId: id, netns: lab.hostPath, ifname: 'eth0' });
