@@ -87,6 +87,7 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
       const st = await c.status('n1');
       assert.equal(st.remoteLeases.length, 2);
       assert.deepEqual(st.drift, []);
+      assert.equal(st.plan, undefined, 'nothing to run when in sync');
       if (vx) {
         assert.equal(lease.BackendData.VNI, 1);
         const link = JSON.parse(await c.show('n1', ['ip', '-d', '-j', 'link', 'show', 'flannel.1']))[0];

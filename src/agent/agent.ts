@@ -56,6 +56,8 @@ export interface AgentStatus {
   desired?: DesiredState;
   /** Differences between desired and the kernel when the status was taken; empty when in sync. */
   drift: string[];
+  /** The exact commands the next reconcile would run for that drift (a dry run), when read live. */
+  plan?: string;
   lastReconcile?: { at: string; changes: string[]; error?: string };
   /** The udp backend's packet loop: attached to its device, and its counters (drops included). */
   datapath?: DatapathStatus;
@@ -377,8 +379,14 @@ export class Agent {
     const own = this.leases?.ownLease;
     const desired = live ? (this.desired() ?? this.lastDesired) : this.lastDesired;
     let drift: string[] = [];
-    if (live && desired) drift = reconcile(undefined, desired, await readActual(undefined, desired)).changes;
-    else if (this.lastReconcile?.error) drift = [`last reconcile failed: ${this.lastReconcile.error}`];
+    let plan: string | undefined;
+    if (live && desired) {
+      const r = reconcile(undefined, desired, await readActual(undefined, desired));
+      drift = r.changes;
+      if (!r.plan.empty) plan = r.plan.render();
+    } else if (this.lastReconcile?.error) {
+      drift = [`last reconcile failed: ${this.lastReconcile.error}`];
+    }
     return {
       node: this.o.node,
       pid: process.pid,
@@ -390,6 +398,7 @@ export class Agent {
       remoteLeases: (this.leases?.remoteLeases() ?? []).map(view).sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true })),
       ...(desired ? { desired } : {}),
       drift,
+      ...(plan ? { plan } : {}),
       ...(this.lastReconcile ? { lastReconcile: this.lastReconcile } : {}),
       ...(this.backend?.datapath ? { datapath: this.backend.datapath.status() } : {}),
       store: { healthy: this.storeHealthy, since: this.storeSince.toISOString() },

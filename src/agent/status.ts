@@ -67,6 +67,7 @@ export function formatStatus(s: AgentStatus, note?: string): string {
   }
   out.push(s.drift.length === 0 ? 'programmed: in sync with desired' : `programmed: ${s.drift.length} difference(s) from desired:`);
   for (const c of s.drift) out.push(`  - ${c}`);
+  if (s.plan) out.push('the next reconcile would run:', ...s.plan.split('\n').map((l) => `  ${l}`));
   if (s.lastReconcile) out.push(`last reconcile: ${s.lastReconcile.at}${s.lastReconcile.error ? ` FAILED: ${s.lastReconcile.error}` : `, ${s.lastReconcile.changes.length} change(s)`}`);
   return out.join('\n');
 }

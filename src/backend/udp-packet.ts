@@ -8,7 +8,6 @@
 export const IPV4_MIN_HEADER = 20;
 export const ICMP_DEST_UNREACH = 3;
 export const ICMP_NET_UNREACH = 0;
-export const ICMP_TIME_EXCEEDED = 11;
 
 export const ipToU32 = (ip: string): number => {
   const p = ip.split('.').map(Number);

@@ -14,7 +14,6 @@ const libc = koffi.load('libc.so.6');
 export const readFn = libc.func('long read(int fd, void *buf, unsigned long n)');
 export const writeFn = libc.func('long write(int fd, const void *buf, unsigned long n)');
 export const sendtoFn = libc.func('long sendto(int fd, const void *buf, unsigned long n, int flags, const void *addr, unsigned int addrlen)');
-export const recvfromFn = libc.func('long recvfrom(int fd, void *buf, unsigned long n, int flags, void *addr, void *addrlen)');
 export const pollFn = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
 const recvmsgFn = libc.func('long recvmsg(int fd, void *msg, int flags)');
 const socketFn = libc.func('int socket(int domain, int type, int protocol)');

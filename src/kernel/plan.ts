@@ -41,7 +41,7 @@ export class Plan {
     return this.ops.length === 0;
   }
 
-  /** One shell-like line per op, the way `--dry-run` prints it. */
+  /** One shell-like line per op: the dry run (`weft agent status` shows the one pending). */
   render(): string {
     return this.ops
       .map((op) => {
