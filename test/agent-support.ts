@@ -12,9 +12,10 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AgentStatus } from '../src/agent/agent.js';
+import type { AgentStatus } from '../src/agent/status.js';
 import { readStatus } from '../src/agent/status.js';
 import { installPlugins } from '../src/cli/cni.js';
+import { addAddr, addBridge, addRoute, addVeth, setLink, setSysctl } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
 import { Topology, type ExecResult } from '../src/testing/topo.js';
@@ -112,17 +113,18 @@ export class Cluster {
   private async underlay(): Promise<void> {
     const t = this.topo;
     const [ul, rt, out, etcd] = await Promise.all(['ul', 'rt', 'out', 'etcd'].map((s) => t.netns(s)));
-    const p = new Plan();
-    p.ip(ul, ['link', 'add', 'br0', 'type', 'bridge']).ip(ul, ['link', 'set', 'br0', 'up']);
-    await apply(p);
+    await apply(new Plan().add(addBridge({ ns: ul, name: 'br0' }), setLink({ ns: ul, dev: 'br0', up: true })));
     await this.attach('rt', '198.18.0.1');
     await this.attach('etcd', '198.18.0.2');
-    const q = new Plan();
-    q.ip(rt, ['link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.name('out')]);
-    q.ip(rt, ['addr', 'add', '203.0.113.254/24', 'dev', 'eth1']).ip(rt, ['link', 'set', 'eth1', 'up']);
-    q.ip(out, ['addr', 'add', `${OUTSIDE}/24`, 'dev', 'eth0']).ip(out, ['link', 'set', 'eth0', 'up']);
-    q.ip(out, ['route', 'add', 'default', 'via', '203.0.113.254']);
-    q.sysctl(rt, 'net.ipv4.ip_forward', '1');
+    const q = new Plan().add(
+      addVeth({ ns: rt, name: 'eth1', peer: { name: 'eth0', netns: out } }),
+      addAddr({ ns: rt, addr: '203.0.113.254/24', dev: 'eth1' }),
+      setLink({ ns: rt, dev: 'eth1', up: true }),
+      addAddr({ ns: out, addr: `${OUTSIDE}/24`, dev: 'eth0' }),
+      setLink({ ns: out, dev: 'eth0', up: true }),
+      addRoute({ ns: out, dst: 'default', via: '203.0.113.254' }),
+      setSysctl({ ns: rt, key: 'net.ipv4.ip_forward', value: '1' }),
+    );
     await apply(q);
     void etcd;
     this.etcd = await startEtcd({ commandPrefix: t.argv('etcd', []), host: '198.18.0.2' });
@@ -134,11 +136,13 @@ export class Cluster {
     const ul = t.path(segment);
     const ns = t.path(short);
     const port = `p-${short}`.slice(0, 15);
-    const p = new Plan();
-    p.ip(ul, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.name(short)]);
-    p.ip(ul, ['link', 'set', port, 'master', 'br0']).ip(ul, ['link', 'set', port, 'up']);
-    p.ip(ns, ['addr', 'add', `${ip}/24`, 'dev', 'eth0']).ip(ns, ['link', 'set', 'eth0', 'up']);
-    if (short !== 'rt') p.ip(ns, ['route', 'add', 'default', 'via', gateway]);
+    const p = new Plan().add(
+      addVeth({ ns: ul, name: port, peer: { name: 'eth0', netns: ns } }),
+      setLink({ ns: ul, dev: port, master: 'br0', up: true }),
+      addAddr({ ns, addr: `${ip}/24`, dev: 'eth0' }),
+      setLink({ ns, dev: 'eth0', up: true }),
+    );
+    if (short !== 'rt') p.add(addRoute({ ns, dst: 'default', via: gateway }));
     await apply(p);
   }
 
@@ -171,12 +175,16 @@ export class Cluster {
     const t = this.topo;
     const ul2 = await t.netns('ul2');
     const rt = t.path('rt');
-    const p = new Plan();
-    p.ip(ul2, ['link', 'add', 'br0', 'type', 'bridge']).ip(ul2, ['link', 'set', 'br0', 'up']);
-    p.ip(ul2, ['link', 'add', 'p-rt', 'type', 'veth', 'peer', 'name', 'eth2', 'netns', t.name('rt')]);
-    p.ip(ul2, ['link', 'set', 'p-rt', 'master', 'br0']).ip(ul2, ['link', 'set', 'p-rt', 'up']);
-    p.ip(rt, ['addr', 'add', '198.19.0.1/24', 'dev', 'eth2']).ip(rt, ['link', 'set', 'eth2', 'up']);
-    await apply(p);
+    await apply(
+      new Plan().add(
+        addBridge({ ns: ul2, name: 'br0' }),
+        setLink({ ns: ul2, dev: 'br0', up: true }),
+        addVeth({ ns: ul2, name: 'p-rt', peer: { name: 'eth2', netns: rt } }),
+        setLink({ ns: ul2, dev: 'p-rt', master: 'br0', up: true }),
+        addAddr({ ns: rt, addr: '198.19.0.1/24', dev: 'eth2' }),
+        setLink({ ns: rt, dev: 'eth2', up: true }),
+      ),
+    );
   }
 
   /** A node namespace on the underlay at 198.18.0.(10+index) (198.19.0.x on the second segment), with its CNI config. */

@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { join } from 'node:path';
+import { addAddr, addBridge, addVeth, setLink } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
-import { links } from '../src/kernel/state.js';
+import { links } from './ipj.js';
 import { CniLab } from './cni-support.js';
 
 let lab: CniLab;
@@ -22,10 +23,10 @@ describe('macvlan underlay mode', () => {
     const sw = await lab.topo.netns('sw');
     const node2 = await lab.topo.netns('node2');
     const host = lab.topo.path('host');
-    const plan = new Plan().ip(sw, ['link', 'add', 'br0', 'type', 'bridge']).ip(sw, ['link', 'set', 'br0', 'up']);
+    const plan = new Plan().add(addBridge({ ns: sw, name: 'br0' }), setLink({ ns: sw, dev: 'br0', up: true }));
     for (const [port, ns, ip] of [['u1', host, '192.0.2.11/24'], ['u2', node2, '192.0.2.12/24']] as const) {
-      plan.ip(sw, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]).ip(sw, ['link', 'set', port, 'master', 'br0', 'up']);
-      plan.ip(ns, ['addr', 'add', ip, 'dev', 'eth0']).ip(ns, ['link', 'set', 'eth0', 'up']);
+      plan.add(addVeth({ ns: sw, name: port, peer: { name: 'eth0', netns: ns } }), setLink({ ns: sw, dev: port, master: 'br0', up: true }));
+      plan.add(addAddr({ ns, addr: ip, dev: 'eth0' }), setLink({ ns, dev: 'eth0', up: true }));
     }
     await apply(plan);
     const conf = (range: [string, string]) => ({

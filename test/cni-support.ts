@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../src/cli/cni.js';
-import { links, addrs, routes, type Link, type LinkAddrs, type Route } from '../src/kernel/state.js';
+import { links, addrs, routes, type Link, type LinkAddrs, type Route } from './ipj.js';
 import { Topology, type ExecResult } from '../src/testing/topo.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseCidr } from '../ip/cidr.js';
-import type { Link, NftTable, Route } from '../kernel/state.js';
+import type { Link, NftTableState, Route } from '../kernel/state.js';
 import type { Lease } from '../subnet/lease.js';
-import { firewallChains, FORGED_COUNTER, PEER_SET } from './firewall.js';
+import { firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, PEER_SET } from './firewall.js';
 import { HostGwBackend } from './hostgw.js';
 import { ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
 import type { DesiredState, NodeInfo } from './types.js';
@@ -20,27 +20,21 @@ const own = lease('10.244.1.0/24', '198.18.0.11', 'vxlan', '02:00:00:00:00:01');
 const r2 = lease('10.244.2.0/24', '198.18.0.12', 'vxlan', '02:00:00:00:00:02');
 const r3 = lease('10.244.3.0/24', '198.19.0.13', 'vxlan', '02:00:00:00:00:03');
 const vxlan = (directRouting = false) => new VxlanBackend(node, { vni: 1, port: 8472, directRouting, mac: '02:00:00:00:00:01' });
-const empty: ActualState = { deviceAddrs: [], routes: [], neighbours: [], fdb: [], forwarding: true };
+const empty: ActualState = { deviceAddrs: [], routes: [], neighbours: [], fdb: [], foreign: [], forwarding: true };
+const route = (r: Partial<Route> & { dst: string }): Route => ({ family: 4, protocol: 'boot', table: 254, onlink: false, ...r });
 
 /** The kernel as it would look after applying `desired` (what the readers would return). */
 function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualState {
   const dev = d.device;
   const link: Link | undefined =
     dev?.kind === 'tun'
-      ? { ifindex: 5, ifname: dev.name, mtu: dev.mtu, flags: ['UP', 'LOWER_UP'], linkinfo: { info_kind: 'tun', info_data: { type: 'tun', pi: false, multi_queue: false, persist: true } } }
-      : dev && {
-          ifindex: 5,
-          ifname: dev.name,
-          address: dev.mac,
-          mtu: dev.mtu,
-          flags: ['UP', 'LOWER_UP'],
-          linkinfo: { info_kind: 'vxlan', info_data: { id: dev.vni, local: dev.local, link: dev.dev, port: dev.port, learning: false } },
-        };
+      ? { index: 5, name: dev.name, mtu: dev.mtu, up: true, kind: 'tun', tun: { type: 'tun', pi: false, multiQueue: false } }
+      : dev && { index: 5, name: dev.name, mac: dev.mac, mtu: dev.mtu, up: true, kind: 'vxlan', vxlan: { vni: dev.vni, local: dev.local, dev: dev.dev, port: dev.port, learning: false } };
   const chains = firewallChains(d.firewall);
-  const table: NftTable = {
+  const table: NftTableState = {
     family: 'ip',
     name: 'weft',
-    chains: new Map(chains.map((c) => [c.name, { name: c.name, rules: c.comments.map((comment, i) => ({ handle: i + 1, comment })) }])),
+    chains: new Map(chains.map((c) => [c.chain.name, { name: c.chain.name, rules: c.comments.map((comment, i) => ({ handle: i + 1, comment })) }])),
     sets: new Map(d.firewall.vxlan ? [[PEER_SET, [...d.firewall.vxlan.peers]]] : []),
     counters: new Map(d.firewall.vxlan ? [[FORGED_COUNTER, { packets: 0, bytes: 0 }]] : []),
   };
@@ -48,13 +42,14 @@ function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualSt
     ...(link ? { device: link } : {}),
     deviceAddrs: dev ? [dev.address] : [],
     routes: [
-      { dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link' },
-      { dst: d.ownSubnet, dev: 'cni0', protocol: 'kernel', scope: 'link' },
-      ...d.routes.map((r) => ({ dst: r.dst, gateway: r.via, dev: r.dev, flags: r.onlink ? ['onlink'] : [] })),
+      route({ dst: '198.18.0.0/24', dev: 'eth0', protocol: 'kernel' }),
+      route({ dst: d.ownSubnet, dev: 'cni0', protocol: 'kernel' }),
+      ...d.routes.map((r) => route({ dst: r.dst, ...(r.via ? { via: r.via } : {}), dev: r.dev, onlink: r.onlink })),
     ],
-    neighbours: d.neighbours.map((n) => ({ dst: n.ip, lladdr: n.mac, state: ['PERMANENT'] })),
-    fdb: d.fdb.map((f) => ({ mac: f.mac, dst: f.dst, flags: ['self'], state: 'permanent' })),
+    neighbours: d.neighbours.map((n) => ({ dst: n.ip, dev: n.dev, mac: n.mac, permanent: true })),
+    fdb: d.fdb.map((f) => ({ mac: f.mac, dev: f.dev, dst: f.dst, self: true, permanent: true })),
     table,
+    foreign: [],
     forwarding: true,
     ...extra,
   };
@@ -109,7 +104,7 @@ describe('reconcile', () => {
   it('builds everything from nothing, device first and routes after their neighbours', () => {
     const { plan, changes } = reconcile(undefined, desired, empty);
     const text = plan.render();
-    assert.match(text, /ip link add flannel\.1 address 02:00:00:00:00:01 mtu 1450 type vxlan id 1 local 198\.18\.0\.11 dev eth0 dstport 8472 nolearning/);
+    assert.match(text, /ip link add name flannel\.1 mtu 1450 address 02:00:00:00:00:01 type vxlan id 1 local 198\.18\.0\.11 dev eth0 dstport 8472 nolearning/);
     assert.match(text, /bridge fdb replace 02:00:00:00:00:02 dev flannel\.1 dst 198\.18\.0\.12 self permanent/);
     assert.match(text, /ip neigh replace 10\.244\.2\.0 lladdr 02:00:00:00:00:02 dev flannel\.1 nud permanent/);
     assert.match(text, /ip route replace 10\.244\.3\.0\/24 via 10\.244\.3\.0 dev flannel\.1 onlink/);
@@ -152,7 +147,7 @@ describe('reconcile', () => {
 
   it('recreates a device with the wrong VNI, and fixes a wrong MTU in place', () => {
     const a = programmed(desired);
-    a.device!.linkinfo!.info_data!.id = 7;
+    a.device!.vxlan!.vni = 7;
     assert.match(reconcile(undefined, desired, a).changes[0]!, /recreate device flannel\.1: it has VNI 7/);
     const b = programmed(desired);
     b.device!.mtu = 1500;
@@ -162,7 +157,7 @@ describe('reconcile', () => {
   it('removes what a removed lease left behind, and only what it owns', () => {
     const fewer = vxlan().desired(own, [r2], { network, ipMasq: true });
     const actual = programmed(desired);
-    actual.routes.push({ dst: '10.245.0.0/24', gateway: '198.18.0.1', dev: 'eth0' } as Route, { dst: 'default', gateway: '198.18.0.1', dev: 'eth0' } as Route);
+    actual.routes.push(route({ dst: '10.245.0.0/24', via: '198.18.0.1', dev: 'eth0' }), route({ dst: 'default', via: '198.18.0.1', dev: 'eth0' }));
     const { changes, plan } = reconcile(undefined, fewer, actual);
     assert.deepEqual(changes.sort(), [
       'remove stale fdb 02:00:00:00:00:03 dst 198.19.0.13 dev flannel.1',
@@ -190,21 +185,62 @@ describe('reconcile', () => {
 
   it('owns routes inside the Network except its own subnet and kernel routes', () => {
     const owned = ownedRoute('10.244.0.0/16', '10.244.1.0/24');
-    assert.equal(owned({ dst: '10.244.2.0/24', gateway: '198.18.0.12' }), true);
-    assert.equal(owned({ dst: '10.244.1.0/24', dev: 'cni0' }), false);
-    assert.equal(owned({ dst: '10.244.0.0/16', dev: 'eth0' }), false);
-    assert.equal(owned({ dst: '10.244.9.0/24', dev: 'x', protocol: 'kernel' }), false);
-    assert.equal(owned({ dst: '10.96.0.0/12', dev: 'x' }), false);
+    assert.equal(owned(route({ dst: '10.244.2.0/24', via: '198.18.0.12' })), true);
+    assert.equal(owned(route({ dst: '10.244.1.0/24', dev: 'cni0' })), false);
+    assert.equal(owned(route({ dst: '10.244.0.0/16', dev: 'eth0' })), false);
+    assert.equal(owned(route({ dst: '10.244.9.0/24', dev: 'x', protocol: 'kernel' })), false);
+    assert.equal(owned(route({ dst: '10.96.0.0/12', dev: 'x' })), false);
   });
 
   it('teardown removes routes, the device and the table', () => {
     const a = programmed(vxlan(true).desired(own, [r2, r3], { network, ipMasq: true }));
-    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes, table: a.table! });
+    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes, ruleset: [a.table!] });
     assert.deepEqual(changes, [
       'remove route 10.244.2.0/24 via 198.18.0.12',
       'remove device flannel.1 (with its routes, neighbours and fdb entries)',
       'remove nftables table ip weft',
     ]);
+  });
+});
+
+describe('forwarding through other tables (Docker\'s FORWARD policy drop)', () => {
+  const desired = vxlan().desired(own, [r2], { network, ipMasq: true });
+  const docker = (policy: string, ours: { handle: number; comment: string }[] = []): NftTableState => ({
+    family: 'ip',
+    name: 'filter',
+    chains: new Map([
+      ['FORWARD', { name: 'FORWARD', hook: 'forward', type: 'filter', prio: 0, policy, rules: [{ handle: 4 }, ...ours] }],
+      ['DOCKER-USER', { name: 'DOCKER-USER', rules: [{ handle: 2 }] }],
+    ]),
+    sets: new Map(),
+    counters: new Map(),
+  });
+  const want = forwardRules('10.244.0.0/16');
+
+  it('appends accept rules for the Network to a forward chain that drops by policy', () => {
+    const { changes, plan } = reconcile(undefined, desired, programmed(desired, { foreign: foreignForwardChains([docker('drop')]) }));
+    assert.deepEqual(changes, ['accept the pod Network in ip filter FORWARD (its policy is drop)']);
+    const text = plan.render();
+    assert.match(text, new RegExp(`add rule ip filter FORWARD ip saddr 10\\.244\\.0\\.0/16 counter accept comment "${want.comments[0]}"`));
+    assert.match(text, /add rule ip filter FORWARD ip daddr 10\.244\.0\.0\/16 counter accept/);
+    assert.doesNotMatch(text, /DOCKER-USER|policy/);
+  });
+
+  it('is idempotent, leaves accepting chains alone, and removes its rules when turned off', () => {
+    const ours = want.comments.map((comment, i) => ({ handle: 10 + i, comment }));
+    assert.deepEqual(reconcile(undefined, desired, programmed(desired, { foreign: foreignForwardChains([docker('drop', ours)]) })).changes, []);
+    assert.deepEqual(reconcile(undefined, desired, programmed(desired, { foreign: foreignForwardChains([docker('accept')]) })).changes, []);
+    const off = vxlan().desired(own, [r2], { network, ipMasq: true, forwardRules: false });
+    const r = reconcile(undefined, off, programmed(off, { foreign: foreignForwardChains([docker('drop', ours)]) }));
+    assert.deepEqual(r.changes, ["remove weft's accept rules from ip filter FORWARD"]);
+    assert.match(r.plan.render(), /delete rule ip filter FORWARD handle 10\ndelete rule ip filter FORWARD handle 11/);
+  });
+
+  it('teardown removes only its own rules from the foreign chain', () => {
+    const ours = want.comments.map((comment, i) => ({ handle: 10 + i, comment }));
+    const { changes, plan } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [], routes: [], ruleset: [docker('drop', ours)] });
+    assert.deepEqual(changes, ["remove weft's accept rules from ip filter FORWARD"]);
+    assert.doesNotMatch(plan.render(), /handle 4|delete chain|delete table ip filter/);
   });
 });
 
@@ -240,7 +276,7 @@ describe('udp backend: desired state and reconcile', () => {
   it('builds flannel0 from nothing with iproute2 (persistent TUN), then the route', () => {
     const { plan, changes } = reconcile(undefined, desired, empty);
     const text = plan.render();
-    assert.match(text, /ip tuntap add dev flannel0 mode tun\nip link set flannel0 mtu 1472\nip addr add 10\.244\.1\.0\/32 dev flannel0\nip link set flannel0 up\nsysctl -w net\/ipv4\/conf\/flannel0\/accept_local=1\nip route replace 10\.244\.0\.0\/16 dev flannel0\n/);
+    assert.match(text, /ip tuntap add dev flannel0 mode tun\nip link set dev flannel0 mtu 1472\nip addr add 10\.244\.1\.0\/32 dev flannel0\nip link set dev flannel0 up\nsysctl -w net\/ipv4\/conf\/flannel0\/accept_local=1\nip route replace 10\.244\.0\.0\/16 dev flannel0\n/);
     const a = programmed(desired);
     a.tunAcceptLocal = false;
     assert.deepEqual(reconcile(undefined, desired, a).changes, ['set flannel0 accept_local']);
@@ -255,13 +291,13 @@ describe('udp backend: desired state and reconcile', () => {
     a.device!.mtu = 1500;
     assert.deepEqual(reconcile(undefined, desired, a).changes, ['set flannel0 mtu 1472', 'add route 10.244.0.0/16 dev flannel0']);
     const b = programmed(desired);
-    b.device!.linkinfo = { info_kind: 'dummy' };
+    b.device!.kind = 'dummy';
     assert.match(reconcile(undefined, desired, b).changes[0]!, /recreate device flannel0: it is a dummy device, not tun/);
   });
 
   it('teardown removes flannel0 (and with it the Network route)', () => {
     const a = programmed(desired);
-    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes });
+    const { changes } = teardown(undefined, '10.244.0.0/16', '10.244.1.0/24', { links: [a.device!], routes: a.routes, ruleset: [] });
     assert.deepEqual(changes, ['remove device flannel0 (with its routes, neighbours and fdb entries)']);
   });
 });

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { NftObject } from '../kernel/nft.js';
+import type { NftTableState } from '../kernel/state.js';
 import type { Firewall } from './types.js';
 
 /** The agent's own nftables table (the CNI plugin's is `weft-cni`). */
@@ -6,15 +8,20 @@ export const TABLE = 'weft';
 export const FAMILY = 'ip';
 export const PEER_SET = 'vxlan_peers';
 export const FORGED_COUNTER = 'vxlan_forged';
+/** Comments of the accept rules the agent adds to other tables' forward chains start with this. */
+export const FORWARD_MARK = 'weft forward';
 
 export interface ChainSpec {
-  name: string;
-  /** The base chain declaration, inside the braces. */
-  decl: string;
+  chain: Extract<NftObject, { type: 'chain' }>;
   rules: string[];
   /** Comments the rules carry; a chain whose rules carry other comments is rewritten. */
   comments: string[];
 }
+
+const tag = (prefix: string, parts: string[]): string[] => {
+  const hash = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 10);
+  return parts.slice(1).map((_, i) => `${prefix}:${hash}:${i}`);
+};
 
 /**
  * The chains of the `weft` table for a firewall spec. Each rule is tagged with a hash of its whole
@@ -28,22 +35,19 @@ export function firewallChains(fw: Firewall): ChainSpec[] {
   if (fw.vxlan) {
     // Dropped in the input hook, before the UDP socket hands the packet to the VXLAN driver.
     chains.push({
-      name: 'input',
-      decl: 'type filter hook input priority filter - 10; policy accept;',
+      chain: { type: 'chain', name: 'input', chainType: 'filter', hook: 'input', priority: 'filter - 10', policy: 'accept' },
       rules: [`udp dport ${fw.vxlan.port} ip saddr @${PEER_SET} accept`, `udp dport ${fw.vxlan.port} counter name ${FORGED_COUNTER} drop`],
     });
   }
   chains.push({
-    name: 'forward',
-    decl: 'type filter hook forward priority filter; policy accept;',
+    chain: { type: 'chain', name: 'forward', chainType: 'filter', hook: 'forward', priority: 'filter', policy: 'accept' },
     rules: [`ip saddr ${net} accept`, `ip daddr ${net} accept`],
   });
   if (fw.ipMasq) {
     // flannel's ip-masq rules: pod↔pod never NATed, pods → outside masqueraded except multicast,
     // and host-network traffic to remote pods gets a source the remote pod can answer.
     chains.push({
-      name: 'postrouting',
-      decl: 'type nat hook postrouting priority srcnat; policy accept;',
+      chain: { type: 'chain', name: 'postrouting', chainType: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' },
       rules: [
         `ip saddr ${net} ip daddr ${net} return`,
         `ip saddr != ${net} ip daddr ${own} return`,
@@ -53,7 +57,47 @@ export function firewallChains(fw: Firewall): ChainSpec[] {
     });
   }
   return chains.map((c) => {
-    const hash = createHash('sha256').update(`${c.decl}\n${c.rules.join('\n')}`).digest('hex').slice(0, 10);
-    return { ...c, comments: c.rules.map((_, i) => `weft:${hash}:${i}`) };
+    const decl = `${c.chain.chainType} ${c.chain.hook} ${String(c.chain.priority)} ${c.chain.policy}`;
+    return { ...c, comments: tag('weft', [decl, ...c.rules]) };
   });
+}
+
+/**
+ * flannel's --iptables-forward-rules in nftables terms. An accept ends only its own table, so a
+ * forward-hook base chain of another table whose policy is drop (Docker's `ip filter FORWARD`,
+ * through iptables-nft) would drop pod traffic between nodes: such a chain gets these rules
+ * appended. They are counter + accept on an address prefix, which iptables-nft can list too.
+ */
+export function forwardRules(network: string): { rules: string[]; comments: string[] } {
+  const rules = [`ip saddr ${network} counter accept`, `ip daddr ${network} counter accept`];
+  return { rules, comments: tag(FORWARD_MARK, ['forward', ...rules]) };
+}
+
+/** A forward-hook base chain in a table that is not the agent's, as the kernel holds it. */
+export interface ForeignForward {
+  family: string;
+  table: string;
+  chain: string;
+  policy?: string;
+  /** Handles and comments of the agent's rules in it. */
+  ours: { handle: number; comment: string }[];
+}
+
+/** Forward-hook base chains of IPv4-capable tables other than the agent's. */
+export function foreignForwardChains(ruleset: NftTableState[]): ForeignForward[] {
+  const out: ForeignForward[] = [];
+  for (const t of ruleset) {
+    if ((t.family !== 'ip' && t.family !== 'inet') || (t.family === FAMILY && t.name === TABLE)) continue;
+    for (const c of t.chains.values()) {
+      if (c.hook !== 'forward') continue;
+      out.push({
+        family: t.family,
+        table: t.name,
+        chain: c.name,
+        ...(c.policy ? { policy: c.policy } : {}),
+        ours: c.rules.filter((r) => r.comment?.startsWith(FORWARD_MARK)).map((r) => ({ handle: r.handle, comment: r.comment! })),
+      });
+    }
+  }
+  return out;
 }

@@ -71,6 +71,8 @@ export interface Firewall {
   network: string;
   ownSubnet: string;
   ipMasq: boolean;
+  /** Accept the Network in other tables' forward chains that drop by policy (flannel's --iptables-forward-rules). */
+  forwardRules: boolean;
   /** Encapsulated traffic on `port` is accepted only from `peers` (PublicIPs holding a lease). */
   vxlan?: { port: number; peers: string[] };
 }
@@ -117,12 +119,16 @@ export interface Datapath {
 export interface DesiredOptions {
   network: Cidr;
   ipMasq: boolean;
+  /** Default true. */
+  forwardRules?: boolean;
 }
 
 export interface Backend {
   readonly type: 'vxlan' | 'host-gw' | 'udp';
   /** The pod MTU (FLANNEL_MTU). */
   readonly mtu: number;
+  /** The device it programs (flannel.<VNI>, flannel0); none for host-gw. */
+  readonly device?: string;
   /** This node's data for its lease (BackendType, BackendData). */
   leaseAttrs(): LeaseAttrs;
   /** The kernel state for this node's lease and every remote one. Pure: no I/O. */

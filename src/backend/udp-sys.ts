@@ -8,25 +8,12 @@
  * persistent by the Plan, so closing the fd leaves it in place).
  */
 import { closeSync, openSync } from 'node:fs';
-import koffi from 'koffi';
+import { address, errno, libc, strerror } from '../kernel/libc.js';
 
-const libc = koffi.load('libc.so.6');
-export const readFn = libc.func('long read(int fd, void *buf, unsigned long n)');
-export const writeFn = libc.func('long write(int fd, const void *buf, unsigned long n)');
-export const sendtoFn = libc.func('long sendto(int fd, const void *buf, unsigned long n, int flags, const void *addr, unsigned int addrlen)');
-export const pollFn = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
-const recvmsgFn = libc.func('long recvmsg(int fd, void *msg, int flags)');
-const socketFn = libc.func('int socket(int domain, int type, int protocol)');
-const bindFn = libc.func('int bind(int fd, const void *addr, unsigned int len)');
-const setsockoptFn = libc.func('int setsockopt(int fd, int level, int name, const void *val, unsigned int len)');
-const ioctlFn = libc.func('int ioctl(int fd, unsigned long req, void *arg)');
-const ioctlIntFn = libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']);
-const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)');
-const closeFn = libc.func('int close(int fd)');
-const strerrorFn = libc.func('const char *strerror(int errnum)');
+export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = libc;
+const { recvmsg: recvmsgFn, socket: socketFn, bind: bindFn, setsockopt: setsockoptFn, ioctl: ioctlFn, ioctlInt: ioctlIntFn, fcntl: fcntlFn, close: closeFn } = libc;
 
-export const errno = (): number => koffi.errno();
-export const strerror = (e: number): string => strerrorFn(e) as string;
+export { errno, strerror };
 
 export const EINTR = 4;
 export const EAGAIN = 11;
@@ -169,12 +156,12 @@ export class GroReceiver {
 
   constructor(size = 128 << 10) {
     this.data = Buffer.alloc(size);
-    this.iov.writeBigUInt64LE(koffi.address(this.data), 0);
+    this.iov.writeBigUInt64LE(address(this.data), 0);
     this.iov.writeBigUInt64LE(BigInt(size), 8);
-    this.msg.writeBigUInt64LE(koffi.address(this.from), 0);
-    this.msg.writeBigUInt64LE(koffi.address(this.iov), 16);
+    this.msg.writeBigUInt64LE(address(this.from), 0);
+    this.msg.writeBigUInt64LE(address(this.iov), 16);
     this.msg.writeBigUInt64LE(1n, 24);
-    this.msg.writeBigUInt64LE(koffi.address(this.control), 32);
+    this.msg.writeBigUInt64LE(address(this.control), 32);
   }
 
   /** Returns the bytes received (datagrams back to back in `data`), or -1 (errno()). */

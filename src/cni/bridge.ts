@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { KernelError, type Netns } from '../kernel/exec.js';
+import { KernelError } from '../kernel/errors.js';
+import type { Netns } from '../kernel/exec.js';
+import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
-import { addrs, links, localLinkNames, routes, type Link } from '../kernel/state.js';
+import { addrs, link, links, localLinkNames, routes } from '../kernel/state.js';
 import { contains, formatNetwork, parseAddr, parseCidr, type Cidr } from '../ip/cidr.js';
 import { execPlugin, findPlugin, pluginVersions } from './invoke.js';
 import * as ipam from './ipam/ipam.js';
@@ -141,8 +143,8 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
     return await wire(c, conf, env, att, ipResult, hostVeth);
   } catch (e) {
     const undo = new Plan();
-    if (c.mode === 'bridge') undo.ip(HOST, ['link', 'del', hostVeth], 'missing');
-    else if (!(e instanceof CniError && e.code === Code.InterfaceExists)) undo.ip(env.netns, ['link', 'del', env.ifname], 'missing');
+    if (c.mode === 'bridge') undo.add(op.delLink({ ns: HOST, dev: hostVeth, tolerate: 'missing' }));
+    else if (!(e instanceof CniError && e.code === Code.InterfaceExists)) undo.add(op.delLink({ ns: env.netns, dev: env.ifname, tolerate: 'missing' }));
     await apply(undo).catch(() => undefined);
     await ipamRelease(teardownConf(conf), conf, env, att).catch(() => undefined);
     throw e;
@@ -151,46 +153,43 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
 
 async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipResult: Result, hostVeth: string): Promise<Result> {
   const ips = ipResult.ips!;
-  const mtu = c.mtu === undefined ? [] : ['mtu', String(c.mtu)];
+  const mtu = c.mtu === undefined ? {} : { mtu: c.mtu };
   const hostMac = randomMac();
   const podMac = randomMac();
   const plan = new Plan();
   if (c.mode === 'macvlan') {
     // Created straight into the container under its final name; the kernel checks the name there.
-    plan.ip(HOST, ['link', 'add', 'link', c.master!, 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns, 'type', 'macvlan', 'mode', 'bridge']);
+    plan.add(op.addMacvlan({ ns: HOST, name: env.ifname, parent: c.master!, ...mtu, mac: podMac, netns: env.netns }));
   } else {
     // The veth pair first: when CNI_IFNAME is taken in the container this fails before anything changed.
-    plan.ip(HOST, ['link', 'add', 'name', hostVeth, ...mtu, 'address', hostMac, 'type', 'veth', 'peer', 'name', env.ifname, ...mtu, 'address', podMac, 'netns', env.netns]);
+    plan.add(op.addVeth({ ns: HOST, name: hostVeth, ...mtu, mac: hostMac, peer: { name: env.ifname, ...mtu, mac: podMac, netns: env.netns } }));
     if (!localLinkNames().has(c.bridge)) {
-      plan.ip(HOST, ['link', 'add', 'name', c.bridge, 'address', randomMac(), ...mtu, 'type', 'bridge'], 'exists');
+      plan.add(op.addBridge({ ns: HOST, name: c.bridge, mac: randomMac(), ...mtu, tolerate: 'exists' }));
     }
-    plan.ip(HOST, ['link', 'set', c.bridge, 'up']);
+    plan.add(op.setLink({ ns: HOST, dev: c.bridge, up: true }));
     if (c.isGateway) {
       for (const ip of ips) {
-        if (ip.gateway) plan.ip(HOST, ['addr', 'replace', `${ip.gateway}/${ip.address.split('/')[1]}`, 'dev', c.bridge]);
+        if (ip.gateway) plan.add(op.replaceAddr({ ns: HOST, addr: `${ip.gateway}/${ip.address.split('/')[1]}`, dev: c.bridge }));
       }
     }
-    plan.ip(HOST, ['link', 'set', hostVeth, 'master', c.bridge, 'alias', alias(conf.name, att), 'up']);
-    if (c.hairpinMode) plan.ip(HOST, ['link', 'set', 'dev', hostVeth, 'type', 'bridge_slave', 'hairpin', 'on']);
-    plan.ip(HOST, ['link', 'show', 'dev', c.bridge]);
+    plan.add(op.setLink({ ns: HOST, dev: hostVeth, master: c.bridge, alias: alias(conf.name, att), up: true, ...(c.hairpinMode ? { hairpin: true } : {}) }));
   }
 
   const pod = env.netns;
-  for (const ip of ips) plan.ip(pod, ['addr', 'add', ip.address, 'dev', env.ifname]);
-  plan.ip(pod, ['link', 'set', env.ifname, 'up']);
+  for (const ip of ips) plan.add(op.addAddr({ ns: pod, addr: ip.address, dev: env.ifname }));
+  plan.add(op.setLink({ ns: pod, dev: env.ifname, up: true }));
   const gw4 = ips.find((ip) => !ip.address.includes(':'))?.gateway;
   const routeList = [...(ipResult.routes ?? [])];
   if (c.isDefaultGateway && gw4 && !routeList.some((r) => r.dst === '0.0.0.0/0')) routeList.push({ dst: '0.0.0.0/0', gw: gw4 });
   for (const r of routeList) {
     const gw = r.gw ?? (r.dst.includes(':') ? undefined : gw4);
-    plan.ip(pod, ['route', 'add', r.dst, ...(gw ? ['via', gw] : []), 'dev', env.ifname]);
+    plan.add(op.addRoute({ ns: pod, dst: r.dst, ...(gw ? { via: gw } : {}), dev: env.ifname }));
   }
-  if (c.isGateway) plan.sysctl(HOST, 'net.ipv4.ip_forward', '1');
+  if (c.isGateway) plan.add(op.setSysctl({ ns: HOST, key: 'net.ipv4.ip_forward', value: '1' }));
   if (c.ipMasq) addMasq(plan, HOST, masqEntries({ ipMasq: true, ranges: [] }, ips));
 
-  let shown: string;
   try {
-    shown = await apply(plan);
+    await apply(plan);
   } catch (e) {
     throw await explain(e, env, c.mode, hostVeth);
   }
@@ -199,7 +198,7 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
   if (c.mode === 'macvlan') {
     interfaces = [podIf];
   } else {
-    const bridgeMac = (JSON.parse(shown.trim().split('\n').pop() ?? '[]') as Link[])[0]?.address;
+    const bridgeMac = (await link(HOST, c.bridge))?.mac;
     interfaces = [{ name: c.bridge, ...(bridgeMac ? { mac: bridgeMac } : {}) }, { name: hostVeth, mac: hostMac }, podIf];
   }
   const result: Result = {
@@ -214,15 +213,14 @@ async function wire(c: BridgeConf, conf: NetConf, env: Env, att: Attachment, ipR
 
 async function explain(e: unknown, env: Env, mode: BridgeConf['mode'], hostVeth: string): Promise<CniError> {
   if (!(e instanceof KernelError)) return e instanceof CniError ? e : new CniError(Code.Kernel, String(e));
-  // A batch names no command in its error. If our device was not made but CNI_IFNAME is in the
-  // container, its creation is what failed: the name was taken before us.
-  if (e.exists && (mode === 'macvlan' || !localLinkNames().has(hostVeth))) {
-    const inPod = await links(env.netns).catch(() => []);
-    if (inPod.some((l) => l.ifname === env.ifname)) {
+  // If our device was not made but CNI_IFNAME is in the container, its creation is what failed:
+  // the name was taken before us.
+  if (e.kind === 'exists' && (mode === 'macvlan' || !localLinkNames().has(hostVeth))) {
+    if (await link(env.netns, env.ifname).catch(() => undefined)) {
       return new CniError(Code.InterfaceExists, `interface ${env.ifname} already exists in ${env.netns}`, 'choose another CNI_IFNAME, or DEL the existing attachment first');
     }
   }
-  return new CniError(Code.Kernel, e.message, e.stderr.trim());
+  return new CniError(Code.Kernel, e.message, e.detail.trim() || e.op);
 }
 
 /**
@@ -280,14 +278,14 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
   const inPod = t.ipMasq && t.ipamType && !decodeResult(conf.prevResult).ips?.length ? await podAddresses(env) : [];
   const plan = new Plan();
   if (conf.mode === 'macvlan') {
-    if (env.netns && existsSync(env.netns)) plan.ip(env.netns, ['link', 'del', env.ifname], 'missing');
+    if (env.netns && existsSync(env.netns)) plan.add(op.delLink({ ns: env.netns, dev: env.ifname, tolerate: 'missing' }));
   } else {
-    plan.ip(HOST, ['link', 'del', hostVethName(env.containerId, env.ifname)], 'missing');
+    plan.add(op.delLink({ ns: HOST, dev: hostVethName(env.containerId, env.ifname), tolerate: 'missing' }));
   }
   try {
     await apply(plan);
   } catch (e) {
-    throw e instanceof KernelError ? new CniError(Code.Kernel, e.message, e.stderr.trim()) : e;
+    throw e instanceof KernelError ? new CniError(Code.Kernel, e.message, e.detail.trim() || e.op) : e;
   } finally {
     const released = await ipamRelease(t, conf, env, att);
     if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(t, released.length ? released : inPod)));
@@ -296,8 +294,7 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
 
 async function podAddresses(env: Env): Promise<IPConfig[]> {
   if (!env.netns || !existsSync(env.netns)) return [];
-  const [link] = await addrs(env.netns, env.ifname).catch(() => []);
-  return (link?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ address: `${a.local}/${a.prefixlen}` }));
+  return (await addrs(env.netns, env.ifname).catch(() => [])).filter((a) => a.family === 4).map((a) => ({ address: `${a.address}/${a.prefix}` }));
 }
 
 /** CHECK: what ADD made is still there, as prevResult describes it. */
@@ -315,21 +312,22 @@ export async function check(conf: NetConf, env: Env): Promise<void> {
   };
   const podIf = prev.interfaces?.find((i) => i.name === env.ifname && i.sandbox);
   if (!podIf) fail(`prevResult has no interface ${env.ifname} with a sandbox`);
-  const [podAddrs] = await addrs(env.netns, env.ifname).catch(() => [undefined]);
-  if (!podAddrs) return fail(`interface ${env.ifname} is missing in ${env.netns}`);
-  if (podIf!.mac && podAddrs.address !== podIf!.mac) fail(`${env.ifname} has MAC ${podAddrs.address}, prevResult says ${podIf!.mac}`);
-  if (!podAddrs.flags.includes('UP')) fail(`${env.ifname} is down`);
+  const podLink = await link(env.netns, env.ifname).catch(() => undefined);
+  if (!podLink) return fail(`interface ${env.ifname} is missing in ${env.netns}`);
+  if (podIf!.mac && podLink.mac !== podIf!.mac) fail(`${env.ifname} has MAC ${podLink.mac}, prevResult says ${podIf!.mac}`);
+  if (!podLink.up) fail(`${env.ifname} is down`);
+  const podAddrs = await addrs(env.netns, env.ifname);
   for (const ip of prev.ips ?? []) {
-    if (!podAddrs.addr_info.some((a) => `${a.local}/${a.prefixlen}` === ip.address)) fail(`address ${ip.address} is missing on ${env.ifname}`);
+    if (!podAddrs.some((a) => `${a.address}/${a.prefix}` === ip.address)) fail(`address ${ip.address} is missing on ${env.ifname}`);
   }
   const table = await routes(env.netns);
   for (const r of prev.routes ?? []) {
-    const dst = r.dst === '0.0.0.0/0' ? 'default' : r.dst;
+    const dst = r.dst === '0.0.0.0/0' ? 'default' : formatNetwork(parseCidr(r.dst));
     if (!r.dst.includes(':') && !table.some((t) => t.dst === dst && t.dev === env.ifname)) fail(`route to ${r.dst} is missing`);
   }
   if (c.mode === 'macvlan') return;
   const hostVeth = hostVethName(env.containerId, env.ifname);
-  const host = (await links(HOST)).find((l) => l.ifname === hostVeth);
+  const host = await link(HOST, hostVeth);
   if (!host) fail(`host interface ${hostVeth} is missing`);
   if (host!.master !== c.bridge) fail(`host interface ${hostVeth} is not attached to ${c.bridge}`);
 }
@@ -342,14 +340,14 @@ export async function gc(conf: NetConf, env: Env): Promise<void> {
   const prefix = `weft:${conf.name}:`;
   const plan = new Plan();
   for (const l of await links(HOST)) {
-    if (l.ifalias?.startsWith(prefix) && !keep.has(l.ifalias)) plan.ip(HOST, ['link', 'del', l.ifname], 'missing');
+    if (l.alias?.startsWith(prefix) && !keep.has(l.alias)) plan.add(op.delLink({ ns: HOST, dev: l.name, tolerate: 'missing' }));
   }
   await apply(plan);
   if (t.dataDir) {
     const freed = await ipam.collect(t.dataDir, valid);
     // An ADD killed between creating the veth and naming it in its alias is found by its reservation.
     const orphans = new Plan();
-    for (const r of freed) orphans.ip(HOST, ['link', 'del', hostVethName(r.containerId, r.ifname)], 'missing');
+    for (const r of freed) orphans.add(op.delLink({ ns: HOST, dev: hostVethName(r.containerId, r.ifname), tolerate: 'missing' }));
     if (t.ipMasq) deleteMasq(orphans, HOST, masqEntries(t, freed.map((r) => ({ address: r.ip }))));
     await apply(orphans);
     return;

@@ -1,5 +1,7 @@
-import { Plan } from '../kernel/plan.js';
 import type { Netns } from '../kernel/exec.js';
+import { nftTx, type NftTx } from '../kernel/nft.js';
+import { nft } from '../kernel/ops.js';
+import type { Plan } from '../kernel/plan.js';
 
 /**
  * The bridge plugin's ipMasq in nftables: traffic from a pod to its own subnet and to multicast is
@@ -10,15 +12,20 @@ const TABLE = 'weft-cni';
 
 // One nft transaction: "add" creates only what is missing, and the chain's two rules are flushed and
 // written again, so sending this with every ADD never duplicates a rule.
-const BASE = `table ip ${TABLE} {
-  set masq_src { type ipv4_addr; }
-  set own_subnet { type ipv4_addr . ipv4_addr; flags interval; }
-  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }
+function base(): NftTx {
+  return nftTx('ip', TABLE)
+    .add(
+      { type: 'table' },
+      { type: 'set', name: 'masq_src', key: 'ipv4_addr' },
+      { type: 'set', name: 'own_subnet', key: ['ipv4_addr', 'ipv4_addr'], flags: ['interval'] },
+      { type: 'chain', name: 'postrouting', chainType: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' },
+    )
+    .flush({ type: 'chain', name: 'postrouting' })
+    .add(
+      { type: 'rule', chain: 'postrouting', rule: 'ip saddr . ip daddr @own_subnet return' },
+      { type: 'rule', chain: 'postrouting', rule: 'ip saddr @masq_src ip daddr != 224.0.0.0/4 masquerade' },
+    );
 }
-flush chain ip ${TABLE} postrouting
-add rule ip ${TABLE} postrouting ip saddr . ip daddr @own_subnet return
-add rule ip ${TABLE} postrouting ip saddr @masq_src ip daddr != 224.0.0.0/4 masquerade
-`;
 
 /** A pod address and its own subnet; a DEL that no longer knows the subnet leaves that harmless element. */
 export interface MasqEntry {
@@ -26,25 +33,18 @@ export interface MasqEntry {
   subnet?: string;
 }
 
-const elements = (entries: MasqEntry[]) => ({
-  src: entries.map((e) => e.ip).join(', '),
-  own: entries
-    .filter((e) => e.subnet)
-    .map((e) => `${e.ip} . ${e.subnet}`)
-    .join(', '),
-});
+const src = (entries: MasqEntry[]) => entries.map((e) => ({ type: 'element' as const, set: 'masq_src', key: e.ip }));
+const own = (entries: MasqEntry[]) => entries.filter((e) => e.subnet).map((e) => ({ type: 'element' as const, set: 'own_subnet', key: [e.ip, e.subnet!] }));
 
 export function addMasq(plan: Plan, ns: Netns, entries: MasqEntry[]): Plan {
   if (entries.length === 0) return plan;
-  const el = elements(entries);
-  return plan.nft(ns, `${BASE}add element ip ${TABLE} masq_src { ${el.src} }\nadd element ip ${TABLE} own_subnet { ${el.own} }\n`);
+  return plan.add(nft({ ns, tx: base().add(...src(entries), ...own(entries)) }));
 }
 
 /** Adding before deleting makes the delete succeed whether or not the element was there (one transaction). */
 export function deleteMasq(plan: Plan, ns: Netns, entries: MasqEntry[]): Plan {
   if (entries.length === 0) return plan;
-  const el = elements(entries);
-  const lines = [`add element ip ${TABLE} masq_src { ${el.src} }`, `delete element ip ${TABLE} masq_src { ${el.src} }`];
-  if (el.own) lines.push(`add element ip ${TABLE} own_subnet { ${el.own} }`, `delete element ip ${TABLE} own_subnet { ${el.own} }`);
-  return plan.nft(ns, `${lines.join('\n')}\n`, 'missing');
+  const tx = nftTx('ip', TABLE).add(...src(entries)).delete(...src(entries));
+  if (own(entries).length) tx.add(...own(entries)).delete(...own(entries));
+  return plan.add(nft({ ns, tx, tolerate: 'missing' }));
 }

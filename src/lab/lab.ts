@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
+import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { installPlugins } from '../cli/cni.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
@@ -117,11 +118,13 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ti
 function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
   const u = netnsPath(s.underlay.ns);
   const p = netnsPath(ns);
-  plan.ip(u, ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p]);
-  plan.ip(u, ['link', 'set', port, 'master', 'br0', 'up']);
-  plan.ip(p, ['addr', 'add', `${ip}/${underlayPrefix(s)}`, 'dev', 'eth0']);
-  plan.ip(p, ['link', 'set', 'eth0', 'up']);
-  if (defaultVia) plan.ip(p, ['route', 'add', 'default', 'via', defaultVia]);
+  plan.add(
+    addVeth({ ns: u, name: port, peer: { name: 'eth0', netns: p } }),
+    setLink({ ns: u, dev: port, master: 'br0', up: true }),
+    addAddr({ ns: p, addr: `${ip}/${underlayPrefix(s)}`, dev: 'eth0' }),
+    setLink({ ns: p, dev: 'eth0', up: true }),
+  );
+  if (defaultVia) plan.add(addRoute({ ns: p, dst: 'default', via: defaultVia }));
 }
 
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
@@ -164,10 +167,10 @@ export async function up(o: UpOptions): Promise<LabState> {
     const overlay = o.backend !== 'macvlan';
     await step(o, `underlay switch${overlay ? ', etcd' : ''} and outside-world namespaces`, async () => {
       for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])]) await createNetns(ns);
-      const plan = new Plan().ip(netnsPath(s.underlay.ns), ['link', 'add', 'br0', 'type', 'bridge']).ip(netnsPath(s.underlay.ns), ['link', 'set', 'br0', 'up']);
+      const plan = new Plan().add(addBridge({ ns: netnsPath(s.underlay.ns), name: 'br0' }), setLink({ ns: netnsPath(s.underlay.ns), dev: 'br0', up: true }));
       if (overlay) plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
       plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
-      plan.ip(netnsPath(s.outside.ns), ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'lo']);
+      plan.add(addAddr({ ns: netnsPath(s.outside.ns), addr: `${OUTSIDE_IP}/24`, dev: 'lo' }));
       await apply(plan);
       daemon(s.outside.ns, [process.execPath, WORKLOAD, '--pod', 'outside', '--node', 'outside', '--container', 'app', '--control', controlSocket(o.name, 'outside', 'app')], join(labDir(o.name), 'outside.log'));
     });
@@ -240,11 +243,12 @@ async function underlayNode(s: LabState, node: NodeState, index: number): Promis
   const dir = nodeDir(s.name, node.name);
   const p = netnsPath(node.ns);
   const pods = `198.18.${index}.0/24`;
-  const shim = new Plan()
-    .ip(p, ['link', 'add', 'weft-shim', 'link', 'eth0', 'type', 'macvlan', 'mode', 'bridge'])
-    .ip(p, ['addr', 'add', `198.18.${index}.1/32`, 'dev', 'weft-shim'])
-    .ip(p, ['link', 'set', 'weft-shim', 'up'])
-    .ip(p, ['route', 'add', pods, 'dev', 'weft-shim']);
+  const shim = new Plan().add(
+    addMacvlan({ ns: p, name: 'weft-shim', parent: 'eth0' }),
+    addAddr({ ns: p, addr: `198.18.${index}.1/32`, dev: 'weft-shim' }),
+    setLink({ ns: p, dev: 'weft-shim', up: true }),
+    addRoute({ ns: p, dst: pods, dev: 'weft-shim' }),
+  );
   await apply(shim);
   const cniSocket = join(dir, 'cni.sock');
   daemon(node.ns, [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', cniSocket], join(dir, 'cni.log'));

@@ -1,4 +1,4 @@
-import { addrs } from '../kernel/state.js';
+import { addrs, links } from '../kernel/state.js';
 import { netnsPath } from '../kernel/netns.js';
 import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
 import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
@@ -80,8 +80,7 @@ async function nodeToPod(s: LabState, node: NodeState, pod: PodState): Promise<C
 }
 
 async function selfIp(pod: PodState, seenAs: Map<string, Set<string>>): Promise<CheckResult> {
-  const [eth0] = await addrs(netnsPath(pod.ns), 'eth0').catch(() => []);
-  const own = eth0?.addr_info.filter((a) => a.family === 'inet').map((a) => a.local) ?? [];
+  const own = (await addrs(netnsPath(pod.ns), 'eth0').catch(() => [])).filter((a) => a.family === 4).map((a) => a.address);
   const others = [...(seenAs.get(pod.name) ?? [])];
   const ok = own.includes(pod.ip) && others.length > 0 && others.every((ip) => ip === pod.ip);
   return { group: 'pod sees its own IP', check: 'ip', from: pod.name, to: pod.name, ok, evidence: `eth0 has ${own.join(', ') || 'no IPv4 address'}; other pods saw it as ${others.join(', ') || 'nothing (no pod-to-pod check reached it)'}` };
@@ -106,7 +105,7 @@ async function egress(s: LabState, pod: PodState): Promise<CheckResult> {
 
 /** A full-size packet with DF crosses; one byte more must be refused at once, not lost. */
 async function pathMtu({ src, dst }: Pair): Promise<CheckResult[]> {
-  const [link] = await addrs(netnsPath(src.ns), 'eth0').catch(() => []);
+  const link = (await links(netnsPath(src.ns)).catch(() => [])).find((l) => l.name === 'eth0');
   const mtu = src.mtu ?? link?.mtu ?? 1500;
   const group = 'path MTU across nodes';
   const fits = await ping(src.ns, dst.ip, ['-M', 'do', '-s', String(mtu - 28)]);
