@@ -9,18 +9,10 @@ import { EtcdStore } from '../src/store/etcd.js';
 import { isStoreUnavailable, type Store } from '../src/store/store.js';
 import type { NetworkConfig } from '../src/subnet/config.js';
 import { readSubnetEnv, writeSubnetEnv } from '../src/subnet/env.js';
-import {
-  encodeLeaseAttrs,
-  LeaseError,
-  LeaseManager,
-  readNetworkConfig,
-  subnetKey,
-  type LeaseAttrs,
-  type LeaseEvent,
-  type LeaseManagerOptions,
-} from '../src/subnet/lease.js';
+import { encodeLeaseAttrs, LeaseError, readNetworkConfig, subnetKey, type LeaseAttrs } from '../src/subnet/lease.js';
+import { LeaseManager, type LeaseEvent, type LeaseManagerOptions } from '../src/subnet/manager.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
-import { sleep, uniquePrefix, waitFor } from './store-support.js';
+import { uniquePrefix, waitFor } from './store-support.js';
 
 const VXLAN_16 = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
 
@@ -199,9 +191,9 @@ describe('LeaseManager against a real etcd', () => {
     const watcher = manager({ store, config, attrs: vxlan('198.18.0.99') });
     const watchLog = record(watcher);
     await watcher.watch();
-    await sleep(4500);
-    assert.ok(nodeLog.of('renewed').length >= 3, `renewed ${nodeLog.of('renewed').length} times`);
-    assert.ok(await store.get(subnetKey(lease.subnet)), 'lease still there after twice its TTL');
+    // Three renewals span more than one TTL: each one must have landed before the lease ran out.
+    await waitFor('three renewals', () => nodeLog.of('renewed').length >= 3, 10_000);
+    assert.ok(await store.get(subnetKey(lease.subnet)), 'lease still there after more than its TTL');
     assert.deepEqual(watchLog.of('removed'), []);
     await node.stop();
     await waitFor('the lease to expire', async () => (await store.get(subnetKey(lease.subnet))) === undefined, 5000);
@@ -263,37 +255,36 @@ describe('LeaseManager against a real etcd', () => {
     assert.deepEqual(log.of('error'), []);
   });
 
-  it('reports its own lease deleted or taken by someone else', async () => {
+  it('writes its own lease back when someone deletes it, and reports it lost when another node takes it', async () => {
     const { store, config } = await network();
     const node = manager({ store, config, attrs: vxlan('198.18.0.11') });
     const log = record(node);
     const first = await node.acquire();
     await node.watch();
     await store.delete(subnetKey(first.subnet));
-    await waitFor('the loss', () => log.of('lost').length === 1);
-    assert.equal(log.of('lost')[0]!.reason, 'deleted');
-    assert.equal(node.ownLease, undefined);
+    await waitFor('the lease written back', () => log.of('reasserted').length === 1);
+    assert.equal(log.of('reasserted')[0]!.why, 'deleted');
+    assert.equal((await store.get(subnetKey(first.subnet)))?.value, encodeLeaseAttrs(vxlan('198.18.0.11')));
+    assert.deepEqual(node.ownLease, first);
 
-    const second = await node.acquire();
-    assert.deepEqual(node.ownLease, second);
     const intruder = encodeLeaseAttrs(vxlan('198.18.0.66'));
-    await store.put(subnetKey(second.subnet), intruder);
-    await waitFor('the takeover', () => log.of('lost').length === 2);
-    assert.equal(log.of('lost')[1]!.reason, 'taken');
-    assert.deepEqual(subnetsOf(log.of('lost')), [formatNetwork(first.subnet), formatNetwork(second.subnet)]);
+    await store.put(subnetKey(first.subnet), intruder);
+    await waitFor('the takeover', () => log.of('lost').length === 1);
+    assert.equal(log.of('lost')[0]!.reason, 'taken');
+    assert.equal(node.ownLease, undefined);
+    assert.equal((await store.get(subnetKey(first.subnet)))?.value, intruder, 'the new holder keeps it');
     await waitFor('the intruder to be a remote lease', () => node.remoteLeases().some((l) => l.attrs.publicIP === '198.18.0.66'));
   });
 
-  it('notices a deleted lease at renewal time even without watching', async () => {
+  it('writes a deleted lease back at renewal time even without watching', async () => {
     const { store, config } = await network();
     const node = manager({ store, config, attrs: vxlan('198.18.0.11'), ttlSeconds: 2, renewMarginSeconds: 1 });
     const log = record(node);
     const lease = await node.acquire();
     await store.delete(subnetKey(lease.subnet));
-    await waitFor('the renewal to notice', () => log.of('lost').length === 1, 3000);
-    assert.equal(log.of('lost')[0]!.reason, 'deleted');
-    await sleep(1500);
-    assert.equal(await store.get(subnetKey(lease.subnet)), undefined, 'a lost lease is not recreated behind the agent');
+    await waitFor('the renewal to write it back', () => log.of('reasserted').length === 1, 5000);
+    assert.equal((await store.get(subnetKey(lease.subnet)))?.value, encodeLeaseAttrs(vxlan('198.18.0.11')));
+    assert.deepEqual(log.of('lost'), []);
   });
 
   it('surfaces an unreachable etcd so the agent can retry', async () => {

@@ -126,6 +126,33 @@ describe('EtcdStore against a real etcd', () => {
     }
   });
 
+  it('deleteIfValue deletes only the expected value, in one transaction', async () => {
+    const store = open(uniquePrefix('cad'));
+    try {
+      assert.equal(await store.deleteIfValue('k', 'v'), false);
+      await store.put('k', 'theirs');
+      assert.equal(await store.deleteIfValue('k', 'mine'), false);
+      assert.equal((await store.get('k'))?.value, 'theirs');
+      await store.put('k', 'mine');
+      assert.equal(await store.deleteIfValue('k', 'mine'), true);
+      assert.equal(await store.get('k'), undefined);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('names the cluster in every listing', async () => {
+    const store = open(uniquePrefix('cluster'));
+    try {
+      const a = await store.list('');
+      assert.match(a.clusterId, /^\d+$/);
+      assert.notEqual(a.clusterId, '0');
+      assert.equal((await store.list('x')).clusterId, a.clusterId);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('expires keys written with a TTL unless they are written again', async () => {
     const store = open(uniquePrefix('ttl'));
     try {

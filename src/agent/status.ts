@@ -1,7 +1,78 @@
-import { readFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { STATUS_FILE, STATUS_SOCKET, type AgentStatus } from './agent.js';
+import type { DatapathStatus, DesiredState } from '../backend/types.js';
+import { formatNetwork } from '../ip/cidr.js';
+import type { Lease } from '../subnet/lease.js';
+
+export const STATUS_SOCKET = 'agent.sock';
+export const STATUS_FILE = 'status.json';
+
+export interface LeaseView {
+  subnet: string;
+  publicIP: string;
+  backendType?: string;
+  backendData?: unknown;
+}
+
+/** What `weft agent status` shows. */
+export interface AgentStatus {
+  node: string;
+  pid: number;
+  iface: string;
+  publicIP: string;
+  backend: string;
+  network?: string;
+  ownLease?: LeaseView;
+  remoteLeases: LeaseView[];
+  desired?: DesiredState;
+  /** Differences between desired and the kernel when the status was taken; empty when in sync. */
+  drift: string[];
+  /** The exact commands the next reconcile would run for that drift (a dry run), when read live. */
+  plan?: string;
+  lastReconcile?: { at: string; changes: string[]; error?: string };
+  /** The udp packet loop: attached to its device, and its counters (drops included). */
+  datapath?: DatapathStatus;
+  /** `reset`: the last time the store was found to have lost its data (or to be another cluster). */
+  store: { healthy: boolean; since: string; reset?: { at: string; reason: string } };
+  /** Where the data came from: a live query of the running agent, or its last state file. */
+  source?: 'live' | 'file';
+  at: string;
+}
+
+export const leaseView = (l: Lease): LeaseView => ({
+  subnet: formatNetwork(l.subnet),
+  publicIP: l.attrs.publicIP,
+  ...(l.attrs.backendType !== undefined ? { backendType: l.attrs.backendType } : {}),
+  ...(l.attrs.backendData !== undefined ? { backendData: l.attrs.backendData } : {}),
+});
+
+/** A unix socket in the state dir: connect, and the agent answers with its live status as JSON. */
+export async function serveStatus(stateDir: string, status: () => Promise<AgentStatus>): Promise<Server> {
+  const path = join(stateDir, STATUS_SOCKET);
+  mkdirSync(stateDir, { recursive: true });
+  rmSync(path, { force: true });
+  const server = createServer((sock) => {
+    sock.on('error', () => undefined);
+    status().then(
+      (s) => sock.end(`${JSON.stringify(s)}\n`),
+      (err: Error) => sock.end(`${JSON.stringify({ error: err.message })}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  return server;
+}
+
+/** The last status, for `weft agent status` when the agent does not answer. */
+export function writeStatusFile(stateDir: string, status: AgentStatus): void {
+  mkdirSync(stateDir, { recursive: true });
+  const file = join(stateDir, STATUS_FILE);
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(status, null, 2)}\n`);
+  renameSync(`${file}.tmp`, file);
+}
 
 /** Asks the running agent (its socket in the state dir); falls back to its last state file. */
 export async function readStatus(stateDir: string, timeoutMs = 5000): Promise<{ status: AgentStatus; note?: string }> {
@@ -40,6 +111,7 @@ export function formatStatus(s: AgentStatus, note?: string): string {
   if (note) out.push(`note: ${note}`, '');
   out.push(`node ${s.node} (pid ${s.pid}): ${s.publicIP} on ${s.iface}, backend ${s.backend}, network ${s.network ?? '?'}`);
   out.push(`etcd: ${s.store.healthy ? 'reachable' : 'UNREACHABLE'} since ${s.store.since}`);
+  if (s.store.reset) out.push(`etcd: STORE RESET detected at ${s.store.reset.at} (${s.store.reset.reason}); this node's lease was written back`);
   const data = (l: { backendData?: unknown }) => (l.backendData === undefined ? '' : ` ${JSON.stringify(l.backendData)}`);
   out.push(s.ownLease ? `own lease: ${s.ownLease.subnet} ${s.ownLease.publicIP}${data(s.ownLease)}` : 'own lease: none');
   const skipped = new Map((s.desired?.skipped ?? []).map((k) => [k.subnet, k.reason]));

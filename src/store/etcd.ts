@@ -72,7 +72,7 @@ export class EtcdStore implements Store {
   async list(prefix: string): Promise<Listing> {
     const range = Range.prefix(this.full(prefix));
     const res = await this.call(`list ${prefix}`, () => this.client.kv.range({ key: range.start, range_end: range.end }));
-    return { items: res.kvs.map((kv) => this.toKeyValue(kv)), revision: Number(res.header.revision) };
+    return { items: res.kvs.map((kv) => this.toKeyValue(kv)), revision: Number(res.header.revision), clusterId: String(res.header.cluster_id) };
   }
 
   createIfAbsent(key: string, value: string, ttlSeconds?: number): Promise<number | false> {
@@ -82,6 +82,16 @@ export class EtcdStore implements Store {
   replaceIfValue(key: string, expected: string, value: string, ttlSeconds?: number): Promise<number | false> {
     const compare: ICompare = { key: this.full(key), target: 'Value', result: 'Equal', value: Buffer.from(expected) };
     return this.putIf(key, compare, value, ttlSeconds);
+  }
+
+  async deleteIfValue(key: string, expected: string): Promise<boolean> {
+    const res = await this.call(`conditional delete ${key}`, () =>
+      this.client.kv.txn({
+        compare: [{ key: this.full(key), target: 'Value', result: 'Equal', value: Buffer.from(expected) }],
+        success: [{ request_delete_range: { key: this.full(key) } }],
+      }),
+    );
+    return res.succeeded;
   }
 
   async put(key: string, value: string, ttlSeconds?: number): Promise<number> {

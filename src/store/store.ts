@@ -23,6 +23,11 @@ export interface Listing {
   items: KeyValue[];
   /** The store revision the listing reflects; watch from `revision + 1` to miss nothing. */
   revision: number;
+  /**
+   * Which store answered (etcd's cluster ID). A different ID, or a revision lower than one seen
+   * before, means the store lost its data or is another store: nothing seen before still holds.
+   */
+  clusterId: string;
 }
 
 export type WatchEvent =
@@ -66,6 +71,8 @@ export interface Store {
   createIfAbsent(key: string, value: string, ttlSeconds?: number): Promise<number | false>;
   /** Writes only if the key holds exactly `expected`: the revision of the write, or false when it is absent or different. */
   replaceIfValue(key: string, expected: string, value: string, ttlSeconds?: number): Promise<number | false>;
+  /** Deletes only if the key holds exactly `expected`, in one transaction: true when it did. */
+  deleteIfValue(key: string, expected: string): Promise<boolean>;
   /** Unconditional write; returns the revision of the write. */
   put(key: string, value: string, ttlSeconds?: number): Promise<number>;
   /** True when the key existed. */

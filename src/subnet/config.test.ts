@@ -108,6 +108,16 @@ describe('network config errors name the field and the fix', () => {
     rejects({ Network: '10.244.1.0/16' }, 'Network', /did you mean "10\.244\.0\.0\/16"/);
   });
 
+  it('rejects a Network that is everything, loopback, link-local or multicast, saying which', () => {
+    rejects({ Network: '0.0.0.0/0' }, 'Network', /Network 0\.0\.0\.0\/0 is every address/);
+    rejects({ Network: '127.0.0.0/16' }, 'Network', /overlaps the loopback range 127\.0\.0\.0\/8/);
+    rejects({ Network: '96.0.0.0/3' }, 'Network', /overlaps the loopback range/);
+    rejects({ Network: '169.254.0.0/16' }, 'Network', /overlaps the link-local range 169\.254\.0\.0\/16/);
+    rejects({ Network: '224.1.0.0/16' }, 'Network', /overlaps the multicast range 224\.0\.0\.0\/4/);
+    rejects({ Network: '239.255.0.0/16' }, 'Network', /multicast/);
+    for (const ok of ['10.244.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10']) assert.equal(summary({ Network: ok }).network, ok);
+  });
+
   it('rejects networks too small for four subnets', () => {
     rejects({ Network: '10.0.0.0/29' }, 'Network', /\/28 or larger/);
   });

@@ -1,4 +1,4 @@
-import { contains, formatAddr, formatNetwork, mask, nthSubnet, parseAddr, parseCidr, subnetCount, type Cidr } from '../ip/cidr.js';
+import { contains, formatAddr, formatNetwork, mask, nthSubnet, overlaps, parseAddr, parseCidr, subnetCount, type Cidr } from '../ip/cidr.js';
 
 /** flannel's network config (`<prefix>/config`), validated, with flannel's defaults filled in. */
 export interface NetworkConfig {
@@ -39,6 +39,12 @@ const BACKEND_FIELDS: Record<BackendConfig['type'], string[]> = {
 const VXLAN_DEFAULT_VNI = 1;
 const VXLAN_DEFAULT_PORT = 8472;
 const UDP_DEFAULT_PORT = 8285;
+/** Ranges a pod Network must stay out of, whatever the node. */
+const RESERVED: [Cidr, string][] = [
+  [parseCidr('127.0.0.0/8'), 'loopback'],
+  [parseCidr('169.254.0.0/16'), 'link-local'],
+  [parseCidr('224.0.0.0/4'), 'multicast'],
+];
 
 type Json = Record<string, unknown>;
 
@@ -90,8 +96,17 @@ function parseNetwork(value: unknown): Cidr {
   if (network.ip !== network.base) {
     throw new NetworkConfigError('Network', `Network "${value}" has host bits set; did you mean "${formatNetwork(network)}"?`);
   }
+  if (network.prefix === 0) {
+    throw new NetworkConfigError('Network', `Network ${value} is every address: pod routes would take over the default route; use a private range such as 10.244.0.0/16`);
+  }
+  for (const [range, what] of RESERVED) {
+    if (overlaps(network, range)) {
+      throw new NetworkConfigError('Network', `Network ${value} overlaps the ${what} range ${formatNetwork(range)}, which cannot carry pod traffic; use a private range such as 10.244.0.0/16`);
+    }
+  }
   return network;
 }
+
 
 /** flannel: an explicit SubnetLen must leave room for four subnets; otherwise /24, or a quarter of a small Network. */
 function parseSubnetLen(value: unknown, network: Cidr): number {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { formatNetwork, parseCidr } from '../ip/cidr.js';
 import { parseNetworkConfig } from './config.js';
-import { decodeLeaseAttrs, encodeLeaseAttrs, isLeasable, LeaseError, parseSubnetKey, pickFreeSubnet, subnetKey } from './lease.js';
+import { isLeasable, pickFreeSubnet } from './allocate.js';
+import { decodeLeaseAttrs, encodeLeaseAttrs, LeaseError, parseSubnetKey, subnetKey } from './lease.js';
 
 const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
 const small = parseNetworkConfig('{"Network":"10.9.0.0/22","SubnetMin":"10.9.1.0","SubnetMax":"10.9.3.0"}');

@@ -1,0 +1,60 @@
+import { createBackend } from '../backend/index.js';
+import { readActual, reconcile } from '../backend/reconcile.js';
+import { formatNetwork } from '../ip/cidr.js';
+import { links } from '../kernel/state.js';
+import { EtcdStore } from '../store/etcd.js';
+import { chooseLease } from '../subnet/allocate.js';
+import { readSubnetEnv } from '../subnet/env.js';
+import { decodeLeaseAttrs, encodeLeaseAttrs, parseSubnetKey, readNetworkConfig, subnetKey, SUBNETS_PREFIX, type Lease } from '../subnet/lease.js';
+import type { AgentOptions } from './agent.js';
+import { checkNetworkForNode, chooseVtepMac, discoverNode } from './node.js';
+
+/**
+ * `weft agent --dry-run`: what a start would do, from etcd and the kernel as they are now, with
+ * nothing written anywhere (no lease, no subnet.env, no state dir, no kernel change): the lease it
+ * would keep or take, and the exact commands of the first reconcile.
+ */
+export async function dryRunReport(o: AgentOptions): Promise<string> {
+  const out: string[] = ['dry run: nothing was changed'];
+  const node = await discoverNode(o.node, o.iface, o.publicIP, (m) => out.push(`warning: ${m}`));
+  const store = new EtcdStore({ endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, timeoutMs: 5000, ...(o.etcdTls ? { tls: o.etcdTls } : {}) });
+  try {
+    const config = await readNetworkConfig(store);
+    checkNetworkForNode(config, node);
+    const device = createBackend(config, node, '', { datapath: false }).device;
+    const existing = device === undefined ? undefined : (await links(undefined)).find((l) => l.name === device)?.mac;
+    const { mac, fresh } = chooseVtepMac(o.stateDir, existing);
+    const backend = createBackend(config, node, mac, { datapath: false });
+    const previous = await readSubnetEnv(o.subnetFile).then(
+      (env) => env?.subnet,
+      () => undefined,
+    );
+    const listing = await store.list(SUBNETS_PREFIX);
+    const choice = chooseLease(config, listing.items, node.publicIP, previous);
+    const key = subnetKey(choice.subnet);
+    const own: Lease = { subnet: choice.subnet, attrs: backend.leaseAttrs() };
+    out.push(`node ${o.node}: ${node.publicIP} on ${node.iface}, backend ${backend.type}, network ${formatNetwork(config.network)}`);
+    if (choice.kind === 'keep') {
+      out.push(`lease: would keep ${formatNetwork(choice.subnet)} (${key} carries this node's PublicIP) and renew it`);
+    } else {
+      const why = previous && formatNetwork({ ...previous, ip: previous.base }) === formatNetwork(choice.subnet) ? `the subnet in ${o.subnetFile}, free` : 'a free subnet, chosen at random';
+      out.push(`lease: would take ${formatNetwork(choice.subnet)} (${why})${choice.stale ? `, after deleting ${choice.stale.key}, which no longer fits the config` : ''}`);
+    }
+    out.push(`  ${key} = ${encodeLeaseAttrs(own.attrs)}${fresh && backend.device ? ' (VtepMAC: a new random one)' : ''}`);
+    out.push(`subnet file: would write ${o.subnetFile} (FLANNEL_SUBNET ${formatNetwork({ ...choice.subnet, ip: choice.subnet.base + 1n })}, FLANNEL_MTU ${backend.mtu})`);
+    const remotes = listing.items.flatMap((kv): Lease[] => {
+      const subnet = parseSubnetKey(kv.key);
+      const attrs = decodeLeaseAttrs(kv.value);
+      if (!subnet || !attrs || kv.key === key || attrs.publicIP === node.publicIP) return [];
+      return [{ subnet, attrs }];
+    });
+    out.push(`remote leases (${remotes.length}): ${remotes.map((l) => `${formatNetwork(l.subnet)} ${l.attrs.publicIP}`).join(', ') || 'none'}`);
+    const desired = backend.desired(own, remotes, { network: config.network, ipMasq: o.ipMasq, forwardRules: o.forwardRules ?? true });
+    const { plan } = reconcile(undefined, desired, await readActual(undefined, desired));
+    if (plan.empty) out.push('the first reconcile would change nothing: the kernel already matches');
+    else out.push('the first reconcile would run:', ...plan.render().split('\n').map((l) => `  ${l}`));
+    return out.join('\n');
+  } finally {
+    await store.close();
+  }
+}
