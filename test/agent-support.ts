@@ -18,7 +18,7 @@ import { installPlugins } from '../src/cli/cni.js';
 import { addAddr, addBridge, addRoute, addVeth, setLink, setSysctl } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
-import { Topology, type ExecResult } from '../src/testing/topo.js';
+import { Topology, type ExecResult } from '../src/topo/topology.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const WEFT = join(ROOT, 'bin', 'weft');
@@ -108,6 +108,12 @@ export class Cluster {
 
   get endpoint(): string {
     return 'http://198.18.0.2:2379';
+  }
+
+  /** etcd loses its data: stopped, its data dir deleted, started again empty at the same address. */
+  async wipeEtcd(): Promise<void> {
+    await this.etcd.stop();
+    this.etcd = await startEtcd({ commandPrefix: this.topo.argv('etcd', []), host: '198.18.0.2' });
   }
 
   private async underlay(): Promise<void> {

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../src/cli/cni.js';
 import { links, addrs, routes, type Link, type LinkAddrs, type Route } from './ipj.js';
-import { Topology, type ExecResult } from '../src/testing/topo.js';
+import { Topology, type ExecResult } from '../src/topo/topology.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const WEFT = join(ROOT, 'bin', 'weft');

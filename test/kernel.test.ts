@@ -10,7 +10,7 @@ import { nftTx } from '../src/kernel/nft.js';
 import * as op from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import * as state from '../src/kernel/state.js';
-import { Topology } from '../src/testing/topo.js';
+import { Topology } from '../src/topo/topology.js';
 import * as ipj from './ipj.js';
 
 let topo: Topology;

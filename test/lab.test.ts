@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
-import { Topology } from '../src/testing/topo.js';
+import { Topology } from '../src/topo/topology.js';
 
 const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 

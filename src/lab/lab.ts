@@ -7,6 +7,7 @@ import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns 
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { installPlugins } from '../cli/cni.js';
+import { LAB_ROOT } from '../util/paths.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 
 /**
@@ -19,7 +20,6 @@ import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type
  * outlives the command that started it; the state file under /run/weft/lab/<lab> records what exists,
  * and `down` removes everything with the lab's prefix whether or not the state file got written.
  */
-export const LAB_ROOT = '/run/weft/lab';
 const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
 const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
 /** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */

@@ -4,15 +4,9 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNetns, deleteNetns, listNetns, netnsPath } from '../kernel/netns.js';
-import { LAB_ROOT } from '../lab/lab.js';
+import { collect } from '../util/proc.js';
+import { LAB_ROOT, TOPO_OWNERS as OWNERS } from '../util/paths.js';
 
-/**
- * Disposable namespace topologies for tests and benchmarks. Every namespace of a run is named
- * `wt<8 hex>-<name>`, the run's owner pid is recorded in OWNERS, and `destroy` (also on exit and on
- * signals) removes them; `sweep` removes what a crashed run left. The root namespace is never
- * changed: everything, the "host" of a CNI test included, is a namespace of the run.
- */
-export const OWNERS = '/run/weft-test';
 /** A run's own namespaces, and those of labs it started under its id (`weft lab up --name <id>[-x]`). */
 const NAME = /^(wt[0-9a-f]{8})-|^wl\.(wt[0-9a-f]{8})[.-]/;
 
@@ -40,6 +34,12 @@ function hookExit(): void {
   }
 }
 
+/**
+ * Disposable namespace topologies for tests and benchmarks. Every namespace of a run is named
+ * `wt<8 hex>-<name>`, the run's owner pid is recorded in OWNERS, and `destroy` (also on exit and on
+ * signals) removes them; `sweep` removes what a crashed run left. The root namespace is never
+ * changed: everything, the "host" of a CNI test included, is a namespace of the run.
+ */
 export class Topology {
   readonly id = `wt${randomBytes(4).toString('hex')}`;
   readonly dir: string;
@@ -81,23 +81,10 @@ export class Topology {
     return short === undefined ? argv : ['ip', 'netns', 'exec', this.name(short), ...argv];
   }
 
-  exec(short: string | undefined, argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ExecResult> {
-    const full = this.argv(short, argv);
-    return new Promise((resolve, reject) => {
-      const child = spawn(full[0]!, full.slice(1), { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout.on('data', (d: Buffer) => out.push(d));
-      child.stderr.on('data', (d: Buffer) => err.push(d));
-      child.on('error', reject);
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
-      });
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(opts.input ?? '');
-    });
+  /** Runs argv inside namespace `short` to its end (killed after `timeoutMs`, default 60 s). */
+  async exec(short: string | undefined, argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<ExecResult> {
+    const r = await collect(this.argv(short, argv), { ...opts, timeoutMs: opts.timeoutMs ?? 60_000 });
+    return { code: r.code ?? 128, stdout: r.stdout, stderr: r.stderr };
   }
 
   /** A long-running process inside namespace `short`, killed by destroy(). */
