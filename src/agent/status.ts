@@ -132,6 +132,11 @@ export function formatStatus(s: AgentStatus, note?: string): string {
     for (const f of d.fdb) out.push(`  fdb ${f.mac} dst ${f.dst} dev ${f.dev}`);
     const fw = d.firewall;
     out.push(`  nft table ip weft: forward ${fw.network}${fw.ipMasq ? ', ip-masq' : ''}${fw.vxlan ? `, VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]` : ''}`);
+    out.push(
+      fw.forwardRules
+        ? `  forward rules: on: other tables' forward chains with policy drop (Docker's ip filter FORWARD) accept ${fw.network} (rules commented "weft forward", removed by --cleanup)`
+        : `  forward rules: off (--no-forward-rules): a forward chain with policy drop in another table drops pod traffic`,
+    );
   }
   if (s.datapath) {
     const c = s.datapath.counters;

@@ -22,6 +22,7 @@ export interface UdpOptions {
 export class UdpBackend implements Backend {
   readonly type = 'udp' as const;
   readonly mtu: number;
+  readonly device = TUN_DEVICE;
 
   constructor(
     private readonly node: NodeInfo,

@@ -1,5 +1,6 @@
 import { KernelError, type ErrorKind } from './errors.js';
-import { collect, type Netns, type RunResult } from './exec.js';
+import { collect, type Collected } from '../util/proc.js';
+import type { Netns } from './exec.js';
 import { nsArgv, type Command } from './ops.js';
 
 /**
@@ -16,15 +17,15 @@ function kindOf(stderr: string): ErrorKind {
   return 'other';
 }
 
-function failure(argv: string[], r: RunResult, op?: string): KernelError {
+function failure(argv: string[], r: Collected, op?: string): KernelError {
   const reason = r.stderr.trim().split('\n').filter((l) => !/^Command failed/.test(l)).join('; ') || `exit ${r.code}`;
   return new KernelError(`${op ?? argv.join(' ')}: ${reason}`, kindOf(r.stderr), op ?? argv.join(' '), undefined, r.stderr);
 }
 
 /** Runs one command in `ns`. */
-export async function runTool(ns: Netns, cmd: Command, op?: string): Promise<RunResult> {
+export async function runTool(ns: Netns, cmd: Command, op?: string): Promise<Collected> {
   const argv = [...nsArgv(ns, cmd.tool), ...cmd.args];
-  const r = await collect(argv, cmd.input);
+  const r = await collect(argv, cmd.input === undefined ? {} : { input: cmd.input });
   if (r.code !== 0) throw failure(argv, r, op);
   return r;
 }
@@ -41,7 +42,7 @@ function batchQuote(word: string): string {
  */
 export async function ipBatch(ns: Netns, cmds: Command[], ops: string[]): Promise<void> {
   const argv = [...nsArgv(ns, 'ip'), '-batch', '-'];
-  const r = await collect(argv, cmds.map((c) => c.args.map(batchQuote).join(' ')).join('\n') + '\n');
+  const r = await collect(argv, { input: cmds.map((c) => c.args.map(batchQuote).join(' ')).join('\n') + '\n' });
   if (r.code === 0) return;
   const m = /Command failed -:(\d+)|^-:(\d+):/m.exec(r.stderr);
   const index = m ? Number(m[1] ?? m[2]) - 1 : 0;
