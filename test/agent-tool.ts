@@ -2,12 +2,15 @@
  * Small network tools the agent tests run inside namespaces (the machines have no ping, nc or
  * socat). `node dist/test/agent-tool.js COMMAND ...`:
  *   serve PORT                 TCP + UDP server: says "from <peer address>" to every client, then echoes
+ *                              (UDP "seq N" datagrams from probe come back unchanged)
  *   tcp HOST PORT              connects, prints the server's first line ("from ...")
  *   udp HOST PORT              sends a datagram, prints the reply
  *   stream HOST PORT           a long-lived TCP flow: a line every 100 ms, prints "ok N" as echoes return
  *   forge DST VNI MAC SRC_IP DST_IP PORT   sends one hand-made VXLAN packet carrying UDP SRC_IP → DST_IP:PORT
  *   forge-udp DST UPORT SRC_IP DST_IP PORT sends one flannel-udp datagram (a raw IPv4 packet) carrying UDP SRC_IP → DST_IP:PORT to DST:UPORT
  *   garbage DST UPORT N                    sends N datagrams of random bytes to DST:UPORT
+ *   probe HOST PORT COUNT MS   sends COUNT numbered UDP datagrams, one every MS ms, to the serve
+ *                              echo; prints "sent N" as it goes and finally "lost L of COUNT: seq,..."
  *   etcd ENDPOINT PREFIX get|del|put KEY [VALUE]
  */
 import { randomBytes } from 'node:crypto';
@@ -30,7 +33,10 @@ function serve(port: number): void {
   });
   const udp = createSocket('udp4');
   udp.on('message', (msg, rinfo) => {
-    process.stdout.write(`got ${rinfo.address} ${msg.toString().trim()}\n`);
+    const text = msg.toString().trim();
+    // A probe's datagrams are echoed as they are (and not logged: there are thousands).
+    if (text.startsWith('seq ')) return void udp.send(text, rinfo.port, rinfo.address);
+    process.stdout.write(`got ${rinfo.address} ${text}\n`);
     udp.send(`from ${rinfo.address}`, rinfo.port, rinfo.address);
   });
   let ready = 0;
@@ -109,6 +115,31 @@ function stream(host: string, port: number): void {
     process.stdout.write('closed\n');
     process.exit(4);
   });
+}
+
+/** Bounded: COUNT datagrams, then 2 s for the last replies; the server answers each one. */
+function probe(host: string, port: number, count: number, everyMs: number): void {
+  const sock = createSocket('udp4');
+  const answered = new Set<number>();
+  let sent = 0;
+  sock.on('message', (msg) => {
+    const m = /seq (\d+)/.exec(msg.toString());
+    if (m) answered.add(Number(m[1]));
+  });
+  sock.on('error', (e) => die(`probe ${host}:${port}: ${e.message}`));
+  const tick = setInterval(() => {
+    if (sent === count) {
+      clearInterval(tick);
+      setTimeout(() => {
+        const lost = Array.from({ length: count }, (_, i) => i).filter((i) => !answered.has(i));
+        process.stdout.write(`lost ${lost.length} of ${count}: ${lost.join(',')}\n`);
+        process.exit(0);
+      }, 2000);
+      return;
+    }
+    sock.send(`seq ${sent++}`, port, host);
+    if (sent % 100 === 0) process.stdout.write(`sent ${sent}\n`);
+  }, everyMs);
 }
 
 const ipBytes = (ip: string) => Buffer.from(ip.split('.').map(Number));
@@ -211,6 +242,9 @@ switch (cmd) {
     break;
   case 'garbage':
     garbage(args[0]!, Number(args[1]), Number(args[2])).catch((e: Error) => die(e.message));
+    break;
+  case 'probe':
+    probe(args[0]!, Number(args[1]), Number(args[2]), Number(args[3]));
     break;
   case 'etcd':
     etcd(args[0]!, args[1]!, args[2]!, args[3]!, args[4]).catch((e: Error) => die(e.message));

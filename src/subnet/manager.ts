@@ -65,7 +65,9 @@ interface RemoteLease {
  *
  * The store can lose its data (etcd restored from nothing, or replaced by a new cluster). A
  * watch would then wait for revisions the new store reaches only much later, so every reconnect
- * lists first: a revision lower than one seen before, or another cluster ID, is a reset. The
+ * lists first: a revision lower than one seen before, another cluster ID, or our own lease
+ * missing from the listing is taken for a reset (a lease that merely expired during an outage is
+ * handled the same way, which costs nothing but a delay before dead nodes' routes go). The
  * manager then writes its own lease back at once (before anything else, so a node joining
  * afterwards sees the subnet taken), lists again and keeps remote leases that are not back yet
  * for a grace period, so their routes do not flap while their nodes write them back.
@@ -289,23 +291,24 @@ export class LeaseManager {
     if (this.stopped) return;
     try {
       let listing = await this.store.list(SUBNETS_PREFIX);
+      const own = this.own;
       const reset =
         listing.clusterId !== this.clusterId
           ? `the store's cluster ID changed from ${this.clusterId} to ${listing.clusterId}`
           : listing.revision < this.lastRevision
             ? `the store's revision went back from ${this.lastRevision} to ${listing.revision}`
-            : undefined;
+            : own && !listing.items.some((kv) => kv.key === own.key)
+              ? `this node's lease ${own.key} was missing when listing again (it expired while the store was out of reach, or the store lost its data)`
+              : undefined;
       if (reset) {
         this.clusterId = listing.clusterId;
         this.lastRevision = listing.revision;
-        if (this.own) this.own.revision = 0;
+        if (own) own.revision = 0;
         for (const key of this.remote.keys()) this.unconfirmed.add(key);
         this.startGrace();
         this.emit({ type: 'reset', reason: reset });
         await this.reassert('reset');
         listing = await this.store.list(SUBNETS_PREFIX);
-      } else if (this.own && listing.revision > this.own.revision && !listing.items.some((kv) => kv.key === this.own!.key)) {
-        await this.reassert('deleted');
       }
       if (this.stopped) return;
       this.applyListing(listing);
