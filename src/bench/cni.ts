@@ -1,10 +1,11 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../cli/cni.js';
-import { Topology } from '../testing/topo.js';
+import { Topology } from '../topo/topology.js';
 import type { DriverInput, Variant, VariantResult } from './cni-driver.js';
-import { table } from './report.js';
+import { table } from '../cli/format.js';
+import { missing, outcome, type Outcome } from './report.js';
 
 const DRIVER = fileURLToPath(new URL('./cni-driver.js', import.meta.url));
 const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
@@ -13,9 +14,10 @@ const REFERENCE_DIR = '/usr/lib/cni';
 export interface CniBenchOptions {
   sequential: number;
   concurrent: number;
+  progress: (step: string) => void;
 }
 
-export interface CniBenchReport {
+export interface CniBenchReport extends Outcome {
   bench: 'cni';
   sequential: number;
   concurrent: number;
@@ -37,6 +39,7 @@ async function waitForSocket(path: string, timeoutMs: number): Promise<void> {
 export async function benchCni(o: CniBenchOptions): Promise<CniBenchReport> {
   const topo = await Topology.create();
   try {
+    o.progress(`creating ${Math.max(o.sequential, o.concurrent) + 1} namespaces`);
     await topo.netns('host');
     const podCount = Math.max(o.sequential, o.concurrent);
     const pods: string[] = [];
@@ -58,22 +61,29 @@ export async function benchCni(o: CniBenchOptions): Promise<CniBenchReport> {
       { label: 'weft served', plugin: join(bin, 'weft'), serverPid: server.pid!, config: { ...common, name: 'served', type: 'weft', bridge: 'cniserved', socket, ipam: { type: 'weft-ipam', ...ipam('10.244.2.0/24') } } },
       { label: 'weft direct', plugin: join(bin, 'weft'), config: { ...common, name: 'direct', type: 'weft', bridge: 'cnidirect', socket: join(topo.dir, 'nobody-listens.sock'), ipam: { type: 'weft-ipam', ...ipam('10.244.3.0/24') } } },
     ];
+    o.progress(`timing ${variants.map((v) => v.label).join(', ')}`);
     const input: DriverInput = { variants, pods, sequential: o.sequential, concurrent: o.concurrent, cniPath: `${bin}:${REFERENCE_DIR}` };
     const res = await topo.exec('host', [process.execPath, DRIVER, JSON.stringify(input)], { timeoutMs: 600_000 });
     if (res.code !== 0) throw new Error(`bench driver failed: ${res.stderr.trim() || res.stdout.trim()}`);
     const results = JSON.parse(res.stdout) as VariantResult[];
     const ref = results[0]!;
+    const rows = results.map((r) => ({
+      ...r,
+      addRatio: r.addP50 / ref.addP50,
+      delRatio: r.delP50 / ref.delP50,
+      cpuRatio: r.cpuPerAddMs / ref.cpuPerAddMs,
+      concurrentRatio: r.concurrentWallMs / ref.concurrentWallMs,
+    }));
+    const served = rows.find((r) => r.label === 'weft served')!;
     return {
       bench: 'cni',
       sequential: o.sequential,
       concurrent: o.concurrent,
-      results: results.map((r) => ({
-        ...r,
-        addRatio: r.addP50 / ref.addP50,
-        delRatio: r.delP50 / ref.delP50,
-        cpuRatio: r.cpuPerAddMs / ref.cpuPerAddMs,
-        concurrentRatio: r.concurrentWallMs / ref.concurrentWallMs,
-      })),
+      results: rows,
+      ...outcome(
+        [{ what: 'weft served ADD p50 vs reference', bar: 'ratio ≤ 1 (beats the reference)', value: served.addRatio, met: served.addRatio <= 1 }],
+        rows.flatMap((r) => missing({ [`${r.label} ADD p50`]: r.addP50, [`${r.label} DEL p50`]: r.delP50, [`${r.label} CPU per ADD`]: r.cpuPerAddMs })),
+      ),
     };
   } finally {
     await topo.destroy();
@@ -86,8 +96,4 @@ export function formatCniReport(r: CniBenchReport): string {
     `weft bench cni: ${r.sequential} sequential pods, ${r.concurrent} concurrent (times in ms; ratios are against the reference, lower is better)`,
     table(['plugin', 'ADD p50', 'ADD p95', 'DEL p50', 'DEL p95', 'CPU/ADD', `${r.concurrent} at once`, 'ADD ratio', 'DEL ratio', 'CPU ratio', 'burst ratio'], rows),
   ].join('\n');
-}
-
-export function writeReport(file: string | undefined, report: object): void {
-  if (file) writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
 }

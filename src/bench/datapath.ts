@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { down, execIn, readState, up, type Backend } from '../lab/lab.js';
-import { Topology } from '../testing/topo.js';
-import { percentile, table } from './report.js';
+import { Topology } from '../topo/topology.js';
+import { table } from '../cli/format.js';
+import { missing, outcome, percentile, type Outcome } from './report.js';
 
 /**
  * Cross-node pod-to-pod TCP throughput (iperf3) and RTT for each backend, against the raw underlay
@@ -55,11 +56,19 @@ async function rtt(ns: string, ip: string, count: number): Promise<number> {
  * Raw and pod runs alternate `rounds` times and each side takes its median, so a burst of load on
  * this 2-core machine moves one sample rather than the ratio.
  */
-export async function benchDatapath(backends: Backend[], seconds: number, rounds: number): Promise<{ bench: 'datapath'; seconds: number; rounds: number; rows: DatapathRow[] }> {
+export interface DatapathReport extends Outcome {
+  bench: 'datapath';
+  seconds: number;
+  rounds: number;
+  rows: DatapathRow[];
+}
+
+export async function benchDatapath(backends: Backend[], seconds: number, rounds: number, progress: (step: string) => void): Promise<DatapathReport> {
   const topo = await Topology.create();
   const rows: DatapathRow[] = [];
   try {
     for (const backend of backends) {
+      progress(`${backend}: a 2-node lab`);
       await up({ name: topo.id, nodes: 2, podsPerNode: 1, backend, progress: () => undefined });
       try {
         const s = readState(topo.id);
@@ -68,6 +77,7 @@ export async function benchDatapath(backends: Backend[], seconds: number, rounds
         const raw: number[] = [];
         const pod: number[] = [];
         for (let i = 0; i < rounds; i++) {
+          progress(`${backend}: round ${i + 1} of ${rounds}, raw then pod (${seconds} s each)`);
           raw.push(await iperf(n2!.ns, n1!.ns, n2!.ip, seconds));
           pod.push(await iperf(p2.ns, p1.ns, p2.ip, seconds));
         }
@@ -77,13 +87,15 @@ export async function benchDatapath(backends: Backend[], seconds: number, rounds
         await down(topo.id);
       }
     }
-    return { bench: 'datapath', seconds, rounds, rows };
+    const bars = rows.map((x) => ({ what: `${x.backend} pod throughput`, bar: BARS[x.backend].bar, goal: BARS[x.backend].goal, value: x.backend === 'udp' ? x.podGbps : x.ratio, met: BARS[x.backend].met(x) }));
+    const problems = rows.flatMap((x) => missing({ [`${x.backend} raw Gbit/s`]: x.rawGbps, [`${x.backend} pod Gbit/s`]: x.podGbps, [`${x.backend} raw RTT`]: x.rawRttMs, [`${x.backend} pod RTT`]: x.podRttMs }));
+    return { bench: 'datapath', seconds, rounds, rows, ...outcome(bars, problems) };
   } finally {
     await topo.destroy();
   }
 }
 
-export function formatDatapathReport(r: Awaited<ReturnType<typeof benchDatapath>>): string {
+export function formatDatapathReport(r: DatapathReport): string {
   const vx = r.rows.find((x) => x.backend === 'vxlan');
   return [
     `weft bench datapath: iperf3 TCP, median of ${r.rounds} alternating ${r.seconds} s runs, node1 pod → node2 pod vs node1 → node2 on the raw underlay (same run)`,

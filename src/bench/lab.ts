@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { netnsPids } from '../kernel/netns.js';
 import { down, readState, up } from '../lab/lab.js';
 import { verify } from '../lab/verify.js';
-import { Topology } from '../testing/topo.js';
-import { percentile, table } from './report.js';
+import { Topology } from '../topo/topology.js';
+import { table } from '../cli/format.js';
+import { missing, outcome, percentile, type Outcome } from './report.js';
 
 export interface LabBenchRow {
   nodes: number;
@@ -28,11 +29,13 @@ function rssMiB(pid: number): number {
 }
 
 /** Brings a lab of the given size up (timed), verifies it (timed), measures memory, and takes it down. */
-async function measure(id: string, nodes: number, podsPerNode: number): Promise<LabBenchRow> {
+async function measure(id: string, nodes: number, podsPerNode: number, progress: (step: string) => void): Promise<LabBenchRow> {
+  progress(`${nodes} nodes x ${podsPerNode} pods: lab up`);
   const started = performance.now();
   await up({ name: id, nodes, podsPerNode, backend: 'vxlan', progress: () => undefined });
   const upSeconds = (performance.now() - started) / 1000;
   try {
+    progress(`${nodes} nodes x ${podsPerNode} pods: verify`);
     const v0 = performance.now();
     const { results } = await verify(id);
     const verifySeconds = (performance.now() - v0) / 1000;
@@ -57,18 +60,33 @@ async function measure(id: string, nodes: number, podsPerNode: number): Promise<
   }
 }
 
-export async function benchLab(sizes: [number, number][]): Promise<{ bench: 'lab'; barUpSeconds3Nodes: number; rows: LabBenchRow[] }> {
+export interface LabBenchReport extends Outcome {
+  bench: 'lab';
+  barUpSeconds3Nodes: number;
+  rows: LabBenchRow[];
+}
+
+const BAR_UP_SECONDS_3_NODES = 20;
+
+export async function benchLab(sizes: [number, number][], progress: (step: string) => void): Promise<LabBenchReport> {
   const topo = await Topology.create();
   try {
     const rows: LabBenchRow[] = [];
-    for (const [nodes, pods] of sizes) rows.push(await measure(topo.id, nodes, pods));
-    return { bench: 'lab', barUpSeconds3Nodes: 20, rows };
+    for (const [nodes, pods] of sizes) rows.push(await measure(topo.id, nodes, pods, progress));
+    const bars = rows
+      .filter((x) => x.nodes === 3)
+      .map((x) => ({ what: `lab up, 3 nodes x ${x.podsPerNode} pods (s)`, bar: `≤ ${BAR_UP_SECONDS_3_NODES} s`, value: x.upSeconds, met: x.upSeconds <= BAR_UP_SECONDS_3_NODES }));
+    const problems = rows.flatMap((x) => [
+      ...(x.failed > 0 ? [`verify failed ${x.failed} of ${x.checks} checks on ${x.nodes} nodes x ${x.podsPerNode} pods`] : []),
+      ...missing({ [`agent RSS at ${x.nodes} nodes`]: x.agentRssMiBP50 }),
+    ]);
+    return { bench: 'lab', barUpSeconds3Nodes: BAR_UP_SECONDS_3_NODES, rows, ...outcome(bars, problems) };
   } finally {
     await topo.destroy();
   }
 }
 
-export function formatLabReport(r: Awaited<ReturnType<typeof benchLab>>): string {
+export function formatLabReport(r: LabBenchReport): string {
   return [
     `weft bench lab: time to a ready lab and memory (RSS, MiB); the bar for 3 nodes is ${r.barUpSeconds3Nodes} s`,
     table(

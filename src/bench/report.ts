@@ -1,4 +1,26 @@
-/** Shared benchmark output: a plain text table for people, then one JSON line for tools. */
+/**
+ * What every bench report has besides its figures: the bars, each met or not (a noisy ratio never
+ * fails the run), and the problems that make the run itself broken (a failed verify, a missing figure),
+ * which make `weft bench` exit 1.
+ */
+export interface Bar {
+  what: string;
+  /** The bar as people read it, e.g. "p95 ≤ 100 ms" or "≥ 0.75 of raw". */
+  bar: string;
+  value: number;
+  met: boolean;
+  goal?: string;
+}
+
+export interface Outcome {
+  ok: boolean;
+  problems: string[];
+  bars: Bar[];
+}
+
+export function outcome(bars: Bar[], problems: string[]): Outcome {
+  return { ok: problems.length === 0, problems, bars };
+}
 
 export function percentile(samples: number[], p: number): number {
   if (samples.length === 0) return NaN;
@@ -7,14 +29,9 @@ export function percentile(samples: number[], p: number): number {
   return sorted[idx]!;
 }
 
-export function table(headers: string[], rows: (string | number)[][]): string {
-  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
-  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n');
-}
-
-function fmt(n: number): string {
-  if (!Number.isFinite(n)) return '-';
-  return Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
+/** The names of figures that came out missing or not a number: a broken measurement, not a slow one. */
+export function missing(figures: Record<string, number>): string[] {
+  return Object.entries(figures)
+    .filter(([, v]) => !Number.isFinite(v))
+    .map(([k]) => `${k} was not measured`);
 }

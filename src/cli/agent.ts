@@ -1,120 +1,121 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { Agent, cleanup } from '../agent/agent.js';
-import { createLogger, type Level } from '../agent/log.js';
-import { AgentError } from '../agent/node.js';
-import { formatStatus, readStatus } from '../agent/status.js';
-import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
-import { NetworkConfigError, parseNetworkConfig } from '../subnet/config.js';
-import { CONFIG_KEY } from '../subnet/lease.js';
+import type { Level } from '../agent/log.js';
+import type { EtcdTlsOptions } from '../store/etcd.js';
+import { JSON_OPTION, type Args, type CommandSpec, type OptionSpec } from './command.js';
+import { print, printJson, warn } from './output.js';
 import { UsageError } from './usage.js';
 
 const DEFAULT_PREFIX = '/coreos.com/network';
 const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
-const ETCD_OPTIONS = {
-  'etcd-endpoints': { type: 'string' },
-  'etcd-prefix': { type: 'string', default: DEFAULT_PREFIX },
-  'etcd-cafile': { type: 'string' },
-  'etcd-certfile': { type: 'string' },
-  'etcd-keyfile': { type: 'string' },
-} as const;
+const ETCD_OPTIONS: OptionSpec[] = [
+  { name: 'etcd-endpoints', value: 'URL[,URL]', description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
+  { name: 'etcd-prefix', value: 'PREFIX', default: DEFAULT_PREFIX, description: 'key prefix (flannel\'s)' },
+  { name: 'etcd-cafile', value: 'FILE', description: 'CA that signed the etcd server (turns on TLS)' },
+  { name: 'etcd-certfile', value: 'FILE', description: 'client certificate (with --etcd-keyfile and --etcd-cafile)' },
+  { name: 'etcd-keyfile', value: 'FILE', description: 'client key (with --etcd-certfile)' },
+];
 
-type EtcdValues = { 'etcd-endpoints'?: string; 'etcd-prefix'?: string; 'etcd-cafile'?: string; 'etcd-certfile'?: string; 'etcd-keyfile'?: string };
-
-function etcdOf(v: EtcdValues, command: string): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
-  const endpoints = (v['etcd-endpoints'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+function etcdOf(a: Args, command: string): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
+  const endpoints = (a.str('etcd-endpoints') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (endpoints.length === 0) throw new UsageError(`${command} needs --etcd-endpoints URL[,URL] (e.g. http://127.0.0.1:2379)`);
-  if ((v['etcd-certfile'] === undefined) !== (v['etcd-keyfile'] === undefined)) {
-    throw new UsageError('give both --etcd-certfile and --etcd-keyfile, or neither');
-  }
-  if (v['etcd-certfile'] && !v['etcd-cafile']) throw new UsageError('--etcd-certfile needs --etcd-cafile (the CA that signed the etcd server)');
-  const tls: EtcdTlsOptions | undefined = v['etcd-cafile']
-    ? { caFile: v['etcd-cafile'], ...(v['etcd-certfile'] ? { certFile: v['etcd-certfile'], keyFile: v['etcd-keyfile']! } : {}) }
-    : undefined;
-  return { endpoints, prefix: v['etcd-prefix'] ?? DEFAULT_PREFIX, ...(tls ? { tls } : {}) };
+  const [ca, cert, key] = [a.str('etcd-cafile'), a.str('etcd-certfile'), a.str('etcd-keyfile')];
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('give both --etcd-certfile and --etcd-keyfile, or neither');
+  if (cert && !ca) throw new UsageError('--etcd-certfile needs --etcd-cafile (the CA that signed the etcd server)');
+  const tls: EtcdTlsOptions | undefined = ca ? { caFile: ca, ...(cert ? { certFile: cert, keyFile: key! } : {}) } : undefined;
+  return { endpoints, prefix: a.str('etcd-prefix')!, ...(tls ? { tls } : {}) };
 }
 
-const AGENT_USAGE = `weft agent: the per-node daemon (flanneld-compatible)
-
-  weft agent --node NAME --etcd-endpoints URL[,URL] --subnet-file PATH --state-dir DIR
-             [--iface DEV] [--public-ip IP] [--etcd-prefix /coreos.com/network]
-             [--etcd-cafile F --etcd-certfile F --etcd-keyfile F] [--lease-ttl SECONDS]
-             [--resync SECONDS] [--cni-socket PATH] [--no-ip-masq]
-             [--log-format text|json] [--log-level debug|info|warn|error]
-  weft agent --cleanup [--subnet-file PATH]      remove the devices, routes and rules it programmed
-  weft agent status --state-dir DIR [--json]     own lease, remote leases, desired vs programmed`;
-
-export async function agentCommand(argv: string[]): Promise<number> {
-  if (argv[0] === 'status') return statusCommand(argv.slice(1));
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      ...ETCD_OPTIONS,
-      node: { type: 'string' },
-      iface: { type: 'string' },
-      'public-ip': { type: 'string' },
-      'subnet-file': { type: 'string', default: DEFAULT_SUBNET_FILE },
-      'state-dir': { type: 'string' },
-      'lease-ttl': { type: 'string' },
-      resync: { type: 'string', default: '10' },
-      'cni-socket': { type: 'string' },
-      'no-ip-masq': { type: 'boolean' },
-      cleanup: { type: 'boolean' },
-      'log-format': { type: 'string', default: 'text' },
-      'log-level': { type: 'string', default: 'info' },
-      help: { type: 'boolean', short: 'h' },
+export const agentCommands: CommandSpec[] = [
+  {
+    path: ['agent'],
+    summary: 'the node agent (flanneld-compatible)',
+    details: 'SIGTERM or SIGINT stops it; the routes stay, so pod traffic survives a restart.',
+    options: [
+      { name: 'node', value: 'NAME', required: true, brief: true, description: 'this node\'s name (kept in its lease)' },
+      { name: 'etcd-endpoints', value: 'URL[,URL]', required: true, brief: true, description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
+      { name: 'state-dir', value: 'DIR', required: true, brief: true, description: 'for the status socket and the VtepMAC' },
+      ...ETCD_OPTIONS.slice(1),
+      { name: 'subnet-file', value: 'PATH', default: DEFAULT_SUBNET_FILE, description: 'where to write flannel\'s subnet.env' },
+      { name: 'iface', value: 'DEV', description: 'the underlay interface (default: the one with the default route)' },
+      { name: 'public-ip', value: 'IP', description: 'the address other nodes reach this one at (default: --iface\'s)' },
+      { name: 'lease-ttl', value: 'SECONDS', int: { min: 2, max: 86_400 * 365 }, description: 'the lease\'s time to live (default: 24 h, as flannel)' },
+      { name: 'resync', value: 'SECONDS', number: { min: 0.1 }, default: '10', description: 'how often to compare the kernel with the desired state' },
+      { name: 'cni-socket', value: 'PATH', description: 'also serve CNI requests on this socket (the fast path)' },
+      { name: 'no-ip-masq', description: 'do not masquerade pod traffic leaving the Network' },
+      { name: 'no-forward-rules', description: 'do not make other tables\' forward hooks pass the pod Network (flannel\'s --iptables-forward-rules=false)' },
+      { name: 'dry-run', description: 'print the lease it would take and the plan the first reconcile would apply; change nothing' },
+      { name: 'log-format', value: 'FORMAT', choices: ['text', 'json'], default: 'text', description: 'log lines on stderr' },
+      { name: 'log-level', value: 'LEVEL', choices: ['debug', 'info', 'warn', 'error'], default: 'info', description: 'least severe level logged' },
+      { name: 'cleanup', mode: 'remove what the agent programmed', description: 'remove what the agent programmed (read from --subnet-file) and, with --etcd-endpoints, release its lease' },
+    ],
+    run: agentCommand,
+  },
+  {
+    path: ['agent', 'status'],
+    summary: 'its lease, remote leases, desired vs programmed',
+    options: [{ name: 'state-dir', value: 'DIR', required: true, description: 'the agent\'s --state-dir' }, JSON_OPTION],
+    run: async (a) => {
+      const { formatStatus, readStatus } = await import('../agent/status.js');
+      const { status, note } = await readStatus(a.str('state-dir')!);
+      if (a.bool('json')) printJson(note ? { ...status, note } : status);
+      else print(formatStatus(status, note));
+      return 0;
     },
-  });
-  if (values.help) {
-    console.log(AGENT_USAGE);
-    return 0;
-  }
-  const format = values['log-format'];
-  const level = values['log-level'];
-  if (format !== 'text' && format !== 'json') throw new UsageError('--log-format is text or json');
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError('--log-level is debug, info, warn or error');
-  const log = createLogger({ format, level: level as Level, ...(values.node ? { base: { node: values.node } } : {}) });
+  },
+  {
+    path: ['network', 'init'],
+    summary: 'check the network config, write it to etcd',
+    options: [
+      { name: 'config', value: 'JSON|FILE', required: true, description: 'flannel\'s net-conf.json, inline or a file, e.g. \'{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}\'' },
+      { ...ETCD_OPTIONS[0]!, required: true },
+      ...ETCD_OPTIONS.slice(1),
+      { name: 'force', description: 'replace a different config already there (strands running pods)' },
+    ],
+    run: networkInit,
+  },
+];
 
-  if (values.cleanup) {
-    const lease = values['etcd-endpoints']
-      ? {
-          etcd: etcdOf(values, 'agent --cleanup'),
-          node: values.node ?? '',
-          ...(values.iface ? { iface: values.iface } : {}),
-          ...(values['public-ip'] ? { publicIP: values['public-ip'] } : {}),
-        }
-      : undefined;
-    const changes = await cleanup(values['subnet-file'], log, lease);
+async function agentCommand(a: Args): Promise<number> {
+  const format = a.str('log-format') as 'text' | 'json';
+  const node = a.str('node');
+  const { createLogger } = await import('../agent/log.js');
+  const { Agent } = await import('../agent/agent.js');
+  const { cleanup } = await import('../agent/cleanup.js');
+  const log = createLogger({ format, level: a.str('log-level') as Level, ...(node ? { base: { node } } : {}) });
+  const iface = a.str('iface');
+  const publicIP = a.str('public-ip');
+  if (a.bool('cleanup')) {
+    const lease = a.str('etcd-endpoints') ? { etcd: etcdOf(a, 'agent --cleanup'), node: node ?? '', ...(iface ? { iface } : {}), ...(publicIP ? { publicIP } : {}) } : undefined;
+    const changes = await cleanup(a.str('subnet-file')!, log, lease);
     if (changes.length === 0) log.info('nothing to clean up');
     return 0;
   }
-  if (!values.node) throw new UsageError('agent needs --node NAME');
-  if (!values['state-dir']) throw new UsageError('agent needs --state-dir DIR (for its status socket and VtepMAC)');
-  const seconds = (flag: string, text: string | undefined, min: number): number | undefined => {
-    if (text === undefined) return undefined;
-    const n = Number(text);
-    if (!Number.isFinite(n) || n < min) throw new UsageError(`${flag} must be a number of seconds, at least ${min}`);
-    return n;
-  };
-  const ttl = seconds('--lease-ttl', values['lease-ttl'], 2);
-  if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--lease-ttl must be a whole number of seconds');
-  const etcd = etcdOf(values, 'agent');
+  const etcd = etcdOf(a, 'agent');
+  const ttl = a.num('lease-ttl');
+  const cniSocket = a.str('cni-socket');
   const agent = new Agent({
-    node: values.node,
-    ...(values.iface ? { iface: values.iface } : {}),
-    ...(values['public-ip'] ? { publicIP: values['public-ip'] } : {}),
+    node: node!,
+    ...(iface ? { iface } : {}),
+    ...(publicIP ? { publicIP } : {}),
     etcdEndpoints: etcd.endpoints,
     etcdPrefix: etcd.prefix,
     ...(etcd.tls ? { etcdTls: etcd.tls } : {}),
-    subnetFile: values['subnet-file'],
-    stateDir: values['state-dir'],
+    subnetFile: a.str('subnet-file')!,
+    stateDir: a.str('state-dir')!,
     ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),
-    resyncSeconds: seconds('--resync', values.resync, 0.1)!,
-    ...(values['cni-socket'] ? { cniSocket: values['cni-socket'] } : {}),
-    ipMasq: !values['no-ip-masq'],
+    resyncSeconds: a.num('resync')!,
+    ...(cniSocket ? { cniSocket } : {}),
+    ipMasq: !a.bool('no-ip-masq'),
+    forwardRules: !a.bool('no-forward-rules'),
+    dryRun: a.bool('dry-run'),
     log,
   });
+  if (a.bool('dry-run')) {
+    await agent.start();
+    await agent.stop();
+    return 0;
+  }
   let signalled: (sig: string) => void = () => undefined;
   const signal = new Promise<string>((resolve) => (signalled = resolve));
   const onSignal = (sig: NodeJS.Signals) => signalled(sig);
@@ -137,20 +138,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function statusCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { 'state-dir': { type: 'string' }, json: { type: 'boolean' } } });
-  if (!values['state-dir']) throw new UsageError('agent status needs --state-dir DIR (the agent\'s)');
-  const { status, note } = await readStatus(values['state-dir']);
-  console.log(values.json ? JSON.stringify(note ? { ...status, note } : status, null, 2) : formatStatus(status, note));
-  return 0;
-}
-
-export async function networkCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'init') throw new UsageError(`unknown network command "${sub ?? ''}"; try: weft network init --config JSON|FILE --etcd-endpoints URL`);
-  const { values } = parseArgs({ args: rest, options: { ...ETCD_OPTIONS, config: { type: 'string' }, force: { type: 'boolean' } } });
-  const arg = values.config;
-  if (!arg) throw new UsageError('network init needs --config JSON|FILE, e.g. --config \'{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}\'');
+async function networkInit(a: Args): Promise<number> {
+  const arg = a.str('config')!;
+  const { NetworkConfigError, parseNetworkConfig } = await import('../subnet/config.js');
   let text = arg;
   if (!arg.trimStart().startsWith('{')) {
     if (!existsSync(arg)) throw new UsageError(`--config ${arg} is neither JSON (it does not start with "{") nor an existing file`);
@@ -160,12 +150,14 @@ export async function networkCommand(argv: string[]): Promise<number> {
     parseNetworkConfig(text);
   } catch (err) {
     if (err instanceof NetworkConfigError) {
-      console.error(`weft: ${err.message}${err.field ? ` [field ${err.field}]` : ''}`);
+      warn(`weft: ${err.message}${err.field ? ` [field ${err.field}]` : ''}`);
       return 1;
     }
     throw err;
   }
-  const etcd = etcdOf(values, 'network init');
+  const etcd = etcdOf(a, 'network init');
+  const { EtcdStore } = await import('../store/etcd.js');
+  const { CONFIG_KEY } = await import('../subnet/lease.js');
   const store = new EtcdStore({ endpoints: etcd.endpoints, prefix: etcd.prefix, ...(etcd.tls ? { tls: etcd.tls } : {}) });
   try {
     const existing = await store.get(CONFIG_KEY);
@@ -176,21 +168,20 @@ export async function networkCommand(argv: string[]): Promise<number> {
       } catch {
         // the stored config is invalid: replacing it needs --force too
       }
-      if (!same && !values.force) {
-        console.error(`weft: ${etcd.prefix}/${CONFIG_KEY} already holds a different config:\n${existing.value}\nchanging the network under running nodes strands their pods; pass --force to replace it`);
+      if (!same && !a.bool('force')) {
+        warn(`weft: ${etcd.prefix}/${CONFIG_KEY} already holds a different config:\n${existing.value}\nchanging the network under running nodes strands their pods; pass --force to replace it`);
         return 1;
       }
     }
     if (existing?.value === text) {
-      console.log(`${etcd.prefix}/${CONFIG_KEY} already holds this config`);
+      print(`${etcd.prefix}/${CONFIG_KEY} already holds this config`);
       return 0;
     }
     await store.put(CONFIG_KEY, text);
-    console.log(`wrote ${etcd.prefix}/${CONFIG_KEY}`);
+    print(`wrote ${etcd.prefix}/${CONFIG_KEY}`);
     return 0;
   } finally {
     await store.close();
   }
 }
 
-export { AgentError };

@@ -1,59 +1,95 @@
-import { parseArgs } from 'node:util';
-import { benchCni, formatCniReport, writeReport } from '../bench/cni.js';
-import { benchLab, formatLabReport } from '../bench/lab.js';
-import { benchConverge, formatConvergeReport } from '../bench/converge.js';
-import { benchDatapath, formatDatapathReport } from '../bench/datapath.js';
+import { writeFileSync } from 'node:fs';
+import type { Outcome } from '../bench/report.js';
 import type { Backend } from '../lab/lab.js';
-import { UsageError } from './usage.js';
+import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
+import { table } from './format.js';
+import { print, printJson, progressTo } from './output.js';
 
-const count = (v: string | undefined, name: string, dflt: number): number => {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 500) throw new UsageError(`--${name} takes a whole number from 1 to 500`);
-  return n;
-};
+const QUICK: OptionSpec = { name: 'quick', brief: true, description: 'a small, fast run (a smoke test, not a measurement)' };
+const REPORT: OptionSpec = { name: 'report', value: 'FILE', description: 'also write the report as JSON to FILE' };
+const SIZE = { min: 1, max: 500 };
 
-export async function benchCommand(argv: string[]): Promise<number> {
-  const [which, ...rest] = argv;
-  switch (which) {
-    case 'cni': {
-      const { values } = parseArgs({ args: rest, options: { pods: { type: 'string' }, concurrent: { type: 'string' }, quick: { type: 'boolean' }, json: { type: 'string' } } });
-      const report = await benchCni({
-        sequential: count(values.pods, 'pods', values.quick ? 5 : 100),
-        concurrent: count(values.concurrent, 'concurrent', values.quick ? 4 : 32),
-      });
-      console.log(formatCniReport(report));
-      console.log(JSON.stringify(report));
-      writeReport(values.json, report);
-      return 0;
-    }
-    case 'lab': {
-      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, json: { type: 'string' } } });
-      const report = await benchLab(values.quick ? [[2, 1]] : [[3, 2], [20, 10]]);
-      console.log(formatLabReport(report));
-      console.log(JSON.stringify(report));
-      writeReport(values.json, report);
-      return 0;
-    }
-    case 'datapath': {
-      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, seconds: { type: 'string' }, rounds: { type: 'string' }, backends: { type: 'string', default: 'vxlan,host-gw,udp' }, json: { type: 'string' } } });
-      const backends = values.backends.split(',') as Backend[];
-      if (backends.some((b) => !['vxlan', 'host-gw', 'udp'].includes(b))) throw new UsageError('--backends is a comma list of vxlan, host-gw, udp');
-      const report = await benchDatapath(backends, count(values.seconds, 'seconds', values.quick ? 1 : 5), count(values.rounds, 'rounds', values.quick ? 1 : 3));
-      console.log(formatDatapathReport(report));
-      console.log(JSON.stringify(report));
-      writeReport(values.json, report);
-      return 0;
-    }
-    case 'converge': {
-      const { values } = parseArgs({ args: rest, options: { quick: { type: 'boolean' }, nodes: { type: 'string' }, rounds: { type: 'string' }, json: { type: 'string' } } });
-      const report = await benchConverge(count(values.nodes, 'nodes', values.quick ? 3 : 10), count(values.rounds, 'rounds', values.quick ? 3 : 20));
-      console.log(formatConvergeReport(report));
-      console.log(JSON.stringify(report));
-      writeReport(values.json, report);
-      return 0;
-    }
-    default:
-      throw new UsageError(`unknown bench "${which ?? ''}" (available: cni, datapath, converge, lab)`);
+/**
+ * Prints a bench's report (its table and its bars, or JSON with --json), writes --report, and
+ * exits 1 only when the run is broken; a bar not met is reported, not an error.
+ */
+function finish<R extends Outcome>(a: Args, report: R, format: (r: R) => string): number {
+  if (a.bool('json')) printJson(report);
+  else {
+    print(format(report));
+    if (report.bars.length) print(`\n${table(['bar', 'value', 'needed', 'met'], report.bars.map((b) => [b.what, b.value, b.bar, b.met ? 'yes' : 'NO']))}`);
+    for (const p of report.problems) print(`broken: ${p}`);
   }
+  const file = a.str('report');
+  if (file) writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  return report.ok ? 0 : 1;
 }
+
+/** A number option whose default depends on --quick. */
+const sized = (a: Args, name: string, full: number, quick: number) => a.num(name) ?? (a.bool('quick') ? quick : full);
+
+export const benchGroup: GroupSpec = { path: ['bench'], summary: 'measure Weft against a reference in the same run (a table, or JSON with --json)' };
+
+export const benchCommands: CommandSpec[] = [
+  {
+    path: ['bench', 'cni'],
+    summary: 'CNI ADD/DEL latency and CPU vs the reference plugins',
+    options: [
+      QUICK,
+      { name: 'pods', value: 'N', int: SIZE, brief: true, description: 'sequential ADDs and DELs per plugin (default: 100, or 5 with --quick)' },
+      { name: 'concurrent', value: 'N', int: SIZE, description: 'ADDs at once in the burst (default: 32, or 4 with --quick)' },
+      JSON_OPTION,
+      REPORT,
+    ],
+    run: async (a) => {
+      const progress = progressTo(a.bool('json'));
+      const { benchCni, formatCniReport } = await import('../bench/cni.js');
+      const report = await benchCni({ sequential: sized(a, 'pods', 100, 5), concurrent: sized(a, 'concurrent', 32, 4), progress });
+      return finish(a, report, formatCniReport);
+    },
+  },
+  {
+    path: ['bench', 'datapath'],
+    summary: 'pod-to-pod throughput and RTT vs the raw underlay',
+    options: [
+      QUICK,
+      { name: 'backends', value: 'LIST', listOf: ['vxlan', 'host-gw', 'udp'], default: 'vxlan,host-gw,udp', brief: true, description: 'the backends to measure' },
+      { name: 'seconds', value: 'S', int: { min: 1, max: 60 }, description: 'length of each iperf3 run (default: 5, or 1 with --quick)' },
+      { name: 'rounds', value: 'N', int: { min: 1, max: 50 }, description: 'alternating raw and pod runs; each side takes the median (default: 3, or 1 with --quick)' },
+      JSON_OPTION,
+      REPORT,
+    ],
+    run: async (a) => {
+      const { benchDatapath, formatDatapathReport } = await import('../bench/datapath.js');
+      const report = await benchDatapath(a.list('backends') as Backend[], sized(a, 'seconds', 5, 1), sized(a, 'rounds', 3, 1), progressTo(a.bool('json')));
+      return finish(a, report, formatDatapathReport);
+    },
+  },
+  {
+    path: ['bench', 'converge'],
+    summary: 'time until every node has a new lease\'s route',
+    options: [
+      QUICK,
+      { name: 'nodes', value: 'N', int: { min: 2, max: 100 }, brief: true, description: 'nodes in the lab (default: a lab of 10, then one of 30; 3 with --quick)' },
+      { name: 'rounds', value: 'N', int: SIZE, description: 'leases added and removed (default: 20, or 3 with --quick)' },
+      JSON_OPTION,
+      REPORT,
+    ],
+    run: async (a) => {
+      const { benchConverge, formatConvergeReport } = await import('../bench/converge.js');
+      const report = await benchConverge(a.num('nodes') !== undefined ? [a.num('nodes')!] : a.bool('quick') ? [3] : [10, 30], sized(a, 'rounds', 20, 3), progressTo(a.bool('json')));
+      return finish(a, report, formatConvergeReport);
+    },
+  },
+  {
+    path: ['bench', 'lab'],
+    summary: 'time to a ready lab and its memory (3x2, 20x10 nodes x pods)',
+    details: 'A failed verify check makes the run broken (exit 1).',
+    options: [QUICK, JSON_OPTION, REPORT],
+    run: async (a) => {
+      const { benchLab, formatLabReport } = await import('../bench/lab.js');
+      const report = await benchLab(a.bool('quick') ? [[2, 1]] : [[3, 2], [20, 10]], progressTo(a.bool('json')));
+      return finish(a, report, formatLabReport);
+    },
+  },
+];

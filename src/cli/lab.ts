@@ -1,11 +1,14 @@
-import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
-import { table } from '../bench/report.js';
-import { addNode, addPod, down, readState, removeNode, removePod, up, validateLabName, type Backend, type LabState } from '../lab/lab.js';
-import { formatVerify, verify } from '../lab/verify.js';
+import type { Backend, LabState } from '../lab/lab.js';
+import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
+import { table } from './format.js';
+import { print, printJson, progressTo } from './output.js';
 import { UsageError } from './usage.js';
 
-const nameOption = { name: { type: 'string', default: 'weft' } } as const;
+/** The lab library, loaded when a command runs (help and usage errors need none of it). */
+const lab = () => import('../lab/lab.js');
+
+const NAME: OptionSpec = { name: 'name', value: 'LAB', default: 'weft', check: async (name) => (await lab()).validateLabName(name), description: 'which lab' };
 
 function summary(s: LabState): string {
   return [
@@ -28,96 +31,143 @@ function nextSteps(s: LabState): string {
   ].join('\n');
 }
 
-function count(v: string | undefined, flag: string, dflt: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} takes a whole number`);
-  return n;
+/** Prints `value` as JSON with --json, else the text. */
+function result(a: Args, value: unknown, text: () => string): number {
+  if (a.bool('json')) printJson(value);
+  else print(text());
+  return 0;
 }
 
-export async function labCommand(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  switch (sub) {
-    case 'up': {
-      const { values } = parseArgs({ args: rest, options: { ...nameOption, nodes: { type: 'string' }, 'pods-per-node': { type: 'string' }, backend: { type: 'string', default: 'vxlan' }, mode: { type: 'string', default: 'overlay' } } });
-      if (!['vxlan', 'host-gw', 'udp'].includes(values.backend)) throw new UsageError('--backend is vxlan, host-gw or udp');
-      if (values.mode !== 'overlay' && values.mode !== 'underlay') throw new UsageError('--mode is overlay (pods behind the agent\'s backend) or underlay (macvlan pods on the node network)');
+export const labGroup: GroupSpec = { path: ['lab'], summary: 'a whole cluster network on this machine, in network namespaces' };
+export const labPodGroup: GroupSpec = { path: ['lab', 'pod'], summary: 'add or remove a pod through the CNI plugin' };
+export const labNodeGroup: GroupSpec = { path: ['lab', 'node'], summary: 'a node joins or leaves the lab' };
+
+export const labCommands: CommandSpec[] = [
+  {
+    path: ['lab', 'up'],
+    summary: 'a cluster network on this machine, in namespaces',
+    options: [
+      { name: 'nodes', value: 'N', int: { min: 1, max: 200 }, default: '3', brief: true, description: 'nodes, each with its own weft agent' },
+      { name: 'pods-per-node', value: 'M', int: { min: 0, max: 50 }, default: '2', brief: true, description: 'pods on each node' },
+      { name: 'backend', value: 'TYPE', choices: ['vxlan', 'host-gw', 'udp'], default: 'vxlan', brief: true, description: 'how the agents carry pod traffic between nodes' },
+      { name: 'mode', value: 'MODE', choices: ['overlay', 'underlay'], default: 'overlay', description: 'overlay: pods behind the agents\' backend; underlay: macvlan pods on the node network' },
+      NAME,
+      JSON_OPTION,
+    ],
+    run: async (a) => {
+      const name = a.str('name')!;
+      const say = progressTo(a.bool('json'));
       const started = performance.now();
-      console.log(`Creating lab "${values.name}"`);
+      say(`Creating lab "${name}"`);
+      const { up } = await lab();
       const s = await up({
-        name: values.name,
-        nodes: count(values.nodes, '--nodes', 3),
-        podsPerNode: count(values['pods-per-node'], '--pods-per-node', 2),
-        backend: values.mode === 'underlay' ? 'macvlan' : (values.backend as Backend),
-        progress: (step, ms) => console.log(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
+        name,
+        nodes: a.num('nodes')!,
+        podsPerNode: a.num('pods-per-node')!,
+        backend: a.str('mode') === 'underlay' ? 'macvlan' : (a.str('backend') as Backend),
+        progress: (step, ms) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       });
-      console.log(`Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}\n\n${nextSteps(s)}`);
-      return 0;
-    }
-    case 'down': {
-      const { values } = parseArgs({ args: rest, options: nameOption });
-      const gone = await down(values.name);
-      console.log(gone.length ? `removed lab "${values.name}" (${gone.length} namespaces)` : `no lab "${values.name}" was running; nothing to remove`);
-      return 0;
-    }
-    case 'status': {
-      const { values } = parseArgs({ args: rest, options: { ...nameOption, json: { type: 'boolean' } } });
-      const s = readState(values.name);
+      return result(a, s, () => `Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}\n\n${nextSteps(s)}`);
+    },
+  },
+  {
+    path: ['lab', 'status'],
+    summary: 'the lab\'s nodes, subnets and pods',
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const s = (await lab()).readState(a.str('name')!);
       const etcd = s.backend === 'macvlan' ? '' : `, etcd ${s.etcd.endpoint}`;
-      console.log(values.json ? JSON.stringify(s, null, 2) : `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
-      return 0;
-    }
-    case 'exec': {
-      const dash = rest.indexOf('--');
-      if (dash < 0) throw new UsageError('lab exec needs: NODE|POD -- COMMAND');
-      const { values, positionals } = parseArgs({ args: rest.slice(0, dash), allowPositionals: true, options: nameOption });
-      const s = readState(values.name);
-      const target = positionals[0];
+      return result(a, s, () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
+    },
+  },
+  {
+    path: ['lab', 'down'],
+    summary: 'remove the lab: every process and namespace it made',
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const name = a.str('name')!;
+      const gone = await (await lab()).down(name);
+      return result(a, { lab: name, removed: gone }, () => (gone.length ? `removed lab "${name}" (${gone.length} namespaces)` : `no lab "${name}" was running; nothing to remove`));
+    },
+  },
+  {
+    path: ['lab', 'exec'],
+    summary: 'run a command in a node or pod (names become IPs)',
+    positionals: [{ name: 'NODE|POD' }],
+    passthrough: 'COMMAND',
+    details: 'Exits with the command\'s exit status.',
+    options: [NAME],
+    run: async (a) => {
+      const s = (await lab()).readState(a.str('name')!);
+      const target = a.positionals[0]!;
       const where = s.nodes.find((n) => n.name === target) ?? s.pods.find((p) => p.name === target);
-      if (!where || positionals.length !== 1) throw new UsageError(`lab exec needs one node or pod name; this lab has ${[...s.nodes, ...s.pods].map((x) => x.name).join(', ')}`);
+      if (!where) throw new UsageError(`lab "${s.name}" has no node or pod "${target}"; it has ${[...s.nodes, ...s.pods].map((x) => x.name).join(', ')}`);
       // Names of pods and nodes in the command become their IPs, as in Mininet.
       const ips = new Map<string, string>([...s.nodes.map((n) => [n.name, n.ip] as const), ...s.pods.map((p) => [p.name, p.ip] as const)]);
-      const cmd = rest.slice(dash + 1).map((a) => ips.get(a) ?? a);
-      if (cmd.length === 0) throw new UsageError('lab exec needs a command after --');
-      const r = spawnSync('ip', ['netns', 'exec', where.ns, ...cmd], { stdio: 'inherit' });
+      const r = spawnSync('ip', ['netns', 'exec', where.ns, ...a.rest.map((x) => ips.get(x) ?? x)], { stdio: 'inherit' });
       return r.status ?? 1;
-    }
-    case 'pod':
-    case 'node': {
-      const [action, ...more] = rest;
-      const { values, positionals } = parseArgs({ args: more, allowPositionals: true, options: { ...nameOption, node: { type: 'string' } } });
-      const s = readState(values.name);
-      const target = positionals[0];
-      if (sub === 'pod' && action === 'add') {
-        if (!target || !values.node) throw new UsageError('lab pod add needs NAME --node NODE');
-        const p = await addPod(s, target, values.node);
-        console.log(`pod ${p.name} is up on ${p.node} with IP ${p.ip}`);
-      } else if (sub === 'pod' && action === 'rm') {
-        if (!target) throw new UsageError('lab pod rm needs NAME');
-        await removePod(s, target);
-        console.log(`pod ${target} removed`);
-      } else if (sub === 'node' && action === 'add') {
-        const name = target ?? `node${Math.max(0, ...s.nodes.map((n) => Number(n.name.replace(/\D/g, '')) || 0)) + 1}`;
-        const n = await addNode(s, name);
-        console.log(`node ${n.name} joined at ${n.ip} with subnet ${n.subnet}`);
-      } else if (sub === 'node' && action === 'rm') {
-        if (!target) throw new UsageError('lab node rm needs NAME');
-        await removeNode(s, target);
-        console.log(`node ${target} removed`);
-      } else {
-        throw new UsageError(`lab ${sub} takes add or rm`);
-      }
-      return 0;
-    }
-    default:
-      throw new UsageError(`unknown lab command "${sub ?? ''}"`);
-  }
-}
-
-export async function verifyCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { ...nameOption, json: { type: 'boolean' } } });
-  validateLabName(values.name);
-  const { state, results } = await verify(values.name);
-  console.log(values.json ? JSON.stringify({ lab: state.name, passed: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok).length, results }, null, 2) : formatVerify(state, results));
-  return results.every((r) => r.ok) ? 0 : 1;
-}
+    },
+  },
+  {
+    path: ['lab', 'pod', 'add'],
+    summary: 'add a pod on a node, through the CNI plugin',
+    positionals: [{ name: 'NAME' }],
+    options: [{ name: 'node', value: 'NODE', required: true, description: 'the node it runs on' }, NAME, JSON_OPTION],
+    run: async (a) => {
+      const { addPod, readState } = await lab();
+      const p = await addPod(readState(a.str('name')!), a.positionals[0]!, a.str('node')!);
+      return result(a, p, () => `pod ${p.name} is up on ${p.node} with IP ${p.ip}`);
+    },
+  },
+  {
+    path: ['lab', 'pod', 'rm'],
+    summary: 'remove a pod and every trace of it (CNI DEL)',
+    positionals: [{ name: 'NAME' }],
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const pod = a.positionals[0]!;
+      const { removePod, readState } = await lab();
+      await removePod(readState(a.str('name')!), pod);
+      return result(a, { pod, removed: true }, () => `pod ${pod} removed`);
+    },
+  },
+  {
+    path: ['lab', 'node', 'add'],
+    summary: 'a node joins; the others converge',
+    positionals: [{ name: 'NAME', optional: true }],
+    details: 'NAME defaults to the next nodeN.',
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const { addNode, readState } = await lab();
+      const s = readState(a.str('name')!);
+      const name = a.positionals[0] ?? `node${Math.max(0, ...s.nodes.map((n) => Number(n.name.replace(/\D/g, '')) || 0)) + 1}`;
+      const n = await addNode(s, name);
+      return result(a, n, () => `node ${n.name} joined at ${n.ip} with subnet ${n.subnet}`);
+    },
+  },
+  {
+    path: ['lab', 'node', 'rm'],
+    summary: 'a node leaves: its agent, pods and lease go',
+    positionals: [{ name: 'NAME' }],
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const node = a.positionals[0]!;
+      const { removeNode, readState } = await lab();
+      await removeNode(readState(a.str('name')!), node);
+      return result(a, { node, removed: true }, () => `node ${node} removed`);
+    },
+  },
+  {
+    path: ['verify'],
+    summary: 'check the Kubernetes network model on a lab',
+    details: 'Exits 1 when a check fails.',
+    options: [NAME, JSON_OPTION],
+    run: async (a) => {
+      const { formatVerify, verify } = await import('../lab/verify.js');
+      const { state, results } = await verify(a.str('name')!);
+      const failed = results.filter((r) => !r.ok).length;
+      result(a, { lab: state.name, passed: results.length - failed, failed, results }, () => formatVerify(state, results));
+      return failed === 0 ? 0 : 1;
+    },
+  },
+];

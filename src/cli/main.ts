@@ -1,77 +1,76 @@
-import { parseArgs } from 'node:util';
-import { cniCommand } from './cni.js';
-import { benchCommand } from './bench.js';
-import { agentCommand, networkCommand } from './agent.js';
-import { labCommand, verifyCommand } from './lab.js';
-import { sweep } from '../testing/topo.js';
+import { readFileSync } from 'node:fs';
+import { groupHelp, help, listing, parse } from './command.js';
+import { COMMANDS, GROUPS } from './commands.js';
+import { exitCodeFor, interruptedBy, print, survivePipeClose, warn } from './output.js';
 import { UsageError } from './usage.js';
 
-const USAGE = `weft: Kubernetes-style pod networking for Linux
+const version = (): string => (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const USAGE = `weft ${version()}: Kubernetes-style pod networking for Linux
 
 Usage:
-  weft lab up [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp] [--mode overlay|underlay] [--name LAB]
-                                                    a whole cluster network on this machine, in namespaces
-  weft verify [--name LAB] [--json]                 check the Kubernetes network model on a lab
-  weft lab status|down [--name LAB]                 show or remove a lab
-  weft lab exec [--name LAB] NODE|POD -- CMD        run a command in a node or pod (names resolve to IPs)
-  weft lab pod add NAME --node N | pod rm NAME      add or remove a pod through the CNI plugin
-  weft lab node add [NAME] | node rm NAME           a node joins or leaves
-  weft cni install --bin-dir DIR [--conf-dir DIR]   install the weft and weft-ipam CNI plugins
-  weft cni serve [--socket PATH]                    serve CNI requests from a warm process
-  weft cni add|check|del --conf FILE NETNS          run a conflist against a namespace, as a runtime does
-  weft cni gc|status --conf FILE                    garbage-collect, or ask whether ADD can succeed
-  weft agent --node NAME --etcd-endpoints URL ...   run the node agent (flanneld-compatible); see weft agent --help
-  weft agent status --state-dir DIR                 the agent's lease, remote leases, desired vs programmed state
-  weft network init --config JSON|FILE --etcd-endpoints URL   write and validate the network config
-  weft bench cni [--pods N] [--concurrent N]        CNI latency and CPU against the reference plugins
-  weft sweep                                        remove namespaces left by crashed test runs
+${listing(COMMANDS)}
+  weft --version                                print the version
 
-Run a command with --help for its options.`;
+Run weft COMMAND --help for a command's options. Exit status: 0 done, 1 failed, 2 usage error,
+130/143 interrupted by SIGINT/SIGTERM. --json prints only JSON on stdout.`;
+
+const startsWith = (path: string[], words: string[]) => path.every((w, i) => words[i] === w);
+
+/** Where a usage error's text comes from: the command, the group the words named, or the whole list. */
+let usageOf = USAGE;
 
 async function main(argv: string[]): Promise<number> {
-  const [group, ...rest] = argv;
-  switch (group) {
-    case 'cni':
-      return cniCommand(rest);
-    case 'bench':
-      return benchCommand(rest);
-    case 'agent':
-      return agentCommand(rest);
-    case 'network':
-      return networkCommand(rest);
-    case 'lab':
-      return labCommand(rest);
-    case 'verify':
-      return verifyCommand(rest);
-    case 'sweep': {
-      parseArgs({ args: rest, options: {} });
-      const removed = await sweep();
-      console.log(removed.length ? `removed ${removed.join(' ')}` : 'nothing to sweep');
+  if (argv.length === 0) {
+    warn(USAGE);
+    return 2;
+  }
+  if (argv[0] === '--version' || argv[0] === '-V') {
+    print(version());
+    return 0;
+  }
+  if (['--help', '-h', 'help'].includes(argv[0]!)) {
+    print(USAGE);
+    return 0;
+  }
+  const firstOption = argv.findIndex((a) => a.startsWith('-'));
+  const words = firstOption < 0 ? argv : argv.slice(0, firstOption);
+  const command = COMMANDS.filter((c) => startsWith(c.path, words)).sort((x, y) => y.path.length - x.path.length)[0];
+  // A group named by more words than the command that matches (`weft agent status` vs `weft agent`) wins.
+  const group = GROUPS.filter((g) => startsWith(g.path, words) && g.path.length > (command?.path.length ?? 0)).sort((x, y) => y.path.length - x.path.length)[0];
+  if (group) {
+    const text = groupHelp(group, COMMANDS.filter((c) => startsWith(group.path, c.path)));
+    if (argv.includes('--help') || argv.includes('-h')) {
+      print(text);
       return 0;
     }
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
-      return group === undefined ? 2 : 0;
-    default:
-      throw new UsageError(`unknown command "${group}"`);
+    usageOf = text;
+    const next = words[group.path.length];
+    throw new UsageError(next ? `unknown ${group.path.join(' ')} command "${next}"` : `${group.path.join(' ')} needs a command`);
   }
+  if (!command) throw new UsageError(`unknown command "${argv[0]}"`);
+  usageOf = help(command);
+  const args = await parse(command, argv.slice(command.path.length));
+  if (!args) {
+    print(usageOf);
+    return 0;
+  }
+  return command.run(args);
 }
 
+survivePipeClose();
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (e: unknown) => {
-    const err = e as Error & { code?: unknown };
-    if (e instanceof UsageError || (typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS'))) {
-      console.error(`weft: ${err.message}\n\n${USAGE}`);
+    const sig = interruptedBy();
+    if (e instanceof UsageError) {
+      warn(`weft: ${e.message}\n\n${usageOf}`);
       process.exitCode = 2;
     } else {
-      console.error(`weft: ${err.message ?? String(e)}`);
-      process.exitCode = 1;
+      warn(`weft: ${(e as Error).message ?? String(e)}`);
+      process.exitCode = sig ? exitCodeFor(sig) : 1;
     }
   },
 );

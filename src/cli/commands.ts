@@ -1,0 +1,28 @@
+import { agentCommands } from './agent.js';
+import { benchCommands, benchGroup } from './bench.js';
+import { cniCommands, cniGroup } from './cni.js';
+import type { CommandSpec, GroupSpec } from './command.js';
+import { labCommands, labGroup, labNodeGroup, labPodGroup } from './lab.js';
+import { print } from './output.js';
+
+/** The command table: every command, its options and help come from here. */
+export const COMMANDS: CommandSpec[] = [
+  ...labCommands,
+  ...cniCommands,
+  ...agentCommands,
+  ...benchCommands,
+  {
+    path: ['sweep'],
+    summary: 'remove namespaces left by crashed test runs',
+    options: [],
+    run: async () => {
+      const { sweep } = await import('../topo/topology.js');
+      const removed = await sweep();
+      print(removed.length ? `removed ${removed.join(' ')}` : 'nothing to sweep');
+      return 0;
+    },
+  },
+];
+
+export const GROUPS: GroupSpec[] = [labGroup, labPodGroup, labNodeGroup, cniGroup, benchGroup, { path: ['network'], summary: 'the cluster-wide network config in etcd' }];
+
