@@ -1,11 +1,12 @@
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
 import type { NodeInfo } from '../backend/types.js';
 import { contains, formatAddr, formatNetwork, parseAddr, parseCidr } from '../ip/cidr.js';
 import { addrs, links, routes } from '../kernel/state.js';
 import type { NetworkConfig } from '../subnet/config.js';
+import { writeFileAtomic } from '../util/file.js';
+import { randomMac } from '../util/mac.js';
 
 export type AgentErrorCode = 'no-such-iface' | 'no-public-ip' | 'bad-option' | 'bad-network' | 'lease-taken' | 'fatal';
 
@@ -97,17 +98,13 @@ export function chooseVtepMac(stateDir: string, existing?: string): { mac: strin
   if (saved) return { mac: saved, fresh: false };
   const mac = existing?.toLowerCase();
   if (mac && MAC.test(mac)) return { mac, fresh: false };
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfe) | 0x02; // unicast, locally administered
-  return { mac: [...b].map((x) => x.toString(16).padStart(2, '0')).join(':'), fresh: true };
+  return { mac: randomMac(), fresh: true };
 }
 
 /** chooseVtepMac, kept in the state dir for the next start. */
 export function stableVtepMac(stateDir: string, existing?: string): string {
   const { mac } = chooseVtepMac(stateDir, existing);
-  const file = join(stateDir, VTEP_MAC_FILE);
   mkdirSync(stateDir, { recursive: true });
-  writeFileSync(`${file}.tmp`, `${mac}\n`);
-  renameSync(`${file}.tmp`, file);
+  writeFileAtomic(join(stateDir, VTEP_MAC_FILE), `${mac}\n`);
   return mac;
 }

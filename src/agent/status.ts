@@ -1,9 +1,10 @@
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import type { DatapathStatus, DesiredState } from '../backend/types.js';
 import { formatNetwork } from '../ip/cidr.js';
 import type { Lease } from '../subnet/lease.js';
+import { writeFileAtomic } from '../util/file.js';
 
 export const STATUS_SOCKET = 'agent.sock';
 export const STATUS_FILE = 'status.json';
@@ -69,9 +70,7 @@ export async function serveStatus(stateDir: string, status: () => Promise<AgentS
 /** The last status, for `weft agent status` when the agent does not answer. */
 export function writeStatusFile(stateDir: string, status: AgentStatus): void {
   mkdirSync(stateDir, { recursive: true });
-  const file = join(stateDir, STATUS_FILE);
-  writeFileSync(`${file}.tmp`, `${JSON.stringify(status, null, 2)}\n`);
-  renameSync(`${file}.tmp`, file);
+  writeFileAtomic(join(stateDir, STATUS_FILE), `${JSON.stringify(status, null, 2)}\n`);
 }
 
 /** Asks the running agent (its socket in the state dir); falls back to its last state file. */

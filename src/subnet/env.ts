@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { formatCidr, formatNetwork, parseCidr, withAddr, type Cidr } from '../ip/cidr.js';
+import { writeFileAtomic } from '../util/file.js';
 
 /** The contents of flannel's subnet.env, which CNI plugins read to learn the node's pod subnet. */
 export interface SubnetEnv {
@@ -30,22 +30,8 @@ export function formatSubnetEnv(env: SubnetEnv): string {
 
 /** Writes the file so that a reader sees either the old or the new contents, never a mix. */
 export async function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}`);
-  try {
-    const file = await open(temp, 'wx', 0o644);
-    try {
-      await file.writeFile(formatSubnetEnv(env));
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(temp, path);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
+  await mkdir(dirname(path), { recursive: true });
+  writeFileAtomic(path, formatSubnetEnv(env));
 }
 
 /** The previous contents, or undefined when the file does not exist. */

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { formatNetwork, parseCidr } from '../ip/cidr.js';
 import { MemoryStore } from '../store/memory.js';
+import { waitFor } from '../util/wait.js';
 import type { Listing, Store } from '../store/store.js';
 import { parseNetworkConfig } from './config.js';
 import { encodeLeaseAttrs, LeaseError, subnetKey, type LeaseAttrs } from './lease.js';
@@ -11,13 +12,7 @@ const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":
 const oneSubnet = parseNetworkConfig('{"Network":"10.244.0.0/16","SubnetMin":"10.244.7.0","SubnetMax":"10.244.7.0"}');
 const attrs = (n: number): LeaseAttrs => ({ publicIP: `198.18.0.${n}`, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` } });
 
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (what: string, check: () => boolean, timeoutMs = 5000) => waitFor(check, { timeoutMs, intervalMs: 10, what });
 
 const managers: LeaseManager[] = [];
 afterEach(async () => {
