@@ -109,6 +109,7 @@ async function agentCommand(a: Args): Promise<number> {
     ipMasq: !a.bool('no-ip-masq'),
     forwardRules: !a.bool('no-forward-rules'),
     dryRun: a.bool('dry-run'),
+    out: print,
     log,
   });
   if (a.bool('dry-run')) {
