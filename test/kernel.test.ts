@@ -198,7 +198,8 @@ describe('state.ts dumps agree with iproute2', () => {
   });
 
   it('reading and rendering change nothing', async () => {
-    const view = async () => JSON.stringify([(await ipj.links(a)).map((l) => [l.ifname, l.flags, l.mtu, l.address, l.master]), await ipj.addrs(a), await ipj.routes(a)]);
+    const view = async () =>
+      JSON.stringify([(await ipj.links(a)).map((l) => [l.ifname, l.flags, l.mtu, l.address, l.master]), (await ipj.addrs(a)).map((l) => [l.ifname, l.addr_info.map((x) => `${x.local}/${x.prefixlen}`)]), await ipj.routes(a)]);
     const before = await view();
     const plan = new Plan().add(op.delLink({ ns: a, dev: 'br0' }), op.nft({ ns: a, tx: nftTx('ip', 'x').add({ type: 'table' }) }));
     assert.match(plan.render(), /link del dev br0/);

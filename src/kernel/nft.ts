@@ -1,6 +1,3 @@
-import { KernelError } from './errors.js';
-import type { Netns } from './exec.js';
-import { runTool } from './tools.js';
 
 /**
  * nftables as objects, in the way knftables types them: a transaction (one `nft -f` run, all or
@@ -181,62 +178,4 @@ export interface NftTableState {
   chains: Map<string, NftChainState>;
   sets: Map<string, string[]>;
   counters: Map<string, { packets: number; bytes: number }>;
-}
-
-type Obj = Record<string, Record<string, unknown>>;
-
-function tables(items: Obj[]): NftTableState[] {
-  const out = new Map<string, NftTableState>();
-  const get = (family: unknown, name: unknown): NftTableState => {
-    const key = `${String(family)} ${String(name)}`;
-    let t = out.get(key);
-    if (!t) out.set(key, (t = { family: String(family), name: String(name), chains: new Map(), sets: new Map(), counters: new Map() }));
-    return t;
-  };
-  for (const item of items) {
-    if (item.table) get(item.table.family, item.table.name);
-    else if (item.chain) {
-      const c = item.chain;
-      const chain: NftChainState = { name: String(c.name), rules: [] };
-      if (typeof c.hook === 'string') chain.hook = c.hook;
-      if (typeof c.type === 'string') chain.type = c.type;
-      if (typeof c.prio === 'number') chain.prio = c.prio;
-      if (typeof c.policy === 'string') chain.policy = c.policy;
-      get(c.family, c.table).chains.set(chain.name, chain);
-    } else if (item.set || item.map) {
-      const s = (item.set ?? item.map)!;
-      const elem = (s.elem ?? []) as unknown[];
-      get(s.family, s.table).sets.set(String(s.name), elem.map((e) => (typeof e === 'string' ? e : JSON.stringify(e))));
-    } else if (item.counter) {
-      const c = item.counter;
-      get(c.family, c.table).counters.set(String(c.name), { packets: Number(c.packets), bytes: Number(c.bytes) });
-    } else if (item.rule) {
-      const r = item.rule;
-      get(r.family, r.table)
-        .chains.get(String(r.chain))
-        ?.rules.push({ handle: Number(r.handle), ...(typeof r.comment === 'string' ? { comment: r.comment } : {}) });
-    }
-  }
-  return [...out.values()];
-}
-
-async function listJson(ns: Netns, args: string[]): Promise<Obj[] | undefined> {
-  try {
-    const { stdout } = await runTool(ns, { tool: 'nft', args: ['-j', 'list', ...args] });
-    return (JSON.parse(stdout) as { nftables: Obj[] }).nftables;
-  } catch (e) {
-    if (e instanceof KernelError && e.kind === 'missing') return undefined;
-    throw e;
-  }
-}
-
-/** One table; undefined when it does not exist. */
-export async function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
-  const items = await listJson(ns, ['table', family, name]);
-  return items ? tables(items).find((t) => t.family === family && t.name === name) : undefined;
-}
-
-/** Every table of the namespace (one `nft -j list ruleset`). */
-export async function nftRuleset(ns: Netns): Promise<NftTableState[]> {
-  return tables((await listJson(ns, ['ruleset'])) ?? []);
 }

@@ -15,6 +15,7 @@ const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0x80000;
 const NETLINK_ROUTE = 0;
+const NETLINK_NETFILTER = 12;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SOL_NETLINK = 270;
@@ -101,10 +102,10 @@ export class Sock {
 
   private constructor(readonly fd: number) {}
 
-  /** A NETLINK_ROUTE socket in `ns`. */
-  static open(ns: Netns): Sock {
+  /** A netlink socket in `ns`: NETLINK_ROUTE, or NETLINK_NETFILTER for nftables. */
+  static open(ns: Netns, protocol: 'route' | 'netfilter' = 'route'): Sock {
     const fd = inNamespace(ns, () => {
-      const s = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
+      const s = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol === 'route' ? NETLINK_ROUTE : NETLINK_NETFILTER) as number;
       if (s < 0) throw new KernelError(`netlink socket(): ${strerror(lastErrno())}`, 'other');
       return s;
     });

@@ -233,7 +233,8 @@ export async function snapshot(ns: Netns): Promise<Snapshot> {
   });
 }
 
-export { nftRuleset, nftTable, type NftChainState, type NftRuleState, type NftTableState } from './nft.js';
+export { nftRuleset, nftTable } from './nfnl.js';
+export type { NftChainState, NftRuleState, NftTableState } from './nft.js';
 
 async function getLink(sock: Sock, by: string | number): Promise<Buffer | undefined> {
   const w = new c.Writer(c.RTM_GETLINK, 0).ifinfo(c.AF_UNSPEC, typeof by === 'number' ? by : 0);

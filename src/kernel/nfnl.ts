@@ -1,0 +1,173 @@
+import { bytesIp, cstr, nested, parseAttrs, Writer, type Attrs } from './codec.js';
+import { KernelError } from './errors.js';
+import type { Netns } from './exec.js';
+import type { NftChainState, NftTableState } from './nft.js';
+import { Sock } from './socket.js';
+
+/**
+ * nftables state read over nfnetlink (NETLINK_NETFILTER dumps), without starting `nft`: tables,
+ * chains (hook, type, priority, policy), rules (handle and comment), set and map elements, and
+ * named counters. Element keys of 4 bytes read as IPv4 addresses (the sets Weft reads), others as hex.
+ */
+const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_GETTABLE = 1;
+const NFT_MSG_GETCHAIN = 4;
+const NFT_MSG_GETRULE = 7;
+const NFT_MSG_GETSET = 10;
+const NFT_MSG_GETSETELEM = 13;
+const NFT_MSG_GETOBJ = 19;
+
+const NFTA_TABLE_NAME = 1;
+const NFTA_CHAIN_TABLE = 1;
+const NFTA_CHAIN_NAME = 3;
+const NFTA_CHAIN_HOOK = 4;
+const NFTA_HOOK_HOOKNUM = 1;
+const NFTA_HOOK_PRIORITY = 2;
+const NFTA_CHAIN_POLICY = 5;
+const NFTA_CHAIN_TYPE = 7;
+const NFTA_RULE_TABLE = 1;
+const NFTA_RULE_CHAIN = 2;
+const NFTA_RULE_HANDLE = 3;
+const NFTA_RULE_USERDATA = 7;
+const NFTNL_UDATA_RULE_COMMENT = 0;
+const NFTA_SET_TABLE = 1;
+const NFTA_SET_NAME = 2;
+const NFTA_SET_FLAGS = 3;
+const NFT_SET_ANONYMOUS = 0x1;
+const NFTA_SET_ELEM_LIST_TABLE = 1;
+const NFTA_SET_ELEM_LIST_SET = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
+const NFTA_SET_ELEM_KEY = 1;
+const NFTA_SET_ELEM_FLAGS = 3;
+const NFT_SET_ELEM_INTERVAL_END = 0x1;
+const NFTA_DATA_VALUE = 1;
+const NFTA_OBJ_TABLE = 1;
+const NFTA_OBJ_NAME = 2;
+const NFTA_OBJ_TYPE = 3;
+const NFTA_OBJ_DATA = 4;
+const NFT_OBJECT_COUNTER = 1;
+const NFTA_COUNTER_BYTES = 1;
+const NFTA_COUNTER_PACKETS = 2;
+
+const FAMILIES: Record<number, string> = { 1: 'inet', 2: 'ip', 3: 'arp', 5: 'netdev', 7: 'bridge', 10: 'ip6' };
+const FAMILY_NUM = Object.fromEntries(Object.entries(FAMILIES).map(([k, v]) => [v, Number(k)])) as Record<string, number>;
+const HOOKS = ['prerouting', 'input', 'forward', 'output', 'postrouting'];
+const NETDEV_HOOKS = ['ingress', 'egress'];
+
+interface Msg {
+  family: string;
+  familyNum: number;
+  tb: Attrs;
+}
+
+function request(type: number, family = 0): Writer {
+  const w = new Writer((NFNL_SUBSYS_NFTABLES << 8) | type, 0);
+  return w.raw(Buffer.from([family, 0, 0, 0]));
+}
+
+function dump(sock: Sock, w: Writer): Msg[] {
+  return sock.dump(w).flatMap((m) => {
+    if (m.readUInt16LE(4) >> 8 !== NFNL_SUBSYS_NFTABLES) return [];
+    const familyNum = m.readUInt8(16);
+    return [{ family: FAMILIES[familyNum] ?? String(familyNum), familyNum, tb: parseAttrs(m, 20, m.readUInt32LE(0)) }];
+  });
+}
+
+const str = (tb: Attrs, t: number): string => cstr(tb.get(t) ?? Buffer.alloc(0));
+
+/** The rule comment nft stores in the rule's user data (TLVs of type, length, value). */
+function comment(udata: Buffer | undefined): string | undefined {
+  for (let off = 0; udata && off + 2 <= udata.length; ) {
+    const type = udata[off]!;
+    const len = udata[off + 1]!;
+    if (type === NFTNL_UDATA_RULE_COMMENT) return cstr(udata.subarray(off + 2, off + 2 + len));
+    off += 2 + len;
+  }
+  return undefined;
+}
+
+const keyText = (b: Buffer): string => (b.length === 4 ? bytesIp(b) : b.toString('hex'));
+
+function read(sock: Sock, only?: { family: string; name: string }): NftTableState[] {
+  const fam = only ? FAMILY_NUM[only.family] ?? 0 : 0;
+  const tables = new Map<string, NftTableState>();
+  const key = (family: string, name: string) => `${family} ${name}`;
+  for (const m of dump(sock, request(NFT_MSG_GETTABLE, fam))) {
+    const name = str(m.tb, NFTA_TABLE_NAME);
+    if (only && name !== only.name) continue;
+    tables.set(key(m.family, name), { family: m.family, name, chains: new Map(), sets: new Map(), counters: new Map() });
+  }
+  for (const m of dump(sock, request(NFT_MSG_GETCHAIN, fam))) {
+    const t = tables.get(key(m.family, str(m.tb, NFTA_CHAIN_TABLE)));
+    if (!t) continue;
+    const chain: NftChainState = { name: str(m.tb, NFTA_CHAIN_NAME), rules: [] };
+    const hook = nested(m.tb.get(NFTA_CHAIN_HOOK));
+    if (hook.has(NFTA_HOOK_HOOKNUM)) {
+      const n = hook.get(NFTA_HOOK_HOOKNUM)!.readUInt32BE(0);
+      chain.hook = (m.family === 'netdev' ? NETDEV_HOOKS : HOOKS)[n] ?? String(n);
+      chain.prio = hook.get(NFTA_HOOK_PRIORITY)?.readInt32BE(0) ?? 0;
+      if (m.tb.has(NFTA_CHAIN_TYPE)) chain.type = str(m.tb, NFTA_CHAIN_TYPE);
+      if (m.tb.has(NFTA_CHAIN_POLICY)) chain.policy = m.tb.get(NFTA_CHAIN_POLICY)!.readUInt32BE(0) === 0 ? 'drop' : 'accept';
+    }
+    t.chains.set(chain.name, chain);
+  }
+  for (const m of dump(sock, request(NFT_MSG_GETRULE, fam))) {
+    const chain = tables.get(key(m.family, str(m.tb, NFTA_RULE_TABLE)))?.chains.get(str(m.tb, NFTA_RULE_CHAIN));
+    if (!chain) continue;
+    const c = comment(m.tb.get(NFTA_RULE_USERDATA));
+    chain.rules.push({ handle: Number(m.tb.get(NFTA_RULE_HANDLE)!.readBigUInt64BE(0)), ...(c !== undefined ? { comment: c } : {}) });
+  }
+  for (const m of dump(sock, request(NFT_MSG_GETSET, fam))) {
+    const t = tables.get(key(m.family, str(m.tb, NFTA_SET_TABLE)));
+    const flags = m.tb.get(NFTA_SET_FLAGS)?.readUInt32BE(0) ?? 0;
+    if (!t || flags & NFT_SET_ANONYMOUS) continue;
+    const name = str(m.tb, NFTA_SET_NAME);
+    const w = request(NFT_MSG_GETSETELEM, m.familyNum).str(NFTA_SET_ELEM_LIST_TABLE, t.name).str(NFTA_SET_ELEM_LIST_SET, name);
+    const elements: string[] = [];
+    for (const e of dump(sock, w)) {
+      const list = e.tb.get(NFTA_SET_ELEM_LIST_ELEMENTS);
+      for (let off = 0; list && off + 4 <= list.length; ) {
+        const len = list.readUInt16LE(off);
+        if (len < 4) break;
+        const el = parseAttrs(list, off + 4, off + len);
+        const value = nested(el.get(NFTA_SET_ELEM_KEY)).get(NFTA_DATA_VALUE);
+        const endOfInterval = ((el.get(NFTA_SET_ELEM_FLAGS)?.readUInt32BE(0) ?? 0) & NFT_SET_ELEM_INTERVAL_END) !== 0;
+        if (value && !endOfInterval) elements.push(keyText(value));
+        off += (len + 3) & ~3;
+      }
+    }
+    t.sets.set(name, elements);
+  }
+  for (const m of dump(sock, request(NFT_MSG_GETOBJ, fam))) {
+    const t = tables.get(key(m.family, str(m.tb, NFTA_OBJ_TABLE)));
+    if (!t || m.tb.get(NFTA_OBJ_TYPE)?.readUInt32BE(0) !== NFT_OBJECT_COUNTER) continue;
+    const data = nested(m.tb.get(NFTA_OBJ_DATA));
+    t.counters.set(str(m.tb, NFTA_OBJ_NAME), {
+      packets: Number(data.get(NFTA_COUNTER_PACKETS)?.readBigUInt64BE(0) ?? 0n),
+      bytes: Number(data.get(NFTA_COUNTER_BYTES)?.readBigUInt64BE(0) ?? 0n),
+    });
+  }
+  return [...tables.values()];
+}
+
+function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
+  const sock = Sock.open(ns, 'netfilter');
+  try {
+    return fn(sock);
+  } catch (e) {
+    if (e instanceof KernelError) throw new KernelError(`reading nftables: ${e.message}`, e.kind, undefined, e.errno);
+    throw e;
+  } finally {
+    sock.close();
+  }
+}
+
+/** One table; undefined when it does not exist. */
+export async function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
+  return withNfnl(ns, (s) => read(s, { family, name }))[0];
+}
+
+/** Every table of the namespace. */
+export async function nftRuleset(ns: Netns): Promise<NftTableState[]> {
+  return withNfnl(ns, (s) => read(s));
+}
