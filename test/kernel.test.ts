@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { KernelError } from '../src/kernel/errors.js';
+import { elementsOnly } from '../src/kernel/nfnl.js';
 import { nftTx } from '../src/kernel/nft.js';
 import * as op from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
@@ -228,5 +229,20 @@ describe('nftables transactions', () => {
     assert.match(text.stdout, /10\.96\.0\.1 \. tcp \. 443 : goto svc-a/);
     assert.equal(await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'nosuch').delete({ type: 'table' }) })))), 'missing');
     await apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'nosuch').delete({ type: 'table' }), tolerate: 'missing' })));
+  });
+
+  it('element changes of an IPv4 set go over nfnetlink: add is idempotent, deleting a missing one is missing', async () => {
+    await apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'peers').add({ type: 'table' }, { type: 'set', name: 'p', key: 'ipv4_addr' }) })));
+    const elements = nftTx('ip', 'peers').add({ type: 'element', set: 'p', key: '198.18.0.12' }, { type: 'element', set: 'p', key: '198.18.0.13' });
+    assert.ok(elementsOnly(elements));
+    await apply(new Plan().add(op.nft({ ns: a, tx: elements }), op.nft({ ns: a, tx: elements })));
+    const listed = async () => (await topo.exec('a', ['nft', 'list', 'set', 'ip', 'peers', 'p'])).stdout;
+    assert.match(await listed(), /elements = \{ 198\.18\.0\.12, 198\.18\.0\.13 \}/);
+    assert.deepEqual((await state.nftTable(a, 'ip', 'peers'))?.sets.get('p')?.sort(), ['198.18.0.12', '198.18.0.13']);
+    const del = nftTx('ip', 'peers').delete({ type: 'element', set: 'p', key: '198.18.0.12' });
+    await apply(new Plan().add(op.nft({ ns: a, tx: del })));
+    assert.doesNotMatch(await listed(), /198\.18\.0\.12/);
+    assert.equal(await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: del })))), 'missing');
+    assert.equal(await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'peers').add({ type: 'element', set: 'nosuch', key: '1.2.3.4' }) })))), 'missing');
   });
 });

@@ -244,42 +244,45 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
 function firewall(ns: Netns, desired: DesiredState, table: NftTableState | undefined, plan: Plan, changes: string[]): void {
   const fw = desired.firewall;
   const chains = firewallChains(fw);
-  const tx = nftTx(FAMILY, TABLE);
+  const body = nftTx(FAMILY, TABLE);
   if (!table) changes.push(`create nftables table ${FAMILY} ${TABLE}`);
-  // Objects the rules refer to come first; "add" is a no-op for what exists.
-  tx.add({ type: 'table' });
-  if (fw.vxlan) tx.add({ type: 'counter', name: FORGED_COUNTER }, { type: 'set', name: PEER_SET, key: 'ipv4_addr' });
-  const head = tx.ops.length;
   for (const c of chains) {
     const have = table?.chains.get(c.chain.name);
     const comments = have?.rules.map((r) => r.comment ?? '') ?? [];
     if (have && comments.join('\n') === c.comments.join('\n')) continue;
     if (have) {
-      tx.flush({ type: 'chain', name: c.chain.name }).delete({ type: 'chain', name: c.chain.name });
+      body.flush({ type: 'chain', name: c.chain.name }).delete({ type: 'chain', name: c.chain.name });
       changes.push(`rewrite nftables chain ${c.chain.name}`);
     } else if (table) {
       changes.push(`add nftables chain ${c.chain.name}`);
     }
-    tx.add(c.chain);
-    c.rules.forEach((rule, i) => tx.add({ type: 'rule', chain: c.chain.name, rule, comment: c.comments[i]! }));
+    body.add(c.chain);
+    c.rules.forEach((rule, i) => body.add({ type: 'rule', chain: c.chain.name, rule, comment: c.comments[i]! }));
   }
   for (const name of table?.chains.keys() ?? []) {
     if (chains.some((c) => c.chain.name === name)) continue;
-    tx.flush({ type: 'chain', name }).delete({ type: 'chain', name });
+    body.flush({ type: 'chain', name }).delete({ type: 'chain', name });
     changes.push(`remove nftables chain ${name}`);
   }
   const peers = fw.vxlan?.peers ?? [];
   const havePeers = table?.sets.get(PEER_SET);
   const adds = peers.filter((p) => !havePeers?.includes(p));
   const dels = (havePeers ?? []).filter((p) => !peers.includes(p));
+  const needSet = fw.vxlan !== undefined && havePeers === undefined;
+  const needCounter = fw.vxlan !== undefined && !table?.counters.has(FORGED_COUNTER);
+  // Objects the rules and elements refer to come first ("add" is a no-op for what exists); a
+  // transaction of peer changes alone is element changes only, which go over nfnetlink.
+  const tx = nftTx(FAMILY, TABLE);
+  if (!table || needSet || needCounter || !body.empty) {
+    tx.add({ type: 'table' });
+    if (fw.vxlan) tx.add({ type: 'counter', name: FORGED_COUNTER }, { type: 'set', name: PEER_SET, key: 'ipv4_addr' });
+  }
+  tx.ops.push(...body.ops);
   for (const p of adds) tx.add({ type: 'element', set: PEER_SET, key: p });
   for (const p of dels) tx.delete({ type: 'element', set: PEER_SET, key: p });
   if (adds.length) changes.push(`allow VXLAN from ${adds.join(', ')}`);
   if (dels.length) changes.push(`stop allowing VXLAN from ${dels.join(', ')}`);
-  const needSet = fw.vxlan !== undefined && havePeers === undefined;
-  const needCounter = fw.vxlan !== undefined && !table?.counters.has(FORGED_COUNTER);
-  if (tx.ops.length === head && !needSet && !needCounter && table) return;
-  plan.add(op.nft({ ns, tx }));
+  if (!tx.empty) plan.add(op.nft({ ns, tx }));
 }
 
 /** The agent's accept rules in other tables' forward chains that drop by policy (see forwardRules). */

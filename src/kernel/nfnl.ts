@@ -1,5 +1,8 @@
-import { bytesIp, cstr, nested, parseAttrs, Writer, type Attrs } from './codec.js';
-import { KernelError } from './errors.js';
+import { isIPv4 } from 'node:net';
+import { bytesIp, cstr, ipBytes, NLM_F_CREATE, nested, parseAttrs, Writer, type Attrs } from './codec.js';
+import { errnoKind, KernelError } from './errors.js';
+import { strerror } from './libc.js';
+import type { NftTx } from './nft.js';
 import type { Netns } from './exec.js';
 import type { NftChainState, NftTableState } from './nft.js';
 import { Sock } from './socket.js';
@@ -10,11 +13,14 @@ import { Sock } from './socket.js';
  * named counters. Element keys of 4 bytes read as IPv4 addresses (the sets Weft reads), others as hex.
  */
 const NFNL_SUBSYS_NFTABLES = 10;
+const NLA_F_NESTED = 0x8000;
 const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_GETCHAIN = 4;
 const NFT_MSG_GETRULE = 7;
 const NFT_MSG_GETSET = 10;
+const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
+const NFT_MSG_DELSETELEM = 14;
 const NFT_MSG_GETOBJ = 19;
 
 const NFTA_TABLE_NAME = 1;
@@ -37,6 +43,7 @@ const NFT_SET_ANONYMOUS = 0x1;
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
+const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
 const NFTA_SET_ELEM_FLAGS = 3;
 const NFT_SET_ELEM_INTERVAL_END = 0x1;
@@ -60,8 +67,8 @@ interface Msg {
   tb: Attrs;
 }
 
-function request(type: number, family = 0): Writer {
-  const w = new Writer((NFNL_SUBSYS_NFTABLES << 8) | type, 0);
+function request(type: number, family = 0, flags = 0): Writer {
+  const w = new Writer((NFNL_SUBSYS_NFTABLES << 8) | type, flags);
   return w.raw(Buffer.from([family, 0, 0, 0]));
 }
 
@@ -170,4 +177,46 @@ export async function nftTable(ns: Netns, family: string, name: string): Promise
 /** Every table of the namespace. */
 export async function nftRuleset(ns: Netns): Promise<NftTableState[]> {
   return withNfnl(ns, (s) => read(s));
+}
+
+/**
+ * Whether nfnetlink carries `tx` here: only element additions and deletions of single IPv4 keys
+ * without values (the peer set changes on every lease event). Everything else goes to `nft -f`.
+ */
+export function elementsOnly(tx: NftTx): boolean {
+  return (
+    tx.ops.length > 0 &&
+    tx.ops.every(({ verb, obj }) => (verb === 'add' || verb === 'delete') && obj.type === 'element' && typeof obj.key === 'string' && isIPv4(obj.key) && obj.value === undefined && obj.comment === undefined)
+  );
+}
+
+/** Applies an elementsOnly() transaction: one nfnetlink batch per set and verb. */
+export function applyElements(ns: Netns, tx: NftTx, what: string): void {
+  const groups = new Map<string, { verb: 'add' | 'delete'; family: string; table: string; set: string; keys: string[] }>();
+  for (const { verb, obj } of tx.ops) {
+    if (obj.type !== 'element') continue;
+    const family = obj.family ?? tx.family;
+    const table = obj.table ?? tx.table;
+    const id = `${verb} ${family} ${table} ${obj.set}`;
+    let g = groups.get(id);
+    if (!g) groups.set(id, (g = { verb: verb as 'add' | 'delete', family, table, set: obj.set, keys: [] }));
+    g.keys.push(obj.key as string);
+  }
+  withNfnl(ns, (sock) => {
+    for (const g of groups.values()) {
+      // NLM_F_CREATE without NLM_F_EXCL: adding an element that is there is a no-op, as `nft add element`.
+      const w = request(g.verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, FAMILY_NUM[g.family] ?? 0, g.verb === 'add' ? NLM_F_CREATE : 0);
+      w.str(NFTA_SET_ELEM_LIST_TABLE, g.table).str(NFTA_SET_ELEM_LIST_SET, g.set);
+      const list = w.begin(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
+      for (const k of g.keys) {
+        const el = w.begin(NFTA_LIST_ELEM | NLA_F_NESTED);
+        const key = w.begin(NFTA_SET_ELEM_KEY | NLA_F_NESTED);
+        w.attr(NFTA_DATA_VALUE, ipBytes(k).bytes);
+        w.end(key).end(el);
+      }
+      w.end(list);
+      const a = sock.batch(w, NFNL_SUBSYS_NFTABLES);
+      if (a.errno !== 0) throw new KernelError(`${what}: ${a.ext ?? strerror(a.errno)}`, errnoKind(a.errno), what, a.errno);
+    }
+  });
 }

@@ -1,6 +1,7 @@
 import { openSync, closeSync, writeSync } from 'node:fs';
 import { KernelError, tolerated } from './errors.js';
 import type { Netns } from './exec.js';
+import { applyElements, elementsOnly } from './nfnl.js';
 import { commands, renderOp, type Op } from './ops.js';
 import { execRtnl, speaksRtnl, type RtnlOp } from './rtnl.js';
 import { inNamespace, Sock } from './socket.js';
@@ -47,8 +48,8 @@ function sysctl(ns: Netns, key: string, value: string): void {
 /**
  * Applies a plan in order, stopping at the first failure an op does not tolerate (a KernelError
  * naming the op). rtnetlink ops go over one socket per namespace in this process; TUN devices go to
- * `ip` (consecutive ones for a namespace in one `ip -batch`), nftables transactions to `nft -f`,
- * sysctls are written in place.
+ * `ip` (consecutive ones for a namespace in one `ip -batch`); nftables transactions to `nft -f`,
+ * except element changes of IPv4 sets, which go over nfnetlink; sysctls are written in place.
  */
 export async function apply(plan: Plan): Promise<void> {
   const socks = new Map<string, Sock>();
@@ -68,7 +69,8 @@ export async function apply(plan: Plan): Promise<void> {
         await attempt(op, async () => sysctl(op.ns, op.key, op.value));
         i++;
       } else if (op.op === 'nft') {
-        if (!op.tx.empty) await attempt(op, () => runTool(op.ns, commands(op)[0]!, describe(op)));
+        if (elementsOnly(op.tx)) await attempt(op, async () => applyElements(op.ns, op.tx, describe(op)));
+        else if (!op.tx.empty) await attempt(op, () => runTool(op.ns, commands(op)[0]!, describe(op)));
         i++;
       } else {
         let j = i;

@@ -16,6 +16,8 @@ const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0x80000;
 const NETLINK_ROUTE = 0;
 const NETLINK_NETFILTER = 12;
+const NFNL_MSG_BATCH_BEGIN = 16;
+const NFNL_MSG_BATCH_END = 17;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
 const SOL_NETLINK = 270;
@@ -135,6 +137,29 @@ export class Sock {
       ? await new Promise<number>((resolve, reject) => libc.send.async(this.fd, msg, msg.length, 0, (err: unknown, res: number) => (err ? reject(err) : resolve(res))))
       : (libc.send(this.fd, msg, msg.length, 0) as number);
     if (sent !== msg.length) throw new KernelError(`netlink send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
+    return this.read(seq, false);
+  }
+
+  /**
+   * An nfnetlink batch: `w` between NFNL_MSG_BATCH_BEGIN and _END for `subsys`, sent in one write,
+   * and `w`'s answer. The kernel applies the batch as one transaction.
+   */
+  batch(w: Writer, subsys: number): Answer {
+    const marker = (type: number) => {
+      const b = Buffer.alloc(20);
+      b.writeUInt32LE(20, 0);
+      b.writeUInt16LE(type, 4);
+      b.writeUInt16LE(1, 6);
+      b.writeUInt32LE(++this.seq >>> 0, 8);
+      b.writeUInt16BE(subsys, 18);
+      return b;
+    };
+    const begin = marker(NFNL_MSG_BATCH_BEGIN);
+    const seq = ++this.seq;
+    const msg = w.finish(seq, NLM_F_ACK);
+    const all = Buffer.concat([begin, msg, marker(NFNL_MSG_BATCH_END)]);
+    const sent = libc.send(this.fd, all, all.length, 0) as number;
+    if (sent !== all.length) throw new KernelError(`netlink send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
     return this.read(seq, false);
   }
 
