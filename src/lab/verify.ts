@@ -1,6 +1,10 @@
 import { addrs, links } from '../kernel/state.js';
 import { netnsPath } from '../kernel/netns.js';
+import { readStatus } from '../agent/status.js';
+import { nodeFiles } from './build.js';
+import { storedLeases, etcdHealthy, type StoredLease } from './etcd.js';
 import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
+import { socketAnswers } from './procs.js';
 import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
 
 /** One check of the Kubernetes network model, with the evidence for its verdict. */
@@ -117,9 +121,64 @@ async function pathMtu({ src, dst }: Pair): Promise<CheckResult[]> {
   ];
 }
 
+const network = (cidr: string | undefined) => cidr?.replace(/\.\d+\//, '.0/');
+
+/**
+ * Who manages the network: etcd answers and holds every node's lease, and every agent answers on its
+ * status socket. Pods keep reaching each other over what the kernel already holds when every agent
+ * is dead, so the data-plane checks alone would not show it.
+ */
+async function controlPlane(s: LabState): Promise<CheckResult[]> {
+  const group = 'control plane';
+  const out: CheckResult[] = [];
+  const flag = s.name === 'weft' ? '' : ` --name ${s.name}`;
+  for (const x of [...s.nodes, ...s.pods].filter((x) => x.pending)) {
+    const what = 'node' in x ? 'pod' : 'node';
+    out.push({ group, check: 'record', from: `${what} ${x.name}`, to: 'lab state', ok: false, evidence: `left half made by an interrupted command; remove it with: weft lab ${what} rm ${x.name}${flag}` });
+  }
+  const nodes = s.nodes.filter((n) => !n.pending);
+  if (s.backend === 'macvlan') {
+    for (const n of nodes) {
+      const ok = await socketAnswers(nodeFiles(s, n).cniSocket);
+      out.push({ group, check: 'cni server', from: 'verify', to: n.name, ok, evidence: ok ? 'answers on its socket' : `no answer on ${nodeFiles(s, n).cniSocket}: pods cannot be added or removed on ${n.name}` });
+    }
+    return out;
+  }
+  let leases: StoredLease[] | undefined;
+  try {
+    const healthy = await etcdHealthy(s);
+    leases = await storedLeases(s);
+    out.push({ group, check: 'etcd', from: 'verify', to: `etcd ${s.etcd.endpoint}`, ok: healthy, evidence: `${healthy ? 'healthy' : 'answers but reports itself unhealthy'}; holds ${leases.length} subnet lease${leases.length === 1 ? '' : 's'}` });
+  } catch (e) {
+    out.push({ group, check: 'etcd', from: 'verify', to: `etcd ${s.etcd.endpoint}`, ok: false, evidence: `${(e as Error).message}: no node can take, renew or learn a lease` });
+  }
+  let answering = 0;
+  for (const n of nodes) {
+    const { status, note } = await readStatus(nodeFiles(s, n).dir, 3000).catch((e: Error) => ({ status: undefined, note: e.message }));
+    const ok = status !== undefined && note === undefined;
+    if (ok) answering++;
+    const evidence = ok ? `answers: lease ${status.ownLease?.subnet ?? 'none'}, ${status.remoteLeases.length} remote leases, etcd ${status.store.healthy ? 'reachable' : 'UNREACHABLE'} from it` : `no answer on its status socket: nothing manages ${n.name}'s routes or renews its lease; bring it back with: weft lab up${flag}`;
+    out.push({ group, check: 'agent', from: 'verify', to: `${n.name} ${n.ip}`, ok, evidence });
+  }
+  if (nodes.length > 0 && answering === 0) {
+    out.push({ group, check: 'agents', from: 'verify', to: 'every node', ok: false, evidence: 'no agent answers: nothing manages the network (traffic flows only over what the kernel already holds)' });
+  }
+  if (leases) {
+    for (const n of nodes) {
+      const held = leases.filter((l) => l.publicIP === n.ip);
+      const ok = held.length === 1 && network(held[0]!.subnet) === network(n.subnet);
+      const evidence = held.length === 0 ? `etcd holds no lease for ${n.ip}` : `etcd holds ${held.map((l) => l.subnet).join(', ')} for ${n.ip}${ok ? '' : ` (the lab recorded ${n.subnet ?? 'none'})`}`;
+      out.push({ group, check: 'lease', from: 'verify', to: `${n.name} ${network(n.subnet) ?? '?'}`, ok, evidence });
+    }
+  }
+  return out;
+}
+
 export async function verify(lab: string): Promise<{ state: LabState; results: CheckResult[] }> {
-  const s = readState(lab);
-  const results: CheckResult[] = [];
+  const all = readState(lab);
+  const results: CheckResult[] = await controlPlane(all);
+  // The data plane of what is made: pending entries are reported above.
+  const s = { ...all, nodes: all.nodes.filter((n) => !n.pending), pods: all.pods.filter((p) => !p.pending) };
   results.push(...(await podToPod(s, 'pod → pod, same node', pairs(s, true))));
   results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs(s, false))));
   const seenAs = new Map<string, Set<string>>();

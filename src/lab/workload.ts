@@ -79,8 +79,17 @@ function controlServer(path: string): void {
   createServer({ allowHalfOpen: true }, (sock) => {
     let body = '';
     sock.on('data', (d: Buffer) => (body += d));
+    sock.on('error', () => undefined);
     sock.on('end', () => {
-      void probe(JSON.parse(body) as Probe).then((r) => sock.end(JSON.stringify(r)));
+      let p: Probe;
+      try {
+        p = JSON.parse(body) as Probe;
+      } catch {
+        // A liveness check (connect, then close) or garbage: nothing to run.
+        sock.end();
+        return;
+      }
+      void probe(p).then((r) => sock.end(JSON.stringify(r)));
     });
   }).listen(path);
 }

@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { netnsPath } from '../kernel/netns.js';
+import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
+import { Plan } from '../kernel/plan.js';
+import { controlSocket, labDir, nodeDir, nsName, podDir, type LabState, type NodeState } from './state.js';
+
+/**
+ * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
+ * `node add` and `pod add` carry them out; `up --dry-run` prints them.
+ *
+ *   outside (198.18.0.1, 203.0.113.1) ─┐
+ *   etcd (198.18.0.2) ─────────────────┼─ underlay: bridge br0 ─ portN ─ node eth0 198.18.0.(10+N) ─ cni0 ─ pods
+ */
+export const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
+const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
+export const OUTSIDE_IP = '203.0.113.1';
+export const GATEWAY_IP = '198.18.0.1';
+export const ETCD_IP = '198.18.0.2';
+export const POD_NETWORK = '10.244.0.0/16';
+/** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */
+const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
+export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
+export const MAX_NODE_INDEX = 240;
+/** The node's veth on the switch: from its index, so two long node names never share one. */
+export const portName = (index: number) => `port${index}`;
+
+/** Plugs namespace `ns` into the underlay switch as `eth0` with `ip`. */
+function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
+  const u = netnsPath(s.underlay.ns);
+  const p = netnsPath(ns);
+  plan.add(
+    addVeth({ ns: u, name: port, peer: { name: 'eth0', netns: p } }),
+    setLink({ ns: u, dev: port, master: 'br0', up: true }),
+    addAddr({ ns: p, addr: `${ip}/${underlayPrefix(s)}`, dev: 'eth0' }),
+    setLink({ ns: p, dev: 'eth0', up: true }),
+  );
+  if (defaultVia) plan.add(addRoute({ ns: p, dst: 'default', via: defaultVia }));
+}
+
+/** The switch, and etcd's (overlay only) and the outside world's namespaces plugged into it. */
+export function switchPlan(s: LabState): Plan {
+  const u = netnsPath(s.underlay.ns);
+  const plan = new Plan().add(addBridge({ ns: u, name: 'br0' }), setLink({ ns: u, dev: 'br0', up: true }));
+  if (s.backend !== 'macvlan') plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
+  plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
+  plan.add(addAddr({ ns: netnsPath(s.outside.ns), addr: `${OUTSIDE_IP}/24`, dev: 'lo' }));
+  return plan;
+}
+
+/**
+ * A node on the switch. Underlay mode adds what deployments add for macvlan pods, since a macvlan
+ * child cannot talk to its parent: a shim of the node's own (weft-shim, 198.18.<index>.1) with a
+ * route to its pods (198.18.<index>.0/24) through it.
+ */
+export function nodePlan(s: LabState, node: NodeState): Plan {
+  const plan = new Plan();
+  plugIn(plan, s, node.ns, node.port, node.ip, GATEWAY_IP);
+  if (s.backend === 'macvlan') {
+    const p = netnsPath(node.ns);
+    plan.add(
+      addMacvlan({ ns: p, name: 'weft-shim', parent: 'eth0' }),
+      addAddr({ ns: p, addr: `198.18.${node.index}.1/32`, dev: 'weft-shim' }),
+      setLink({ ns: p, dev: 'weft-shim', up: true }),
+      addRoute({ ns: p, dst: underlayPods(node), dev: 'weft-shim' }),
+    );
+  }
+  return plan;
+}
+
+export const underlayPods = (node: NodeState) => `198.18.${node.index}.0/24`;
+
+export const etcdLog = (s: LabState) => join(labDir(s.name), 'etcd.log');
+
+export function etcdArgv(s: LabState): string[] {
+  const peer = `http://${ETCD_IP}:2380`;
+  return ['etcd', '--name', 'lab', '--data-dir', join(labDir(s.name), 'etcd'), '--listen-client-urls', s.etcd.endpoint, '--advertise-client-urls', s.etcd.endpoint, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--heartbeat-interval', '50', '--election-timeout', '500'];
+}
+
+export const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
+
+/** The node's files: where its agent (or CNI server) keeps state and sockets, and its CNI config. */
+export function nodeFiles(s: LabState, node: NodeState) {
+  const dir = nodeDir(s.name, node.name);
+  return { dir, subnetFile: join(dir, 'subnet.env'), cniSocket: join(dir, 'cni.sock'), statusSocket: join(dir, 'agent.sock'), conflist: join(dir, 'cni.conflist'), log: join(dir, s.backend === 'macvlan' ? 'cni.log' : 'agent.log') };
+}
+
+/** Overlay: the node's weft agent. Underlay: a warm `weft cni serve` stands in (there is no lease to hold). */
+export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
+  const f = nodeFiles(s, node);
+  if (s.backend === 'macvlan') return [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', f.cniSocket];
+  return [process.execPath, WEFT, 'agent', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', f.subnetFile, '--state-dir', f.dir, '--cni-socket', f.cniSocket];
+}
+
+/** The CNI config a runtime on the node would use. */
+export function nodeConflist(s: LabState, node: NodeState): object {
+  const f = nodeFiles(s, node);
+  if (s.backend === 'macvlan') {
+    const range = { subnet: '198.18.0.0/16', rangeStart: `198.18.${node.index}.2`, rangeEnd: `198.18.${node.index}.254`, gateway: GATEWAY_IP };
+    return { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', mode: 'macvlan', master: 'eth0', socket: f.cniSocket, ipam: { type: 'weft-ipam', dataDir: join(f.dir, 'ipam'), ranges: [[range]], routes: [{ dst: '0.0.0.0/0' }] } }] };
+  }
+  // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
+  return { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket, isDefaultGateway: true, hairpinMode: true }] };
+}
+
+export const OUTSIDE_POD = 'outside';
+
+export function workloadArgv(s: LabState, pod: string, node: string, container: string): string[] {
+  return [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
+}
+
+export const containerLog = (s: LabState, pod: string, container: string) => join(podDir(s.name, pod), `${container}.log`);
+
+export function subnetOf(envFile: string): string | undefined {
+  try {
+    return /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(envFile, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+export const networkInitArgv = (s: LabState) => [process.execPath, WEFT, 'network', 'init', '--etcd-endpoints', s.etcd.endpoint, '--config', networkConfig(s)];
+
+/** The pods `lab up` makes: pod-<node><a, b, ...>, the first of each node with a sidecar. */
+export function upPods(nodes: string[], perNode: number): { pod: string; node: string; sidecar: boolean }[] {
+  return nodes.flatMap((node, i) => Array.from({ length: perNode }, (_, j) => ({ pod: `pod-${i + 1}${String.fromCharCode(97 + j)}`, node, sidecar: j === 0 })));
+}
+
+/** A fresh lab's record, before anything of it exists. */
+export function newLab(name: string, backend: LabState['backend']): LabState {
+  return {
+    name,
+    backend,
+    createdAt: new Date().toISOString(),
+    building: true,
+    etcd: { ns: nsName(name, 'etcd'), ip: ETCD_IP, endpoint: `http://${ETCD_IP}:2379` },
+    outside: { ns: nsName(name, 'outside'), ip: OUTSIDE_IP, gateway: GATEWAY_IP },
+    underlay: { ns: nsName(name, 'underlay') },
+    nodes: [],
+    pods: [],
+  };
+}
+
+/** argv as a shell would take it, for the dry run. */
+export const shell = (argv: string[]) => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');

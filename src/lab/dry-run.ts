@@ -1,0 +1,47 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { etcdArgv, networkInitArgv, newLab, nodeConflist, nodeDaemonArgv, nodeFiles, nodeIp, nodePlan, OUTSIDE_POD, portName, shell, switchPlan, underlayPods, upPods, workloadArgv } from './build.js';
+import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
+
+/**
+ * `lab up --dry-run`: what `up` would make, in the order it would make it (namespaces, the kernel
+ * plans rendered as commands, the processes with their argv, the files), built from the same plans
+ * and argv as `up` itself. Changes nothing.
+ */
+export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend }): string {
+  if (existsSync(statePath(o.name))) {
+    const s = readState(o.name);
+    return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers) with their saved state, and remove what interrupted commands left half made; --nodes, --pods-per-node and --backend would not apply.`;
+  }
+  const s = newLab(o.name, o.backend);
+  const overlay = o.backend !== 'macvlan';
+  const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({ name: `node${i + 1}`, ns: nsName(o.name, `node${i + 1}`), ip: nodeIp(i + 1), index: i + 1, port: portName(i + 1) }));
+  const pods = upPods(
+    nodes.map((n) => n.name),
+    o.podsPerNode,
+  );
+  const bg = (ns: string, argv: string[]) => `ip netns exec ${ns} ${shell(argv)} &`;
+  const lines = [
+    `weft lab up --dry-run: lab "${o.name}", ${o.backend}, ${o.nodes} nodes, ${pods.length} pods; nothing was changed.`,
+    '',
+    `# state and logs in ${labDir(o.name)}; plugins installed in ${join(labDir(o.name), 'bin')}`,
+    '',
+    '# the underlay switch, the outside world' + (overlay ? ' and etcd' : ''),
+    ...[s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])].map((ns) => `ip netns add ${ns}`),
+    switchPlan(s).render(),
+    bg(s.outside.ns, workloadArgv(s, OUTSIDE_POD, OUTSIDE_POD, 'app')),
+    ...(overlay ? [bg(s.etcd.ns, etcdArgv(s)), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
+  ];
+  for (const n of nodes) {
+    s.nodes.push(n);
+    lines.push('', `# ${n.name} at ${n.ip}, switch port ${n.port}, pods ${overlay ? 'in the subnet its agent leases' : `in ${underlayPods(n)}`}`, `ip netns add ${n.ns}`, nodePlan(s, n).render(), bg(n.ns, nodeDaemonArgv(s, n)), `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`);
+  }
+  if (pods.length) lines.push('', '# pods: a namespace each, CNI ADD through the node\'s conflist (eth0), then the containers');
+  for (const p of pods) {
+    const ns = nsName(o.name, p.pod);
+    const node = nodes.find((n) => n.name === p.node)!;
+    lines.push(`ip netns add ${ns}`, `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0`);
+    for (const c of p.sidecar ? ['app', 'sidecar'] : ['app']) lines.push(bg(ns, workloadArgv(s, p.pod, p.node, c)));
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,58 @@
+import { collect } from '../util/proc.js';
+import type { LabState } from './state.js';
+
+/**
+ * The lab's own view of its etcd, over etcd's JSON gateway with curl from inside the etcd namespace
+ * (only the lab's namespaces reach it). Independent of the agents, so that verify can tell what the
+ * store holds from what the agents say, and a rollback can drop a lease whose agent never told anyone.
+ */
+export const NETWORK_PREFIX = '/coreos.com/network/';
+const SUBNETS = `${NETWORK_PREFIX}subnets/`;
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
+
+async function call(s: LabState, path: string, body?: unknown): Promise<unknown> {
+  const argv = ['ip', 'netns', 'exec', s.etcd.ns, 'curl', '-sS', '-m', '3', ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]), `${s.etcd.endpoint}${path}`];
+  const r = await collect(argv, { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`etcd at ${s.etcd.endpoint} did not answer: ${(r.stderr.trim() || `curl exit ${r.code}`).split('\n').pop()}`);
+  try {
+    return JSON.parse(r.stdout) as unknown;
+  } catch {
+    throw new Error(`etcd at ${s.etcd.endpoint} gave no JSON: ${r.stdout.slice(0, 120)}`);
+  }
+}
+
+/** etcd's own health endpoint. */
+export async function etcdHealthy(s: LabState): Promise<boolean> {
+  const r = (await call(s, '/health')) as { health?: string };
+  return r.health === 'true';
+}
+
+export interface StoredLease {
+  key: string;
+  subnet: string;
+  publicIP?: string;
+}
+
+/** Every subnet lease in etcd (flannel's keys: subnets/10.244.3.0-24 with {"PublicIP": ...}). */
+export async function storedLeases(s: LabState): Promise<StoredLease[]> {
+  const r = (await call(s, '/v3/kv/range', { key: b64(SUBNETS), range_end: b64(SUBNETS.replace(/\/$/, '0')) })) as { kvs?: { key: string; value: string }[] };
+  return (r.kvs ?? []).map((kv) => {
+    const key = unb64(kv.key);
+    let publicIP: string | undefined;
+    try {
+      publicIP = (JSON.parse(unb64(kv.value)) as { PublicIP?: string }).PublicIP;
+    } catch {
+      publicIP = undefined;
+    }
+    return { key, subnet: key.slice(SUBNETS.length).replace('-', '/'), ...(publicIP ? { publicIP } : {}) };
+  });
+}
+
+/** Deletes every lease that carries `publicIP` (a node's IP is unique in its lab); returns their keys. */
+export async function dropLeasesOf(s: LabState, publicIP: string): Promise<string[]> {
+  const mine = (await storedLeases(s)).filter((l) => l.publicIP === publicIP);
+  for (const l of mine) await call(s, '/v3/kv/deleterange', { key: b64(l.key) });
+  return mine.map((l) => l.key);
+}

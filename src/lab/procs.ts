@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { waitFor } from '../util/wait.js';
+import { containerLog, etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD, subnetOf, underlayPods, workloadArgv } from './build.js';
+import { controlSocket, LabError, podDir, type LabState, type NodeState } from './state.js';
+
+/** A process of the lab: it outlives the command that started it; `exited` is set if it ends while we watch. */
+export interface Daemon {
+  pid: number;
+  exited?: string;
+}
+
+/** Starts `argv` inside namespace `ns`, detached from this command, logging to `log`. */
+export function daemon(ns: string, argv: string[], log: string): Daemon {
+  const fd = openSync(log, 'a');
+  // `ip netns exec` execs argv in place, so the pid is the process's own.
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
+  const d: Daemon = { pid: child.pid! };
+  child.on('exit', (code, signal) => (d.exited = signal ? `was killed by ${signal}` : `exited with code ${code}`));
+  child.unref();
+  return d;
+}
+
+/** True when something accepts a connection on the unix socket `path`. */
+export function socketAnswers(path: string, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = createConnection(path);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.on('connect', () => done(true));
+    sock.on('error', () => done(false));
+  });
+}
+
+/** Throws if the operation was interrupted (the CLI aborts `signal` on SIGINT/SIGTERM). */
+export function interrupted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new LabError('interrupted', signal.reason instanceof Error ? signal.reason.message : 'interrupted');
+}
+
+/** The last lines of a log, quoted in an error (a rollback removes the log itself). */
+function logTail(log: string, lines = 3): string {
+  try {
+    const tail = readFileSync(log, 'utf8').trim().split('\n').slice(-lines).join('\n  ');
+    return tail ? `; ${log} ends with:\n  ${tail}` : `; ${log} is empty`;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Waits until `check` holds. Gives up at once when `signal` aborts or the `daemon` we wait on exits,
+ * and after `timeoutMs`; the error quotes the end of the daemon's `log`.
+ */
+export async function until(what: string, check: () => boolean | Promise<boolean>, o: { timeoutMs: number; log: string; signal?: AbortSignal; daemon?: Daemon }): Promise<void> {
+  const state = await waitFor(async () => (o.signal?.aborted ? 'aborted' : o.daemon?.exited ? 'exited' : (await check()) && 'ok'), { timeoutMs: o.timeoutMs, intervalMs: 25, what }).catch((e: Error) => {
+    throw new LabError('timeout', `${e.message}${logTail(o.log)}`);
+  });
+  interrupted(o.signal);
+  if (state === 'exited') throw new LabError('exited', `${what} failed: the process ${o.daemon!.exited} before it was ready${logTail(o.log)}`);
+}
+
+/** etcd with the lab's data dir (a restarted one keeps every lease); ready when its log says so. */
+export async function startEtcd(s: LabState, signal?: AbortSignal): Promise<void> {
+  const log = etcdLog(s);
+  const from = existsSync(log) ? statSync(log).size : 0;
+  const d = daemon(s.etcd.ns, etcdArgv(s), log);
+  await until('etcd start', () => readFileSync(log).subarray(from).includes('ready to serve client requests'), { timeoutMs: 20_000, log, signal, daemon: d });
+}
+
+/** A pod's containers (or the outside world's one): ready when each answers on its control socket. */
+export async function startContainers(s: LabState, pod: { name: string; node: string; ns: string; containers: string[] }, signal?: AbortSignal): Promise<void> {
+  mkdirSync(podDir(s.name, pod.name), { recursive: true });
+  await Promise.all(
+    pod.containers.map((c) => {
+      const d = daemon(pod.ns, workloadArgv(s, pod.name, pod.node, c), containerLog(s, pod.name, c));
+      return until(`container ${c} of ${pod.name}`, () => socketAnswers(controlSocket(s.name, pod.name, c)), { timeoutMs: 15_000, log: containerLog(s, pod.name, c), signal, daemon: d });
+    }),
+  );
+}
+
+export const outsidePod = (s: LabState) => ({ name: OUTSIDE_POD, node: OUTSIDE_POD, ns: s.outside.ns, containers: ['app'] });
+
+/**
+ * The node's agent (overlay; ready once it holds a lease and serves CNI) or CNI server (underlay).
+ * Returns the node's pod subnet.
+ */
+export async function startNodeDaemon(s: LabState, node: NodeState, signal?: AbortSignal): Promise<string | undefined> {
+  const f = nodeFiles(s, node);
+  mkdirSync(f.dir, { recursive: true });
+  const d = daemon(node.ns, nodeDaemonArgv(s, node), f.log);
+  if (s.backend === 'macvlan') {
+    await until(`the CNI server on ${node.name}`, () => socketAnswers(f.cniSocket), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
+    return underlayPods(node);
+  }
+  await until(`the agent on ${node.name} taking a lease`, async () => existsSync(f.subnetFile) && (await socketAnswers(f.cniSocket)), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
+  return subnetOf(f.subnetFile);
+}
+
+/** Whether the node's agent (or CNI server) answers. */
+export async function nodeDaemonAnswers(s: LabState, node: NodeState): Promise<boolean> {
+  const f = nodeFiles(s, node);
+  if (s.backend === 'macvlan') return socketAnswers(f.cniSocket);
+  return (await socketAnswers(f.statusSocket)) && (await socketAnswers(f.cniSocket));
+}
