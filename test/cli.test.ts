@@ -44,6 +44,7 @@ describe('weft CLI: help for every command in the table', () => {
     assert.match(r.stdout, /weft agent --cleanup/);
     assert.match(r.stdout, /weft bench cni \[--quick\]/);
     assert.equal(weft('-h').stdout, r.stdout);
+    assert.equal(weft('help', 'lab', 'up').stdout, weft('lab', 'up', '--help').stdout);
   });
 
   for (const g of GROUPS) {
@@ -84,6 +85,8 @@ describe('weft CLI: usage errors exit 2 with that command\'s usage, before any w
       [['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--log-level', 'loud'], /--log-level is debug, info, warn or error/],
       [['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--resync', '0'], /--resync takes a number, at least 0.1/],
       [['lab', 'pod', 'add', 'web'], /lab pod add needs --node NODE/],
+      [['lab', 'pod', 'add', 'A B', '--node', 'node1'], /pod name "A B" is invalid/],
+      [['lab', 'node', 'add', '../../x'], /node name "\.\.\/\.\.\/x" is invalid/],
       [['lab', 'pod', 'rm'], /lab pod rm needs NAME/],
       [['lab', 'exec', 'node1'], /lab exec needs COMMAND after --/],
       [['cni', 'add', '--conf', '/nonexistent'], /cni add needs NETNS/],
@@ -135,7 +138,7 @@ describe('weft CLI: usage errors exit 2 with that command\'s usage, before any w
 });
 
 describe('weft CLI: a closed stdout', () => {
-  for (const args of [['--help'], ['lab', 'up', '--help']]) {
+  for (const args of [['--help'], ['lab', 'up', '--help'], ['lab', 'up', '--dry-run', '--name', 'nothing-made']]) {
     it(`weft ${args.join(' ')} with its reader gone exits 0 without an EPIPE crash`, async () => {
       const child = spawn(process.execPath, [WEFT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       // Closed before the child's Node has even started, so its first write meets a pipe with no reader.

@@ -2,7 +2,6 @@ import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CniError } from '../cni/spec.js';
-import { DEFAULT_SOCKET } from '../cni/serve.js';
 import {
   addNetworkList,
   cachedAttachments,
@@ -88,12 +87,12 @@ export const cniCommands: CommandSpec[] = [
     summary: 'serve CNI requests from a warm process (the fast path)',
     details: 'Runs until SIGTERM or SIGINT.',
     options: [
-      { name: 'socket', value: 'PATH', default: DEFAULT_SOCKET, brief: true, description: 'the unix socket the plugin forwards to' },
+      { name: 'socket', value: 'PATH', brief: true, description: 'the unix socket the plugin forwards to (default: the plugin\'s, /run/weft/cni.sock)' },
       { name: 'quiet', description: 'do not log each request' },
     ],
     run: async (a) => {
-      const socket = a.str('socket')!;
-      const { serveCni } = await import('../cni/serve.js');
+      const { DEFAULT_SOCKET, serveCni } = await import('../cni/serve.js');
+      const socket = a.str('socket') ?? DEFAULT_SOCKET;
       const server = await serveCni(socket, a.bool('quiet') ? undefined : (m) => print(`${new Date().toISOString()} ${m}`));
       print(`weft cni serve: listening on ${socket}`);
       await new Promise<void>((resolve) => {

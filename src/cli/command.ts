@@ -223,7 +223,7 @@ export function help(c: CommandSpec): string {
       o.multiple ? 'may be repeated' : '',
       o.default !== undefined ? `default: ${o.default}` : '',
     ].filter(Boolean);
-    return [left, `${o.description}${notes.length ? ` (${notes.join('; ')})` : ''}`] as const;
+    return [left, `${o.description}${notes.length ? ` [${notes.join('; ')}]` : ''}`] as const;
   });
   const width = Math.max(...rows.map(([l]) => l.length)) + 2;
   return [

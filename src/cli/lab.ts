@@ -1,20 +1,21 @@
 import { spawnSync } from 'node:child_process';
-import type { Backend, LabState } from '../lab/lab.js';
+import type { Backend } from '../lab/lab.js';
+import { readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
-import { print, printJson, progressTo } from './output.js';
+import { interruptSignal, print, printJson, progressTo } from './output.js';
 import { UsageError } from './usage.js';
 
 /** The lab library, loaded when a command runs (help and usage errors need none of it). */
 const lab = () => import('../lab/lab.js');
 
-const NAME: OptionSpec = { name: 'name', value: 'LAB', default: 'weft', check: async (name) => (await lab()).validateLabName(name), description: 'which lab' };
+const NAME: OptionSpec = { name: 'name', value: 'LAB', default: 'weft', check: validateLabName, description: 'which lab' };
 
 function summary(s: LabState): string {
   return [
-    table(['node', 'public IP', 'pod subnet', 'mode'], s.nodes.map((n) => [n.name, n.ip, n.subnet ?? '?', s.backend])),
+    table(['node', 'public IP', 'pod subnet', 'mode'], s.nodes.map((n) => [n.name, n.ip, n.pending ? 'pending' : (n.subnet ?? '?'), s.backend])),
     '',
-    table(['pod', 'node', 'IP', 'containers'], s.pods.map((p) => [p.name, p.node, p.ip, p.containers.join('+')])),
+    table(['pod', 'node', 'IP', 'containers'], s.pods.map((p) => [p.name, p.node, p.pending ? 'pending' : p.ip, p.containers.join('+')])),
   ].join('\n');
 }
 
@@ -52,21 +53,28 @@ export const labCommands: CommandSpec[] = [
       { name: 'backend', value: 'TYPE', choices: ['vxlan', 'host-gw', 'udp'], default: 'vxlan', brief: true, description: 'how the agents carry pod traffic between nodes' },
       { name: 'mode', value: 'MODE', choices: ['overlay', 'underlay'], default: 'overlay', description: 'overlay: pods behind the agents\' backend; underlay: macvlan pods on the node network' },
       NAME,
+      { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
     ],
+    details: 'On a lab whose processes died, brings them back with their saved state. SIGINT or SIGTERM removes what this run made.',
     run: async (a) => {
       const name = a.str('name')!;
       const say = progressTo(a.bool('json'));
-      const started = performance.now();
-      say(`Creating lab "${name}"`);
       const { up } = await lab();
-      const s = await up({
+      const options = {
         name,
         nodes: a.num('nodes')!,
         podsPerNode: a.num('pods-per-node')!,
-        backend: a.str('mode') === 'underlay' ? 'macvlan' : (a.str('backend') as Backend),
-        progress: (step, ms) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
-      });
+        backend: a.str('mode') === 'underlay' ? ('macvlan' as const) : (a.str('backend') as Backend),
+        progress: (step: string, ms: number) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
+      };
+      if (a.bool('dry-run')) {
+        const plan = await up({ ...options, dryRun: true });
+        return result(a, { lab: name, plan }, () => plan);
+      }
+      const started = performance.now();
+      say(`Creating lab "${name}"`);
+      const s = await up({ ...options, signal: interruptSignal() });
       return result(a, s, () => `Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}\n\n${nextSteps(s)}`);
     },
   },
@@ -75,7 +83,7 @@ export const labCommands: CommandSpec[] = [
     summary: 'the lab\'s nodes, subnets and pods',
     options: [NAME, JSON_OPTION],
     run: async (a) => {
-      const s = (await lab()).readState(a.str('name')!);
+      const s = readState(a.str('name')!);
       const etcd = s.backend === 'macvlan' ? '' : `, etcd ${s.etcd.endpoint}`;
       return result(a, s, () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
     },
@@ -98,7 +106,7 @@ export const labCommands: CommandSpec[] = [
     details: 'Exits with the command\'s exit status.',
     options: [NAME],
     run: async (a) => {
-      const s = (await lab()).readState(a.str('name')!);
+      const s = readState(a.str('name')!);
       const target = a.positionals[0]!;
       const where = s.nodes.find((n) => n.name === target) ?? s.pods.find((p) => p.name === target);
       if (!where) throw new UsageError(`lab "${s.name}" has no node or pod "${target}"; it has ${[...s.nodes, ...s.pods].map((x) => x.name).join(', ')}`);
@@ -111,11 +119,12 @@ export const labCommands: CommandSpec[] = [
   {
     path: ['lab', 'pod', 'add'],
     summary: 'add a pod on a node, through the CNI plugin',
-    positionals: [{ name: 'NAME' }],
+    positionals: [{ name: 'NAME', check: validatePodName }],
+    details: 'SIGINT or SIGTERM removes what it made so far.',
     options: [{ name: 'node', value: 'NODE', required: true, description: 'the node it runs on' }, NAME, JSON_OPTION],
     run: async (a) => {
-      const { addPod, readState } = await lab();
-      const p = await addPod(readState(a.str('name')!), a.positionals[0]!, a.str('node')!);
+      const { addPod } = await lab();
+      const p = await addPod(readState(a.str('name')!), a.positionals[0]!, a.str('node')!, { signal: interruptSignal() });
       return result(a, p, () => `pod ${p.name} is up on ${p.node} with IP ${p.ip}`);
     },
   },
@@ -126,7 +135,7 @@ export const labCommands: CommandSpec[] = [
     options: [NAME, JSON_OPTION],
     run: async (a) => {
       const pod = a.positionals[0]!;
-      const { removePod, readState } = await lab();
+      const { removePod } = await lab();
       await removePod(readState(a.str('name')!), pod);
       return result(a, { pod, removed: true }, () => `pod ${pod} removed`);
     },
@@ -134,14 +143,14 @@ export const labCommands: CommandSpec[] = [
   {
     path: ['lab', 'node', 'add'],
     summary: 'a node joins; the others converge',
-    positionals: [{ name: 'NAME', optional: true }],
-    details: 'NAME defaults to the next nodeN.',
+    positionals: [{ name: 'NAME', optional: true, check: validateNodeName }],
+    details: 'NAME defaults to the next nodeN. SIGINT or SIGTERM removes what it made so far.',
     options: [NAME, JSON_OPTION],
     run: async (a) => {
-      const { addNode, readState } = await lab();
+      const { addNode } = await lab();
       const s = readState(a.str('name')!);
       const name = a.positionals[0] ?? `node${Math.max(0, ...s.nodes.map((n) => Number(n.name.replace(/\D/g, '')) || 0)) + 1}`;
-      const n = await addNode(s, name);
+      const n = await addNode(s, name, { signal: interruptSignal() });
       return result(a, n, () => `node ${n.name} joined at ${n.ip} with subnet ${n.subnet}`);
     },
   },
@@ -152,7 +161,7 @@ export const labCommands: CommandSpec[] = [
     options: [NAME, JSON_OPTION],
     run: async (a) => {
       const node = a.positionals[0]!;
-      const { removeNode, readState } = await lab();
+      const { removeNode } = await lab();
       await removeNode(readState(a.str('name')!), node);
       return result(a, { node, removed: true }, () => `node ${node} removed`);
     },

@@ -12,8 +12,9 @@ Usage:
 ${listing(COMMANDS)}
   weft --version                                print the version
 
-Run weft COMMAND --help for a command's options. Exit status: 0 done, 1 failed, 2 usage error,
-130/143 interrupted by SIGINT/SIGTERM. --json prints only JSON on stdout.`;
+Run weft COMMAND --help (or weft help COMMAND) for a command's options.
+Exit status: 0 done, 1 failed, 2 usage error, 130/143 interrupted by SIGINT/SIGTERM.
+--json prints JSON alone on stdout; progress and errors go to stderr.`;
 
 const startsWith = (path: string[], words: string[]) => path.every((w, i) => words[i] === w);
 
@@ -29,6 +30,7 @@ async function main(argv: string[]): Promise<number> {
     print(version());
     return 0;
   }
+  if (argv[0] === 'help' && argv.length > 1) return main([...argv.slice(1), '--help']);
   if (['--help', '-h', 'help'].includes(argv[0]!)) {
     print(USAGE);
     return 0;
