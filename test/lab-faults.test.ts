@@ -1,0 +1,264 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { listNetns } from '../src/kernel/netns.js';
+import { Topology } from '../src/topo/topology.js';
+
+/**
+ * The lab never loses track: concurrent adds, interrupted and failing adds, bad names, long names,
+ * processes that die. Every check reads the kernel and etcd directly (ip, curl), not the lab's state.
+ */
+const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
+const ROOT = '/run/weft/lab';
+
+let topo: Topology;
+let lab: string;
+
+function weft(...args: string[]) {
+  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 180_000 });
+  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}` };
+}
+
+function start(...args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> } {
+  const child = spawn(process.execPath, [WEFT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d));
+  child.stderr!.on('data', (d: Buffer) => (out += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, out })));
+  return { child, done };
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface State {
+  nodes: { name: string; ip: string; port: string; subnet?: string; pending?: true }[];
+  pods: { name: string; node: string; ip: string; pending?: true }[];
+}
+const state = (name = lab) => JSON.parse(readFileSync(`${ROOT}/${name}/state.json`, 'utf8')) as State;
+const ns = (role: string, name = lab) => `wl.${name}.${role}`;
+const pids = (n: string) => spawnSync('ip', ['netns', 'pids', n], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean);
+const veths = (node: string) => spawnSync('ip', ['-n', ns(node), '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+const reserved = (node: string) => readdirSync(`${ROOT}/${lab}/nodes/${node}/ipam/weft`).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+const labNamespaces = (name = lab) => listNetns().filter((n) => n.startsWith(`wl.${name}.`));
+
+/** The subnet leases etcd holds, read with etcd's JSON gateway from inside the lab's etcd namespace. */
+function leases(): { key: string; publicIP: string }[] {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const body = JSON.stringify({ key: b64('/coreos.com/network/subnets/'), range_end: b64('/coreos.com/network/subnets0') });
+  const r = spawnSync('ip', ['netns', 'exec', ns('etcd'), 'curl', '-sS', '-m', '3', '-X', 'POST', '-d', body, 'http://198.18.0.2:2379/v3/kv/range'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const kvs = (JSON.parse(r.stdout) as { kvs?: { key: string; value: string }[] }).kvs ?? [];
+  return kvs.map((kv) => ({ key: Buffer.from(kv.key, 'base64').toString(), publicIP: (JSON.parse(Buffer.from(kv.value, 'base64').toString()) as { PublicIP: string }).PublicIP }));
+}
+
+function putNetworkConfig(config: string): void {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  const r = spawnSync('ip', ['netns', 'exec', ns('etcd'), 'curl', '-sS', '-m', '3', '-X', 'POST', '-d', JSON.stringify({ key: b64('/coreos.com/network/config'), value: b64(config) }), 'http://198.18.0.2:2379/v3/kv/put'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+/** After a node add that did not complete: nothing of `node` anywhere. */
+function assertNoNode(node: string, ip: string | undefined): void {
+  assert.ok(!listNetns().includes(ns(node)), `namespace of ${node} left behind`);
+  assert.ok(!existsSync(`${ROOT}/${lab}/nodes/${node}`), `files of ${node} left behind`);
+  assert.ok(!state().nodes.some((n) => n.name === node), `${node} still in the lab's state`);
+  const running = spawnSync('pgrep', ['-f', `agent --node ${node} `], { encoding: 'utf8' }).stdout.trim();
+  assert.equal(running, '', `an agent for ${node} still runs`);
+  if (ip) assert.deepEqual(leases().filter((l) => l.publicIP === ip), [], `a lease for ${ip} is left in etcd`);
+}
+
+/** After a pod add that did not complete, or a pod rm: nothing of `pod` anywhere. */
+function assertNoPod(pod: string, node: string, vethsBefore: number, reservedBefore: string[]): void {
+  assert.ok(!listNetns().includes(ns(pod)), `namespace of ${pod} left behind`);
+  assert.equal(veths(node), vethsBefore, `a host veth of ${pod} is left on ${node}`);
+  assert.deepEqual(reserved(node), reservedBefore, `an IP reservation of ${pod} is left on ${node}`);
+  assert.ok(!state().pods.some((p) => p.name === pod), `${pod} still in the lab's state`);
+  assert.equal(spawnSync('pgrep', ['-f', `--pod ${pod} `], { encoding: 'utf8' }).stdout.trim(), '', `a container of ${pod} still runs`);
+}
+
+before(async () => {
+  topo = await Topology.create();
+  lab = topo.id;
+  const up = weft('lab', 'up', '--name', lab, '--nodes', '2', '--pods-per-node', '1');
+  assert.equal(up.code, 0, up.out);
+});
+
+after(async () => {
+  weft('lab', 'down', '--name', lab);
+  await topo.destroy();
+  assert.equal(labNamespaces().length, 0, 'lab down left namespaces');
+});
+
+test('bad node and pod names are refused before anything is made', () => {
+  const before = { ns: labNamespaces().sort(), state: JSON.stringify(state()), escaped: existsSync(`${ROOT}/x`) };
+  for (const name of ['../../x', 'a b', 'Node3', 'underlay', 'etcd', 'abcdefghijklmnopq', 'n-', 'pod-1a']) {
+    const r = weft('lab', 'node', 'add', name, '--name', lab);
+    assert.notEqual(r.code, 0, `node name "${name}" was accepted`);
+    assert.match(r.out, /invalid|taken by the lab|already exists/, r.out);
+  }
+  for (const name of ['../x', 'A B', 'outside', 'node1', 'pod-1a']) {
+    const r = weft('lab', 'pod', 'add', name, '--node', 'node1', '--name', lab);
+    assert.notEqual(r.code, 0, `pod name "${name}" was accepted`);
+    assert.match(r.out, /invalid|taken by the lab|already exists/, r.out);
+  }
+  assert.deepEqual(labNamespaces().sort(), before.ns, 'a refused name made a namespace');
+  assert.equal(JSON.stringify(state()), before.state, 'a refused name changed the state');
+  assert.equal(existsSync(`${ROOT}/x`), before.escaped, 'a node name escaped the lab directory');
+});
+
+test('two 16-character node names get their own switch ports and both work', () => {
+  const names = ['abcdefghijklmn-1', 'abcdefghijklmn-2'];
+  const ports = () => spawnSync('ip', ['-n', ns('underlay'), '-o', 'link', 'show', 'master', 'br0'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+  const portsBefore = ports();
+  try {
+    for (const n of names) {
+      const r = weft('lab', 'node', 'add', n, '--name', lab);
+      assert.equal(r.code, 0, r.out);
+    }
+    const [a, b] = names.map((n) => state().nodes.find((x) => x.name === n)!);
+    assert.notEqual(a!.port, b!.port);
+    assert.equal(ports(), portsBefore + 2, 'the two nodes do not have a switch port each');
+    assert.notEqual(a!.subnet, b!.subnet);
+    const ping = weft('lab', 'exec', '--name', lab, names[0]!, '--', 'ping', '-c', '1', '-W', '2', names[1]!);
+    assert.equal(ping.code, 0, ping.out);
+  } finally {
+    for (const n of names) weft('lab', 'node', 'rm', n, '--name', lab);
+  }
+  assert.equal(ports(), portsBefore);
+});
+
+test('30 concurrent pod adds are all recorded, get distinct IPs, and are all removable', async () => {
+  const pods = Array.from({ length: 30 }, (_, i) => `many-${i}`);
+  const [v1, v2, r1, r2] = [veths('node1'), veths('node2'), reserved('node1'), reserved('node2')];
+  const adds = await Promise.all(pods.map((p, i) => start('lab', 'pod', 'add', p, '--node', `node${(i % 2) + 1}`, '--name', lab).done));
+  for (const [i, r] of adds.entries()) assert.equal(r.code, 0, `${pods[i]}: ${r.out}`);
+  const recorded = state().pods.filter((p) => p.name.startsWith('many-'));
+  assert.deepEqual(recorded.map((p) => p.name).sort(), [...pods].sort(), 'pods missing from the state');
+  assert.ok(recorded.every((p) => !p.pending && p.ip), 'a pod is recorded without its IP');
+  assert.equal(new Set(recorded.map((p) => p.ip)).size, 30, 'two pods share an IP');
+  const reach = weft('lab', 'exec', '--name', lab, 'many-0', '--', 'ping', '-c', '1', '-W', '2', 'many-29');
+  assert.equal(reach.code, 0, reach.out);
+
+  const rms = await Promise.all(pods.map((p) => start('lab', 'pod', 'rm', p, '--name', lab).done));
+  for (const [i, r] of rms.entries()) assert.equal(r.code, 0, `${pods[i]}: ${r.out}`);
+  assert.deepEqual(state().pods.filter((p) => p.name.startsWith('many-')), []);
+  assert.deepEqual(labNamespaces().filter((n) => n.includes('.many-')), []);
+  assert.equal(veths('node1'), v1);
+  assert.equal(veths('node2'), v2);
+  assert.deepEqual(reserved('node1'), r1);
+  assert.deepEqual(reserved('node2'), r2);
+});
+
+test('a pod add interrupted by SIGTERM removes what it made', async () => {
+  const [v, r] = [veths('node1'), reserved('node1')];
+  const add = start('lab', 'pod', 'add', 'term', '--node', 'node1', '--name', lab);
+  await until('the pod namespace', () => listNetns().includes(ns('term')));
+  add.child.kill('SIGTERM');
+  const done = await add.done;
+  assert.notEqual(done.code, 0, done.out);
+  assertNoPod('term', 'node1', v, r);
+  const again = weft('lab', 'pod', 'add', 'term', '--node', 'node1', '--name', lab);
+  assert.equal(again.code, 0, `the name is not free again: ${again.out}`);
+  assert.equal(weft('lab', 'pod', 'rm', 'term', '--name', lab).code, 0);
+});
+
+test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async () => {
+  const [v, r] = [veths('node2'), reserved('node2')];
+  const add = start('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab);
+  // Once a container runs, the namespace, the IP and the veth all exist.
+  await until('the pod\'s first process', () => listNetns().includes(ns('killed')) && pids(ns('killed')).length > 0);
+  add.child.kill('SIGKILL');
+  await add.done;
+  assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
+  assert.match(weft('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab).out, /interrupted|already exists/);
+  const rm = weft('lab', 'pod', 'rm', 'killed', '--name', lab);
+  assert.equal(rm.code, 0, rm.out);
+  assertNoPod('killed', 'node2', v, r);
+});
+
+test('a node add whose agent fails leaves no agent, lease, namespace or record', () => {
+  putNetworkConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'nonsense' } }));
+  try {
+    const r = weft('lab', 'node', 'add', 'failing', '--name', lab);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /agent on failing/);
+  } finally {
+    putNetworkConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }));
+  }
+  assertNoNode('failing', '198.18.0.13');
+});
+
+test('a node add interrupted by SIGTERM leaves no agent, lease, namespace or record', async () => {
+  const add = start('lab', 'node', 'add', 'term', '--name', lab);
+  await until('the node namespace', () => listNetns().includes(ns('term')));
+  add.child.kill('SIGTERM');
+  const done = await add.done;
+  assert.notEqual(done.code, 0, done.out);
+  assertNoNode('term', '198.18.0.13');
+});
+
+test('a node add killed with SIGKILL leaves a record that node rm cleans, lease and agent included', async () => {
+  const add = start('lab', 'node', 'add', 'killed', '--name', lab);
+  await until('the node\'s agent', () => listNetns().includes(ns('killed')) && pids(ns('killed')).length > 0);
+  add.child.kill('SIGKILL');
+  await add.done;
+  const node = state().nodes.find((n) => n.name === 'killed');
+  assert.ok(node, 'the killed add left no record of what it made');
+  // The agent outlives the command that started it and takes its lease.
+  await until('the orphaned agent\'s lease', () => leases().some((l) => l.publicIP === node.ip));
+  const rm = weft('lab', 'node', 'rm', 'killed', '--name', lab);
+  assert.equal(rm.code, 0, rm.out);
+  assertNoNode('killed', node.ip);
+});
+
+test('verify reports dead agents; lab up brings every process back with the same subnets', async () => {
+  const subnets = state().nodes.map((n) => `${n.name} ${n.subnet}`);
+  for (const n of ['node1', 'node2']) for (const pid of pids(ns(n))) process.kill(Number(pid), 'SIGKILL');
+  await until('the agents to die', () => pids(ns('node1')).length === 0 && pids(ns('node2')).length === 0);
+  const dead = weft('verify', '--name', lab, '--json');
+  assert.equal(dead.code, 1, dead.out);
+  const report = JSON.parse(dead.out) as { results: { group: string; check: string; to: string; ok: boolean; evidence: string }[] };
+  const cp = report.results.filter((r) => r.group === 'control plane');
+  assert.ok(cp.some((r) => r.check === 'agent' && r.to.startsWith('node1') && !r.ok), 'verify did not report node1\'s dead agent');
+  assert.ok(cp.some((r) => !r.ok && /nothing manages the network/.test(r.evidence)), 'verify did not say that nothing manages the network');
+  assert.ok(report.results.some((r) => r.group === 'pod → pod, across nodes' && r.ok), 'the data-plane checks were not reported');
+
+  // Now everything: etcd, agents, pod containers, the outside world.
+  for (const n of labNamespaces()) for (const pid of pids(n)) process.kill(Number(pid), 'SIGKILL');
+  await until('every process of the lab to die', () => labNamespaces().every((n) => pids(n).length === 0));
+  const up = weft('lab', 'up', '--name', lab);
+  assert.equal(up.code, 0, up.out);
+  assert.match(up.out, /restarted etcd with its data/);
+  assert.match(up.out, /restarted the agents on node1, node2 \(same subnets\)/);
+  assert.deepEqual(state().nodes.map((n) => `${n.name} ${n.subnet}`), subnets);
+  const v = weft('verify', '--name', lab);
+  assert.equal(v.code, 0, v.out);
+  assert.match(weft('lab', 'up', '--name', lab).out, /nothing to restart/);
+});
+
+test('lab up --dry-run changes nothing; an interrupted lab up removes everything it made', async () => {
+  const other = `${lab}-i`;
+  const dry = weft('lab', 'up', '--name', other, '--nodes', '2', '--dry-run');
+  assert.equal(dry.code, 0, dry.out);
+  assert.match(dry.out, /ip netns add wl\.\S+-i\.node2/);
+  assert.match(dry.out, /link add name port2 type veth peer name eth0/);
+  assert.match(dry.out, /weft agent --node node1 /);
+  assert.deepEqual(labNamespaces(other), []);
+  assert.ok(!existsSync(`${ROOT}/${other}`), 'the dry run made the lab directory');
+
+  const up = start('lab', 'up', '--name', other, '--nodes', '2', '--pods-per-node', '1');
+  await until('the first node', () => listNetns().includes(ns('node1', other)), 60_000);
+  up.child.kill('SIGTERM');
+  const done = await up.done;
+  assert.notEqual(done.code, 0, done.out);
+  assert.deepEqual(labNamespaces(other), [], 'the interrupted up left namespaces');
+  assert.ok(!existsSync(`${ROOT}/${other}`), 'the interrupted up left its directory');
+});
