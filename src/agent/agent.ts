@@ -93,7 +93,17 @@ export class Agent {
     return this.o.log;
   }
 
+  /** Starts the agent; when that fails, what was started is stopped again before the error is thrown. */
   async start(): Promise<void> {
+    try {
+      await this.run();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private async run(): Promise<void> {
     const o = this.o;
     if (o.dryRun) {
       (o.out ?? ((t: string) => process.stdout.write(`${t}\n`)))(await dryRunReport(o));

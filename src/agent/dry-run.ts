@@ -1,6 +1,6 @@
 import { createBackend } from '../backend/index.js';
 import { readActual, reconcile } from '../backend/reconcile.js';
-import { formatNetwork } from '../ip/cidr.js';
+import { formatCidr, formatNetwork, withAddr } from '../ip/cidr.js';
 import { links } from '../kernel/state.js';
 import { EtcdStore } from '../store/etcd.js';
 import { chooseLease } from '../subnet/allocate.js';
@@ -41,7 +41,7 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
       out.push(`lease: would take ${formatNetwork(choice.subnet)} (${why})${choice.stale ? `, after deleting ${choice.stale.key}, which no longer fits the config` : ''}`);
     }
     out.push(`  ${key} = ${encodeLeaseAttrs(own.attrs)}${fresh && backend.device ? ' (VtepMAC: a new random one)' : ''}`);
-    out.push(`subnet file: would write ${o.subnetFile} (FLANNEL_SUBNET ${formatNetwork({ ...choice.subnet, ip: choice.subnet.base + 1n })}, FLANNEL_MTU ${backend.mtu})`);
+    out.push(`subnet file: would write ${o.subnetFile} (FLANNEL_SUBNET ${formatCidr(withAddr(choice.subnet, choice.subnet.base + 1n))}, FLANNEL_MTU ${backend.mtu})`);
     const remotes = listing.items.flatMap((kv): Lease[] => {
       const subnet = parseSubnetKey(kv.key);
       const attrs = decodeLeaseAttrs(kv.value);
