@@ -17,7 +17,13 @@ function finish<R extends Outcome>(a: Args, report: R, format: (r: R) => string)
   if (a.bool('json')) printJson(report);
   else {
     print(format(report));
-    if (report.bars.length) print(`\n${table(['bar', 'value', 'needed', 'met'], report.bars.map((b) => [b.what, b.value, b.bar, b.met ? 'yes' : 'NO']))}`);
+    if (report.bars.length)
+      print(
+        `\n${table(
+          ['bar', 'value', 'needed', 'met'],
+          report.bars.map((b) => [b.what, b.value, b.bar, b.met ? 'yes' : 'NO']),
+        )}`,
+      );
     for (const p of report.problems) print(`broken: ${p}`);
   }
   const file = a.str('report');
@@ -53,9 +59,21 @@ export const benchCommands: CommandSpec[] = [
     summary: 'pod-to-pod throughput and RTT vs the raw underlay',
     options: [
       QUICK,
-      { name: 'backends', value: 'LIST', listOf: ['vxlan', 'host-gw', 'udp'], default: 'vxlan,host-gw,udp', brief: true, description: 'the backends to measure' },
+      {
+        name: 'backends',
+        value: 'LIST',
+        listOf: ['vxlan', 'host-gw', 'udp'],
+        default: 'vxlan,host-gw,udp',
+        brief: true,
+        description: 'the backends to measure',
+      },
       { name: 'seconds', value: 'S', int: { min: 1, max: 60 }, description: 'length of each iperf3 run (default: 5, or 1 with --quick)' },
-      { name: 'rounds', value: 'N', int: { min: 1, max: 50 }, description: 'alternating raw and pod runs; each side takes the median (default: 3, or 1 with --quick)' },
+      {
+        name: 'rounds',
+        value: 'N',
+        int: { min: 1, max: 50 },
+        description: 'alternating raw and pod runs; each side takes the median (default: 3, or 1 with --quick)',
+      },
       JSON_OPTION,
       REPORT,
     ],
@@ -67,17 +85,27 @@ export const benchCommands: CommandSpec[] = [
   },
   {
     path: ['bench', 'converge'],
-    summary: 'time until every node has a new lease\'s route',
+    summary: "time until every node has a new lease's route",
     options: [
       QUICK,
-      { name: 'nodes', value: 'N', int: { min: 2, max: 100 }, brief: true, description: 'nodes in the lab (default: a lab of 10, then one of 30; 3 with --quick)' },
+      {
+        name: 'nodes',
+        value: 'N',
+        int: { min: 2, max: 100 },
+        brief: true,
+        description: 'nodes in the lab (default: a lab of 10, then one of 30; 3 with --quick)',
+      },
       { name: 'rounds', value: 'N', int: SIZE, description: 'leases added and removed (default: 20, or 3 with --quick)' },
       JSON_OPTION,
       REPORT,
     ],
     run: async (a) => {
       const { benchConverge, formatConvergeReport } = await import('../bench/converge.js');
-      const report = await benchConverge(a.num('nodes') !== undefined ? [a.num('nodes')!] : a.bool('quick') ? [3] : [10, 30], sized(a, 'rounds', 20, 3), progressTo(a.bool('json')));
+      const report = await benchConverge(
+        a.num('nodes') !== undefined ? [a.num('nodes')!] : a.bool('quick') ? [3] : [10, 30],
+        sized(a, 'rounds', 20, 3),
+        progressTo(a.bool('json')),
+      );
       return finish(a, report, formatConvergeReport);
     },
   },
@@ -88,7 +116,15 @@ export const benchCommands: CommandSpec[] = [
     options: [QUICK, JSON_OPTION, REPORT],
     run: async (a) => {
       const { benchLab, formatLabReport } = await import('../bench/lab.js');
-      const report = await benchLab(a.bool('quick') ? [[2, 1]] : [[3, 2], [20, 10]], progressTo(a.bool('json')));
+      const report = await benchLab(
+        a.bool('quick')
+          ? [[2, 1]]
+          : [
+              [3, 2],
+              [20, 10],
+            ],
+        progressTo(a.bool('json')),
+      );
       return finish(a, report, formatLabReport);
     },
   },

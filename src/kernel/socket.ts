@@ -97,9 +97,12 @@ export interface Answer {
   replies: Buffer[];
 }
 
+/** One receive buffer for every socket: reads are synchronous and copy out what they keep. */
+const RBUF = Buffer.allocUnsafe(1 << 17);
+
 export class Sock {
   private seq = Math.floor(Date.now() / 1000) & 0x7fffffff;
-  private readonly rbuf = Buffer.alloc(1 << 17);
+  private readonly rbuf = RBUF;
   private closed = false;
 
   private constructor(readonly fd: number) {}
