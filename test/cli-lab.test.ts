@@ -30,24 +30,27 @@ after(async () => {
 });
 
 /** Runs weft; each stdout line goes to `onLine` until it returns true, then the reader closes the pipe. */
-async function watch(args: string[], onLine: (line: string, child: ChildProcess) => boolean): Promise<{ code: number | null; stderr: string; lines: string[] }> {
+async function watch(
+  args: string[],
+  onLine: (line: string, child: ChildProcess) => boolean,
+): Promise<{ code: number | null; stderr: string; lines: string[] }> {
   const child = spawn(process.execPath, [WEFT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let buf = '';
   let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     const parts = buf.split('\n');
     buf = parts.pop()!;
     for (const line of parts) {
       lines.push(line);
       if (onLine(line, child)) {
-        child.stdout!.destroy();
+        child.stdout.destroy();
         return;
       }
     }
   });
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   return { code, stderr, lines };
 }

@@ -35,7 +35,11 @@ describe('weft CLI: help for every command in the table', () => {
     // The same reading as the before-stop hook's sed/awk pipeline: words up to the first option or argument.
     const listed = new Set(
       r.stdout.split('\n').flatMap((l) => {
-        const words = /^ *weft ([a-z][a-z -]*[a-z])/.exec(l)?.[1]?.replace(/ {2}.*/, '').split(' ') ?? [];
+        const words =
+          /^ *weft ([a-z][a-z -]*[a-z])/
+            .exec(l)?.[1]
+            ?.replace(/ {2}.*/, '')
+            .split(' ') ?? [];
         const end = words.findIndex((w) => !/^[a-z][a-z-]*$/.test(w));
         return words.length ? [words.slice(0, end < 0 ? undefined : end).join(' ')] : [];
       }),
@@ -60,7 +64,7 @@ describe('weft CLI: help for every command in the table', () => {
   }
 });
 
-describe('weft CLI: usage errors exit 2 with that command\'s usage, before any work', () => {
+describe("weft CLI: usage errors exit 2 with that command's usage, before any work", () => {
   for (const c of COMMANDS) {
     it(`weft ${c.path.join(' ')} --no-such-option`, () => {
       const r = weft(...c.path, '--no-such-option');
@@ -82,7 +86,10 @@ describe('weft CLI: usage errors exit 2 with that command\'s usage, before any w
       [['bench', 'datapath', '--backends', 'vxlan,bogus'], /--backends is a comma-separated list of vxlan, host-gw, udp, not "bogus"/],
       [['bench', 'cni', '--pods', '0'], /--pods takes a whole number from 1 to 500, not "0"/],
       [['bench', 'cni', '--pods', '-3'], /--pods' argument is ambiguous/],
-      [['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--log-level', 'loud'], /--log-level is debug, info, warn or error/],
+      [
+        ['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--log-level', 'loud'],
+        /--log-level is debug, info, warn or error/,
+      ],
       [['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--resync', '0'], /--resync takes a number, at least 0.1/],
       [['lab', 'pod', 'add', 'web'], /lab pod add needs --node NODE/],
       [['lab', 'pod', 'add', 'A B', '--node', 'node1'], /pod name "A B" is invalid/],
@@ -118,7 +125,7 @@ describe('weft CLI: usage errors exit 2 with that command\'s usage, before any w
     assert.match(bare.stderr, /Usage:/);
   });
 
-  it('weft --version prints package.json\'s version', () => {
+  it("weft --version prints package.json's version", () => {
     const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const r = weft('--version');
     assert.equal(r.status, 0);

@@ -49,7 +49,14 @@ function invoke(v: Variant, input: DriverInput, command: 'ADD' | 'DEL', pod: str
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn(v.plugin, [], {
-      env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: `bench-${pod}`, CNI_NETNS: `/run/netns/${pod}`, CNI_IFNAME: 'eth0', CNI_PATH: input.cniPath },
+      env: {
+        PATH: process.env.PATH,
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: `bench-${pod}`,
+        CNI_NETNS: `/run/netns/${pod}`,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: input.cniPath,
+      },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const out: Buffer[] = [];

@@ -57,9 +57,29 @@ export async function benchCni(o: CniBenchOptions): Promise<CniBenchReport> {
     const common = { cniVersion: '1.0.0', isGateway: true };
     const ipam = (subnet: string) => ({ ranges: [[{ subnet }]], dataDir: join(topo.dir, 'ipam') });
     const variants: Variant[] = [
-      { label: 'reference bridge+host-local', plugin: join(REFERENCE_DIR, 'bridge'), config: { ...common, name: 'ref', type: 'bridge', bridge: 'cniref', ipam: { type: 'host-local', ...ipam('10.244.1.0/24') } } },
-      { label: 'weft served', plugin: join(bin, 'weft'), serverPid: server.pid!, config: { ...common, name: 'served', type: 'weft', bridge: 'cniserved', socket, ipam: { type: 'weft-ipam', ...ipam('10.244.2.0/24') } } },
-      { label: 'weft direct', plugin: join(bin, 'weft'), config: { ...common, name: 'direct', type: 'weft', bridge: 'cnidirect', socket: join(topo.dir, 'nobody-listens.sock'), ipam: { type: 'weft-ipam', ...ipam('10.244.3.0/24') } } },
+      {
+        label: 'reference bridge+host-local',
+        plugin: join(REFERENCE_DIR, 'bridge'),
+        config: { ...common, name: 'ref', type: 'bridge', bridge: 'cniref', ipam: { type: 'host-local', ...ipam('10.244.1.0/24') } },
+      },
+      {
+        label: 'weft served',
+        plugin: join(bin, 'weft'),
+        serverPid: server.pid!,
+        config: { ...common, name: 'served', type: 'weft', bridge: 'cniserved', socket, ipam: { type: 'weft-ipam', ...ipam('10.244.2.0/24') } },
+      },
+      {
+        label: 'weft direct',
+        plugin: join(bin, 'weft'),
+        config: {
+          ...common,
+          name: 'direct',
+          type: 'weft',
+          bridge: 'cnidirect',
+          socket: join(topo.dir, 'nobody-listens.sock'),
+          ipam: { type: 'weft-ipam', ...ipam('10.244.3.0/24') },
+        },
+      },
     ];
     o.progress(`timing ${variants.map((v) => v.label).join(', ')}`);
     const input: DriverInput = { variants, pods, sequential: o.sequential, concurrent: o.concurrent, cniPath: `${bin}:${REFERENCE_DIR}` };
@@ -91,9 +111,24 @@ export async function benchCni(o: CniBenchOptions): Promise<CniBenchReport> {
 }
 
 export function formatCniReport(r: CniBenchReport): string {
-  const rows = r.results.map((x) => [x.label, x.addP50, x.addP95, x.delP50, x.delP95, x.cpuPerAddMs, x.concurrentWallMs, `${x.addRatio.toFixed(2)}x`, `${x.delRatio.toFixed(2)}x`, `${x.cpuRatio.toFixed(2)}x`, `${x.concurrentRatio.toFixed(2)}x`]);
+  const rows = r.results.map((x) => [
+    x.label,
+    x.addP50,
+    x.addP95,
+    x.delP50,
+    x.delP95,
+    x.cpuPerAddMs,
+    x.concurrentWallMs,
+    `${x.addRatio.toFixed(2)}x`,
+    `${x.delRatio.toFixed(2)}x`,
+    `${x.cpuRatio.toFixed(2)}x`,
+    `${x.concurrentRatio.toFixed(2)}x`,
+  ]);
   return [
     `weft bench cni: ${r.sequential} sequential pods, ${r.concurrent} concurrent (times in ms; ratios are against the reference, lower is better)`,
-    table(['plugin', 'ADD p50', 'ADD p95', 'DEL p50', 'DEL p95', 'CPU/ADD', `${r.concurrent} at once`, 'ADD ratio', 'DEL ratio', 'CPU ratio', 'burst ratio'], rows),
+    table(
+      ['plugin', 'ADD p50', 'ADD p95', 'DEL p50', 'DEL p95', 'CPU/ADD', `${r.concurrent} at once`, 'ADD ratio', 'DEL ratio', 'CPU ratio', 'burst ratio'],
+      rows,
+    ),
   ].join('\n');
 }

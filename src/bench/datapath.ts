@@ -87,8 +87,21 @@ export async function benchDatapath(backends: Backend[], seconds: number, rounds
         await down(topo.id);
       }
     }
-    const bars = rows.map((x) => ({ what: `${x.backend} pod throughput`, bar: BARS[x.backend].bar, goal: BARS[x.backend].goal, value: x.backend === 'udp' ? x.podGbps : x.ratio, met: BARS[x.backend].met(x) }));
-    const problems = rows.flatMap((x) => missing({ [`${x.backend} raw Gbit/s`]: x.rawGbps, [`${x.backend} pod Gbit/s`]: x.podGbps, [`${x.backend} raw RTT`]: x.rawRttMs, [`${x.backend} pod RTT`]: x.podRttMs }));
+    const bars = rows.map((x) => ({
+      what: `${x.backend} pod throughput`,
+      bar: BARS[x.backend].bar,
+      goal: BARS[x.backend].goal,
+      value: x.backend === 'udp' ? x.podGbps : x.ratio,
+      met: BARS[x.backend].met(x),
+    }));
+    const problems = rows.flatMap((x) =>
+      missing({
+        [`${x.backend} raw Gbit/s`]: x.rawGbps,
+        [`${x.backend} pod Gbit/s`]: x.podGbps,
+        [`${x.backend} raw RTT`]: x.rawRttMs,
+        [`${x.backend} pod RTT`]: x.podRttMs,
+      }),
+    );
     return { bench: 'datapath', seconds, rounds, rows, ...outcome(bars, problems) };
   } finally {
     await topo.destroy();
@@ -103,7 +116,18 @@ export function formatDatapathReport(r: DatapathReport): string {
       ['backend', 'raw Gbit/s', 'pod Gbit/s', 'pod/raw', ...(vx ? ['pod/vxlan'] : []), 'bar', 'met', 'goal', 'raw RTT ms', 'pod RTT ms'],
       r.rows.map((x) => {
         const b = BARS[x.backend];
-        return [x.backend, x.rawGbps, x.podGbps, x.ratio.toFixed(2), ...(vx ? [(x.podGbps / vx.podGbps).toFixed(2)] : []), b.bar, b.met(x) ? 'yes' : 'NO', b.goal, x.rawRttMs, x.podRttMs];
+        return [
+          x.backend,
+          x.rawGbps,
+          x.podGbps,
+          x.ratio.toFixed(2),
+          ...(vx ? [(x.podGbps / vx.podGbps).toFixed(2)] : []),
+          b.bar,
+          b.met(x) ? 'yes' : 'NO',
+          b.goal,
+          x.rawRttMs,
+          x.podRttMs,
+        ];
       }),
     ),
   ].join('\n');

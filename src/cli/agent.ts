@@ -10,14 +10,17 @@ const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
 const ETCD_OPTIONS: OptionSpec[] = [
   { name: 'etcd-endpoints', value: 'URL[,URL]', description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
-  { name: 'etcd-prefix', value: 'PREFIX', default: DEFAULT_PREFIX, description: 'key prefix (flannel\'s)' },
+  { name: 'etcd-prefix', value: 'PREFIX', default: DEFAULT_PREFIX, description: "key prefix (flannel's)" },
   { name: 'etcd-cafile', value: 'FILE', description: 'CA that signed the etcd server (turns on TLS)' },
   { name: 'etcd-certfile', value: 'FILE', description: 'client certificate (with --etcd-keyfile and --etcd-cafile)' },
   { name: 'etcd-keyfile', value: 'FILE', description: 'client key (with --etcd-certfile)' },
 ];
 
 function etcdOf(a: Args, command: string): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
-  const endpoints = (a.str('etcd-endpoints') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const endpoints = (a.str('etcd-endpoints') ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (endpoints.length === 0) throw new UsageError(`${command} needs --etcd-endpoints URL[,URL] (e.g. http://127.0.0.1:2379)`);
   const [ca, cert, key] = [a.str('etcd-cafile'), a.str('etcd-certfile'), a.str('etcd-keyfile')];
   if ((cert === undefined) !== (key === undefined)) throw new UsageError('give both --etcd-certfile and --etcd-keyfile, or neither');
@@ -32,29 +35,33 @@ export const agentCommands: CommandSpec[] = [
     summary: 'the node agent (flanneld-compatible)',
     details: 'SIGTERM or SIGINT stops it; the routes stay, so pod traffic survives a restart.',
     options: [
-      { name: 'node', value: 'NAME', required: true, brief: true, description: 'this node\'s name (kept in its lease)' },
+      { name: 'node', value: 'NAME', required: true, brief: true, description: "this node's name (kept in its lease)" },
       { name: 'etcd-endpoints', value: 'URL[,URL]', required: true, brief: true, description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
       { name: 'state-dir', value: 'DIR', required: true, brief: true, description: 'for the status socket and the VtepMAC' },
       ...ETCD_OPTIONS.slice(1),
-      { name: 'subnet-file', value: 'PATH', default: DEFAULT_SUBNET_FILE, description: 'where to write flannel\'s subnet.env' },
+      { name: 'subnet-file', value: 'PATH', default: DEFAULT_SUBNET_FILE, description: "where to write flannel's subnet.env" },
       { name: 'iface', value: 'DEV', description: 'the underlay interface (default: the one with the default route)' },
-      { name: 'public-ip', value: 'IP', description: 'the address other nodes reach this one at (default: --iface\'s)' },
-      { name: 'lease-ttl', value: 'SECONDS', int: { min: 2, max: 86_400 * 365 }, description: 'the lease\'s time to live (default: 24 h, as flannel)' },
+      { name: 'public-ip', value: 'IP', description: "the address other nodes reach this one at (default: --iface's)" },
+      { name: 'lease-ttl', value: 'SECONDS', int: { min: 2, max: 86_400 * 365 }, description: "the lease's time to live (default: 24 h, as flannel)" },
       { name: 'resync', value: 'SECONDS', number: { min: 0.1 }, default: '10', description: 'how often to compare the kernel with the desired state' },
       { name: 'cni-socket', value: 'PATH', description: 'also serve CNI requests on this socket (the fast path)' },
       { name: 'no-ip-masq', description: 'do not masquerade pod traffic leaving the Network' },
-      { name: 'no-forward-rules', description: 'do not make other tables\' forward hooks pass the pod Network (flannel\'s --iptables-forward-rules=false)' },
+      { name: 'no-forward-rules', description: "do not make other tables' forward hooks pass the pod Network (flannel's --iptables-forward-rules=false)" },
       { name: 'dry-run', description: 'print the lease it would take and the plan the first reconcile would apply; change nothing' },
       { name: 'log-format', value: 'FORMAT', choices: ['text', 'json'], default: 'text', description: 'log lines on stderr' },
       { name: 'log-level', value: 'LEVEL', choices: ['debug', 'info', 'warn', 'error'], default: 'info', description: 'least severe level logged' },
-      { name: 'cleanup', mode: 'remove what the agent programmed', description: 'remove what the agent programmed (read from --subnet-file) and, with --etcd-endpoints, release its lease' },
+      {
+        name: 'cleanup',
+        mode: 'remove what the agent programmed',
+        description: 'remove what the agent programmed (read from --subnet-file) and, with --etcd-endpoints, release its lease',
+      },
     ],
     run: agentCommand,
   },
   {
     path: ['agent', 'status'],
     summary: 'its lease, remote leases, desired vs programmed',
-    options: [{ name: 'state-dir', value: 'DIR', required: true, description: 'the agent\'s --state-dir' }, JSON_OPTION],
+    options: [{ name: 'state-dir', value: 'DIR', required: true, description: "the agent's --state-dir" }, JSON_OPTION],
     run: async (a) => {
       const { formatStatus, readStatus } = await import('../agent/status.js');
       const { status, note } = await readStatus(a.str('state-dir')!);
@@ -67,7 +74,12 @@ export const agentCommands: CommandSpec[] = [
     path: ['network', 'init'],
     summary: 'check the network config, write it to etcd',
     options: [
-      { name: 'config', value: 'JSON|FILE', required: true, description: 'flannel\'s net-conf.json, inline or a file, e.g. \'{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}\'' },
+      {
+        name: 'config',
+        value: 'JSON|FILE',
+        required: true,
+        description: 'flannel\'s net-conf.json, inline or a file, e.g. \'{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}\'',
+      },
       { ...ETCD_OPTIONS[0]!, required: true },
       ...ETCD_OPTIONS.slice(1),
       { name: 'force', description: 'replace a different config already there (strands running pods)' },
@@ -86,7 +98,9 @@ async function agentCommand(a: Args): Promise<number> {
   const iface = a.str('iface');
   const publicIP = a.str('public-ip');
   if (a.bool('cleanup')) {
-    const lease = a.str('etcd-endpoints') ? { etcd: etcdOf(a, 'agent --cleanup'), node: node ?? '', ...(iface ? { iface } : {}), ...(publicIP ? { publicIP } : {}) } : undefined;
+    const lease = a.str('etcd-endpoints')
+      ? { etcd: etcdOf(a, 'agent --cleanup'), node: node ?? '', ...(iface ? { iface } : {}), ...(publicIP ? { publicIP } : {}) }
+      : undefined;
     const changes = await cleanup(a.str('subnet-file')!, log, lease);
     if (changes.length === 0) log.info('nothing to clean up');
     return 0;
@@ -170,7 +184,9 @@ async function networkInit(a: Args): Promise<number> {
         // the stored config is invalid: replacing it needs --force too
       }
       if (!same && !a.bool('force')) {
-        warn(`weft: ${etcd.prefix}/${CONFIG_KEY} already holds a different config:\n${existing.value}\nchanging the network under running nodes strands their pods; pass --force to replace it`);
+        warn(
+          `weft: ${etcd.prefix}/${CONFIG_KEY} already holds a different config:\n${existing.value}\nchanging the network under running nodes strands their pods; pass --force to replace it`,
+        );
         return 1;
       }
     }
@@ -185,4 +201,3 @@ async function networkInit(a: Args): Promise<number> {
     await store.close();
   }
 }
-

@@ -32,11 +32,15 @@ export function installPlugins(binDir: string): string[] {
   });
 }
 
-export const cniGroup: GroupSpec = { path: ['cni'], summary: 'the weft CNI plugins, and a runtime\'s view of any conflist (like cnitool)' };
+export const cniGroup: GroupSpec = { path: ['cni'], summary: "the weft CNI plugins, and a runtime's view of any conflist (like cnitool)" };
 
 const CONF: OptionSpec = { name: 'conf', value: 'FILE', required: true, description: 'the network config list (.conflist, or a single .conf)' };
-const CNI_PATH: OptionSpec = { name: 'cni-path', value: 'DIRS', description: 'colon-separated plugin directories (default: $CNI_PATH, else ' + DEFAULT_CNI_PATH.join(':') + ')' };
-const CACHE_DIR: OptionSpec = { name: 'cache-dir', value: 'DIR', default: DEFAULT_CACHE_DIR, description: 'the runtime\'s result cache' };
+const CNI_PATH: OptionSpec = {
+  name: 'cni-path',
+  value: 'DIRS',
+  description: 'colon-separated plugin directories (default: $CNI_PATH, else ' + DEFAULT_CNI_PATH.join(':') + ')',
+};
+const CACHE_DIR: OptionSpec = { name: 'cache-dir', value: 'DIR', default: DEFAULT_CACHE_DIR, description: "the runtime's result cache" };
 const NETNS: Positional = { name: 'NETNS' };
 
 function runtimeSpec(sub: 'add' | 'check' | 'del', summary: string): CommandSpec {
@@ -47,12 +51,12 @@ function runtimeSpec(sub: 'add' | 'check' | 'del', summary: string): CommandSpec
     positionals: [NETNS],
     options: [
       CONF,
-      { name: 'container-id', value: 'ID', description: 'the attachment\'s container ID (default: derived from NETNS)' },
+      { name: 'container-id', value: 'ID', description: "the attachment's container ID (default: derived from NETNS)" },
       { name: 'ifname', value: 'NAME', default: 'eth0', description: 'the interface inside the namespace' },
       CNI_PATH,
       CACHE_DIR,
       { name: 'args', value: 'K=V;...', description: 'CNI_ARGS' },
-      { name: 'capability-args', value: 'JSON', description: 'runtimeConfig for the plugins\' capabilities, e.g. \'{"portMappings":[]}\'' },
+      { name: 'capability-args', value: 'JSON', description: "runtimeConfig for the plugins' capabilities, e.g. '{\"portMappings\":[]}'" },
     ],
     run: (a) => runtimeCommand(sub, a),
   };
@@ -65,9 +69,9 @@ export const cniCommands: CommandSpec[] = [
     options: [
       { name: 'bin-dir', value: 'DIR', required: true, description: 'where the runtime looks for plugins, e.g. /opt/cni/bin' },
       { name: 'conf-dir', value: 'DIR', brief: true, description: 'also write 10-weft.conflist here, e.g. /etc/cni/net.d' },
-      { name: 'subnet-file', value: 'PATH', description: 'the subnet.env the conflist names (default: the plugin\'s, /run/flannel/subnet.env)' },
+      { name: 'subnet-file', value: 'PATH', description: "the subnet.env the conflist names (default: the plugin's, /run/flannel/subnet.env)" },
     ],
-    run: async (a) => {
+    run: (a) => {
       for (const f of installPlugins(a.str('bin-dir')!)) print(`installed ${f}`);
       const confDir = a.str('conf-dir');
       if (confDir) {
@@ -87,7 +91,7 @@ export const cniCommands: CommandSpec[] = [
     summary: 'serve CNI requests from a warm process (the fast path)',
     details: 'Runs until SIGTERM or SIGINT.',
     options: [
-      { name: 'socket', value: 'PATH', brief: true, description: 'the unix socket the plugin forwards to (default: the plugin\'s, /run/weft/cni.sock)' },
+      { name: 'socket', value: 'PATH', brief: true, description: "the unix socket the plugin forwards to (default: the plugin's, /run/weft/cni.sock)" },
       { name: 'quiet', description: 'do not log each request' },
     ],
     run: async (a) => {
@@ -101,9 +105,9 @@ export const cniCommands: CommandSpec[] = [
       return 0;
     },
   },
-  runtimeSpec('add', 'run a conflist\'s ADD on a namespace, as a runtime does'),
-  runtimeSpec('check', 'run a conflist\'s CHECK on a namespace'),
-  runtimeSpec('del', 'run a conflist\'s DEL on a namespace'),
+  runtimeSpec('add', "run a conflist's ADD on a namespace, as a runtime does"),
+  runtimeSpec('check', "run a conflist's CHECK on a namespace"),
+  runtimeSpec('del', "run a conflist's DEL on a namespace"),
   {
     path: ['cni', 'gc'],
     summary: 'release what no valid attachment uses',

@@ -50,7 +50,8 @@ export interface CommandSpec {
   /** Takes `-- COMMAND ARGS...` (kept verbatim). */
   passthrough?: string;
   options: OptionSpec[];
-  run: (args: Args) => Promise<number>;
+  /** The exit status (0 done, 1 failed); usage errors throw UsageError. */
+  run: (args: Args) => number | Promise<number>;
 }
 
 export interface GroupSpec {
@@ -99,9 +100,13 @@ function convert(o: OptionSpec, text: string): string | number | string[] {
   const flag = `--${o.name}`;
   if (o.choices && !o.choices.includes(text)) throw new UsageError(`${flag} is ${orList(o.choices)}, not "${text}"`);
   if (o.listOf) {
-    const items = text.split(',').map((s) => s.trim()).filter(Boolean);
+    const items = text
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const bad = items.filter((i) => !o.listOf!.includes(i));
-    if (items.length === 0 || bad.length) throw new UsageError(`${flag} is a comma-separated list of ${o.listOf.join(', ')}${bad.length ? `, not "${bad.join(',')}"` : ''}`);
+    if (items.length === 0 || bad.length)
+      throw new UsageError(`${flag} is a comma-separated list of ${o.listOf.join(', ')}${bad.length ? `, not "${bad.join(',')}"` : ''}`);
     return items;
   }
   if (o.int) {
@@ -137,7 +142,9 @@ export async function parse(c: CommandSpec, argv: string[]): Promise<Args | unde
   const own = dash < 0 ? argv : argv.slice(0, dash);
   const rest = dash < 0 ? [] : argv.slice(dash + 1);
   const options = Object.fromEntries(
-    [...c.options, HELP].map((o) => [o.name, { type: o.value ? 'string' : 'boolean', ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) }] as const),
+    [...c.options, HELP].map(
+      (o) => [o.name, { type: o.value ? 'string' : 'boolean', ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) }] as const,
+    ),
   );
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -145,7 +152,9 @@ export async function parse(c: CommandSpec, argv: string[]): Promise<Args | unde
   } catch (e) {
     const err = e as Error & { code?: string };
     if (own.includes('--help') || own.includes('-h')) return undefined;
-    throw typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS') ? new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, '')) : err;
+    throw typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS')
+      ? new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, ''))
+      : err;
   }
   if (parsed.values.help) return undefined;
   const values: Record<string, Value> = {};
@@ -159,13 +168,20 @@ export async function parse(c: CommandSpec, argv: string[]): Promise<Args | unde
   const modes = c.options.filter((o) => o.mode && values[o.name]);
   for (const o of c.options) {
     if (o.with && parsed.values[o.name] !== undefined && !values[o.with]) throw new UsageError(`--${o.name} goes with --${o.with}`);
-    if (o.required && modes.length === 0 && values[o.name] === undefined) throw new UsageError(`${c.path.join(' ')} needs --${o.name} ${o.value ?? ''}`.trimEnd());
+    if (o.required && modes.length === 0 && values[o.name] === undefined)
+      throw new UsageError(`${c.path.join(' ')} needs --${o.name} ${o.value ?? ''}`.trimEnd());
   }
   const pos = parsed.positionals;
   const max = c.positionals?.length ?? 0;
   const min = c.positionals?.filter((p) => !p.optional).length ?? 0;
   if (pos.length > max) throw new UsageError(`unexpected argument "${pos[max]}" for ${c.path.join(' ')}`);
-  if (pos.length < min) throw new UsageError(`${c.path.join(' ')} needs ${c.positionals!.slice(pos.length, min).map((p) => p.name).join(' ')}`);
+  if (pos.length < min)
+    throw new UsageError(
+      `${c.path.join(' ')} needs ${c
+        .positionals!.slice(pos.length, min)
+        .map((p) => p.name)
+        .join(' ')}`,
+    );
   for (const o of c.options) {
     const v = values[o.name];
     if (o.check && typeof v === 'string') await checked(o.check, v);

@@ -24,5 +24,11 @@ export const COMMANDS: CommandSpec[] = [
   },
 ];
 
-export const GROUPS: GroupSpec[] = [labGroup, labPodGroup, labNodeGroup, cniGroup, benchGroup, { path: ['network'], summary: 'the cluster-wide network config in etcd' }];
-
+export const GROUPS: GroupSpec[] = [
+  labGroup,
+  labPodGroup,
+  labNodeGroup,
+  cniGroup,
+  benchGroup,
+  { path: ['network'], summary: 'the cluster-wide network config in etcd' },
+];

@@ -13,9 +13,15 @@ const NAME: OptionSpec = { name: 'name', value: 'LAB', default: 'weft', check: v
 
 function summary(s: LabState): string {
   return [
-    table(['node', 'public IP', 'pod subnet', 'mode'], s.nodes.map((n) => [n.name, n.ip, n.pending ? 'pending' : (n.subnet ?? '?'), s.backend])),
+    table(
+      ['node', 'public IP', 'pod subnet', 'mode'],
+      s.nodes.map((n) => [n.name, n.ip, n.pending ? 'pending' : (n.subnet ?? '?'), s.backend]),
+    ),
     '',
-    table(['pod', 'node', 'IP', 'containers'], s.pods.map((p) => [p.name, p.node, p.pending ? 'pending' : p.ip, p.containers.join('+')])),
+    table(
+      ['pod', 'node', 'IP', 'containers'],
+      s.pods.map((p) => [p.name, p.node, p.pending ? 'pending' : p.ip, p.containers.join('+')]),
+    ),
   ].join('\n');
 }
 
@@ -50,8 +56,21 @@ export const labCommands: CommandSpec[] = [
     options: [
       { name: 'nodes', value: 'N', int: { min: 1, max: 200 }, default: '3', brief: true, description: 'nodes, each with its own weft agent' },
       { name: 'pods-per-node', value: 'M', int: { min: 0, max: 50 }, default: '2', brief: true, description: 'pods on each node' },
-      { name: 'backend', value: 'TYPE', choices: ['vxlan', 'host-gw', 'udp'], default: 'vxlan', brief: true, description: 'how the agents carry pod traffic between nodes' },
-      { name: 'mode', value: 'MODE', choices: ['overlay', 'underlay'], default: 'overlay', description: 'overlay: pods behind the agents\' backend; underlay: macvlan pods on the node network' },
+      {
+        name: 'backend',
+        value: 'TYPE',
+        choices: ['vxlan', 'host-gw', 'udp'],
+        default: 'vxlan',
+        brief: true,
+        description: 'how the agents carry pod traffic between nodes',
+      },
+      {
+        name: 'mode',
+        value: 'MODE',
+        choices: ['overlay', 'underlay'],
+        default: 'overlay',
+        description: "overlay: pods behind the agents' backend; underlay: macvlan pods on the node network",
+      },
       NAME,
       { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
@@ -80,9 +99,9 @@ export const labCommands: CommandSpec[] = [
   },
   {
     path: ['lab', 'status'],
-    summary: 'the lab\'s nodes, subnets and pods',
+    summary: "the lab's nodes, subnets and pods",
     options: [NAME, JSON_OPTION],
-    run: async (a) => {
+    run: (a) => {
       const s = readState(a.str('name')!);
       const etcd = s.backend === 'macvlan' ? '' : `, etcd ${s.etcd.endpoint}`;
       return result(a, s, () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
@@ -95,7 +114,9 @@ export const labCommands: CommandSpec[] = [
     run: async (a) => {
       const name = a.str('name')!;
       const gone = await (await lab()).down(name);
-      return result(a, { lab: name, removed: gone }, () => (gone.length ? `removed lab "${name}" (${gone.length} namespaces)` : `no lab "${name}" was running; nothing to remove`));
+      return result(a, { lab: name, removed: gone }, () =>
+        gone.length ? `removed lab "${name}" (${gone.length} namespaces)` : `no lab "${name}" was running; nothing to remove`,
+      );
     },
   },
   {
@@ -103,9 +124,9 @@ export const labCommands: CommandSpec[] = [
     summary: 'run a command in a node or pod (names become IPs)',
     positionals: [{ name: 'NODE|POD' }],
     passthrough: 'COMMAND',
-    details: 'Exits with the command\'s exit status.',
+    details: "Exits with the command's exit status.",
     options: [NAME],
-    run: async (a) => {
+    run: (a) => {
       const s = readState(a.str('name')!);
       const target = a.positionals[0]!;
       const where = s.nodes.find((n) => n.name === target) ?? s.pods.find((p) => p.name === target);

@@ -41,7 +41,10 @@ async function main(argv: string[]): Promise<number> {
   // A group named by more words than the command that matches (`weft agent status` vs `weft agent`) wins.
   const group = GROUPS.filter((g) => startsWith(g.path, words) && g.path.length > (command?.path.length ?? 0)).sort((x, y) => y.path.length - x.path.length)[0];
   if (group) {
-    const text = groupHelp(group, COMMANDS.filter((c) => startsWith(group.path, c.path)));
+    const text = groupHelp(
+      group,
+      COMMANDS.filter((c) => startsWith(group.path, c.path)),
+    );
     if (argv.includes('--help') || argv.includes('-h')) {
       print(text);
       return 0;
