@@ -129,7 +129,7 @@ export class Topology {
 }
 
 function removeLabDirs(id: string): void {
-  let labs: string[] = [];
+  let labs: string[];
   try {
     labs = readdirSync(LAB_ROOT);
   } catch {

@@ -14,7 +14,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: {
     const fd = openSync(temp, 'wx', opts.mode ?? 0o644);
     try {
       const bytes = typeof data === 'string' ? Buffer.from(data) : data;
-      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
       fsyncSync(fd);
     } finally {
       closeSync(fd);

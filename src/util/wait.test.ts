@@ -13,13 +13,7 @@ describe('waitFor', () => {
 
   it('awaits async checks and treats a throw as not yet', async () => {
     let n = 0;
-    const v = await waitFor(
-      async () => {
-        if (++n < 3) throw new Error('not ready');
-        return 'ok';
-      },
-      { timeoutMs: 5000, intervalMs: 1, what: 'x' },
-    );
+    const v = await waitFor(() => (++n < 3 ? Promise.reject(new Error('not ready')) : Promise.resolve('ok')), { timeoutMs: 5000, intervalMs: 1, what: 'x' });
     assert.equal(v, 'ok');
   });
 
@@ -33,7 +27,10 @@ describe('waitFor', () => {
       ),
       { message: 'timed out after 30 ms waiting for etcd (last error: connection refused)' },
     );
-    await assert.rejects(waitFor(() => false, { timeoutMs: 0, what: 'a route' }), { message: 'timed out after 0 ms waiting for a route' });
+    await assert.rejects(
+      waitFor(() => false, { timeoutMs: 0, what: 'a route' }),
+      { message: 'timed out after 0 ms waiting for a route' },
+    );
   });
 
   it('checks once more at the deadline', async () => {

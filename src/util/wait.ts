@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 type Falsy = undefined | null | false;
 
 /**
@@ -18,7 +20,7 @@ export async function waitFor<T>(check: () => T | Falsy | Promise<T | Falsy>, op
       last = e;
     }
     if (late) {
-      const why = last === undefined ? '' : ` (last error: ${last instanceof Error ? last.message : String(last)})`;
+      const why = last === undefined ? '' : ` (last error: ${last instanceof Error ? last.message : inspect(last)})`;
       throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}${why}`);
     }
     await new Promise((r) => setTimeout(r, Math.max(0, Math.min(interval, deadline - Date.now()))));
