@@ -95,6 +95,12 @@ describe("weft CLI: usage errors exit 2 with that command's usage, before any wo
       [['lab', 'pod', 'add', 'A B', '--node', 'node1'], /pod name "A B" is invalid/],
       [['lab', 'node', 'add', '../../x'], /node name "\.\.\/\.\.\/x" is invalid/],
       [['lab', 'pod', 'rm'], /lab pod rm needs NAME/],
+      [['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', '127.0.0.1:2379'], /"127\.0\.0\.1:2379" is not an http:\/\/ or https:\/\/ URL/],
+      [
+        ['agent', '--node', 'n1', '--state-dir', '/tmp', '--etcd-endpoints', 'http://127.0.0.1:1', '--public-ip', '10.0.0'],
+        /--public-ip takes an IPv4 address, not "10\.0\.0"/,
+      ],
+      [['network', 'init', '--config', '{}', '--etcd-endpoints', ','], /--etcd-endpoints needs at least one URL/],
       [['lab', 'exec', 'node1'], /lab exec needs COMMAND after --/],
       [['cni', 'add', '--conf', '/nonexistent'], /cni add needs NETNS/],
       [['cni', 'install'], /cni install needs --bin-dir DIR/],

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import type { Level } from '../agent/log.js';
 import type { EtcdTlsOptions } from '../store/etcd.js';
 import { JSON_OPTION, type Args, type CommandSpec, type OptionSpec } from './command.js';
@@ -8,20 +9,36 @@ import { UsageError } from './usage.js';
 const DEFAULT_PREFIX = '/coreos.com/network';
 const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
+const endpointsOf = (text: string) =>
+  text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+function checkEndpoints(text: string): void {
+  const list = endpointsOf(text);
+  if (list.length === 0) throw new Error('--etcd-endpoints needs at least one URL, e.g. http://127.0.0.1:2379');
+  for (const e of list) {
+    if (!URL.canParse(e) || !['http:', 'https:'].includes(new URL(e).protocol)) throw new Error(`--etcd-endpoints: "${e}" is not an http:// or https:// URL`);
+  }
+}
+
+const ETCD_ENDPOINTS: OptionSpec = {
+  name: 'etcd-endpoints',
+  value: 'URL[,URL]',
+  check: checkEndpoints,
+  description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379',
+};
+
 const ETCD_OPTIONS: OptionSpec[] = [
-  { name: 'etcd-endpoints', value: 'URL[,URL]', description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
   { name: 'etcd-prefix', value: 'PREFIX', default: DEFAULT_PREFIX, description: "key prefix (flannel's)" },
   { name: 'etcd-cafile', value: 'FILE', description: 'CA that signed the etcd server (turns on TLS)' },
   { name: 'etcd-certfile', value: 'FILE', description: 'client certificate (with --etcd-keyfile and --etcd-cafile)' },
   { name: 'etcd-keyfile', value: 'FILE', description: 'client key (with --etcd-certfile)' },
 ];
 
-function etcdOf(a: Args, command: string): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
-  const endpoints = (a.str('etcd-endpoints') ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  if (endpoints.length === 0) throw new UsageError(`${command} needs --etcd-endpoints URL[,URL] (e.g. http://127.0.0.1:2379)`);
+function etcdOf(a: Args): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
+  const endpoints = endpointsOf(a.str('etcd-endpoints')!);
   const [ca, cert, key] = [a.str('etcd-cafile'), a.str('etcd-certfile'), a.str('etcd-keyfile')];
   if ((cert === undefined) !== (key === undefined)) throw new UsageError('give both --etcd-certfile and --etcd-keyfile, or neither');
   if (cert && !ca) throw new UsageError('--etcd-certfile needs --etcd-cafile (the CA that signed the etcd server)');
@@ -36,12 +53,19 @@ export const agentCommands: CommandSpec[] = [
     details: 'SIGTERM or SIGINT stops it; the routes stay, so pod traffic survives a restart.',
     options: [
       { name: 'node', value: 'NAME', required: true, brief: true, description: "this node's name (kept in its lease)" },
-      { name: 'etcd-endpoints', value: 'URL[,URL]', required: true, brief: true, description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379' },
+      { ...ETCD_ENDPOINTS, required: true, brief: true },
       { name: 'state-dir', value: 'DIR', required: true, brief: true, description: 'for the status socket and the VtepMAC' },
-      ...ETCD_OPTIONS.slice(1),
+      ...ETCD_OPTIONS,
       { name: 'subnet-file', value: 'PATH', default: DEFAULT_SUBNET_FILE, description: "where to write flannel's subnet.env" },
       { name: 'iface', value: 'DEV', description: 'the underlay interface (default: the one with the default route)' },
-      { name: 'public-ip', value: 'IP', description: "the address other nodes reach this one at (default: --iface's)" },
+      {
+        name: 'public-ip',
+        value: 'IP',
+        check: (ip) => {
+          if (!isIPv4(ip)) throw new Error(`--public-ip takes an IPv4 address, not "${ip}"`);
+        },
+        description: "the address other nodes reach this one at (default: --iface's)",
+      },
       { name: 'lease-ttl', value: 'SECONDS', int: { min: 2, max: 86_400 * 365 }, description: "the lease's time to live (default: 24 h, as flannel)" },
       { name: 'resync', value: 'SECONDS', number: { min: 0.1 }, default: '10', description: 'how often to compare the kernel with the desired state' },
       { name: 'cni-socket', value: 'PATH', description: 'also serve CNI requests on this socket (the fast path)' },
@@ -80,8 +104,8 @@ export const agentCommands: CommandSpec[] = [
         required: true,
         description: 'flannel\'s net-conf.json, inline or a file, e.g. \'{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}\'',
       },
-      { ...ETCD_OPTIONS[0]!, required: true },
-      ...ETCD_OPTIONS.slice(1),
+      { ...ETCD_ENDPOINTS, required: true },
+      ...ETCD_OPTIONS,
       { name: 'force', description: 'replace a different config already there (strands running pods)' },
     ],
     run: networkInit,
@@ -98,14 +122,12 @@ async function agentCommand(a: Args): Promise<number> {
   const iface = a.str('iface');
   const publicIP = a.str('public-ip');
   if (a.bool('cleanup')) {
-    const lease = a.str('etcd-endpoints')
-      ? { etcd: etcdOf(a, 'agent --cleanup'), node: node ?? '', ...(iface ? { iface } : {}), ...(publicIP ? { publicIP } : {}) }
-      : undefined;
+    const lease = a.str('etcd-endpoints') ? { etcd: etcdOf(a), node: node ?? '', ...(iface ? { iface } : {}), ...(publicIP ? { publicIP } : {}) } : undefined;
     const changes = await cleanup(a.str('subnet-file')!, log, lease);
     if (changes.length === 0) log.info('nothing to clean up');
     return 0;
   }
-  const etcd = etcdOf(a, 'agent');
+  const etcd = etcdOf(a);
   const ttl = a.num('lease-ttl');
   const cniSocket = a.str('cni-socket');
   const agent = new Agent({
@@ -170,7 +192,7 @@ async function networkInit(a: Args): Promise<number> {
     }
     throw err;
   }
-  const etcd = etcdOf(a, 'network init');
+  const etcd = etcdOf(a);
   const { EtcdStore } = await import('../store/etcd.js');
   const { CONFIG_KEY } = await import('../subnet/lease.js');
   const store = new EtcdStore({ endpoints: etcd.endpoints, prefix: etcd.prefix, ...(etcd.tls ? { tls: etcd.tls } : {}) });
