@@ -2,6 +2,8 @@ import type { Netns } from '../kernel/exec.js';
 import { nftTx, type NftTx } from '../kernel/nft.js';
 import { nft } from '../kernel/ops.js';
 import type { Plan } from '../kernel/plan.js';
+import { contains, formatNetwork, parseAddr, parseCidr, type Cidr } from '../ip/cidr.js';
+import type { IPConfig } from './spec.js';
 
 /**
  * The bridge plugin's ipMasq in nftables: traffic from a pod to its own subnet and to multicast is
@@ -31,6 +33,18 @@ function base(): NftTx {
 export interface MasqEntry {
   ip: string;
   subnet?: string;
+}
+
+/** The masquerade elements of `ips`; the subnet comes from the address's prefix or the range holding it. */
+export function masqEntries(ips: IPConfig[], ranges: Cidr[] = []): MasqEntry[] {
+  return ips
+    .filter((ip) => !ip.address.includes(':'))
+    .map((ip) => {
+      const [addr, prefix] = ip.address.split('/') as [string, string | undefined];
+      if (prefix !== undefined) return { ip: addr, subnet: formatNetwork(parseCidr(ip.address)) };
+      const range = ranges.find((r) => contains(r, parseAddr(addr)));
+      return range ? { ip: addr, subnet: formatNetwork(range) } : { ip: addr };
+    });
 }
 
 const src = (entries: MasqEntry[]) => entries.map((e) => ({ type: 'element' as const, set: 'masq_src', key: e.ip }));

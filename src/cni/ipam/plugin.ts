@@ -1,31 +1,27 @@
-import { Code, CniError, decodeResult, validAttachments, type Env, type NetConf, type Result } from '../spec.js';
-import { allocate, collect, parseIpamConfig, release, status, verify } from './ipam.js';
+import type { PluginFuncs } from '../skel.js';
+import { Code, CniError, decodeResult, validAttachments, type NetConf } from '../spec.js';
+import { allocate, collect, parseIpamConfig, release, status, verify, type IpamConfig } from './ipam.js';
+
+function config(conf: NetConf): IpamConfig {
+  const section = conf.ipam;
+  if (!section) throw new CniError(Code.InvalidConfig, 'the config has no "ipam" section', 'weft-ipam reads its ranges from "ipam"');
+  return parseIpamConfig(section, conf.name);
+}
+
+const attachment = (env: { containerId: string; ifname: string }) => ({ containerID: env.containerId, ifname: env.ifname });
 
 /**
  * weft-ipam as a standalone IPAM plugin, for any main plugin (the reference bridge included): the
  * same config and on-disk state as host-local, and a `subnetFile` range when none is given.
  */
-export async function ipamCommand(conf: NetConf, env: Env): Promise<Result | undefined> {
-  const section = conf.ipam;
-  if (!section) throw new CniError(Code.InvalidConfig, 'the config has no "ipam" section', 'weft-ipam reads its ranges from "ipam"');
-  const config = parseIpamConfig(section, conf.name);
-  const att = { containerID: env.containerId, ifname: env.ifname };
-  switch (env.command) {
-    case 'ADD':
-      return { ...(await allocate(config, att)), cniVersion: conf.cniVersion };
-    case 'DEL':
-      await release(config.dataDir, att);
-      return undefined;
-    case 'CHECK':
-      verify(config.dataDir, att, decodeResult(conf.prevResult).ips ?? []);
-      return undefined;
-    case 'GC':
-      await collect(config.dataDir, validAttachments(conf));
-      return undefined;
-    case 'STATUS':
-      status(config);
-      return undefined;
-    case 'VERSION':
-      return undefined;
-  }
-}
+export const ipamPlugin: PluginFuncs = {
+  add: async (conf, env) => ({ ...(await allocate(config(conf), attachment(env))), cniVersion: conf.cniVersion }),
+  del: async (conf, env) => {
+    await release(config(conf).dataDir, attachment(env));
+  },
+  check: async (conf, env) => verify(config(conf).dataDir, attachment(env), decodeResult(conf.prevResult).ips ?? []),
+  gc: async (conf) => {
+    await collect(config(conf).dataDir, validAttachments(conf));
+  },
+  status: async (conf) => status(config(conf)),
+};

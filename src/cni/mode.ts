@@ -1,0 +1,43 @@
+import type { Plan } from '../kernel/plan.js';
+import { bridgeMode } from './bridge.js';
+import type { BridgeConf } from './config.js';
+import { macvlanMode } from './macvlan.js';
+import type { Attachment, Env, Interface, IPConfig, NetConf } from './spec.js';
+
+/** What one ADD wires: the config, the invocation and the addresses IPAM gave. */
+export interface Wiring {
+  c: BridgeConf;
+  conf: NetConf;
+  env: Env;
+  att: Attachment;
+  ips: IPConfig[];
+  /** `{ mtu }` when the config sets one, else empty. */
+  mtu: { mtu?: number };
+  podMac: string;
+  hostMac: string;
+}
+
+/**
+ * How a pod's interface reaches the node. Every mode makes CNI_IFNAME straight in the container;
+ * ADD (add.ts) does the IPAM, the pod's addresses and routes, and the rollback around it.
+ */
+export interface Mode {
+  /** Before IPAM: refuses an attachment whose host side exists already (a rollback would remove it). */
+  claim(env: Env): void;
+  /** The ops that make the pod's interface and the node's side of it. */
+  link(plan: Plan, w: Wiring): void;
+  /** After the plan applied: the result's interfaces, `pod` (the container's) last. */
+  interfaces(w: Wiring, pod: Interface): Promise<Interface[]>;
+  /** Whether this attachment's host-side device exists (a failed ADD asks whether it made it). */
+  hostSideExists(env: Env): boolean;
+  /** Undoes the links of an ADD that failed with `e`. */
+  undo(plan: Plan, env: Env, e: unknown): void;
+  /** DEL's link removal; idempotent. */
+  remove(plan: Plan, env: Env): void;
+  /** CHECK of the node's side; `fail` throws. */
+  checkHost(c: BridgeConf, env: Env, fail: (what: string) => never): Promise<void>;
+}
+
+export function modeOf(mode: unknown): Mode {
+  return mode === 'macvlan' ? macvlanMode : bridgeMode;
+}
