@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { Topology } from '../src/topo/topology.js';
@@ -84,6 +84,15 @@ function assertNoPod(pod: string, node: string, vethsBefore: number, reservedBef
   assert.equal(spawnSync('pgrep', ['-f', `--pod ${pod} `], { encoding: 'utf8' }).stdout.trim(), '', `a container of ${pod} still runs`);
 }
 
+/** Whatever a failed test left of these pods and nodes goes, so the next test starts from the same lab. */
+function leaveNoTrace(t: TestContext, pods: string[], nodes: string[] = []): void {
+  t.after(() => {
+    const s = state();
+    for (const p of pods) if (s.pods.some((x) => x.name === p)) weft('lab', 'pod', 'rm', p, '--name', lab);
+    for (const n of nodes) if (s.nodes.some((x) => x.name === n)) weft('lab', 'node', 'rm', n, '--name', lab);
+  });
+}
+
 before(async () => {
   topo = await Topology.create();
   lab = topo.id;
@@ -135,8 +144,9 @@ test('two 16-character node names get their own switch ports and both work', () 
   assert.equal(ports(), portsBefore);
 });
 
-test('30 concurrent pod adds are all recorded, get distinct IPs, and are all removable', async () => {
+test('30 concurrent pod adds are all recorded, get distinct IPs, and are all removable', async (t) => {
   const pods = Array.from({ length: 30 }, (_, i) => `many-${i}`);
+  leaveNoTrace(t, pods);
   const [v1, v2, r1, r2] = [veths('node1'), veths('node2'), reserved('node1'), reserved('node2')];
   const adds = await Promise.all(pods.map((p, i) => start('lab', 'pod', 'add', p, '--node', `node${(i % 2) + 1}`, '--name', lab).done));
   for (const [i, r] of adds.entries()) assert.equal(r.code, 0, `${pods[i]}: ${r.out}`);
@@ -157,7 +167,8 @@ test('30 concurrent pod adds are all recorded, get distinct IPs, and are all rem
   assert.deepEqual(reserved('node2'), r2);
 });
 
-test('a pod add interrupted by SIGTERM removes what it made', async () => {
+test('a pod add interrupted by SIGTERM removes what it made', async (t) => {
+  leaveNoTrace(t, ['term']);
   const [v, r] = [veths('node1'), reserved('node1')];
   const add = start('lab', 'pod', 'add', 'term', '--node', 'node1', '--name', lab);
   await until('the pod namespace', () => listNetns().includes(ns('term')));
@@ -170,21 +181,27 @@ test('a pod add interrupted by SIGTERM removes what it made', async () => {
   assert.equal(weft('lab', 'pod', 'rm', 'term', '--name', lab).code, 0);
 });
 
-test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async () => {
+test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async (t) => {
+  leaveNoTrace(t, ['killed']);
   const [v, r] = [veths('node2'), reserved('node2')];
   const add = start('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab);
-  // Once a container runs, the namespace, the IP and the veth all exist.
-  await until('the pod\'s first process', () => listNetns().includes(ns('killed')) && pids(ns('killed')).length > 0);
-  add.child.kill('SIGKILL');
-  await add.done;
-  assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
-  assert.match(weft('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab).out, /interrupted|already exists/);
-  const rm = weft('lab', 'pod', 'rm', 'killed', '--name', lab);
-  assert.equal(rm.code, 0, rm.out);
-  assertNoPod('killed', 'node2', v, r);
+  try {
+    // Once a container runs, the namespace, the IP and the veth all exist.
+    await until('the pod\'s first container', () => spawnSync('pgrep', ['-f', '--pod killed '], { encoding: 'utf8' }).stdout.trim() !== '');
+    add.child.kill('SIGKILL');
+    await add.done;
+    assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
+    assert.match(weft('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab).out, /interrupted|already exists/);
+    const rm = weft('lab', 'pod', 'rm', 'killed', '--name', lab);
+    assert.equal(rm.code, 0, rm.out);
+    assertNoPod('killed', 'node2', v, r);
+  } finally {
+    add.child.kill('SIGKILL');
+  }
 });
 
-test('a node add whose agent fails leaves no agent, lease, namespace or record', () => {
+test('a node add whose agent fails leaves no agent, lease, namespace or record', (t) => {
+  leaveNoTrace(t, [], ['failing']);
   putNetworkConfig(JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'nonsense' } }));
   try {
     const r = weft('lab', 'node', 'add', 'failing', '--name', lab);
@@ -196,7 +213,8 @@ test('a node add whose agent fails leaves no agent, lease, namespace or record',
   assertNoNode('failing', '198.18.0.13');
 });
 
-test('a node add interrupted by SIGTERM leaves no agent, lease, namespace or record', async () => {
+test('a node add interrupted by SIGTERM leaves no agent, lease, namespace or record', async (t) => {
+  leaveNoTrace(t, [], ['term']);
   const add = start('lab', 'node', 'add', 'term', '--name', lab);
   await until('the node namespace', () => listNetns().includes(ns('term')));
   add.child.kill('SIGTERM');
@@ -205,18 +223,23 @@ test('a node add interrupted by SIGTERM leaves no agent, lease, namespace or rec
   assertNoNode('term', '198.18.0.13');
 });
 
-test('a node add killed with SIGKILL leaves a record that node rm cleans, lease and agent included', async () => {
+test('a node add killed with SIGKILL leaves a record that node rm cleans, lease and agent included', async (t) => {
+  leaveNoTrace(t, [], ['killed']);
   const add = start('lab', 'node', 'add', 'killed', '--name', lab);
-  await until('the node\'s agent', () => listNetns().includes(ns('killed')) && pids(ns('killed')).length > 0);
-  add.child.kill('SIGKILL');
-  await add.done;
-  const node = state().nodes.find((n) => n.name === 'killed');
-  assert.ok(node, 'the killed add left no record of what it made');
-  // The agent outlives the command that started it and takes its lease.
-  await until('the orphaned agent\'s lease', () => leases().some((l) => l.publicIP === node.ip));
-  const rm = weft('lab', 'node', 'rm', 'killed', '--name', lab);
-  assert.equal(rm.code, 0, rm.out);
-  assertNoNode('killed', node.ip);
+  try {
+    await until('the node\'s agent', () => spawnSync('pgrep', ['-f', 'agent --node killed '], { encoding: 'utf8' }).stdout.trim() !== '');
+    add.child.kill('SIGKILL');
+    await add.done;
+    const node = state().nodes.find((n) => n.name === 'killed');
+    assert.ok(node, 'the killed add left no record of what it made');
+    // The agent outlives the command that started it and takes its lease.
+    await until('the orphaned agent\'s lease', () => leases().some((l) => l.publicIP === node.ip));
+    const rm = weft('lab', 'node', 'rm', 'killed', '--name', lab);
+    assert.equal(rm.code, 0, rm.out);
+    assertNoNode('killed', node.ip);
+  } finally {
+    add.child.kill('SIGKILL');
+  }
 });
 
 test('verify reports dead agents; lab up brings every process back with the same subnets', async () => {
@@ -244,7 +267,7 @@ test('verify reports dead agents; lab up brings every process back with the same
   assert.match(weft('lab', 'up', '--name', lab).out, /nothing to restart/);
 });
 
-test('lab up --dry-run changes nothing; an interrupted lab up removes everything it made', async () => {
+test('lab up --dry-run changes nothing; lab up with its stdout closed finishes; an interrupted lab up removes everything it made', async () => {
   const other = `${lab}-i`;
   const dry = weft('lab', 'up', '--name', other, '--nodes', '2', '--dry-run');
   assert.equal(dry.code, 0, dry.out);
@@ -253,6 +276,24 @@ test('lab up --dry-run changes nothing; an interrupted lab up removes everything
   assert.match(dry.out, /weft agent --node node1 /);
   assert.deepEqual(labNamespaces(other), []);
   assert.ok(!existsSync(`${ROOT}/${other}`), 'the dry run made the lab directory');
+
+  // As `lab up | head -2`: the reader goes away, and the lab is still made completely.
+  const piped = spawn(process.execPath, [WEFT, 'lab', 'up', '--name', other, '--nodes', '1', '--pods-per-node', '1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let lines = 0;
+  piped.stdout.on('data', (d: Buffer) => {
+    lines += d.toString().split('\n').length - 1;
+    if (lines >= 2) piped.stdout.destroy();
+  });
+  const code = await new Promise((resolve) => piped.on('close', (c) => resolve(c)));
+  try {
+    assert.equal(code, 0, 'lab up failed when its stdout closed');
+    const made = state(other);
+    assert.equal(made.nodes.length, 1);
+    assert.equal(made.pods.length, 1);
+    assert.ok([...made.nodes, ...made.pods].every((x) => !x.pending) && !('building' in made), 'the lab was left half made');
+  } finally {
+    assert.equal(weft('lab', 'down', '--name', other).code, 0);
+  }
 
   const up = start('lab', 'up', '--name', other, '--nodes', '2', '--pods-per-node', '1');
   await until('the first node', () => listNetns().includes(ns('node1', other)), 60_000);

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
@@ -67,13 +67,17 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
     if (s.building) throw new LabError('half-built', `lab "${o.name}" was left half built by an interrupted lab up; remove it with: weft lab down --name ${o.name}, then run lab up again`);
-    const dropped = await dropPending(s);
-    return revive(s, o, dropped);
+    return revive(s, o, () => dropPending(s));
   }
   if (listNetns().some((n) => n.startsWith(nsName(o.name, '')))) {
     throw new LabError('exists', `namespaces of a lab "${o.name}" exist without its state file; remove them with: weft lab down --name ${o.name}, or pick another --name`);
   }
   mkdirSync(labDir(o.name), { recursive: true });
+  try {
+    closeSync(openSync(statePath(o.name), 'wx'));
+  } catch {
+    throw new LabError('exists', `lab "${o.name}" is being made by another command; wait for it, or pick another --name`);
+  }
   const s = newLab(o.name, o.backend);
   writeState(s);
   try {

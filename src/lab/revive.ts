@@ -10,18 +10,20 @@ import { controlSocket, LabError, update, type LabState, type NodeState } from '
  * the kernel side (namespaces, links, routes) never went away. Namespaces that are gone (the machine
  * restarted) cannot be brought back this way.
  */
-export async function revive(s: LabState, o: { progress: (step: string, ms: number) => void; signal?: AbortSignal }, dropped: string[]): Promise<LabState> {
+export async function revive(s: LabState, o: { progress: (step: string, ms: number) => void; signal?: AbortSignal }, dropPending: () => Promise<string[]>): Promise<LabState> {
   const started = performance.now();
-  const lost = [s.underlay.ns, s.outside.ns, ...(s.backend === 'macvlan' ? [] : [s.etcd.ns]), ...s.nodes.map((n) => n.ns), ...s.pods.map((p) => p.ns)].filter((ns) => !existsSync(netnsPath(ns)));
+  const lost = [s.underlay.ns, s.outside.ns, ...(s.backend === 'macvlan' ? [] : [s.etcd.ns]), ...[...s.nodes, ...s.pods].filter((x) => !x.pending).map((x) => x.ns)].filter((ns) => !existsSync(netnsPath(ns)));
   if (lost.length) {
     throw new LabError('lost', `lab "${s.name}" cannot be revived: its namespaces ${lost.join(', ')} are gone (did the machine restart?); remove it with: weft lab down --name ${s.name}, then run lab up again`);
   }
   const done: string[] = [];
-  if (dropped.length) done.push(`removed what interrupted commands left half made (${dropped.join(', ')})`);
   if (s.backend !== 'macvlan' && (await netnsPids(s.etcd.ns)).length === 0) {
     await startEtcd(s, o.signal);
     done.push('restarted etcd with its data');
   }
+  // With etcd back, so that a half-made node's lease can go too.
+  const dropped = await dropPending();
+  if (dropped.length) done.push(`removed what interrupted commands left half made (${dropped.join(', ')})`);
   if (!(await socketAnswers(controlSocket(s.name, 'outside', 'app')))) {
     await startContainers(s, outsidePod(s), o.signal);
     done.push('restarted the outside world\'s server');

@@ -107,7 +107,11 @@ export function readState(lab: string): LabState {
   } catch {
     throw new LabError('no-lab', `no lab named "${lab}" is running; start one with: weft lab up --name ${lab}`);
   }
-  return JSON.parse(text) as LabState;
+  try {
+    return JSON.parse(text) as LabState;
+  } catch {
+    throw new LabError('bad-state', `the state file of lab "${lab}" (${statePath(lab)}) is unreadable; if no lab up is making it right now, remove the lab with: weft lab down --name ${lab}`);
+  }
 }
 
 export function writeState(s: LabState): void {
