@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
+import { collect } from '../util/proc.js';
 import { Code, CniError, type Command } from './spec.js';
 
 /** The plugin binary named `type` on CNI_PATH, as libcni's FindInPath looks it up. */
@@ -42,31 +42,22 @@ export function cniEnv(e: InvokeEnv): Record<string, string> {
  * Runs a plugin the way a runtime does: CNI_* in the environment, the config on stdin. Returns its
  * parsed stdout (undefined when it printed nothing); a failure becomes a CniError with its code.
  */
-export function execPlugin(file: string, env: InvokeEnv, config: object): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const argv = [...(env.wrap ?? []), file];
-    const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) }, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.on('error', (e) => reject(new CniError(Code.IO, `cannot run ${file}: ${e.message}`)));
-    child.on('close', (code) => {
-      const text = Buffer.concat(out).toString().trim();
-      let parsed: unknown;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        return reject(new CniError(Code.Decode, `${file} ${env.command} printed something that is not JSON: ${text.slice(0, 200)}`, Buffer.concat(err).toString()));
-      }
-      if (code === 0) return resolve(parsed);
-      const e = (parsed ?? {}) as { code?: number; msg?: string; details?: string };
-      const stderr = Buffer.concat(err).toString().trim();
-      reject(new CniError(e.code ?? Code.IO, `${file.split('/').pop()} ${env.command}: ${e.msg ?? stderr ?? `exit ${code}`}`, e.details ?? ''));
-    });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(JSON.stringify(config));
+export async function execPlugin(file: string, env: InvokeEnv, config: object): Promise<unknown> {
+  const argv = [...(env.wrap ?? []), file];
+  const run = await collect(argv, { input: JSON.stringify(config), env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) } }).catch((e: Error) => {
+    throw new CniError(Code.IO, e.message);
   });
+  const text = run.stdout.trim();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    throw new CniError(Code.Decode, `${file} ${env.command} printed something that is not JSON: ${text.slice(0, 200)}`, run.stderr);
+  }
+  if (run.code === 0) return parsed;
+  const e = (parsed ?? {}) as { code?: number; msg?: string; details?: string };
+  const stderr = run.stderr.trim();
+  throw new CniError(e.code ?? Code.IO, `${file.split('/').pop()} ${env.command}: ${e.msg ?? (stderr || `exit ${run.code ?? run.signal}`)}`, e.details ?? '');
 }
 
 /** The spec versions a plugin says it supports (its VERSION answer). */

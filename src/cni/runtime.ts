@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../util/file.js';
 import { execPlugin, findPlugin } from './invoke.js';
 import { Code, CniError, versionLess, type Attachment } from './spec.js';
 
@@ -98,8 +99,7 @@ export async function addNetworkList(list: NetworkList, o: RuntimeOptions): Prom
     capabilityArgs: o.capabilityArgs ?? {},
     result,
   };
-  writeFileSync(`${file}.tmp`, JSON.stringify(entry));
-  renameSync(`${file}.tmp`, file);
+  writeFileAtomic(file, JSON.stringify(entry));
   return result;
 }
 

@@ -20,6 +20,14 @@ describe('writeFileAtomic', () => {
     assert.deepEqual(readdirSync(dir), ['a.json']);
   });
 
+  it('writes the same way without the fsyncs when not asked to be durable', () => {
+    const f = join(dir, 'hint');
+    writeFileAtomic(f, 'a', { durable: false });
+    writeFileAtomic(f, 'b', { durable: false });
+    assert.equal(readFileSync(f, 'utf8'), 'b');
+    rmSync(f);
+  });
+
   it('writes a large body whole', () => {
     const f = join(dir, 'big');
     const body = 'x'.repeat(5_000_000);

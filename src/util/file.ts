@@ -6,8 +6,11 @@ import { basename, dirname, join } from 'node:path';
  * Replaces `path` so that a reader sees the old or the new contents, never a mix, and the new contents
  * survive a crash once this returns: a temp file with a unique name beside the target (concurrent
  * writers never share one), fsync, rename, fsync of the directory. The temp file is removed on failure.
+ * `durable: false` skips both fsyncs (about 8 ms on this VM's ext4): still atomic for readers and when
+ * the process dies, but a power loss may bring back the old contents.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number } = {}): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array, opts: { mode?: number; durable?: boolean } = {}): void {
+  const durable = opts.durable ?? true;
   const dir = dirname(path);
   const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
@@ -15,7 +18,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: {
     try {
       const bytes = typeof data === 'string' ? Buffer.from(data) : data;
       for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
-      fsyncSync(fd);
+      if (durable) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -24,6 +27,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, opts: {
     rmSync(temp, { force: true });
     throw e;
   }
+  if (!durable) return;
   const d = openSync(dir, 'r');
   try {
     fsyncSync(d);

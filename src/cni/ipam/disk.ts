@@ -1,6 +1,7 @@
-import { closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { writeFileAtomic, isAtomicTemp } from '../../util/file.js';
 import { flockExclusive, funlock } from './flock.js';
 
 /** host-local writes `<id>\r\n<ifname>`; versions before 0.8 wrote only `<id>`. */
@@ -63,7 +64,8 @@ export class DiskStore {
     } finally {
       unlinkSync(temp);
     }
-    this.writeAtomic(`last_reserved_ip.${rangeset}`, ip);
+    // A hint for the next search, not a reservation (host-local does not sync it either).
+    writeFileAtomic(join(this.dir, `last_reserved_ip.${rangeset}`), ip, { durable: false });
     return true;
   }
 
@@ -118,16 +120,10 @@ export class DiskStore {
     }
   }
 
-  private writeAtomic(name: string, content: string): void {
-    const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${name}`);
-    writeFileSync(temp, content);
-    renameSync(temp, join(this.dir, name));
-  }
-
   /** Temp files are written only under the lock, so any found while holding it belong to a killed writer. */
   private removeStaleTemps(): void {
     for (const name of readdirSync(this.dir)) {
-      if (name.startsWith(TEMP_PREFIX)) unlinkSync(join(this.dir, name));
+      if (name.startsWith(TEMP_PREFIX) || isAtomicTemp(name)) unlinkSync(join(this.dir, name));
     }
   }
 }
