@@ -51,6 +51,9 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
       }
     });
 
+  /** TCP until it answers; each try may take seconds to start a process on a loaded machine. */
+  const reach = (from: Pod, to: Pod) => waitFor(`tcp ${from.name} → ${to.name}`, () => c.tcp(from.name, to.ip), 30_000, 200);
+
   /** COUNT numbered UDP datagrams from pod `from` to pod `to`, each echoed back: how many got no answer. */
   function probe(from: Pod, to: Pod): Probe {
     const child = c.spawn(from.name, [NODE, TOOL, 'probe', to.ip, String(PORT), String(COUNT), String(EVERY_MS)]);
@@ -117,7 +120,7 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
     }
     const text = await c.topo.exec(undefined, [NODE, WEFT, 'agent', 'status', '--state-dir', c.node('n1').stateDir]);
     assert.match(text.stdout, /STORE RESET detected at \S+ \(/);
-    assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
+    assert.equal(await reach(a1, b1), a1.ip);
     assert.equal(await c.tcp('c1', a1.ip), c1.ip);
 
     await c.addNode('n4', 4);
@@ -126,7 +129,7 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
     assert.ok(!subnets.includes(c.subnetOf('n4')), `n4 got ${c.subnetOf('n4')}, held by another node`);
     for (const n of ['n1', 'n2', 'n3']) await c.waitReady(n, 3);
     const d1 = await c.addPod('d1', 'n4');
-    assert.equal(await c.tcpEventually('a1', d1.ip), a1.ip);
+    assert.equal(await reach(a1, d1), a1.ip);
     assert.equal(await c.tcp('d1', c1.ip), d1.ip);
   });
 });

@@ -16,7 +16,6 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { createConnection, createServer } from 'node:net';
-import { EtcdStore } from '../src/store/etcd.js';
 
 const [cmd, ...args] = process.argv.slice(2);
 const die = (msg: string): never => {
@@ -209,6 +208,8 @@ async function garbage(dst: string, uport: number, n: number): Promise<void> {
 }
 
 async function etcd(endpoint: string, prefix: string, op: string, key: string, value?: string): Promise<void> {
+  // Loaded only here: the etcd client takes a while to load, and the other commands are timed.
+  const { EtcdStore } = await import('../src/store/etcd.js');
   const store = new EtcdStore({ endpoints: [endpoint], prefix, timeoutMs: 3000 });
   try {
     if (op === 'get') process.stdout.write(`${(await store.get(key))?.value ?? ''}\n`);
