@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { collect } from '../util/proc.js';
 import { percentile } from './report.js';
 
 /**
@@ -45,29 +45,12 @@ function cpuMs(pid: number | 'self'): number {
   return which.reduce((sum, i) => sum + Number(fields[i]), 0) * TICK_MS;
 }
 
-function invoke(v: Variant, input: DriverInput, command: 'ADD' | 'DEL', pod: string): Promise<number> {
+async function invoke(v: Variant, input: DriverInput, command: 'ADD' | 'DEL', pod: string): Promise<number> {
   const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(v.plugin, [], {
-      env: {
-        PATH: process.env.PATH,
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: `bench-${pod}`,
-        CNI_NETNS: `/run/netns/${pod}`,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: input.cniPath,
-      },
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    const out: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${v.label} ${command} ${pod} failed: ${Buffer.concat(out).toString().trim()}`));
-      resolve(performance.now() - started);
-    });
-    child.stdin.end(JSON.stringify(v.config));
-  });
+  const env = { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: `bench-${pod}`, CNI_NETNS: `/run/netns/${pod}`, CNI_IFNAME: 'eth0', CNI_PATH: input.cniPath };
+  const r = await collect([v.plugin], { input: JSON.stringify(v.config), env });
+  if (r.code !== 0) throw new Error(`${v.label} ${command} ${pod} failed: ${r.stdout.trim()} ${r.stderr.trim()}`);
+  return performance.now() - started;
 }
 
 async function measure(v: Variant, input: DriverInput): Promise<VariantResult> {
