@@ -70,7 +70,7 @@ function assertNoNode(node: string, ip: string | undefined): void {
   assert.ok(!listNetns().includes(ns(node)), `namespace of ${node} left behind`);
   assert.ok(!existsSync(`${ROOT}/${lab}/nodes/${node}`), `files of ${node} left behind`);
   assert.ok(!state().nodes.some((n) => n.name === node), `${node} still in the lab's state`);
-  const running = spawnSync('pgrep', ['-f', `agent --node ${node} `], { encoding: 'utf8' }).stdout.trim();
+  const running = spawnSync('pgrep', ['-f', `agent --node ${node} .*${ROOT}/${lab}/nodes/${node}/`], { encoding: 'utf8' }).stdout.trim();
   assert.equal(running, '', `an agent for ${node} still runs`);
   if (ip) assert.deepEqual(leases().filter((l) => l.publicIP === ip), [], `a lease for ${ip} is left in etcd`);
 }
@@ -81,7 +81,7 @@ function assertNoPod(pod: string, node: string, vethsBefore: number, reservedBef
   assert.equal(veths(node), vethsBefore, `a host veth of ${pod} is left on ${node}`);
   assert.deepEqual(reserved(node), reservedBefore, `an IP reservation of ${pod} is left on ${node}`);
   assert.ok(!state().pods.some((p) => p.name === pod), `${pod} still in the lab's state`);
-  assert.equal(spawnSync('pgrep', ['-f', `--pod ${pod} `], { encoding: 'utf8' }).stdout.trim(), '', `a container of ${pod} still runs`);
+  assert.equal(spawnSync('pgrep', ['-f', `workload-main.js --pod ${pod} .*${ROOT}/${lab}/pods/${pod}/`], { encoding: 'utf8' }).stdout.trim(), '', `a container of ${pod} still runs`);
 }
 
 /** Whatever a failed test left of these pods and nodes goes, so the next test starts from the same lab. */
@@ -187,7 +187,7 @@ test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async (
   const add = start('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab);
   try {
     // Once a container runs, the namespace, the IP and the veth all exist.
-    await until('the pod\'s first container', () => spawnSync('pgrep', ['-f', '--pod killed '], { encoding: 'utf8' }).stdout.trim() !== '');
+    await until('the pod\'s first container', () => spawnSync('pgrep', ['-f', `workload-main.js --pod killed .*${ROOT}/${lab}/pods/killed/`], { encoding: 'utf8' }).stdout.trim() !== '');
     add.child.kill('SIGKILL');
     await add.done;
     assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
@@ -227,7 +227,7 @@ test('a node add killed with SIGKILL leaves a record that node rm cleans, lease 
   leaveNoTrace(t, [], ['killed']);
   const add = start('lab', 'node', 'add', 'killed', '--name', lab);
   try {
-    await until('the node\'s agent', () => spawnSync('pgrep', ['-f', 'agent --node killed '], { encoding: 'utf8' }).stdout.trim() !== '');
+    await until('the node\'s agent', () => spawnSync('pgrep', ['-f', `agent --node killed .*${ROOT}/${lab}/nodes/killed/`], { encoding: 'utf8' }).stdout.trim() !== '');
     add.child.kill('SIGKILL');
     await add.done;
     const node = state().nodes.find((n) => n.name === 'killed');
