@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CniLab, reservations, sleep } from './cni-support.js';
+import { waitFor } from '../src/util/wait.js';
+import { CniLab, reservations } from './cni-support.js';
 
 let lab: CniLab;
 let nosock: string;
@@ -230,8 +231,7 @@ describe('a weft pod and a reference bridge pod on one bridge', () => {
       const child = lab.topo.spawn(srv, [process.execPath, '-e', server(srvIp)]);
       let out = '';
       child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      for (let i = 0; i < 200 && !out.includes('ready'); i++) await sleep(25);
-      assert.ok(out.includes('ready'), `server in ${srv} did not start`);
+      await waitFor(() => out.includes('ready'), { timeoutMs: 5000, intervalMs: 25, what: `the server in ${srv} to start` });
       const res = await lab.topo.exec(cli, [process.execPath, '-e', client(srvIp)], { timeoutMs: 10_000 });
       assert.equal(res.code, 0, `${cli} -> ${srvIp}: ${res.stderr}`);
       assert.equal(res.stdout.trim(), `pong ${cliIp} ping`, 'the server sees the client pod\'s own address');

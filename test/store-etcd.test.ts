@@ -9,7 +9,7 @@ import { Etcd3 } from 'etcd3';
 import { EtcdStore } from '../src/store/etcd.js';
 import { isStoreUnavailable, StoreError, type WatchEvent } from '../src/store/store.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
-import { sleep, uniquePrefix, waitFor } from './store-support.js';
+import { uniquePrefix, waitFor } from './store-support.js';
 
 async function deadEndpoint(): Promise<string> {
   const server = createServer();
@@ -208,8 +208,12 @@ describe('EtcdStore against a real etcd', () => {
       assert.equal(events[3]!.revision, last);
       assert.ok(events.every((e, i) => i === 0 || e.revision > events[i - 1]!.revision));
       await handle.stop();
+      // A second watch, started before the write, sees it: had the first one still run, it would have too.
+      const witness: WatchEvent[] = [];
+      const second = await store.watch('subnets/', last + 1, (e) => witness.push(e), (e) => errors.push(e));
       await store.put('subnets/c', '4');
-      await sleep(300);
+      await waitFor('the second watch to see subnets/c', () => witness.some((e) => e.key === 'subnets/c'));
+      await second.stop();
       assert.equal(events.length, 4);
       assert.deepEqual(errors, []);
     } finally {

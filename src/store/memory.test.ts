@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { waitFor } from '../util/wait.js';
 import { MemoryStore } from './memory.js';
 import { StoreError, type WatchEvent } from './store.js';
 
@@ -62,9 +63,7 @@ describe('MemoryStore: etcd semantics', () => {
     const s = new MemoryStore();
     await s.put('t', 'v', 1);
     await s.put('forever', 'v');
-    const deadline = Date.now() + 5000;
-    while ((await s.get('t')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(await s.get('t'), undefined);
+    await waitFor(async () => (await s.get('t')) === undefined, { timeoutMs: 5000, what: 'the 1 s key to expire' });
     assert.equal((await s.get('forever'))?.value, 'v');
     await assert.rejects(s.put('k', 'v', 0.5), isCode('failed'));
   });
