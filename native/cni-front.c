@@ -4,17 +4,20 @@
  * Node takes ~60 ms to start, longer than the whole ADD the reference plugins do, so the plugin the
  * runtime execs is this small C program. It forwards the invocation (its name, the CNI_* variables,
  * the config on stdin) over a unix socket to a warm Weft process on the node (`weft cni serve`, later
- * the agent), which does all the work in TypeScript and answers with the exit code and stdout. When
- * nothing listens there, it runs the same TypeScript itself (the direct path) under Node.
+ * `weft agent`), which does all the work in TypeScript and answers with the exit code and stdout. When
+ * nothing listens there, it runs the same code itself (the direct path) under Node.
  *
  * Socket: the config's "socket" field if present, else /run/weft/cni.sock.
  * Request:  "WEFT1\0" <plugin name>"\0" { "CNI_...=value\0" } "\0" <stdin bytes> EOF
  * Response: <exit code, one byte> <stdout bytes> EOF
  *
- * WEFT_NODE and WEFT_MAIN (the direct path) are fixed when the build compiles this file.
+ * Direct path: `weft cni install` puts a directory "weft-cni" beside this executable, holding cni.mjs
+ * (the plugin as one file), node_modules/koffi and "node" (a link to the Node that installed it). It
+ * is found from /proc/self/exe, so nothing here names the checkout or package weft was installed from.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +27,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#ifndef WEFT_NODE
-#error "build with -DWEFT_NODE=\"/path/to/node\""
-#endif
-#ifndef WEFT_MAIN
-#error "build with -DWEFT_MAIN=\"/path/to/dist/src/cni/main.js\""
-#endif
-
 #define DEFAULT_SOCKET "/run/weft/cni.sock"
 /* Longer than any ADD takes, shorter than a runtime's own CNI timeout (containerd: 4 min). */
 #define ANSWER_TIMEOUT_S 120
+#define RUNTIME_DIR "weft-cni"
 
 extern char **environ;
 
@@ -159,6 +156,12 @@ static int served(const char *plugin, const struct buf *conf, const char *path)
 	return (unsigned char)res.data[0];
 }
 
+static void fail_install(const char *what, const char *path)
+{
+	printf("{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"weft: %s %s: %s\",\"details\":\"reinstall the plugins (weft cni install --bin-dir DIR)\"}\n", what, path, strerror(errno));
+	exit(1);
+}
+
 static void direct(const char *plugin, const struct buf *conf)
 {
 	int fd = memfd_create("weft-stdin", MFD_CLOEXEC);
@@ -166,10 +169,24 @@ static void direct(const char *plugin, const struct buf *conf)
 		perror("weft: cannot pass stdin to the direct path");
 		exit(5);
 	}
-	char *argv[] = { WEFT_NODE, WEFT_MAIN, (char *)plugin, NULL };
-	execv(WEFT_NODE, argv);
-	printf("{\"cniVersion\":\"1.1.0\",\"code\":5,\"msg\":\"cannot run %s: %s\",\"details\":\"reinstall weft (weft cni install)\"}\n", WEFT_NODE, strerror(errno));
-	exit(1);
+	char dir[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+	if (n < 0)
+		fail_install("cannot find its own file", "/proc/self/exe");
+	dir[n] = 0;
+	*strrchr(dir, '/') = 0;
+	char node[PATH_MAX + 32], main_js[PATH_MAX + 32];
+	snprintf(node, sizeof node, "%s/" RUNTIME_DIR "/node", dir);
+	snprintf(main_js, sizeof main_js, "%s/" RUNTIME_DIR "/cni.mjs", dir);
+	if (access(main_js, R_OK) < 0)
+		fail_install("cannot read", main_js);
+	char *argv[] = { node, main_js, (char *)plugin, NULL };
+	execv(node, argv);
+	/* The Node that installed the plugin is gone (upgraded or removed): any Node on PATH will do. */
+	argv[0] = "node";
+	setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 0);
+	execvp("node", argv);
+	fail_install("cannot run", node);
 }
 
 int main(int argc, char **argv)

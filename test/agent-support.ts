@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentStatus } from '../src/agent/status.js';
 import { readStatus } from '../src/agent/status.js';
-import { installPlugins } from '../src/cli/cni.js';
+import { installPlugins } from '../src/cni/install.js';
 import { addAddr, addBridge, addRoute, addVeth, setLink, setSysctl } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';

@@ -8,7 +8,7 @@ import { type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installPlugins } from '../src/cli/cni.js';
+import { installPlugins } from '../src/cni/install.js';
 import { links, addrs, routes, type Link, type LinkAddrs, type Route } from './ipj.js';
 import { Topology, type ExecResult } from '../src/topo/topology.js';
 

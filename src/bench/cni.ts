@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { installPlugins } from '../cli/cni.js';
+import { installPlugins } from '../cni/install.js';
 import { Topology } from '../topo/topology.js';
 import type { DriverInput, Variant, VariantResult } from './cni-driver.js';
 import { table } from '../cli/format.js';

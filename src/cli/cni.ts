@@ -1,6 +1,6 @@
-import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { installPlugins } from '../cni/install.js';
 import { CniError } from '../cni/spec.js';
 import {
   addNetworkList,
@@ -17,20 +17,6 @@ import {
 import type { Args, CommandSpec, GroupSpec, OptionSpec, Positional } from './command.js';
 import { print, printJson, warn } from './output.js';
 import { UsageError } from './usage.js';
-
-export const FRONT = fileURLToPath(new URL('../../../build/weft-cni-front', import.meta.url));
-
-/** Copies the thin front in as `weft` and `weft-ipam`; it picks its role from its own name. */
-export function installPlugins(binDir: string): string[] {
-  if (!existsSync(FRONT)) throw new Error(`${FRONT} is missing; run the set-up (./setup) or npm run build first`);
-  mkdirSync(binDir, { recursive: true });
-  return ['weft', 'weft-ipam'].map((name) => {
-    const dest = join(binDir, name);
-    copyFileSync(FRONT, `${dest}.tmp`);
-    renameSync(`${dest}.tmp`, dest);
-    return dest;
-  });
-}
 
 export const cniGroup: GroupSpec = { path: ['cni'], summary: "the weft CNI plugins, and a runtime's view of any conflist (like cnitool)" };
 

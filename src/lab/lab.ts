@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { apply } from '../kernel/plan.js';
-import { installPlugins } from '../cli/cni.js';
+import { installPlugins } from '../cni/install.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
