@@ -5,6 +5,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { Topology } from '../src/topo/topology.js';
+import { waitFor } from '../src/util/wait.js';
 
 /**
  * The lab never loses track: concurrent adds, interrupted and failing adds, bad names, long names,
@@ -28,14 +29,6 @@ function start(...args: string[]): { child: ChildProcess; done: Promise<{ code: 
   child.stderr!.on('data', (d: Buffer) => (out += d));
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, out })));
   return { child, done };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 interface State {
@@ -171,7 +164,7 @@ test('a pod add interrupted by SIGTERM removes what it made', async (t) => {
   leaveNoTrace(t, ['term']);
   const [v, r] = [veths('node1'), reserved('node1')];
   const add = start('lab', 'pod', 'add', 'term', '--node', 'node1', '--name', lab);
-  await until('the pod namespace', () => listNetns().includes(ns('term')));
+  await waitFor(() => listNetns().includes(ns('term')), { timeoutMs: 30_000, intervalMs: 10, what: 'the pod namespace' });
   add.child.kill('SIGTERM');
   const done = await add.done;
   assert.notEqual(done.code, 0, done.out);
@@ -187,7 +180,7 @@ test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async (
   const add = start('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab);
   try {
     // Once a container runs, the namespace, the IP and the veth all exist.
-    await until('the pod\'s first container', () => spawnSync('pgrep', ['-f', `workload-main.js --pod killed .*${ROOT}/${lab}/pods/killed/`], { encoding: 'utf8' }).stdout.trim() !== '');
+    await waitFor(() => spawnSync('pgrep', ['-f', `workload-main.js --pod killed .*${ROOT}/${lab}/pods/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', { timeoutMs: 30_000, intervalMs: 10, what: 'the pod\'s first container' });
     add.child.kill('SIGKILL');
     await add.done;
     assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
@@ -216,7 +209,7 @@ test('a node add whose agent fails leaves no agent, lease, namespace or record',
 test('a node add interrupted by SIGTERM leaves no agent, lease, namespace or record', async (t) => {
   leaveNoTrace(t, [], ['term']);
   const add = start('lab', 'node', 'add', 'term', '--name', lab);
-  await until('the node namespace', () => listNetns().includes(ns('term')));
+  await waitFor(() => listNetns().includes(ns('term')), { timeoutMs: 30_000, intervalMs: 10, what: 'the node namespace' });
   add.child.kill('SIGTERM');
   const done = await add.done;
   assert.notEqual(done.code, 0, done.out);
@@ -227,13 +220,13 @@ test('a node add killed with SIGKILL leaves a record that node rm cleans, lease 
   leaveNoTrace(t, [], ['killed']);
   const add = start('lab', 'node', 'add', 'killed', '--name', lab);
   try {
-    await until('the node\'s agent', () => spawnSync('pgrep', ['-f', `agent --node killed .*${ROOT}/${lab}/nodes/killed/`], { encoding: 'utf8' }).stdout.trim() !== '');
+    await waitFor(() => spawnSync('pgrep', ['-f', `agent --node killed .*${ROOT}/${lab}/nodes/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', { timeoutMs: 30_000, intervalMs: 10, what: 'the node\'s agent' });
     add.child.kill('SIGKILL');
     await add.done;
     const node = state().nodes.find((n) => n.name === 'killed');
     assert.ok(node, 'the killed add left no record of what it made');
     // The agent outlives the command that started it and takes its lease.
-    await until('the orphaned agent\'s lease', () => leases().some((l) => l.publicIP === node.ip));
+    await waitFor(() => leases().some((l) => l.publicIP === node.ip), { timeoutMs: 30_000, intervalMs: 200, what: 'the orphaned agent\'s lease' });
     const rm = weft('lab', 'node', 'rm', 'killed', '--name', lab);
     assert.equal(rm.code, 0, rm.out);
     assertNoNode('killed', node.ip);
@@ -245,7 +238,7 @@ test('a node add killed with SIGKILL leaves a record that node rm cleans, lease 
 test('verify reports dead agents; lab up brings every process back with the same subnets', async () => {
   const subnets = state().nodes.map((n) => `${n.name} ${n.subnet}`);
   for (const n of ['node1', 'node2']) for (const pid of pids(ns(n))) process.kill(Number(pid), 'SIGKILL');
-  await until('the agents to die', () => pids(ns('node1')).length === 0 && pids(ns('node2')).length === 0);
+  await waitFor(() => pids(ns('node1')).length === 0 && pids(ns('node2')).length === 0, { timeoutMs: 30_000, intervalMs: 10, what: 'the agents to die' });
   const dead = weft('verify', '--name', lab, '--json');
   assert.equal(dead.code, 1, dead.out);
   const report = JSON.parse(dead.out) as { results: { group: string; check: string; to: string; ok: boolean; evidence: string }[] };
@@ -256,7 +249,7 @@ test('verify reports dead agents; lab up brings every process back with the same
 
   // Now everything: etcd, agents, pod containers, the outside world.
   for (const n of labNamespaces()) for (const pid of pids(n)) process.kill(Number(pid), 'SIGKILL');
-  await until('every process of the lab to die', () => labNamespaces().every((n) => pids(n).length === 0));
+  await waitFor(() => labNamespaces().every((n) => pids(n).length === 0), { timeoutMs: 30_000, intervalMs: 10, what: 'every process of the lab to die' });
   const up = weft('lab', 'up', '--name', lab);
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /restarted etcd with its data/);
@@ -296,7 +289,7 @@ test('lab up --dry-run changes nothing; lab up with its stdout closed finishes; 
   }
 
   const up = start('lab', 'up', '--name', other, '--nodes', '2', '--pods-per-node', '1');
-  await until('the first node', () => listNetns().includes(ns('node1', other)), 60_000);
+  await waitFor(() => listNetns().includes(ns('node1', other)), { timeoutMs: 60_000, intervalMs: 10, what: 'the first node' });
   up.child.kill('SIGTERM');
   const done = await up.done;
   assert.notEqual(done.code, 0, done.out);
