@@ -26,7 +26,7 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
   });
 
   const check = (name: string, fn: () => Promise<void>) =>
-    it(name, { timeout: 120_000 }, async () => {
+    void it(name, { timeout: 120_000 }, async () => {
       try {
         await fn();
       } catch (e) {
@@ -88,7 +88,7 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
     assert.match(r.stdout, /"PublicIP":"203\.0\.113\.77"/);
   });
 
-  check('refuses a Network that contains the node\'s address, saying so, and leaves nothing behind', async () => {
+  check("refuses a Network that contains the node's address, saying so, and leaves nothing behind", async () => {
     const prefix = '/weft-bad-network';
     await c.tool('etcd', ['etcd', c.endpoint, prefix, 'put', 'config', '{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}']);
     const n2 = c.node('n2');
@@ -103,8 +103,24 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
   });
 
   check('weft network init refuses loopback, link-local, multicast and 0.0.0.0/0 Networks, saying which', async () => {
-    for (const [network, what] of [['127.0.0.0/16', 'loopback'], ['169.254.0.0/16', 'link-local'], ['224.0.0.0/8', 'multicast'], ['0.0.0.0/0', 'every address']] as const) {
-      const r = await c.exec('etcd', [NODE, WEFT, 'network', 'init', '--config', `{"Network":"${network}"}`, '--etcd-endpoints', c.endpoint, '--etcd-prefix', '/weft-refused']);
+    for (const [network, what] of [
+      ['127.0.0.0/16', 'loopback'],
+      ['169.254.0.0/16', 'link-local'],
+      ['224.0.0.0/8', 'multicast'],
+      ['0.0.0.0/0', 'every address'],
+    ] as const) {
+      const r = await c.exec('etcd', [
+        NODE,
+        WEFT,
+        'network',
+        'init',
+        '--config',
+        `{"Network":"${network}"}`,
+        '--etcd-endpoints',
+        c.endpoint,
+        '--etcd-prefix',
+        '/weft-refused',
+      ]);
       assert.equal(r.code, 1, network);
       assert.match(r.stderr, new RegExp(what), network);
     }

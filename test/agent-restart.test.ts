@@ -42,7 +42,7 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
   });
 
   const check = (name: string, fn: () => Promise<void>, timeout = 180_000) =>
-    it(name, { timeout }, async () => {
+    void it(name, { timeout }, async () => {
       try {
         await fn();
       } catch (e) {
@@ -66,7 +66,11 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
         const done = /lost (\d+) of \d+: (.*)\n/.exec(out);
         if (done) resolve({ lost: Number(done[1]), seqs: done[2]! });
       });
-      child.once('close', (code) => (code === 0 ? reject(new Error(`probe ${from.name} → ${to.name} ended without a result: ${out}`)) : reject(new Error(`probe ${from.name} → ${to.name} exited ${code}: ${out}`))));
+      child.once('close', (code) =>
+        code === 0
+          ? reject(new Error(`probe ${from.name} → ${to.name} ended without a result: ${out}`))
+          : reject(new Error(`probe ${from.name} → ${to.name} exited ${code}: ${out}`)),
+      );
     });
     result.catch(() => undefined);
     return { child, sent: () => sent, result };
@@ -82,7 +86,10 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
       c.startAgent('n3');
       await c.waitReady('n3', 2, 20_000);
       // The restart must fall inside the probes' window, or the test shows nothing.
-      assert.ok(all.every((p) => p.sent() < COUNT), `the restart took longer than the probes ran (${all.map((p) => p.sent()).join(', ')} of ${COUNT} sent)`);
+      assert.ok(
+        all.every((p) => p.sent() < COUNT),
+        `the restart took longer than the probes ran (${all.map((p) => p.sent()).join(', ')} of ${COUNT} sent)`,
+      );
       for (const [name, p] of Object.entries(probes)) {
         const r = await p.result;
         assert.equal(r.lost, 0, `${name}: lost ${r.lost} of ${COUNT} (seq ${r.seqs})\n${c.node('n3').agent!.log.slice(logMark).join('\n')}`);
@@ -104,7 +111,9 @@ describe('agent restarts and etcd data loss', { timeout: 600_000 }, () => {
       'every lease back in etcd',
       async () => {
         const items = JSON.parse(await c.etcdctl(['list', 'subnets/'])) as { key: string; value: string }[];
-        return subnets.every((s, i) => items.some((kv) => kv.key === keyOf(s) && JSON.parse(kv.value).PublicIP === `198.18.0.${11 + i}`));
+        return subnets.every((s, i) =>
+          items.some((kv) => kv.key === keyOf(s) && (JSON.parse(kv.value) as { PublicIP: string }).PublicIP === `198.18.0.${11 + i}`),
+        );
       },
       30_000,
       250,

@@ -88,7 +88,10 @@ describe('LeaseManager against a real etcd', () => {
 
   it('rejects a renew margin that does not fit in the TTL', async () => {
     const { store, config } = await network();
-    assert.throws(() => new LeaseManager({ store, config, attrs: vxlan('198.18.0.11'), ttlSeconds: 10, renewMarginSeconds: 10 }), isLeaseError('invalid-lease-options'));
+    assert.throws(
+      () => new LeaseManager({ store, config, attrs: vxlan('198.18.0.11'), ttlSeconds: 10, renewMarginSeconds: 10 }),
+      isLeaseError('invalid-lease-options'),
+    );
     assert.throws(() => new LeaseManager({ store, config, attrs: vxlan('198.18.0.11'), ttlSeconds: 0 }), isLeaseError('invalid-lease-options'));
   });
 
@@ -116,7 +119,7 @@ describe('LeaseManager against a real etcd', () => {
       const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       assert.equal(won.length, 1, `round ${round}`);
       assert.ok(isLeaseError('out-of-subnets')(lost[0]!.reason));
-      const winner = results[0]!.status === 'fulfilled' ? '198.18.0.11' : '198.18.0.12';
+      const winner = results[0]?.status === 'fulfilled' ? '198.18.0.11' : '198.18.0.12';
       assert.equal((await store.get('subnets/10.244.7.0-24'))?.value, encodeLeaseAttrs({ publicIP: winner }));
     }
   });
@@ -170,7 +173,10 @@ describe('LeaseManager against a real etcd', () => {
     await store.put('subnets/10.244.0.0-24', encodeLeaseAttrs(vxlan('198.18.0.11')));
     const lease = await manager({ store, config, attrs: vxlan('198.18.0.11') }).acquire();
     assert.notEqual(formatNetwork(lease.subnet), '10.244.0.0/24');
-    assert.deepEqual((await store.list('subnets/')).items.map((kv) => kv.key), [subnetKey(lease.subnet)]);
+    assert.deepEqual(
+      (await store.list('subnets/')).items.map((kv) => kv.key),
+      [subnetKey(lease.subnet)],
+    );
   });
 
   it('fails clearly when every subnet is leased', async () => {
@@ -218,7 +224,10 @@ describe('LeaseManager against a real etcd', () => {
     await store.delete(subnetKey(c.subnet));
     await waitFor('c to be removed', () => log.of('removed').length === 1);
     assert.deepEqual(subnetsOf(log.of('removed')), [formatNetwork(c.subnet)]);
-    assert.deepEqual(self.remoteLeases().map((l) => formatNetwork(l.subnet)), [formatNetwork(a.subnet)]);
+    assert.deepEqual(
+      self.remoteLeases().map((l) => formatNetwork(l.subnet)),
+      [formatNetwork(a.subnet)],
+    );
     assert.ok(!subnetsOf(log.of('added')).includes(formatNetwork(own.subnet)));
     assert.deepEqual(log.of('lost'), []);
     assert.deepEqual(log.of('error'), []);
@@ -227,7 +236,7 @@ describe('LeaseManager against a real etcd', () => {
   it('relists after the history it needs was compacted, and catches up', async () => {
     const { store, config } = await network();
     const admin = new Etcd3({ hosts: server.endpoint });
-    cleanups.push(async () => admin.close());
+    cleanups.push(() => Promise.resolve(admin.close()));
     const gone = await manager({ store, config, attrs: vxlan('198.18.0.11') }).acquire();
     let late: string | undefined;
     // Between the watcher's first list and its watch, the world moves on and history is compacted.
@@ -251,7 +260,10 @@ describe('LeaseManager against a real etcd', () => {
     await waitFor('the relist to catch up', () => log.of('removed').length === 1 && log.of('added').length === 2);
     assert.deepEqual(subnetsOf(log.of('added')), [formatNetwork(gone.subnet), late]);
     assert.deepEqual(subnetsOf(log.of('removed')), [formatNetwork(gone.subnet)]);
-    assert.deepEqual(watcher.remoteLeases().map((l) => formatNetwork(l.subnet)), [late]);
+    assert.deepEqual(
+      watcher.remoteLeases().map((l) => formatNetwork(l.subnet)),
+      [late],
+    );
     assert.deepEqual(log.of('error'), []);
   });
 

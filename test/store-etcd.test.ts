@@ -85,10 +85,13 @@ describe('EtcdStore against a real etcd', () => {
         ],
       );
       assert.ok(listing.revision >= r2);
-      assert.equal((await admin.get(`${prefix}/subnets/a`).string()), '1');
+      assert.equal(await admin.get(`${prefix}/subnets/a`).string(), '1');
       assert.equal(await store.delete('subnets/a'), true);
       assert.equal(await store.delete('subnets/a'), false);
-      assert.deepEqual((await store.list('subnets/')).items.map((kv) => kv.key), ['subnets/b']);
+      assert.deepEqual(
+        (await store.list('subnets/')).items.map((kv) => kv.key),
+        ['subnets/b'],
+      );
     } finally {
       await store.close();
       await other.close();
@@ -99,9 +102,7 @@ describe('EtcdStore against a real etcd', () => {
     const prefix = uniquePrefix('race');
     const stores = [open(prefix), open(prefix)];
     try {
-      const results = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => stores[i % 2]!.createIfAbsent('subnets/10.244.5.0-24', `writer-${i}`, 60)),
-      );
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => stores[i % 2]!.createIfAbsent('subnets/10.244.5.0-24', `writer-${i}`, 60)));
       const winners = results.flatMap((r, i) => (r === false ? [] : [i]));
       assert.equal(winners.length, 1);
       assert.equal((await stores[0]!.get('subnets/10.244.5.0-24'))?.value, `writer-${winners[0]}`);
@@ -161,10 +162,14 @@ describe('EtcdStore against a real etcd', () => {
       await store.put('forever', 'v');
       // Renew back to back (each renewal far inside the 1 s TTL) until the other key has expired.
       let renewals = 0;
-      await waitFor('the key without renewals to expire', async () => {
-        assert.notEqual(await store.replaceIfValue('renewed', 'v', 'v', 1), false, `renewal ${++renewals}`);
-        return (await store.get('expires')) === undefined;
-      }, 10_000);
+      await waitFor(
+        'the key without renewals to expire',
+        async () => {
+          assert.notEqual(await store.replaceIfValue('renewed', 'v', 'v', 1), false, `renewal ${++renewals}`);
+          return (await store.get('expires')) === undefined;
+        },
+        10_000,
+      );
       assert.equal((await store.get('renewed'))?.value, 'v');
       assert.equal((await store.get('forever'))?.value, 'v');
       await waitFor('renewed key to expire once renewals stop', async () => (await store.get('renewed')) === undefined, 5000);
@@ -191,7 +196,12 @@ describe('EtcdStore against a real etcd', () => {
       await store.put('subnets/b', '2');
       const events: WatchEvent[] = [];
       const errors: StoreError[] = [];
-      const handle = await store.watch('subnets/', start, (e) => events.push(e), (e) => errors.push(e));
+      const handle = await store.watch(
+        'subnets/',
+        start,
+        (e) => events.push(e),
+        (e) => errors.push(e),
+      );
       await store.delete('subnets/a');
       const last = await store.put('subnets/b', '3');
       await waitFor('four events', () => events.length >= 4);
@@ -210,7 +220,12 @@ describe('EtcdStore against a real etcd', () => {
       await handle.stop();
       // A second watch, started before the write, sees it: had the first one still run, it would have too.
       const witness: WatchEvent[] = [];
-      const second = await store.watch('subnets/', last + 1, (e) => witness.push(e), (e) => errors.push(e));
+      const second = await store.watch(
+        'subnets/',
+        last + 1,
+        (e) => witness.push(e),
+        (e) => errors.push(e),
+      );
       await store.put('subnets/c', '4');
       await waitFor('the second watch to see subnets/c', () => witness.some((e) => e.key === 'subnets/c'));
       await second.stop();
@@ -230,7 +245,12 @@ describe('EtcdStore against a real etcd', () => {
       let error: StoreError | undefined;
       const events: WatchEvent[] = [];
       await store
-        .watch('subnets/', old, (e) => events.push(e), (e) => (error = e))
+        .watch(
+          'subnets/',
+          old,
+          (e) => events.push(e),
+          (e) => (error = e),
+        )
         .catch((e: StoreError) => (error = e));
       await waitFor('the compaction error', () => error !== undefined);
       assert.equal(error!.code, 'compacted');
@@ -246,7 +266,15 @@ describe('EtcdStore against a real etcd', () => {
     try {
       await assert.rejects(store.get('k'), assertStoreError('unavailable'));
       await assert.rejects(store.put('k', 'v', 10), (err) => isStoreUnavailable(err));
-      await assert.rejects(store.watch('', 1, () => undefined, () => undefined), assertStoreError('unavailable'));
+      await assert.rejects(
+        store.watch(
+          '',
+          1,
+          () => undefined,
+          () => undefined,
+        ),
+        assertStoreError('unavailable'),
+      );
     } finally {
       await store.close();
     }
@@ -276,7 +304,12 @@ describe('EtcdStore when etcd goes away', () => {
     const store = new EtcdStore({ endpoints: [server.endpoint], prefix: uniquePrefix('gone'), timeoutMs: 1000 });
     try {
       const errors: StoreError[] = [];
-      await store.watch('', 1, () => undefined, (e) => errors.push(e));
+      await store.watch(
+        '',
+        1,
+        () => undefined,
+        (e) => errors.push(e),
+      );
       await server.stop();
       await waitFor('the watch to fail', () => errors.length > 0);
       assert.equal(errors.length, 1);
@@ -304,7 +337,23 @@ describe('EtcdStore over TLS with client certificates', () => {
       key(`${name}.key`);
       writeFileSync(file(`${name}.ext`), ext);
       openssl('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${name}`, '-out', `${name}.csr`);
-      openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+      openssl(
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-days',
+        '1',
+        '-extfile',
+        `${name}.ext`,
+        '-out',
+        `${name}.crt`,
+      );
     };
     issue('server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
     issue('client', 'extendedKeyUsage=clientAuth\n');

@@ -115,7 +115,12 @@ export class Agent {
     this.config = await this.untilDone('read the network config', () => readNetworkConfig(this.store));
     checkNetworkForNode(this.config, this.node);
     this.backend = await this.createBackend();
-    this.log.info('network config', { network: formatNetwork(this.config.network), subnetLen: this.config.subnetLen, backend: this.backend.type, podMtu: this.backend.mtu });
+    this.log.info('network config', {
+      network: formatNetwork(this.config.network),
+      subnetLen: this.config.subnetLen,
+      backend: this.backend.type,
+      podMtu: this.backend.mtu,
+    });
 
     let previous = undefined;
     try {
@@ -201,7 +206,10 @@ export class Agent {
       case 'added':
       case 'removed':
         this.health.up();
-        this.log.info(e.type === 'added' ? 'remote lease added' : 'remote lease removed', { subnet: formatNetwork(e.lease.subnet), publicIP: e.lease.attrs.publicIP });
+        this.log.info(e.type === 'added' ? 'remote lease added' : 'remote lease removed', {
+          subnet: formatNetwork(e.lease.subnet),
+          publicIP: e.lease.attrs.publicIP,
+        });
         this.scheduler.request(`lease ${e.type}`);
         return;
       case 'renewed':
@@ -211,11 +219,11 @@ export class Agent {
       case 'reasserted':
         this.health.up();
         if (e.why === 'deleted') this.log.warn('own lease was deleted by someone else; taking the same subnet back', { subnet: formatNetwork(e.lease.subnet) });
-        else this.log.warn('wrote this node\'s lease back into the reset store', { subnet: formatNetwork(e.lease.subnet) });
+        else this.log.warn("wrote this node's lease back into the reset store", { subnet: formatNetwork(e.lease.subnet) });
         return;
       case 'reset':
         this.health.wasReset(e.reason);
-        this.log.warn('etcd lost its data or is another cluster; writing this node\'s lease back and listing again', { reason: e.reason });
+        this.log.warn("etcd lost its data or is another cluster; writing this node's lease back and listing again", { reason: e.reason });
         void this.checkConfigAfterReset();
         return;
       case 'lost':
@@ -235,7 +243,9 @@ export class Agent {
   private async checkConfigAfterReset(): Promise<void> {
     const kv = await this.store.get(CONFIG_KEY).catch(() => null);
     if (kv === undefined) {
-      this.log.warn('the network config is gone from etcd too; write it again (weft network init) so that new nodes can join. Running nodes keep their leases and routes');
+      this.log.warn(
+        'the network config is gone from etcd too; write it again (weft network init) so that new nodes can join. Running nodes keep their leases and routes',
+      );
     }
   }
 
@@ -301,7 +311,8 @@ export class Agent {
   private reportSkipped(desired: DesiredState): void {
     const now = new Set(desired.skipped.map((s) => `${s.subnet}|${s.publicIP}|${s.reason}`));
     for (const s of desired.skipped) {
-      if (!this.reported.has(`${s.subnet}|${s.publicIP}|${s.reason}`)) this.log.warn('not routing to a remote subnet', { subnet: s.subnet, publicIP: s.publicIP, reason: s.reason });
+      if (!this.reported.has(`${s.subnet}|${s.publicIP}|${s.reason}`))
+        this.log.warn('not routing to a remote subnet', { subnet: s.subnet, publicIP: s.publicIP, reason: s.reason });
     }
     this.reported.clear();
     for (const k of now) this.reported.add(k);

@@ -30,7 +30,12 @@ export async function cleanup(
   await apply(plan);
   for (const c of changes) log.info(c);
   if (lease && env) {
-    const store = new EtcdStore({ endpoints: lease.etcd.endpoints, prefix: lease.etcd.prefix, timeoutMs: 3000, ...(lease.etcd.tls ? { tls: lease.etcd.tls } : {}) });
+    const store = new EtcdStore({
+      endpoints: lease.etcd.endpoints,
+      prefix: lease.etcd.prefix,
+      timeoutMs: 3000,
+      ...(lease.etcd.tls ? { tls: lease.etcd.tls } : {}),
+    });
     try {
       const node = await discoverNode(lease.node, lease.iface, lease.publicIP).catch(() => undefined);
       const key = subnetKey({ ...env.subnet, ip: env.subnet.base });
@@ -40,7 +45,7 @@ export async function cleanup(
         changes.push(`release lease ${key}`);
         log.info('released lease', { key });
       } else if (kv) {
-        log.info('lease not released: it does not carry this node\'s PublicIP (or changed while we looked)', { key, holder });
+        log.info("lease not released: it does not carry this node's PublicIP (or changed while we looked)", { key, holder });
       }
     } catch (err) {
       log.warn('could not release the lease; it expires with its TTL', { error: (err as Error).message });

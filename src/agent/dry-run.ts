@@ -37,11 +37,18 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
     if (choice.kind === 'keep') {
       out.push(`lease: would keep ${formatNetwork(choice.subnet)} (${key} carries this node's PublicIP) and renew it`);
     } else {
-      const why = previous && formatNetwork({ ...previous, ip: previous.base }) === formatNetwork(choice.subnet) ? `the subnet in ${o.subnetFile}, free` : 'a free subnet, chosen at random';
-      out.push(`lease: would take ${formatNetwork(choice.subnet)} (${why})${choice.stale ? `, after deleting ${choice.stale.key}, which no longer fits the config` : ''}`);
+      const why =
+        previous && formatNetwork({ ...previous, ip: previous.base }) === formatNetwork(choice.subnet)
+          ? `the subnet in ${o.subnetFile}, free`
+          : 'a free subnet, chosen at random';
+      out.push(
+        `lease: would take ${formatNetwork(choice.subnet)} (${why})${choice.stale ? `, after deleting ${choice.stale.key}, which no longer fits the config` : ''}`,
+      );
     }
     out.push(`  ${key} = ${encodeLeaseAttrs(own.attrs)}${fresh && backend.device ? ' (VtepMAC: a new random one)' : ''}`);
-    out.push(`subnet file: would write ${o.subnetFile} (FLANNEL_SUBNET ${formatCidr(withAddr(choice.subnet, choice.subnet.base + 1n))}, FLANNEL_MTU ${backend.mtu})`);
+    out.push(
+      `subnet file: would write ${o.subnetFile} (FLANNEL_SUBNET ${formatCidr(withAddr(choice.subnet, choice.subnet.base + 1n))}, FLANNEL_MTU ${backend.mtu})`,
+    );
     const remotes = listing.items.flatMap((kv): Lease[] => {
       const subnet = parseSubnetKey(kv.key);
       const attrs = decodeLeaseAttrs(kv.value);
@@ -52,7 +59,14 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
     const desired = backend.desired(own, remotes, { network: config.network, ipMasq: o.ipMasq, forwardRules: o.forwardRules ?? true });
     const { plan } = reconcile(undefined, desired, await readActual(undefined, desired));
     if (plan.empty) out.push('the first reconcile would change nothing: the kernel already matches');
-    else out.push('the first reconcile would run:', ...plan.render().split('\n').map((l) => `  ${l}`));
+    else
+      out.push(
+        'the first reconcile would run:',
+        ...plan
+          .render()
+          .split('\n')
+          .map((l) => `  ${l}`),
+      );
     return out.join('\n');
   } finally {
     await store.close();

@@ -28,7 +28,12 @@ export class AgentError extends Error {
  * A --public-ip no interface holds is allowed (a host behind NAT is reached at an address it does
  * not have) but `warn` hears about it.
  */
-export async function discoverNode(name: string, iface?: string, publicIP?: string, warn?: (msg: string, fields?: Record<string, unknown>) => void): Promise<NodeInfo> {
+export async function discoverNode(
+  name: string,
+  iface?: string,
+  publicIP?: string,
+  warn?: (msg: string, fields?: Record<string, unknown>) => void,
+): Promise<NodeInfo> {
   if (publicIP !== undefined && !isIPv4(publicIP)) throw new AgentError('bad-option', `--public-ip ${publicIP} is not an IPv4 address`);
   const [linkList, addrList] = await Promise.all([links(undefined), addrs(undefined)]);
   const v4 = (dev: string) => addrList.filter((a) => a.dev === dev && a.family === 4 && !a.address.startsWith('127.'));
@@ -39,7 +44,10 @@ export async function discoverNode(name: string, iface?: string, publicIP?: stri
     const def = (await routes(undefined)).find((r) => r.dst === 'default');
     dev = def?.dev;
     if (dev === undefined) {
-      throw new AgentError('no-such-iface', 'no default route to pick the underlay interface from; pass --iface DEV (the interface other nodes reach this one on)');
+      throw new AgentError(
+        'no-such-iface',
+        'no default route to pick the underlay interface from; pass --iface DEV (the interface other nodes reach this one on)',
+      );
     }
   }
   const link = linkList.find((l) => l.name === dev);
@@ -51,7 +59,9 @@ export async function discoverNode(name: string, iface?: string, publicIP?: stri
   const ip = publicIP ?? own[0]?.address;
   if (ip === undefined) throw new AgentError('no-public-ip', `interface ${dev} has no IPv4 address; give it one or pass --public-ip`);
   if (publicIP !== undefined && holder === undefined) {
-    warn?.(`--public-ip ${publicIP} is not an address of this host; other nodes will send pod traffic to it, so it must reach this node (as behind NAT)`, { iface: dev });
+    warn?.(`--public-ip ${publicIP} is not an address of this host; other nodes will send pod traffic to it, so it must reach this node (as behind NAT)`, {
+      iface: dev,
+    });
   }
   return { name, iface: dev, ifaceMtu: link.mtu, publicIP: ip, ifaceNets: own.map((a) => parseCidr(`${a.address}/${a.prefix}`)) };
 }

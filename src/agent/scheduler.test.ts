@@ -32,9 +32,9 @@ describe('ReconcileScheduler', () => {
   it('retries a failed run, and runs on the resync period', async () => {
     const runs: string[] = [];
     const s = new ReconcileScheduler(
-      async (reason) => {
+      (reason) => {
         runs.push(reason);
-        return runs.length > 1;
+        return Promise.resolve(runs.length > 1);
       },
       { resyncMs: 30, retryMs: 1 },
     );

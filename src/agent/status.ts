@@ -124,13 +124,17 @@ export function formatStatus(s: AgentStatus, note?: string): string {
     out.push('desired:');
     const dev = d.device;
     if (dev?.kind === 'tun') out.push(`  device ${dev.name} tun mtu ${dev.mtu} addr ${dev.address}`);
-    else if (dev) out.push(`  device ${dev.name} vxlan id ${dev.vni} port ${dev.port} local ${dev.local} dev ${dev.dev} mac ${dev.mac} mtu ${dev.mtu} addr ${dev.address}`);
+    else if (dev)
+      out.push(`  device ${dev.name} vxlan id ${dev.vni} port ${dev.port} local ${dev.local} dev ${dev.dev} mac ${dev.mac} mtu ${dev.mtu} addr ${dev.address}`);
     for (const r of d.routes) out.push(`  route ${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`);
-    if (d.udp) out.push(`  udp packet loop on ${d.udp.publicIP}:${d.udp.port}: ${d.udp.peers.map((p) => `${p.subnet} → ${p.publicIP}`).join(', ') || 'no peers'}`);
+    if (d.udp)
+      out.push(`  udp packet loop on ${d.udp.publicIP}:${d.udp.port}: ${d.udp.peers.map((p) => `${p.subnet} → ${p.publicIP}`).join(', ') || 'no peers'}`);
     for (const n of d.neighbours) out.push(`  neigh ${n.ip} lladdr ${n.mac} dev ${n.dev}`);
     for (const f of d.fdb) out.push(`  fdb ${f.mac} dst ${f.dst} dev ${f.dev}`);
     const fw = d.firewall;
-    out.push(`  nft table ip weft: forward ${fw.network}${fw.ipMasq ? ', ip-masq' : ''}${fw.vxlan ? `, VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]` : ''}`);
+    out.push(
+      `  nft table ip weft: forward ${fw.network}${fw.ipMasq ? ', ip-masq' : ''}${fw.vxlan ? `, VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]` : ''}`,
+    );
     out.push(
       fw.forwardRules
         ? `  forward rules: on: other tables' forward chains with policy drop (Docker's ip filter FORWARD) accept ${fw.network} (rules commented "weft forward", removed by --cleanup)`
@@ -139,11 +143,16 @@ export function formatStatus(s: AgentStatus, note?: string): string {
   }
   if (s.datapath) {
     const c = s.datapath.counters;
-    out.push(`packet loop: ${s.datapath.attached ? 'attached' : 'NOT ATTACHED'}; tx ${c.txPackets ?? 0} pkts, rx ${c.rxPackets ?? 0} pkts; dropped: ${c.droppedUnknownSource ?? 0} from sources without a lease, ${c.droppedMalformed ?? 0} malformed, ${c.droppedNotLocal ?? 0} not for this node, ${c.ttlExpired ?? 0} TTL expired; ${c.netUnreachable ?? 0} net unreachable`);
+    out.push(
+      `packet loop: ${s.datapath.attached ? 'attached' : 'NOT ATTACHED'}; tx ${c.txPackets ?? 0} pkts, rx ${c.rxPackets ?? 0} pkts; dropped: ${c.droppedUnknownSource ?? 0} from sources without a lease, ${c.droppedMalformed ?? 0} malformed, ${c.droppedNotLocal ?? 0} not for this node, ${c.ttlExpired ?? 0} TTL expired; ${c.netUnreachable ?? 0} net unreachable`,
+    );
   }
   out.push(s.drift.length === 0 ? 'programmed: in sync with desired' : `programmed: ${s.drift.length} difference(s) from desired:`);
   for (const c of s.drift) out.push(`  - ${c}`);
   if (s.plan) out.push('the next reconcile would run:', ...s.plan.split('\n').map((l) => `  ${l}`));
-  if (s.lastReconcile) out.push(`last reconcile: ${s.lastReconcile.at}${s.lastReconcile.error ? ` FAILED: ${s.lastReconcile.error}` : `, ${s.lastReconcile.changes.length} change(s)`}`);
+  if (s.lastReconcile)
+    out.push(
+      `last reconcile: ${s.lastReconcile.at}${s.lastReconcile.error ? ` FAILED: ${s.lastReconcile.error}` : `, ${s.lastReconcile.changes.length} change(s)`}`,
+    );
   return out.join('\n');
 }

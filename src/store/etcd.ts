@@ -1,14 +1,5 @@
 import { readFileSync } from 'node:fs';
-import {
-  Etcd3,
-  Range,
-  castGrpcError,
-  isRecoverableError,
-  type ICompare,
-  type IKeyValue,
-  type IOptions,
-  type IWatchResponse,
-} from 'etcd3';
+import { Etcd3, Range, castGrpcError, isRecoverableError, type ICompare, type IKeyValue, type IOptions, type IWatchResponse } from 'etcd3';
 import { StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle } from './store.js';
 
 export interface EtcdTlsOptions {
@@ -96,9 +87,7 @@ export class EtcdStore implements Store {
 
   async put(key: string, value: string, ttlSeconds?: number): Promise<number> {
     const lease = ttlSeconds === undefined ? undefined : await this.grant(key, ttlSeconds);
-    const res = await this.call(`put ${key}`, () =>
-      this.client.kv.put({ key: this.full(key), value: Buffer.from(value), ...(lease && { lease }) }),
-    );
+    const res = await this.call(`put ${key}`, () => this.client.kv.put({ key: this.full(key), value: Buffer.from(value), ...(lease && { lease }) }));
     return Number(res.header.revision);
   }
 
@@ -107,12 +96,7 @@ export class EtcdStore implements Store {
     return Number(res.deleted) > 0;
   }
 
-  async watch(
-    prefix: string,
-    fromRevision: number,
-    onEvent: (event: WatchEvent) => void,
-    onError: (err: StoreError) => void,
-  ): Promise<WatchHandle> {
+  async watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle> {
     const stream = await this.call(`watch ${prefix}`, () => this.client.watchClient.watch());
     const range = Range.prefix(this.full(prefix));
     let stopped = false;
@@ -167,11 +151,17 @@ export class EtcdStore implements Store {
     stream.write({ create_request: { key: range.start, range_end: range.end, start_revision: fromRevision } });
 
     await accepted;
-    return { stop: async () => stop() };
+    return {
+      stop: () => {
+        stop();
+        return Promise.resolve();
+      },
+    };
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.client.close();
+    return Promise.resolve();
   }
 
   private async putIf(key: string, compare: ICompare, value: string, ttlSeconds: number | undefined): Promise<number | false> {

@@ -29,13 +29,26 @@ describe('MemoryStore: etcd semantics', () => {
     await s.put('q/x', '2');
     await s.delete('p/a');
     const events: WatchEvent[] = [];
-    await s.watch('p/', from, (e) => events.push(e), () => undefined);
+    await s.watch(
+      'p/',
+      from,
+      (e) => events.push(e),
+      () => undefined,
+    );
     await s.put('p/b', '3');
     await tick();
-    assert.deepEqual(events.map((e) => `${e.type} ${e.key}`), ['put p/a', 'delete p/a', 'put p/b']);
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.key}`),
+      ['put p/a', 'delete p/a', 'put p/b'],
+    );
     s.compact();
     let error: StoreError | undefined;
-    await s.watch('p/', from, () => assert.fail('no events'), (e) => (error = e));
+    await s.watch(
+      'p/',
+      from,
+      () => assert.fail('no events'),
+      (e) => (error = e),
+    );
     await tick();
     assert.ok(isCode('compacted')(error));
   });
@@ -44,7 +57,12 @@ describe('MemoryStore: etcd semantics', () => {
     const s = new MemoryStore();
     await s.put('k', 'v');
     const errors: StoreError[] = [];
-    await s.watch('', 1, () => undefined, (e) => errors.push(e));
+    await s.watch(
+      '',
+      1,
+      () => undefined,
+      (e) => errors.push(e),
+    );
     s.setUnavailable(true);
     assert.ok(isCode('unavailable')(errors[0]));
     await assert.rejects(s.get('k'), isCode('unavailable'));

@@ -130,23 +130,33 @@ export class MemoryStore implements Store {
     this.watchers.add(watcher);
     if (fromRevision > 0 && fromRevision < this.compactedAt) {
       // etcd accepts the watch, then cancels it.
-      setImmediate(() => this.endWatch(watcher, new StoreError('compacted', `memory store: history before ${this.compactedAt} was compacted`, { compactRevision: this.compactedAt })));
+      setImmediate(() =>
+        this.endWatch(
+          watcher,
+          new StoreError('compacted', `memory store: history before ${this.compactedAt} was compacted`, { compactRevision: this.compactedAt }),
+        ),
+      );
     } else {
-      this.deliver(watcher, this.history.filter((e) => e.revision >= fromRevision && e.key.startsWith(prefix)));
+      this.deliver(
+        watcher,
+        this.history.filter((e) => e.revision >= fromRevision && e.key.startsWith(prefix)),
+      );
     }
     return {
-      stop: async () => {
+      stop: () => {
         watcher.stopped = true;
         this.watchers.delete(watcher);
+        return Promise.resolve();
       },
     };
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     for (const entry of this.data.values()) clearTimeout(entry.timer);
     for (const w of this.watchers) w.stopped = true;
     this.watchers.clear();
+    return Promise.resolve();
   }
 
   private async enter(): Promise<void> {

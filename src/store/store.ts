@@ -30,9 +30,7 @@ export interface Listing {
   clusterId: string;
 }
 
-export type WatchEvent =
-  | { type: 'put'; key: string; value: string; revision: number }
-  | { type: 'delete'; key: string; revision: number };
+export type WatchEvent = { type: 'put'; key: string; value: string; revision: number } | { type: 'delete'; key: string; revision: number };
 
 export interface WatchHandle {
   /** Ends the watch; no callback fires afterwards. Idempotent. */
@@ -84,11 +82,6 @@ export interface Store {
    * (which etcd reports only after accepting) the caller must list again; on `unavailable` it may
    * watch again from the revision after the last one it saw.
    */
-  watch(
-    prefix: string,
-    fromRevision: number,
-    onEvent: (event: WatchEvent) => void,
-    onError: (err: StoreError) => void,
-  ): Promise<WatchHandle>;
+  watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle>;
   close(): Promise<void>;
 }

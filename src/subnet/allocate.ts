@@ -61,9 +61,7 @@ export function pickFreeSubnet(config: NetworkConfig, taken: Cidr[]): Cidr {
  * A lease carrying its PublicIP that no longer fits the config is `stale`: delete it first.
  * Pure: the caller writes, with compare-and-swap, so a lost race is retried with a fresh listing.
  */
-export type LeaseChoice =
-  | { kind: 'keep'; subnet: Cidr; key: string; value: string }
-  | { kind: 'new'; subnet: Cidr; stale?: { key: string; value: string } };
+export type LeaseChoice = { kind: 'keep'; subnet: Cidr; key: string; value: string } | { kind: 'new'; subnet: Cidr; stale?: { key: string; value: string } };
 
 export function chooseLease(config: NetworkConfig, items: KeyValue[], publicIP: string, preferred?: Cidr): LeaseChoice {
   const leases = items.flatMap((kv) => {

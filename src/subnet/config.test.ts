@@ -78,9 +78,7 @@ describe('network config defaults (as flannel)', () => {
   });
 
   it('keeps explicit backend options', () => {
-    const vxlan = parseNetworkConfig(
-      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":42,"Port":4789,"DirectRouting":true,"MTU":1400,"GBP":false}}',
-    );
+    const vxlan = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":42,"Port":4789,"DirectRouting":true,"MTU":1400,"GBP":false}}');
     assert.deepEqual(vxlan.backend, { type: 'vxlan', vni: 42, port: 4789, directRouting: true, mtu: 1400 });
     assert.deepEqual(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}').backend, { type: 'host-gw' });
     assert.deepEqual(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":9000}}').backend, {

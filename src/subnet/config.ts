@@ -97,16 +97,21 @@ function parseNetwork(value: unknown): Cidr {
     throw new NetworkConfigError('Network', `Network "${value}" has host bits set; did you mean "${formatNetwork(network)}"?`);
   }
   if (network.prefix === 0) {
-    throw new NetworkConfigError('Network', `Network ${value} is every address: pod routes would take over the default route; use a private range such as 10.244.0.0/16`);
+    throw new NetworkConfigError(
+      'Network',
+      `Network ${value} is every address: pod routes would take over the default route; use a private range such as 10.244.0.0/16`,
+    );
   }
   for (const [range, what] of RESERVED) {
     if (overlaps(network, range)) {
-      throw new NetworkConfigError('Network', `Network ${value} overlaps the ${what} range ${formatNetwork(range)}, which cannot carry pod traffic; use a private range such as 10.244.0.0/16`);
+      throw new NetworkConfigError(
+        'Network',
+        `Network ${value} overlaps the ${what} range ${formatNetwork(range)}, which cannot carry pod traffic; use a private range such as 10.244.0.0/16`,
+      );
     }
   }
   return network;
 }
-
 
 /** flannel: an explicit SubnetLen must leave room for four subnets; otherwise /24, or a quarter of a small Network. */
 function parseSubnetLen(value: unknown, network: Cidr): number {
@@ -146,10 +151,7 @@ function parseBound(doc: Json, field: 'SubnetMin' | 'SubnetMax', network: Cidr, 
   }
   const aligned = addr & mask(4, subnetLen);
   if (aligned !== addr) {
-    throw new NetworkConfigError(
-      field,
-      `${field} ${value} is not the start of a /${subnetLen} subnet; use ${formatAddr({ family: 4, value: aligned })}`,
-    );
+    throw new NetworkConfigError(field, `${field} ${value} is not the start of a /${subnetLen} subnet; use ${formatAddr({ family: 4, value: aligned })}`);
   }
   return { family: 4, ip: addr, base: addr, prefix: subnetLen };
 }

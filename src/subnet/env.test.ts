@@ -18,10 +18,7 @@ describe('subnet.env', () => {
   });
 
   it('writes flannel format with the first host address of the subnet', () => {
-    assert.equal(
-      formatSubnetEnv(env),
-      'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
-    );
+    assert.equal(formatSubnetEnv(env), 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
   });
 
   it('round-trips through a file, creating missing directories and leaving no temp files', async () => {

@@ -16,7 +16,14 @@ describe('subnet keys', () => {
   });
 
   it('ignores keys that name no IPv4 subnet', () => {
-    for (const key of ['config', 'subnets/10.244.3.1-24', 'subnets/10.244.3.0-33', 'subnets/10.244.3.0-24&fd00::-64', 'subnets/300.1.1.0-24', 'x/10.244.3.0-24']) {
+    for (const key of [
+      'config',
+      'subnets/10.244.3.1-24',
+      'subnets/10.244.3.0-33',
+      'subnets/10.244.3.0-24&fd00::-64',
+      'subnets/300.1.1.0-24',
+      'x/10.244.3.0-24',
+    ]) {
       assert.equal(parseSubnetKey(key), undefined, key);
     }
   });

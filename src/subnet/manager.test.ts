@@ -10,7 +10,11 @@ import { LeaseManager, type LeaseEvent, type LeaseManagerOptions } from './manag
 
 const config = parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
 const oneSubnet = parseNetworkConfig('{"Network":"10.244.0.0/16","SubnetMin":"10.244.7.0","SubnetMax":"10.244.7.0"}');
-const attrs = (n: number): LeaseAttrs => ({ publicIP: `198.18.0.${n}`, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` } });
+const attrs = (n: number): LeaseAttrs => ({
+  publicIP: `198.18.0.${n}`,
+  backendType: 'vxlan',
+  backendData: { VNI: 1, VtepMAC: `02:00:00:00:00:${n.toString(16).padStart(2, '0')}` },
+});
 
 const until = (what: string, check: () => boolean, timeoutMs = 5000) => waitFor(check, { timeoutMs, intervalMs: 10, what });
 
@@ -41,7 +45,7 @@ describe('LeaseManager races (in-memory store)', () => {
       assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `delay ${delay}`);
       const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!;
       assert.ok(lost.reason instanceof LeaseError && lost.reason.code === 'out-of-subnets', String(lost.reason));
-      const winner = results[0]!.status === 'fulfilled' ? 11 : 12;
+      const winner = results[0]?.status === 'fulfilled' ? 11 : 12;
       assert.equal((await store.get('subnets/10.244.7.0-24'))?.value, encodeLeaseAttrs(attrs(winner)));
     }
   });
@@ -61,7 +65,10 @@ describe('LeaseManager races (in-memory store)', () => {
     await store.put('subnets/10.244.0.0-24', encodeLeaseAttrs(attrs(11)));
     const lease = await manager({ store, attrs: attrs(11) }).m.acquire();
     assert.notEqual(formatNetwork(lease.subnet), '10.244.0.0/24');
-    assert.deepEqual((await store.list('subnets/')).items.map((kv) => kv.key), [subnetKey(lease.subnet)]);
+    assert.deepEqual(
+      (await store.list('subnets/')).items.map((kv) => kv.key),
+      [subnetKey(lease.subnet)],
+    );
   });
 });
 
@@ -158,10 +165,13 @@ describe('LeaseManager when the store loses its data', () => {
     assert.match(me.of('reset')[0]!.reason, /revision went back from \d+ to 1/);
     assert.equal(me.of('reasserted')[0]!.why, 'reset');
     const items = (await store.list('subnets/')).items.map((kv) => [kv.key, kv.value]);
-    assert.deepEqual(items.sort(), [
-      [subnetKey(mine.subnet), encodeLeaseAttrs(attrs(11))],
-      [subnetKey(peers.subnet), encodeLeaseAttrs(attrs(12))],
-    ].sort());
+    assert.deepEqual(
+      items.sort(),
+      [
+        [subnetKey(mine.subnet), encodeLeaseAttrs(attrs(11))],
+        [subnetKey(peers.subnet), encodeLeaseAttrs(attrs(12))],
+      ].sort(),
+    );
     // The dead node's lease stays routed through the grace period, then goes; the peer's never flaps.
     assert.deepEqual(me.of('removed'), []);
     assert.equal(me.m.remoteLeases().length, 2);
