@@ -16,9 +16,9 @@ import { controlSocket, labDir, nodeDir, nsName, podDir, type LabState, type Nod
 export const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
 const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
 export const OUTSIDE_IP = '203.0.113.1';
-export const GATEWAY_IP = '198.18.0.1';
-export const ETCD_IP = '198.18.0.2';
-export const POD_NETWORK = '10.244.0.0/16';
+const GATEWAY_IP = '198.18.0.1';
+const ETCD_IP = '198.18.0.2';
+const POD_NETWORK = '10.244.0.0/16';
 /** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */
 const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
@@ -78,7 +78,7 @@ export function etcdArgv(s: LabState): string[] {
   return ['etcd', '--name', 'lab', '--data-dir', join(labDir(s.name), 'etcd'), '--listen-client-urls', s.etcd.endpoint, '--advertise-client-urls', s.etcd.endpoint, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--heartbeat-interval', '50', '--election-timeout', '500'];
 }
 
-export const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
+const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
 
 /** The node's files: where its agent (or CNI server) keeps state and sockets, and its CNI config. */
 export function nodeFiles(s: LabState, node: NodeState) {

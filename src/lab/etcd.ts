@@ -6,7 +6,7 @@ import type { LabState } from './state.js';
  * (only the lab's namespaces reach it). Independent of the agents, so that verify can tell what the
  * store holds from what the agents say, and a rollback can drop a lease whose agent never told anyone.
  */
-export const NETWORK_PREFIX = '/coreos.com/network/';
+const NETWORK_PREFIX = '/coreos.com/network/';
 const SUBNETS = `${NETWORK_PREFIX}subnets/`;
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');

@@ -49,7 +49,7 @@ async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promis
   return out;
 }
 
-export function validateSize(o: { nodes: number; podsPerNode: number }): void {
+function validateSize(o: { nodes: number; podsPerNode: number }): void {
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 200) throw new LabError('bad-size', '--nodes takes 1 to 200');
   if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < 0 || o.podsPerNode > 50) throw new LabError('bad-size', '--pods-per-node takes 0 to 50');
 }

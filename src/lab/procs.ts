@@ -6,13 +6,13 @@ import { containerLog, etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD
 import { controlSocket, LabError, podDir, type LabState, type NodeState } from './state.js';
 
 /** A process of the lab: it outlives the command that started it; `exited` is set if it ends while we watch. */
-export interface Daemon {
+interface Daemon {
   pid: number;
   exited?: string;
 }
 
 /** Starts `argv` inside namespace `ns`, detached from this command, logging to `log`. */
-export function daemon(ns: string, argv: string[], log: string): Daemon {
+function daemon(ns: string, argv: string[], log: string): Daemon {
   const fd = openSync(log, 'a');
   // `ip netns exec` execs argv in place, so the pid is the process's own.
   const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });

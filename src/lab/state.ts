@@ -69,7 +69,7 @@ export const podDir = (lab: string, pod: string) => join(labDir(lab), 'pods', po
 export const controlSocket = (lab: string, pod: string, container: string) => join(podDir(lab, pod), `${container}.sock`);
 
 /** Namespaces of the lab itself; no node or pod may take these names. */
-export const ROLES = ['underlay', 'etcd', 'outside'];
+const ROLES = ['underlay', 'etcd', 'outside'];
 
 const SHORT_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 const POD_NAME = /^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/;
@@ -122,7 +122,7 @@ export function writeState(s: LabState): void {
 const queues = new Map<string, Promise<void>>();
 
 /** Runs `fn` holding the lab's lock: this process's queue first, then flock on the lab's `lock` file. */
-export async function withLock<T>(lab: string, fn: () => T | Promise<T>): Promise<T> {
+async function withLock<T>(lab: string, fn: () => T | Promise<T>): Promise<T> {
   const before = queues.get(lab) ?? Promise.resolve();
   let release!: () => void;
   const mine = new Promise<void>((r) => (release = r));
