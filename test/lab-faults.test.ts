@@ -235,7 +235,8 @@ test('a node add killed with SIGKILL leaves a record that node rm cleans, lease 
   }
 });
 
-test('verify reports dead agents; lab up brings every process back with the same subnets', async () => {
+test('verify reports dead agents and half-made pods; lab up removes those and brings every process back with the same subnets', async (t) => {
+  leaveNoTrace(t, ['half']);
   const subnets = state().nodes.map((n) => `${n.name} ${n.subnet}`);
   for (const n of ['node1', 'node2']) for (const pid of pids(ns(n))) process.kill(Number(pid), 'SIGKILL');
   await waitFor(() => pids(ns('node1')).length === 0 && pids(ns('node2')).length === 0, { timeoutMs: 30_000, intervalMs: 10, what: 'the agents to die' });
@@ -247,12 +248,22 @@ test('verify reports dead agents; lab up brings every process back with the same
   assert.ok(cp.some((r) => !r.ok && /nothing manages the network/.test(r.evidence)), 'verify did not say that nothing manages the network');
   assert.ok(report.results.some((r) => r.group === 'pod → pod, across nodes' && r.ok), 'the data-plane checks were not reported');
 
+  // A pod add killed half way leaves a pending record; verify names it, and up removes it.
+  const half = start('lab', 'pod', 'add', 'half', '--node', 'node1', '--name', lab);
+  await waitFor(() => listNetns().includes(ns('half')), { timeoutMs: 30_000, intervalMs: 10, what: 'the half-made pod\'s namespace' });
+  half.child.kill('SIGKILL');
+  await half.done;
+  assert.ok(state().pods.find((p) => p.name === 'half')?.pending, 'the killed add left no pending record');
+  assert.match(weft('verify', '--name', lab).out, /✗ record +pod half → lab state +left half made by an interrupted command/);
+
   // Now everything: etcd, agents, pod containers, the outside world.
   for (const n of labNamespaces()) for (const pid of pids(n)) process.kill(Number(pid), 'SIGKILL');
   await waitFor(() => labNamespaces().every((n) => pids(n).length === 0), { timeoutMs: 30_000, intervalMs: 10, what: 'every process of the lab to die' });
   const up = weft('lab', 'up', '--name', lab);
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /restarted etcd with its data/);
+  assert.match(up.out, /removed what interrupted commands left half made \(half\)/);
+  assert.ok(!listNetns().includes(ns('half')) && !state().pods.some((p) => p.name === 'half'), 'the half-made pod is still there');
   assert.match(up.out, /restarted the agents on node1, node2 \(same subnets\)/);
   assert.deepEqual(state().nodes.map((n) => `${n.name} ${n.subnet}`), subnets);
   const v = weft('verify', '--name', lab);
