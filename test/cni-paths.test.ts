@@ -258,3 +258,31 @@ for (const mode of ['direct', 'served'] as const) {
     });
   });
 }
+
+describe('masquerade rules', () => {
+  it('ADD and DEL change set elements only: the chain keeps its rules (same handles); a flushed chain is written again', async () => {
+    const conf = { cniVersion: '1.0.0', name: 'masqonce', type: 'weft', bridge: 'brmasq', isGateway: true, ipMasq: true, socket: join(lab.dir, 'nothing-listens.sock'), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.3.0/24' }]] } };
+    const call = (command: string, id: string, netns: string) => ({ command, containerId: id, netns, ifname: 'eth0' });
+    const a = await lab.pod('masq-a');
+    const b = await lab.pod('masq-b');
+    const ra = await lab.ok('weft', call('ADD', 'masq-a', a.path), conf);
+    const handles = await lab.masqRuleHandles();
+    assert.equal(handles.length, 2, 'the chain has its two rules');
+    const rb = await lab.ok('weft', call('ADD', 'masq-b', b.path), conf);
+    assert.deepEqual(await lab.masqRuleHandles(), handles, 'a second ADD left the rules alone');
+    await lab.ok('weft', call('DEL', 'masq-a', a.path), { ...conf, prevResult: ra });
+    assert.deepEqual(await lab.masqRuleHandles(), handles, 'DEL left the rules alone');
+    const ip = (r: { ips: { address: string }[] }) => r.ips[0]!.address.split('/')[0]!;
+    // Other tests' pods may be in the set too: only this network's count here.
+    const ours = async () => (await lab.masqAddrs()).filter((a) => a.startsWith('10.38.3.'));
+    assert.deepEqual(await ours(), [ip(rb)]);
+
+    const flush = await lab.topo.exec('host', ['nft', 'flush', 'chain', 'ip', 'weft-cni', 'postrouting']);
+    assert.equal(flush.code, 0, flush.stderr);
+    const c = await lab.pod('masq-c');
+    const rc = await lab.ok('weft', call('ADD', 'masq-c', c.path), conf);
+    assert.equal((await lab.masqRuleHandles()).length, 2, 'an ADD wrote the lost rules again, once');
+    assert.match(await lab.nftRuleset(), /ip saddr @masq_src ip daddr != 224\.0\.0\.0\/4 masquerade/);
+    assert.deepEqual(await ours(), [ip(rb), ip(rc)].sort());
+  });
+});

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../src/cni/install.js';
 import { links, addrs, routes, type Link, type LinkAddrs, type Route } from './ipj.js';
+import { waitFor as poll } from '../src/util/wait.js';
 import { Topology, type ExecResult } from '../src/topo/topology.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -185,6 +186,13 @@ export class CniLab {
     return (set?.elem ?? []).map(String).sort();
   }
 
+  /** The handles of the rules in weft's masquerade chain (none when the chain does not exist). */
+  async masqRuleHandles(): Promise<number[]> {
+    const r = await this.topo.exec('host', ['nft', '-j', '-a', 'list', 'chain', 'ip', 'weft-cni', 'postrouting']);
+    if (r.code !== 0) return [];
+    return (JSON.parse(r.stdout) as { nftables: { rule?: { handle: number } }[] }).nftables.flatMap((o) => (o.rule ? [o.rule.handle] : []));
+  }
+
   /** Everything a CNI call may change in the host: links (with masters, aliases, addresses) and nftables. */
   async hostState(): Promise<{ links: string[]; addrs: string[]; nft: string }> {
     const ls = (await this.hostLinks()).map((l) => `${l.ifname} ${l.linkinfo?.info_kind ?? ''} ${l.master ?? ''} ${l.ifalias ?? ''} ${l.flags.includes('UP') ? 'up' : 'down'}`).sort();
@@ -220,14 +228,8 @@ export function reservations(dir: string): Map<string, string> {
   return out;
 }
 
-/** Polls `fn` until it returns true (bounded). */
-export async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
+/** util/wait's waitFor for the CNI tests' yes/no checks. */
+export const waitFor = (what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<true> =>
+  poll(async () => (await fn()) || undefined, { timeoutMs, intervalMs: 25, what });
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -51,7 +51,7 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
     plan.add(op.addRoute({ ns: pod, dst: r.dst, ...(gw ? { via: gw } : {}), dev: env.ifname }));
   }
   if (c.isGateway) plan.add(op.setSysctl({ ns: HOST, key: 'net.ipv4.ip_forward', value: '1' }));
-  if (c.ipMasq) addMasq(plan, HOST, masqEntries(ips));
+  if (c.ipMasq) await addMasq(plan, HOST, masqEntries(ips));
 
   try {
     await apply(plan);
