@@ -106,12 +106,13 @@ export interface Teardown {
 export function teardownConf(conf: NetConf): Teardown {
   const section = conf.ipam;
   if (section && section.type !== 'weft-ipam') return { ipamType: String(section.type), ipMasq: conf.ipMasq === true, ranges: [] };
+  const subnetFile = typeof conf.subnetFile === 'string' ? conf.subnetFile : ipam.DEFAULT_SUBNET_FILE;
   const dir = typeof section?.dataDir === 'string' ? section.dataDir : typeof conf.dataDir === 'string' ? conf.dataDir : ipam.DEFAULT_DATA_DIR;
   const out: Teardown = { dataDir: join(dir, conf.name), ipMasq: conf.ipMasq === true, ranges: [] };
   try {
-    const parsed = ipam.parseIpamConfig(section ?? { subnetFile: conf.subnetFile ?? ipam.DEFAULT_SUBNET_FILE }, conf.name);
+    const parsed = ipam.parseIpamConfig(section ?? { subnetFile }, conf.name);
     out.ranges = parsed.rangesets.flat().map((r) => r.subnet);
-    if (!section && conf.ipMasq === undefined) out.ipMasq = !ipam.readSubnetFile(String(conf.subnetFile ?? ipam.DEFAULT_SUBNET_FILE)).ipMasq;
+    if (!section && conf.ipMasq === undefined) out.ipMasq = !ipam.readSubnetFile(subnetFile).ipMasq;
   } catch (e) {
     if (!(e instanceof CniError)) throw e;
     // Without the subnet file we cannot tell whether ADD masqueraded; removing a missing element is harmless.

@@ -13,7 +13,7 @@ export const macvlanMode: Mode = {
     plan.add(op.addMacvlan({ ns: HOST, name: env.ifname, parent: c.master!, ...mtu, mac: podMac, netns: env.netns }));
   },
 
-  interfaces: async (_w, pod) => [pod],
+  interfaces: (_w, pod) => Promise.resolve([pod]),
 
   hostSideExists: () => false,
 

@@ -124,7 +124,7 @@ export async function checkNetworkList(list: NetworkList, o: RuntimeOptions): Pr
 /** The attachments of `network` this runtime has cached, which GC keeps unless told otherwise. */
 export function cachedAttachments(cacheDir: string, network: string): Attachment[] {
   const dir = join(cacheDir, 'results');
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync(dir);
   } catch {

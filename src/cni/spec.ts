@@ -221,7 +221,7 @@ export function decodeResult(raw: unknown): Result {
   if (Array.isArray(r.interfaces)) result.interfaces = r.interfaces as Interface[];
   if (ips) result.ips = ips;
   if (Array.isArray(r.routes)) result.routes = r.routes as RouteEntry[];
-  if (r.dns && typeof r.dns === 'object') result.dns = r.dns as DNS;
+  if (r.dns && typeof r.dns === 'object') result.dns = r.dns;
   return result;
 }
 

@@ -19,9 +19,9 @@ export const ipamPlugin: PluginFuncs = {
   del: async (conf, env) => {
     await release(config(conf).dataDir, attachment(env));
   },
-  check: async (conf, env) => verify(config(conf).dataDir, attachment(env), decodeResult(conf.prevResult).ips ?? []),
+  check: (conf, env) => Promise.resolve(verify(config(conf).dataDir, attachment(env), decodeResult(conf.prevResult).ips ?? [])),
   gc: async (conf) => {
     await collect(config(conf).dataDir, validAttachments(conf));
   },
-  status: async (conf) => status(config(conf)),
+  status: (conf) => Promise.resolve(status(config(conf))),
 };
