@@ -66,7 +66,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
-    if (s.building) throw new LabError('half-built', `lab "${o.name}" was left half built by an interrupted lab up; remove it with: weft lab down --name ${o.name}, then run lab up again`);
+    if (s.building) throw new LabError('half-built', `lab "${o.name}" is being built by another lab up, or was left half built by an interrupted one; if none is running, remove it with: weft lab down --name ${o.name}, then run lab up again`);
     return revive(s, o, () => dropPending(s));
   }
   if (listNetns().some((n) => n.startsWith(nsName(o.name, '')))) {
