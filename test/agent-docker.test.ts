@@ -11,7 +11,7 @@ import { Cluster, flannelDocConfig, waitFor, type Pod } from './agent-support.js
 /** What dockerd does to the filter table, through iptables-nft. */
 const DOCKER = ['-N DOCKER-USER', '-A DOCKER-USER -j RETURN', '-A FORWARD -j DOCKER-USER', '-P FORWARD DROP'];
 
-describe("agent on Docker hosts (FORWARD policy drop)", { timeout: 300_000 }, () => {
+describe('agent on Docker hosts (FORWARD policy drop)', { timeout: 300_000 }, () => {
   let c: Cluster;
   let a1: Pod;
   let b1: Pod;
@@ -37,7 +37,7 @@ describe("agent on Docker hosts (FORWARD policy drop)", { timeout: 300_000 }, ()
     await c?.destroy();
   });
 
-  it('pods on two nodes reach each other through Docker\'s FORWARD chain, which iptables can still list', async () => {
+  it("pods on two nodes reach each other through Docker's FORWARD chain, which iptables can still list", async () => {
     assert.equal(await c.tcpEventually('a1', b1.ip), a1.ip);
     assert.equal(await c.tcpEventually('b1', a1.ip), b1.ip);
     const listed = await iptables('n1', '-S FORWARD');
@@ -59,10 +59,22 @@ describe("agent on Docker hosts (FORWARD policy drop)", { timeout: 300_000 }, ()
     assert.equal(await c.tcpEventually('a1', b1.ip, 20_000), a1.ip);
   });
 
-  it('--cleanup removes its rules and leaves Docker\'s chain as it was', async () => {
+  it("--cleanup removes its rules and leaves Docker's chain as it was", async () => {
     assert.equal(await c.stopAgent('n1'), 0);
     const node = c.node('n1');
-    const r = await c.exec('n1', [...c.agentArgs(node).slice(0, 2), 'agent', '--cleanup', '--node', 'n1', '--iface', 'eth0', '--etcd-endpoints', c.endpoint, '--subnet-file', node.subnetFile]);
+    const r = await c.exec('n1', [
+      ...c.agentArgs(node).slice(0, 2),
+      'agent',
+      '--cleanup',
+      '--node',
+      'n1',
+      '--iface',
+      'eth0',
+      '--etcd-endpoints',
+      c.endpoint,
+      '--subnet-file',
+      node.subnetFile,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await iptables('n1', '-S FORWARD'), dockerRules);
     assert.match(await iptables('n1', '-S DOCKER-USER'), /-A DOCKER-USER -j RETURN/);

@@ -58,7 +58,9 @@ function json<T>(ns: string | undefined, tool: 'ip' | 'bridge', args: string[]):
 }
 
 export const links = async (ns: string | undefined): Promise<Link[]> => json(ns, 'ip', ['-d', 'link', 'show']);
-export const addrs = async (ns: string | undefined, dev?: string): Promise<LinkAddrs[]> => json(ns, 'ip', dev ? ['addr', 'show', 'dev', dev] : ['addr', 'show']);
-export const routes = async (ns: string | undefined, family: '-4' | '-6' = '-4'): Promise<Route[]> => json(ns, 'ip', [family, 'route', 'show', 'table', 'main']);
+export const addrs = async (ns: string | undefined, dev?: string): Promise<LinkAddrs[]> =>
+  json(ns, 'ip', dev ? ['addr', 'show', 'dev', dev] : ['addr', 'show']);
+export const routes = async (ns: string | undefined, family: '-4' | '-6' = '-4'): Promise<Route[]> =>
+  json(ns, 'ip', [family, 'route', 'show', 'table', 'main']);
 export const neighbours = async (ns: string | undefined, dev: string): Promise<Neighbour[]> => json(ns, 'ip', ['-4', 'neigh', 'show', 'dev', dev]);
 export const fdb = async (ns: string | undefined, dev: string): Promise<FdbEntry[]> => json(ns, 'bridge', ['fdb', 'show', 'dev', dev]);

@@ -22,7 +22,13 @@ before(async () => {
   topo = await Topology.create();
   a = await topo.netns('a');
   b = await topo.netns('b');
-  await apply(new Plan().add(op.addVeth({ ns: a, name: 'up0', peer: { name: 'eth0', netns: b } }), op.addAddr({ ns: a, addr: '198.18.5.1/24', dev: 'up0' }), op.setLink({ ns: a, dev: 'up0', up: true })));
+  await apply(
+    new Plan().add(
+      op.addVeth({ ns: a, name: 'up0', peer: { name: 'eth0', netns: b } }),
+      op.addAddr({ ns: a, addr: '198.18.5.1/24', dev: 'up0' }),
+      op.setLink({ ns: a, dev: 'up0', up: true }),
+    ),
+  );
 });
 
 after(async () => {
@@ -70,10 +76,13 @@ describe('links over rtnetlink', () => {
   });
 
   it('a VXLAN device with its VNI, local address, underlay device, port and learning off', async () => {
-    await apply(new Plan().add(op.addVxlan({ ns: a, name: 'flannel.7', vni: 7, local: '198.18.5.1', dev: 'up0', port: 8472, mac: '02:00:00:00:07:07', mtu: 1450 })));
+    await apply(
+      new Plan().add(op.addVxlan({ ns: a, name: 'flannel.7', vni: 7, local: '198.18.5.1', dev: 'up0', port: 8472, mac: '02:00:00:00:07:07', mtu: 1450 })),
+    );
     const l = (await ipj.links(a)).find((x) => x.ifname === 'flannel.7')!;
     assert.equal(l.linkinfo?.info_kind, 'vxlan');
-    const d = l.linkinfo!.info_data!;
+    const d = l.linkinfo?.info_data;
+    assert.ok(d);
     assert.equal(d.id, 7);
     assert.equal(d.local, '198.18.5.1');
     assert.equal(d.link, 'up0');
@@ -104,7 +113,13 @@ describe('links over rtnetlink', () => {
     const e = await apply(new Plan().add(op.addBridge({ ns: a, name: 'br0' }))).catch((x: unknown) => x);
     assert.ok(e instanceof KernelError && e.op === `ip -n ${topo.name('a')} link add name br0 type bridge` && e.errno === 17, String(e));
     // Tolerated failures are skipped and the plan goes on.
-    await apply(new Plan().add(op.addBridge({ ns: a, name: 'br0', tolerate: 'exists' }), op.delLink({ ns: a, dev: 'nosuch0', tolerate: 'missing' }), op.addBridge({ ns: a, name: 'br9' })));
+    await apply(
+      new Plan().add(
+        op.addBridge({ ns: a, name: 'br0', tolerate: 'exists' }),
+        op.delLink({ ns: a, dev: 'nosuch0', tolerate: 'missing' }),
+        op.addBridge({ ns: a, name: 'br9' }),
+      ),
+    );
     assert.ok((await ipj.links(a)).some((l) => l.ifname === 'br9'));
     // An untolerated failure stops the plan there.
     await assert.rejects(apply(new Plan().add(op.addBridge({ ns: a, name: 'br9' }), op.addBridge({ ns: a, name: 'br10' }))), KernelError);
@@ -129,15 +144,33 @@ describe('addresses, routes, neighbours and fdb over rtnetlink', () => {
       ),
     );
     const br = (await ipj.addrs(a, 'br0'))[0]!;
-    assert.deepEqual(br.addr_info.filter((x) => x.family === 'inet').map((x) => `${x.local}/${x.prefixlen}`), ['10.88.0.1/24']);
+    assert.deepEqual(
+      br.addr_info.filter((x) => x.family === 'inet').map((x) => `${x.local}/${x.prefixlen}`),
+      ['10.88.0.1/24'],
+    );
     const rs = await ipj.routes(a);
-    assert.ok(rs.some((r) => r.dst === '10.77.0.0/16' && r.gateway === '198.18.5.2' && r.dev === 'up0'), JSON.stringify(rs));
-    assert.ok(rs.some((r) => r.dst === '10.244.2.0/24' && r.gateway === '10.244.2.0' && r.flags?.includes('onlink')), JSON.stringify(rs));
-    assert.ok(rs.some((r) => r.dst === '10.66.0.0/16' && r.dev === 'br0' && r.scope === 'link'), JSON.stringify(rs));
+    assert.ok(
+      rs.some((r) => r.dst === '10.77.0.0/16' && r.gateway === '198.18.5.2' && r.dev === 'up0'),
+      JSON.stringify(rs),
+    );
+    assert.ok(
+      rs.some((r) => r.dst === '10.244.2.0/24' && r.gateway === '10.244.2.0' && r.flags?.includes('onlink')),
+      JSON.stringify(rs),
+    );
+    assert.ok(
+      rs.some((r) => r.dst === '10.66.0.0/16' && r.dev === 'br0' && r.scope === 'link'),
+      JSON.stringify(rs),
+    );
     const n = await ipj.neighbours(a, 'flannel.7');
-    assert.ok(n.some((x) => x.dst === '10.244.2.0' && x.lladdr === '02:00:00:00:02:02' && x.state?.includes('PERMANENT')), JSON.stringify(n));
+    assert.ok(
+      n.some((x) => x.dst === '10.244.2.0' && x.lladdr === '02:00:00:00:02:02' && x.state?.includes('PERMANENT')),
+      JSON.stringify(n),
+    );
     const f = await ipj.fdb(a, 'flannel.7');
-    assert.ok(f.some((x) => x.mac === '02:00:00:00:02:02' && x.dst === '198.18.5.2' && x.state === 'permanent'), JSON.stringify(f));
+    assert.ok(
+      f.some((x) => x.mac === '02:00:00:00:02:02' && x.dst === '198.18.5.2' && x.state === 'permanent'),
+      JSON.stringify(f),
+    );
     const sysctl = await topo.exec('a', ['cat', '/proc/sys/net/ipv4/conf/flannel.7/accept_local']);
     assert.equal(sysctl.stdout.trim(), '1');
 
@@ -190,17 +223,39 @@ describe('state.ts dumps agree with iproute2', () => {
     assert.deepEqual(s.routes.map((r) => `${r.dst} ${r.via ?? '-'} ${r.dev ?? '-'} ${r.onlink}`).sort(), or);
 
     const on = (await ipj.neighbours(a, 'flannel.7')).map((n) => `${n.dst} ${n.lladdr} ${n.state?.includes('PERMANENT') ?? false}`).sort();
-    assert.deepEqual(s.neighbours.filter((n) => n.dev === 'flannel.7').map((n) => `${n.dst} ${n.mac} ${n.permanent}`).sort(), on);
+    assert.deepEqual(
+      s.neighbours
+        .filter((n) => n.dev === 'flannel.7')
+        .map((n) => `${n.dst} ${n.mac} ${n.permanent}`)
+        .sort(),
+      on,
+    );
 
-    const of = (await ipj.fdb(a, 'flannel.7')).filter((f) => f.dst).map((f) => `${f.mac} ${f.dst}`).sort();
-    assert.deepEqual(s.fdb.filter((f) => f.dev === 'flannel.7' && f.dst).map((f) => `${f.mac} ${f.dst}`).sort(), of);
-    assert.deepEqual(await state.link(a, 'v1'), s.links.find((l) => l.name === 'v1'));
+    const of = (await ipj.fdb(a, 'flannel.7'))
+      .filter((f) => f.dst)
+      .map((f) => `${f.mac} ${f.dst}`)
+      .sort();
+    assert.deepEqual(
+      s.fdb
+        .filter((f) => f.dev === 'flannel.7' && f.dst)
+        .map((f) => `${f.mac} ${f.dst}`)
+        .sort(),
+      of,
+    );
+    assert.deepEqual(
+      await state.link(a, 'v1'),
+      s.links.find((l) => l.name === 'v1'),
+    );
     assert.equal(await state.link(a, 'nosuch0'), undefined);
   });
 
   it('reading and rendering change nothing', async () => {
     const view = async () =>
-      JSON.stringify([(await ipj.links(a)).map((l) => [l.ifname, l.flags, l.mtu, l.address, l.master]), (await ipj.addrs(a)).map((l) => [l.ifname, l.addr_info.map((x) => `${x.local}/${x.prefixlen}`)]), await ipj.routes(a)]);
+      JSON.stringify([
+        (await ipj.links(a)).map((l) => [l.ifname, l.flags, l.mtu, l.address, l.master]),
+        (await ipj.addrs(a)).map((l) => [l.ifname, l.addr_info.map((x) => `${x.local}/${x.prefixlen}`)]),
+        await ipj.routes(a),
+      ]);
     const before = await view();
     const plan = new Plan().add(op.delLink({ ns: a, dev: 'br0' }), op.nft({ ns: a, tx: nftTx('ip', 'x').add({ type: 'table' }) }));
     assert.match(plan.render(), /link del dev br0/);
@@ -243,6 +298,9 @@ describe('nftables transactions', () => {
     await apply(new Plan().add(op.nft({ ns: a, tx: del })));
     assert.doesNotMatch(await listed(), /198\.18\.0\.12/);
     assert.equal(await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: del })))), 'missing');
-    assert.equal(await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'peers').add({ type: 'element', set: 'nosuch', key: '1.2.3.4' }) })))), 'missing');
+    assert.equal(
+      await kindOf(apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'peers').add({ type: 'element', set: 'nosuch', key: '1.2.3.4' }) })))),
+      'missing',
+    );
   });
 });

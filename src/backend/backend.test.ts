@@ -29,7 +29,15 @@ function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualSt
   const link: Link | undefined =
     dev?.kind === 'tun'
       ? { index: 5, name: dev.name, mtu: dev.mtu, up: true, kind: 'tun', tun: { type: 'tun', pi: false, multiQueue: false } }
-      : dev && { index: 5, name: dev.name, mac: dev.mac, mtu: dev.mtu, up: true, kind: 'vxlan', vxlan: { vni: dev.vni, local: dev.local, dev: dev.dev, port: dev.port, learning: false } };
+      : dev && {
+          index: 5,
+          name: dev.name,
+          mac: dev.mac,
+          mtu: dev.mtu,
+          up: true,
+          kind: 'vxlan',
+          vxlan: { vni: dev.vni, local: dev.local, dev: dev.dev, port: dev.port, learning: false },
+        };
   const chains = firewallChains(d.firewall);
   const table: NftTableState = {
     family: 'ip',
@@ -58,7 +66,16 @@ function programmed(d: DesiredState, extra: Partial<ActualState> = {}): ActualSt
 describe('vxlan backend: desired state', () => {
   it('follows flannel: flannel.1, base/32, MTU - 50, neighbour + fdb + onlink route per remote', () => {
     const d = vxlan().desired(own, [r3, r2], { network, ipMasq: true });
-    assert.deepEqual(d.device, { name: 'flannel.1', vni: 1, port: 8472, local: '198.18.0.11', dev: 'eth0', mac: '02:00:00:00:00:01', mtu: 1450, address: '10.244.1.0/32' });
+    assert.deepEqual(d.device, {
+      name: 'flannel.1',
+      vni: 1,
+      port: 8472,
+      local: '198.18.0.11',
+      dev: 'eth0',
+      mac: '02:00:00:00:00:01',
+      mtu: 1450,
+      address: '10.244.1.0/32',
+    });
     assert.deepEqual(d.routes, [
       { dst: '10.244.2.0/24', via: '10.244.2.0', dev: 'flannel.1', onlink: true },
       { dst: '10.244.3.0/24', via: '10.244.3.0', dev: 'flannel.1', onlink: true },
@@ -88,7 +105,11 @@ describe('vxlan backend: desired state', () => {
 describe('host-gw backend: desired state', () => {
   it('routes via the PublicIP on the same segment and refuses (with a reason) the others', () => {
     const b = new HostGwBackend(node);
-    const d = b.desired(lease('10.244.1.0/24', '198.18.0.11', 'host-gw'), [lease('10.244.2.0/24', '198.18.0.12', 'host-gw'), lease('10.244.3.0/24', '198.19.0.13', 'host-gw')], { network, ipMasq: true });
+    const d = b.desired(
+      lease('10.244.1.0/24', '198.18.0.11', 'host-gw'),
+      [lease('10.244.2.0/24', '198.18.0.12', 'host-gw'), lease('10.244.3.0/24', '198.19.0.13', 'host-gw')],
+      { network, ipMasq: true },
+    );
     assert.deepEqual(d.routes, [{ dst: '10.244.2.0/24', via: '198.18.0.12', dev: 'eth0', onlink: false }]);
     assert.equal(d.skipped.length, 1);
     assert.match(d.skipped[0]!.reason, /not on eth0's L2 segment/);
@@ -203,7 +224,7 @@ describe('reconcile', () => {
   });
 });
 
-describe('forwarding through other tables (Docker\'s FORWARD policy drop)', () => {
+describe("forwarding through other tables (Docker's FORWARD policy drop)", () => {
   const desired = vxlan().desired(own, [r2], { network, ipMasq: true });
   const docker = (policy: string, ours: { handle: number; comment: string }[] = []): NftTableState => ({
     family: 'ip',
@@ -276,7 +297,10 @@ describe('udp backend: desired state and reconcile', () => {
   it('builds flannel0 from nothing with iproute2 (persistent TUN), then the route', () => {
     const { plan, changes } = reconcile(undefined, desired, empty);
     const text = plan.render();
-    assert.match(text, /ip tuntap add dev flannel0 mode tun\nip link set dev flannel0 mtu 1472\nip addr add 10\.244\.1\.0\/32 dev flannel0\nip link set dev flannel0 up\nsysctl -w net\/ipv4\/conf\/flannel0\/accept_local=1\nip route replace 10\.244\.0\.0\/16 dev flannel0\n/);
+    assert.match(
+      text,
+      /ip tuntap add dev flannel0 mode tun\nip link set dev flannel0 mtu 1472\nip addr add 10\.244\.1\.0\/32 dev flannel0\nip link set dev flannel0 up\nsysctl -w net\/ipv4\/conf\/flannel0\/accept_local=1\nip route replace 10\.244\.0\.0\/16 dev flannel0\n/,
+    );
     const a = programmed(desired);
     a.tunAcceptLocal = false;
     assert.deepEqual(reconcile(undefined, desired, a).changes, ['set flannel0 accept_local']);

@@ -186,7 +186,8 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
         op.addAddr({ ns, addr: dev.address, dev: dev.name, tolerate: 'exists' }),
         op.setLink({ ns, dev: dev.name, up: true }),
       );
-      if (!wrong) changes.push(`create device ${dev.name} (vxlan id ${dev.vni} local ${dev.local} dev ${dev.dev} dstport ${dev.port}, mac ${dev.mac}, mtu ${dev.mtu})`);
+      if (!wrong)
+        changes.push(`create device ${dev.name} (vxlan id ${dev.vni} local ${dev.local} dev ${dev.dev} dstport ${dev.port}, mac ${dev.mac}, mtu ${dev.mtu})`);
     } else {
       if (link.mac !== dev.mac || link.mtu !== dev.mtu) {
         plan.add(op.setLink({ ns, dev: dev.name, mac: dev.mac, mtu: dev.mtu }));

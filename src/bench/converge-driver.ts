@@ -28,7 +28,7 @@ const waiters = new Set<{ node: string; added: boolean; resolve: () => void }>()
 const monitors: ChildProcess[] = input.nodes.map((ns) => {
   const m = spawn('ip', ['-n', ns, 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let buf = '';
-  m.stdout!.on('data', (d: Buffer) => {
+  m.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     const lines = buf.split('\n');
     buf = lines.pop()!;

@@ -34,7 +34,13 @@ export interface ConvergeReport extends Outcome {
 async function run(nodes: number, rounds: number, progress: (step: string) => void): Promise<ConvergeRun> {
   const topo = await Topology.create();
   try {
-    await up({ name: topo.id, nodes, podsPerNode: 0, backend: 'vxlan', progress: (step, ms) => progress(`lab of ${nodes}: ${step} (${(ms / 1000).toFixed(1)} s)`) });
+    await up({
+      name: topo.id,
+      nodes,
+      podsPerNode: 0,
+      backend: 'vxlan',
+      progress: (step, ms) => progress(`lab of ${nodes}: ${step} (${(ms / 1000).toFixed(1)} s)`),
+    });
     progress(`${nodes} nodes: ${rounds} rounds of a lease added and removed`);
     const s = readState(topo.id);
     const input = { endpoint: s.etcd.endpoint, prefix: '/coreos.com/network', nodes: s.nodes.map((n) => n.ns), rounds };

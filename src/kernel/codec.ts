@@ -3,7 +3,6 @@ import { formatAddr, parseAddr } from '../ip/cidr.js';
 /** rtnetlink message layout: constants, a request writer and attribute parsing (no I/O). */
 
 export const NLM_F_REQUEST = 0x1;
-export const NLM_F_MULTI = 0x2;
 export const NLM_F_ACK = 0x4;
 export const NLM_F_DUMP_INTR = 0x10;
 export const NLM_F_DUMP = 0x300;
@@ -72,7 +71,6 @@ export const RTA_GATEWAY = 5;
 export const RTA_TABLE = 15;
 export const RT_TABLE_MAIN = 254;
 export const RTPROT_UNSPEC = 0;
-export const RTPROT_KERNEL = 2;
 export const RTPROT_BOOT = 3;
 export const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
@@ -191,7 +189,7 @@ export function parseAttrs(b: Buffer, off: number, end = b.length): Attrs {
   return tb;
 }
 
-export const nested = (b: Buffer | undefined): Attrs => (b ? parseAttrs(b, 0) : new Map());
+export const nested = (b: Buffer | undefined): Attrs => (b ? parseAttrs(b, 0) : new Map<number, Buffer>());
 
 export const cstr = (b: Buffer): string => {
   const nul = b.indexOf(0);

@@ -34,4 +34,4 @@ export function strerror(err: number): string {
 }
 
 /** The address of a buffer, for structures that point at other buffers (msghdr, iovec). */
-export const address = (b: Buffer): bigint => koffi.address(b) as bigint;
+export const address = (b: Buffer): bigint => koffi.address(b);

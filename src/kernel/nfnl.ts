@@ -84,7 +84,7 @@ const str = (tb: Attrs, t: number): string => cstr(tb.get(t) ?? Buffer.alloc(0))
 
 /** The rule comment nft stores in the rule's user data (TLVs of type, length, value). */
 function comment(udata: Buffer | undefined): string | undefined {
-  for (let off = 0; udata && off + 2 <= udata.length; ) {
+  for (let off = 0; udata && off + 2 <= udata.length;) {
     const type = udata[off]!;
     const len = udata[off + 1]!;
     if (type === NFTNL_UDATA_RULE_COMMENT) return cstr(udata.subarray(off + 2, off + 2 + len));
@@ -96,7 +96,7 @@ function comment(udata: Buffer | undefined): string | undefined {
 const keyText = (b: Buffer): string => (b.length === 4 ? bytesIp(b) : b.toString('hex'));
 
 function read(sock: Sock, only?: { family: string; name: string }): NftTableState[] {
-  const fam = only ? FAMILY_NUM[only.family] ?? 0 : 0;
+  const fam = only ? (FAMILY_NUM[only.family] ?? 0) : 0;
   const tables = new Map<string, NftTableState>();
   const key = (family: string, name: string) => `${family} ${name}`;
   for (const m of dump(sock, request(NFT_MSG_GETTABLE, fam))) {
@@ -133,7 +133,7 @@ function read(sock: Sock, only?: { family: string; name: string }): NftTableStat
     const elements: string[] = [];
     for (const e of dump(sock, w)) {
       const list = e.tb.get(NFTA_SET_ELEM_LIST_ELEMENTS);
-      for (let off = 0; list && off + 4 <= list.length; ) {
+      for (let off = 0; list && off + 4 <= list.length;) {
         const len = list.readUInt16LE(off);
         if (len < 4) break;
         const el = parseAttrs(list, off + 4, off + len);
@@ -170,13 +170,13 @@ function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
 }
 
 /** One table; undefined when it does not exist. */
-export async function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
-  return withNfnl(ns, (s) => read(s, { family, name }))[0];
+export function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
+  return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s, { family, name }))[0]));
 }
 
 /** Every table of the namespace. */
-export async function nftRuleset(ns: Netns): Promise<NftTableState[]> {
-  return withNfnl(ns, (s) => read(s));
+export function nftRuleset(ns: Netns): Promise<NftTableState[]> {
+  return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s))));
 }
 
 /**
@@ -186,7 +186,15 @@ export async function nftRuleset(ns: Netns): Promise<NftTableState[]> {
 export function elementsOnly(tx: NftTx): boolean {
   return (
     tx.ops.length > 0 &&
-    tx.ops.every(({ verb, obj }) => (verb === 'add' || verb === 'delete') && obj.type === 'element' && typeof obj.key === 'string' && isIPv4(obj.key) && obj.value === undefined && obj.comment === undefined)
+    tx.ops.every(
+      ({ verb, obj }) =>
+        (verb === 'add' || verb === 'delete') &&
+        obj.type === 'element' &&
+        typeof obj.key === 'string' &&
+        isIPv4(obj.key) &&
+        obj.value === undefined &&
+        obj.comment === undefined,
+    )
   );
 }
 

@@ -1,4 +1,3 @@
-
 /**
  * nftables as objects, in the way knftables types them: a transaction (one `nft -f` run, all or
  * nothing) of verbs on tables, chains, rules, sets, maps, elements and named counters. Rule bodies
@@ -26,7 +25,14 @@ export type NftObject =
       comment?: string;
     })
   | (In & { type: 'rule'; chain: string; rule?: string; comment?: string; handle?: number })
-  | (In & { type: 'set'; name: string; key: string | string[]; flags?: ('interval' | 'timeout' | 'constant' | 'dynamic')[]; timeout?: string; comment?: string })
+  | (In & {
+      type: 'set';
+      name: string;
+      key: string | string[];
+      flags?: ('interval' | 'timeout' | 'constant' | 'dynamic')[];
+      timeout?: string;
+      comment?: string;
+    })
   | (In & { type: 'map'; name: string; key: string | string[]; value: string; flags?: ('interval' | 'timeout' | 'constant')[]; comment?: string })
   | (In & { type: 'element'; set: string; key: string | string[]; value?: string; comment?: string })
   | (In & { type: 'counter'; name: string });
@@ -84,7 +90,8 @@ function word(s: string, what: string): string {
 
 function comment(c: string | undefined): string {
   if (c === undefined) return '';
-  if (/["\n\\]/.test(c) || Buffer.byteLength(c) > 128) throw new Error(`nft comment ${JSON.stringify(c)} must be one line of at most 128 bytes without " or \\`);
+  if (/["\n\\]/.test(c) || Buffer.byteLength(c) > 128)
+    throw new Error(`nft comment ${JSON.stringify(c)} must be one line of at most 128 bytes without " or \\`);
   return ` comment "${c}"`;
 }
 

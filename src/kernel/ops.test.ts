@@ -9,7 +9,13 @@ import { Plan } from './plan.js';
 describe('ops render to the iproute2/bridge/nft commands that make the same change', () => {
   it('links, with the namespace as -n NAME or nsenter', () => {
     const p = new Plan().add(
-      op.addVeth({ ns: '/run/netns/a', name: 'v0', mtu: 1400, mac: '02:00:00:00:00:01', peer: { name: 'eth0', netns: '/run/netns/b', mac: '02:00:00:00:00:02' } }),
+      op.addVeth({
+        ns: '/run/netns/a',
+        name: 'v0',
+        mtu: 1400,
+        mac: '02:00:00:00:00:01',
+        peer: { name: 'eth0', netns: '/run/netns/b', mac: '02:00:00:00:00:02' },
+      }),
       op.addVxlan({ ns: undefined, name: 'flannel.1', vni: 1, local: '198.18.0.11', dev: 'eth0', port: 8472, mac: '02:00:00:00:00:03', mtu: 1450 }),
       op.addMacvlan({ ns: undefined, name: 'eth0', parent: 'ens3', netns: '/proc/7/ns/net' }),
       op.setLink({ ns: '/proc/7/ns/net', dev: 'v0', master: 'cni0', alias: 'weft:a b', up: true, hairpin: true }),
@@ -63,7 +69,12 @@ describe('ops render to the iproute2/bridge/nft commands that make the same chan
 
   it('ops are plain data: tolerate and namespace are fields, undefined options are left out', () => {
     assert.deepEqual(op.delLink({ ns: undefined, dev: 'x', tolerate: 'missing' }), { op: 'delLink', dev: 'x', tolerate: 'missing' });
-    assert.deepEqual(JSON.parse(JSON.stringify(op.addBridge({ ns: '/run/netns/a', name: 'br0' }))), { op: 'addLink', ns: '/run/netns/a', name: 'br0', link: { kind: 'bridge' } });
+    assert.deepEqual(JSON.parse(JSON.stringify(op.addBridge({ ns: '/run/netns/a', name: 'br0' }))), {
+      op: 'addLink',
+      ns: '/run/netns/a',
+      name: 'br0',
+      link: { kind: 'bridge' },
+    });
   });
 });
 

@@ -164,10 +164,42 @@ export function commands(op: Op): Command[] {
         case 'bridge':
           return [ip('link', 'add', 'name', op.name, ...mtuMac(op), 'type', 'bridge')];
         case 'veth':
-          return [ip('link', 'add', 'name', op.name, ...mtuMac(op), 'type', 'veth', 'peer', 'name', l.peer.name, ...mtuMac(l.peer), ...(l.peer.netns ? ['netns', nsWord(l.peer.netns)] : []))];
+          return [
+            ip(
+              'link',
+              'add',
+              'name',
+              op.name,
+              ...mtuMac(op),
+              'type',
+              'veth',
+              'peer',
+              'name',
+              l.peer.name,
+              ...mtuMac(l.peer),
+              ...(l.peer.netns ? ['netns', nsWord(l.peer.netns)] : []),
+            ),
+          ];
         case 'vxlan':
           return [
-            ip('link', 'add', 'name', op.name, ...mtuMac(op), 'type', 'vxlan', 'id', String(l.vni), 'local', l.local, 'dev', l.dev, 'dstport', String(l.port), ...(l.learning ? [] : ['nolearning'])),
+            ip(
+              'link',
+              'add',
+              'name',
+              op.name,
+              ...mtuMac(op),
+              'type',
+              'vxlan',
+              'id',
+              String(l.vni),
+              'local',
+              l.local,
+              'dev',
+              l.dev,
+              'dstport',
+              String(l.port),
+              ...(l.learning ? [] : ['nolearning']),
+            ),
           ];
         case 'macvlan':
           return [ip('link', 'add', 'link', l.parent, 'name', op.name, ...mtuMac(op), ...into, 'type', 'macvlan', 'mode', l.mode)];
@@ -197,7 +229,14 @@ export function commands(op: Op): Command[] {
     case 'replaceRoute':
     case 'delRoute':
       return [
-        ip('route', op.op === 'addRoute' ? 'add' : op.op === 'replaceRoute' ? 'replace' : 'del', op.dst, ...(op.via ? ['via', op.via] : []), ...(op.dev ? ['dev', op.dev] : []), ...(op.onlink ? ['onlink'] : [])),
+        ip(
+          'route',
+          op.op === 'addRoute' ? 'add' : op.op === 'replaceRoute' ? 'replace' : 'del',
+          op.dst,
+          ...(op.via ? ['via', op.via] : []),
+          ...(op.dev ? ['dev', op.dev] : []),
+          ...(op.onlink ? ['onlink'] : []),
+        ),
       ];
     case 'setNeigh':
       return [ip('neigh', 'replace', op.dst, 'lladdr', op.mac!, 'dev', op.dev, 'nud', 'permanent')];
@@ -206,7 +245,22 @@ export function commands(op: Op): Command[] {
     case 'addFdb':
     case 'replaceFdb':
     case 'delFdb':
-      return [{ tool: 'bridge', args: ['fdb', op.op === 'addFdb' ? 'add' : op.op === 'replaceFdb' ? 'replace' : 'del', op.mac, 'dev', op.dev, 'dst', op.dst, 'self', ...(op.op === 'delFdb' ? [] : ['permanent'])] }];
+      return [
+        {
+          tool: 'bridge',
+          args: [
+            'fdb',
+            op.op === 'addFdb' ? 'add' : op.op === 'replaceFdb' ? 'replace' : 'del',
+            op.mac,
+            'dev',
+            op.dev,
+            'dst',
+            op.dst,
+            'self',
+            ...(op.op === 'delFdb' ? [] : ['permanent']),
+          ],
+        },
+      ];
     case 'sysctl':
       return [{ tool: 'sysctl', args: ['-w', `${op.key}=${op.value}`] }];
     case 'nft':

@@ -60,16 +60,16 @@ export async function apply(plan: Plan): Promise<void> {
   };
   const ops = plan.ops;
   try {
-    for (let i = 0; i < ops.length; ) {
+    for (let i = 0; i < ops.length;) {
       const op = ops[i]!;
       if (speaksRtnl(op)) {
         await attempt(op, () => execRtnl(sockIn(op.ns), op as RtnlOp, describe(op)));
         i++;
       } else if (op.op === 'sysctl') {
-        await attempt(op, async () => sysctl(op.ns, op.key, op.value));
+        await attempt(op, () => sysctl(op.ns, op.key, op.value));
         i++;
       } else if (op.op === 'nft') {
-        if (elementsOnly(op.tx)) await attempt(op, async () => applyElements(op.ns, op.tx, describe(op)));
+        if (elementsOnly(op.tx)) await attempt(op, () => applyElements(op.ns, op.tx, describe(op)));
         else if (!op.tx.empty) await attempt(op, () => runTool(op.ns, commands(op)[0]!, describe(op)));
         i++;
       } else {
@@ -84,7 +84,7 @@ export async function apply(plan: Plan): Promise<void> {
   }
 }
 
-async function attempt(op: Op, fn: () => Promise<unknown>): Promise<void> {
+async function attempt(op: Op, fn: () => unknown): Promise<void> {
   try {
     await fn();
   } catch (e) {

@@ -165,7 +165,9 @@ async function fdb(sock: Sock, op: FdbOp, what: string): Promise<void> {
     op.op === 'delFdb'
       ? new c.Writer(c.RTM_DELNEIGH, 0)
       : new c.Writer(c.RTM_NEWNEIGH, c.NLM_F_CREATE | (op.op === 'replaceFdb' ? c.NLM_F_REPLACE : c.NLM_F_EXCL));
-  w.raw(ndmsg(c.AF_BRIDGE, index, op.op === 'delFdb' ? 0 : c.NUD_PERMANENT, c.NTF_SELF)).attr(c.NDA_LLADDR, c.macBytes(op.mac)).attr(c.NDA_DST, c.ipBytes(op.dst).bytes);
+  w.raw(ndmsg(c.AF_BRIDGE, index, op.op === 'delFdb' ? 0 : c.NUD_PERMANENT, c.NTF_SELF))
+    .attr(c.NDA_LLADDR, c.macBytes(op.mac))
+    .attr(c.NDA_DST, c.ipBytes(op.dst).bytes);
   check(await sock.ask(w), what);
 }
 

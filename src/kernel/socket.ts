@@ -1,5 +1,18 @@
 import { closeSync, openSync, statSync } from 'node:fs';
-import { alignTo4, cstr, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, NLMSGERR_ATTR_MSG, parseAttrs, type Writer } from './codec.js';
+import {
+  alignTo4,
+  cstr,
+  NLM_F_ACK,
+  NLM_F_ACK_TLVS,
+  NLM_F_CAPPED,
+  NLM_F_DUMP,
+  NLM_F_DUMP_INTR,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSGERR_ATTR_MSG,
+  parseAttrs,
+  type Writer,
+} from './codec.js';
 import { errnoKind, KernelError } from './errors.js';
 import { errno as lastErrno, libc, strerror } from './libc.js';
 import type { Netns } from './exec.js';
@@ -137,7 +150,11 @@ export class Sock {
     const seq = ++this.seq;
     const msg = w.finish(seq, NLM_F_ACK);
     const sent = slow
-      ? await new Promise<number>((resolve, reject) => libc.send.async(this.fd, msg, msg.length, 0, (err: unknown, res: number) => (err ? reject(err) : resolve(res))))
+      ? await new Promise<number>((resolve, reject) => {
+          libc.send.async(this.fd, msg, msg.length, 0, (err: unknown, res: number) =>
+            err ? reject(err instanceof Error ? err : new Error('netlink send failed')) : resolve(res),
+          );
+        })
       : (libc.send(this.fd, msg, msg.length, 0) as number);
     if (sent !== msg.length) throw new KernelError(`netlink send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
     return this.read(seq, false);
@@ -187,10 +204,15 @@ export class Sock {
       if (n < 0) {
         const err = lastErrno();
         if (err === EINTR) continue;
-        throw new KernelError(err === EAGAIN ? `netlink: no answer from the kernel in ${RECV_TIMEOUT_S} s` : `netlink recv: ${strerror(err)}`, 'other', undefined, err);
+        throw new KernelError(
+          err === EAGAIN ? `netlink: no answer from the kernel in ${RECV_TIMEOUT_S} s` : `netlink recv: ${strerror(err)}`,
+          'other',
+          undefined,
+          err,
+        );
       }
       if (n > this.rbuf.length) throw new KernelError(`netlink: reply of ${n} bytes truncated`, 'other');
-      for (let off = 0; off + 16 <= n; ) {
+      for (let off = 0; off + 16 <= n;) {
         const len = this.rbuf.readUInt32LE(off);
         if (len < 16 || off + len > n) break;
         const type = this.rbuf.readUInt16LE(off + 4);

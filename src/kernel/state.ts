@@ -66,7 +66,12 @@ function parseLink(m: Buffer, names: Map<number, string>): Link {
   const index = m.readInt32LE(20);
   const flags = m.readUInt32LE(24);
   const tb = c.parseAttrs(m, 32, m.readUInt32LE(0));
-  const link: Link = { index, name: c.cstr(tb.get(c.IFLA_IFNAME) ?? Buffer.alloc(0)), mtu: tb.get(c.IFLA_MTU)?.readUInt32LE(0) ?? 0, up: (flags & c.IFF_UP) !== 0 };
+  const link: Link = {
+    index,
+    name: c.cstr(tb.get(c.IFLA_IFNAME) ?? Buffer.alloc(0)),
+    mtu: tb.get(c.IFLA_MTU)?.readUInt32LE(0) ?? 0,
+    up: (flags & c.IFF_UP) !== 0,
+  };
   const mac = tb.get(c.IFLA_ADDRESS);
   if (mac && mac.length === 6) link.mac = c.bytesMac(mac);
   const master = tb.get(c.IFLA_MASTER)?.readUInt32LE(0);
@@ -90,7 +95,11 @@ function parseLink(m: Buffer, names: Map<number, string>): Link {
       ...(dev ? { dev: names.get(dev) ?? `if${dev}` } : {}),
     };
   } else if (link.kind === 'tun') {
-    link.tun = { type: data.get(c.IFLA_TUN_TYPE)?.[0] === 2 ? 'tap' : 'tun', pi: (data.get(c.IFLA_TUN_PI)?.[0] ?? 0) !== 0, multiQueue: (data.get(c.IFLA_TUN_MULTI_QUEUE)?.[0] ?? 0) !== 0 };
+    link.tun = {
+      type: data.get(c.IFLA_TUN_TYPE)?.[0] === 2 ? 'tap' : 'tun',
+      pi: (data.get(c.IFLA_TUN_PI)?.[0] ?? 0) !== 0,
+      multiQueue: (data.get(c.IFLA_TUN_MULTI_QUEUE)?.[0] ?? 0) !== 0,
+    };
   }
   const slave = c.nested(info.get(c.IFLA_INFO_SLAVE_DATA));
   if (link.slaveKind === 'bridge' && slave.has(c.IFLA_BRPORT_MODE)) link.hairpin = slave.get(c.IFLA_BRPORT_MODE)![0] !== 0;
@@ -98,7 +107,9 @@ function parseLink(m: Buffer, names: Map<number, string>): Link {
 }
 
 function dumpLinks(sock: Sock): Link[] {
-  const msgs = sock.dump(new c.Writer(c.RTM_GETLINK, 0).ifinfo(c.AF_UNSPEC, 0).u32(c.IFLA_EXT_MASK, c.RTEXT_FILTER_SKIP_STATS)).filter((m) => m.readUInt16LE(4) === c.RTM_NEWLINK);
+  const msgs = sock
+    .dump(new c.Writer(c.RTM_GETLINK, 0).ifinfo(c.AF_UNSPEC, 0).u32(c.IFLA_EXT_MASK, c.RTEXT_FILTER_SKIP_STATS))
+    .filter((m) => m.readUInt16LE(4) === c.RTM_NEWLINK);
   const names = new Map<number, string>();
   for (const m of msgs) names.set(m.readInt32LE(20), c.cstr(c.parseAttrs(m, 32, m.readUInt32LE(0)).get(c.IFLA_IFNAME) ?? Buffer.alloc(0)));
   return msgs.map((m) => parseLink(m, names));
@@ -154,6 +165,11 @@ function dumpNeigh(sock: Sock, family: number): { m: Buffer; index: number; stat
     .map((m) => ({ m, index: m.readInt32LE(20), state: m.readUInt16LE(24), flags: m.readUInt8(26), tb: c.parseAttrs(m, 28, m.readUInt32LE(0)) }));
 }
 
+/** The reads are synchronous syscalls; they are offered as promises, failures as rejections. */
+function read<T>(fn: () => T): Promise<T> {
+  return new Promise((resolve) => resolve(fn()));
+}
+
 function withSock<T>(ns: Netns, fn: (s: Sock) => T): T {
   const sock = Sock.open(ns);
   try {
@@ -163,35 +179,40 @@ function withSock<T>(ns: Netns, fn: (s: Sock) => T): T {
   }
 }
 
-export async function links(ns: Netns): Promise<Link[]> {
-  return withSock(ns, dumpLinks);
+export function links(ns: Netns): Promise<Link[]> {
+  return read(() => withSock(ns, dumpLinks));
 }
 
-export async function addrs(ns: Netns, dev?: string): Promise<Addr[]> {
-  return withSock(ns, (s) => dumpAddrs(s, nameMap(dumpLinks(s)))).filter((a) => dev === undefined || a.dev === dev);
+export function addrs(ns: Netns, dev?: string): Promise<Addr[]> {
+  return read(() => withSock(ns, (s) => dumpAddrs(s, nameMap(dumpLinks(s)))).filter((a) => dev === undefined || a.dev === dev));
 }
 
 /** Routes of one table (main by default). */
-export async function routes(ns: Netns, opts: { family?: 4 | 6; table?: number } = {}): Promise<Route[]> {
+export function routes(ns: Netns, opts: { family?: 4 | 6; table?: number } = {}): Promise<Route[]> {
   const table = opts.table ?? c.RT_TABLE_MAIN;
-  return withSock(ns, (s) => dumpRoutes(s, nameMap(dumpLinks(s)), opts.family ?? 4)).filter((r) => r.table === table);
+  return read(() => withSock(ns, (s) => dumpRoutes(s, nameMap(dumpLinks(s)), opts.family ?? 4)).filter((r) => r.table === table));
 }
 
 /** IPv4 neighbours (of `dev`). */
-export async function neighbours(ns: Netns, dev?: string): Promise<Neighbour[]> {
-  return withSock(ns, (s) => neighboursOf(s, nameMap(dumpLinks(s)))).filter((n) => dev === undefined || n.dev === dev);
+export function neighbours(ns: Netns, dev?: string): Promise<Neighbour[]> {
+  return read(() => withSock(ns, (s) => neighboursOf(s, nameMap(dumpLinks(s)))).filter((n) => dev === undefined || n.dev === dev));
 }
 
 function neighboursOf(s: Sock, names: Map<number, string>): Neighbour[] {
   return dumpNeigh(s, c.AF_INET).map(({ index, state, tb }) => {
     const mac = tb.get(c.NDA_LLADDR);
-    return { dst: c.bytesIp(tb.get(c.NDA_DST)!), dev: names.get(index) ?? `if${index}`, ...(mac && mac.length === 6 ? { mac: c.bytesMac(mac) } : {}), permanent: (state & c.NUD_PERMANENT) !== 0 };
+    return {
+      dst: c.bytesIp(tb.get(c.NDA_DST)!),
+      dev: names.get(index) ?? `if${index}`,
+      ...(mac && mac.length === 6 ? { mac: c.bytesMac(mac) } : {}),
+      permanent: (state & c.NUD_PERMANENT) !== 0,
+    };
   });
 }
 
 /** Bridge/VXLAN forwarding-database entries (of `dev`). */
-export async function fdb(ns: Netns, dev?: string): Promise<FdbEntry[]> {
-  return withSock(ns, (s) => fdbOf(s, nameMap(dumpLinks(s)))).filter((f) => dev === undefined || f.dev === dev);
+export function fdb(ns: Netns, dev?: string): Promise<FdbEntry[]> {
+  return read(() => withSock(ns, (s) => fdbOf(s, nameMap(dumpLinks(s)))).filter((f) => dev === undefined || f.dev === dev));
 }
 
 function fdbOf(s: Sock, names: Map<number, string>): FdbEntry[] {
@@ -207,7 +228,6 @@ function fdbOf(s: Sock, names: Map<number, string>): FdbEntry[] {
   });
 }
 
-
 export interface Snapshot {
   links: Link[];
   addrs: Addr[];
@@ -219,18 +239,20 @@ export interface Snapshot {
 }
 
 /** Links, addresses, main-table IPv4 routes, neighbours and fdb entries, over one socket. */
-export async function snapshot(ns: Netns): Promise<Snapshot> {
-  return withSock(ns, (s) => {
-    const ls = dumpLinks(s);
-    const names = nameMap(ls);
-    return {
-      links: ls,
-      addrs: dumpAddrs(s, names),
-      routes: dumpRoutes(s, names, 4).filter((r) => r.table === c.RT_TABLE_MAIN),
-      neighbours: neighboursOf(s, names),
-      fdb: fdbOf(s, names),
-    };
-  });
+export function snapshot(ns: Netns): Promise<Snapshot> {
+  return read(() =>
+    withSock(ns, (s) => {
+      const ls = dumpLinks(s);
+      const names = nameMap(ls);
+      return {
+        links: ls,
+        addrs: dumpAddrs(s, names),
+        routes: dumpRoutes(s, names, 4).filter((r) => r.table === c.RT_TABLE_MAIN),
+        neighbours: neighboursOf(s, names),
+        fdb: fdbOf(s, names),
+      };
+    }),
+  );
 }
 
 export { nftRuleset, nftTable } from './nfnl.js';
@@ -249,10 +271,13 @@ export async function link(ns: Netns, name: string): Promise<Link | undefined> {
   try {
     const m = await getLink(sock, name);
     if (!m) return undefined;
+    // The master's and the VXLAN underlay's names, by index.
     const names = new Map<number, string>();
     const tb = c.parseAttrs(m, 32, m.readUInt32LE(0));
-    for (const t of [c.IFLA_MASTER]) {
-      const idx = tb.get(t)?.readUInt32LE(0);
+    const info = c.nested(tb.get(c.IFLA_LINKINFO));
+    const vxlanDev =
+      info.get(c.IFLA_INFO_KIND) && c.cstr(info.get(c.IFLA_INFO_KIND)!) === 'vxlan' ? c.nested(info.get(c.IFLA_INFO_DATA)).get(c.IFLA_VXLAN_LINK) : undefined;
+    for (const idx of [tb.get(c.IFLA_MASTER)?.readUInt32LE(0), vxlanDev?.readUInt32LE(0)]) {
       const other = idx ? await getLink(sock, idx) : undefined;
       if (idx && other) names.set(idx, c.cstr(c.parseAttrs(other, 32, other.readUInt32LE(0)).get(c.IFLA_IFNAME) ?? Buffer.alloc(0)));
     }

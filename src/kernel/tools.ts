@@ -18,7 +18,12 @@ function kindOf(stderr: string): ErrorKind {
 }
 
 function failure(argv: string[], r: Collected, op?: string): KernelError {
-  const reason = r.stderr.trim().split('\n').filter((l) => !/^Command failed/.test(l)).join('; ') || `exit ${r.code}`;
+  const reason =
+    r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !/^Command failed/.test(l))
+      .join('; ') || `exit ${r.code}`;
   return new KernelError(`${op ?? argv.join(' ')}: ${reason}`, kindOf(r.stderr), op ?? argv.join(' '), undefined, r.stderr);
 }
 
