@@ -62,19 +62,31 @@ async function startOnce(options: EtcdServerOptions): Promise<EtcdServer> {
   const peerUrl = `http://${hostPart}:${peerPort}`;
   const dir = await mkdtemp(join(tmpdir(), 'weft-etcd-'));
   const args = [
-    '--name', 'weft-test',
-    '--data-dir', join(dir, 'data'),
-    '--listen-client-urls', endpoint,
-    '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', peerUrl,
-    '--initial-advertise-peer-urls', peerUrl,
-    '--initial-cluster', `weft-test=${peerUrl}`,
-    '--initial-cluster-state', 'new',
+    '--name',
+    'weft-test',
+    '--data-dir',
+    join(dir, 'data'),
+    '--listen-client-urls',
+    endpoint,
+    '--advertise-client-urls',
+    endpoint,
+    '--listen-peer-urls',
+    peerUrl,
+    '--initial-advertise-peer-urls',
+    peerUrl,
+    '--initial-cluster',
+    `weft-test=${peerUrl}`,
+    '--initial-cluster-state',
+    'new',
     // etcd's shortest lease TTL is 1.5 election timeouts rounded up to whole seconds; these make it 1 s.
-    '--heartbeat-interval', '10',
-    '--election-timeout', '50',
-    '--logger', 'zap',
-    '--log-outputs', 'stderr',
+    '--heartbeat-interval',
+    '10',
+    '--election-timeout',
+    '50',
+    '--logger',
+    'zap',
+    '--log-outputs',
+    'stderr',
     ...(options.tls
       ? ['--cert-file', options.tls.certFile, '--key-file', options.tls.keyFile, '--trusted-ca-file', options.tls.caFile, '--client-cert-auth']
       : []),
@@ -105,8 +117,8 @@ async function startOnce(options: EtcdServerOptions): Promise<EtcdServer> {
     await new Promise<void>((resolve, reject) => {
       const timeoutMs = options.startTimeoutMs ?? 20_000;
       const timer = setTimeout(() => reject(new Error(`etcd did not start serving within ${timeoutMs} ms:\n${log.slice(-4000)}`)), timeoutMs);
-      child.stderr!.setEncoding('utf8');
-      child.stderr!.on('data', (chunk: string) => {
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (chunk: string) => {
         log = (log + chunk).slice(-65536);
         if (/serving client traffic/.test(log)) {
           clearTimeout(timer);
