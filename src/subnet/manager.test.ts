@@ -227,18 +227,23 @@ describe('LeaseManager when the store loses its data', () => {
     assert.deepEqual(me.of('reset'), []);
   });
 
-  it('after an outage, lists again: leases deleted meanwhile go, and it is not taken for a reset', async () => {
+  it('after an outage, lists again: leases deleted meanwhile go, the others never flap, and it is not taken for a reset', async () => {
     const store = new MemoryStore();
     const me = manager({ store, attrs: attrs(11) });
     await me.m.acquire();
     const other = await manager({ store, attrs: attrs(12) }).m.acquire();
+    const stays = await manager({ store, attrs: attrs(13) }).m.acquire();
     await me.m.watch();
-    assert.equal(me.m.remoteLeases().length, 1);
+    assert.equal(me.m.remoteLeases().length, 2);
+    const added = me.of('added').length;
     store.setUnavailable(true);
     await until('the outage noticed', () => me.of('error').length > 0);
     store.setUnavailable(false);
     await store.delete(subnetKey(other.subnet));
-    await until('the deleted lease gone', () => me.m.remoteLeases().length === 0);
+    await until('the deleted lease gone', () => me.m.remoteLeases().length === 1);
+    assert.deepEqual(subnets(me.of('removed')), [formatNetwork(other.subnet)], 'only the deleted lease was removed');
+    assert.equal(me.of('added').length, added, 'the lease that stayed was not re-added');
+    assert.deepEqual(subnets(me.m.remoteLeases().map((lease) => ({ lease }))), [formatNetwork(stays.subnet)]);
     assert.deepEqual(me.of('reset'), []);
     assert.deepEqual(me.of('reasserted'), []);
   });
