@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../cni/install.js';
+import { waitFor } from '../util/wait.js';
 import { Topology } from '../topo/topology.js';
 import type { DriverInput, Variant, VariantResult } from './cni-driver.js';
 import { table } from '../cli/format.js';
@@ -24,14 +25,6 @@ export interface CniBenchReport extends Outcome {
   results: (VariantResult & { addRatio: number; delRatio: number; cpuRatio: number; concurrentRatio: number })[];
 }
 
-async function waitForSocket(path: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!existsSync(path)) {
-    if (Date.now() > deadline) throw new Error(`weft cni serve did not open ${path} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /**
  * ADD/DEL latency, CPU per ADD and a concurrent burst, for the reference bridge + host-local pair and
  * for weft (served and direct), on the same kind of namespaces in the same run.
@@ -52,7 +45,7 @@ export async function benchCni(o: CniBenchOptions): Promise<CniBenchReport> {
     mkdirSync(join(topo.dir, 'ipam'), { recursive: true });
     const socket = join(topo.dir, 'cni.sock');
     const server = topo.spawn('host', [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', socket]);
-    await waitForSocket(socket, 10_000);
+    await waitFor(() => existsSync(socket), { timeoutMs: 10_000, intervalMs: 20, what: `weft cni serve to open ${socket}` });
 
     const common = { cniVersion: '1.0.0', isGateway: true };
     const ipam = (subnet: string) => ({ ranges: [[{ subnet }]], dataDir: join(topo.dir, 'ipam') });

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { installPlugins } from '../cni/install.js';
 import { CniError } from '../cni/spec.js';
@@ -17,6 +17,7 @@ import {
 import type { Args, CommandSpec, GroupSpec, OptionSpec, Positional } from './command.js';
 import { print, printJson, warn } from './output.js';
 import { UsageError } from './usage.js';
+import { writeFileAtomic } from '../util/file.js';
 
 export const cniGroup: GroupSpec = { path: ['cni'], summary: "the weft CNI plugins, and a runtime's view of any conflist (like cnitool)" };
 
@@ -66,7 +67,7 @@ export const cniCommands: CommandSpec[] = [
         const plugin: Record<string, unknown> = { type: 'weft' };
         const subnetFile = a.str('subnet-file');
         if (subnetFile) plugin.subnetFile = subnetFile;
-        writeFileSync(file, `${JSON.stringify({ cniVersion: '1.1.0', name: 'weft', plugins: [plugin] }, null, 2)}\n`);
+        writeFileAtomic(file, `${JSON.stringify({ cniVersion: '1.1.0', name: 'weft', plugins: [plugin] }, null, 2)}\n`);
         print(`wrote ${file}`);
       }
       return 0;

@@ -27,44 +27,48 @@ const spec: CommandSpec = {
   run: () => 0,
 };
 
-const fails = async (argv: string[], message: RegExp) => assert.rejects(parse(spec, argv), (e: unknown) => e instanceof UsageError && message.test(e.message));
+const fails = (argv: string[], message: RegExp) =>
+  assert.throws(
+    () => parse(spec, argv),
+    (e: unknown) => e instanceof UsageError && message.test(e.message),
+  );
 
 describe('command table parser', () => {
-  it('applies defaults through the same conversion as given values', async () => {
-    const a = (await parse(spec, ['--node', 'n1']))!;
+  it('applies defaults through the same conversion as given values', () => {
+    const a = parse(spec, ['--node', 'n1'])!;
     assert.equal(a.num('count'), 3);
     assert.deepEqual(a.list('kinds'), ['a', 'b']);
     assert.equal(a.str('level'), undefined);
-    const b = (await parse(spec, ['--node', 'n1', '--count', '7', '--kinds', 'b', '--rate', '0.5', 'x']))!;
+    const b = parse(spec, ['--node', 'n1', '--count', '7', '--kinds', 'b', '--rate', '0.5', 'x'])!;
     assert.equal(b.num('count'), 7);
     assert.deepEqual(b.list('kinds'), ['b']);
     assert.equal(b.num('rate'), 0.5);
     assert.deepEqual(b.positionals, ['x']);
   });
 
-  it('refuses bad values, missing required options and extra arguments with a usage error', async () => {
-    await fails(['--node', 'n', '--count', '10'], /--count takes a whole number from 1 to 9, not "10"/);
-    await fails(['--node', 'n', '--count', '1.5'], /--count takes a whole number/);
-    await fails(['--node', 'n', '--count', ''], /--count takes a whole number/);
-    await fails(['--node', 'n', '--kinds', 'a,c'], /--kinds is a comma-separated list of a, b, not "c"/);
-    await fails(['--node', 'n', '--level', 'mid'], /--level is low or high, not "mid"/);
-    await fails(['--node', 'n', '--rate', '0.1'], /--rate takes a number, at least 0.5/);
-    await fails([], /demo needs --node NODE/);
-    await fails(['--node', 'n', 'a', 'b'], /unexpected argument "b" for demo/);
-    await fails(['--node', 'n', 'bad'], /NAME "bad" is invalid/);
-    await fails(['--node', 'n', '--bogus'], /Unknown option '--bogus'/);
-    await fails(['--node', 'n', '--keep'], /--keep goes with --cleanup/);
+  it('refuses bad values, missing required options and extra arguments with a usage error', () => {
+    fails(['--node', 'n', '--count', '10'], /--count takes a whole number from 1 to 9, not "10"/);
+    fails(['--node', 'n', '--count', '1.5'], /--count takes a whole number/);
+    fails(['--node', 'n', '--count', ''], /--count takes a whole number/);
+    fails(['--node', 'n', '--kinds', 'a,c'], /--kinds is a comma-separated list of a, b, not "c"/);
+    fails(['--node', 'n', '--level', 'mid'], /--level is low or high, not "mid"/);
+    fails(['--node', 'n', '--rate', '0.1'], /--rate takes a number, at least 0.5/);
+    fails([], /demo needs --node NODE/);
+    fails(['--node', 'n', 'a', 'b'], /unexpected argument "b" for demo/);
+    fails(['--node', 'n', 'bad'], /NAME "bad" is invalid/);
+    fails(['--node', 'n', '--bogus'], /Unknown option '--bogus'/);
+    fails(['--node', 'n', '--keep'], /--keep goes with --cleanup/);
   });
 
-  it("a mode option lifts the main form's required options", async () => {
-    const a = (await parse(spec, ['--cleanup', '--keep']))!;
+  it("a mode option lifts the main form's required options", () => {
+    const a = parse(spec, ['--cleanup', '--keep'])!;
     assert.equal(a.bool('cleanup'), true);
     assert.equal(a.bool('keep'), true);
   });
 
-  it('--help and -h win over everything else, even unknown options', async () => {
-    assert.equal(await parse(spec, ['--help']), undefined);
-    assert.equal(await parse(spec, ['-h', '--bogus']), undefined);
+  it('--help and -h win over everything else, even unknown options', () => {
+    assert.equal(parse(spec, ['--help']), undefined);
+    assert.equal(parse(spec, ['-h', '--bogus']), undefined);
   });
 
   it('help names every option with its value, default and constraints; the synopsis its forms', () => {

@@ -31,14 +31,14 @@ export interface OptionSpec {
   mode?: string;
   /** Only together with this mode option. */
   with?: string;
-  /** Further validation: throws (or rejects with) an Error whose message says what is wrong. */
-  check?: (value: string) => void | Promise<void>;
+  /** Further validation: throws an Error whose message says what is wrong. */
+  check?: (value: string) => void;
 }
 
 export interface Positional {
   name: string;
   optional?: boolean;
-  check?: (value: string) => void | Promise<void>;
+  check?: (value: string) => void;
 }
 
 export interface CommandSpec {
@@ -124,9 +124,9 @@ function convert(o: OptionSpec, text: string): string | number | string[] {
   return text;
 }
 
-async function checked(check: (value: string) => void | Promise<void>, text: string): Promise<void> {
+function checked(check: (value: string) => void, text: string): void {
   try {
-    await check(text);
+    check(text);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -136,8 +136,8 @@ const orList = (xs: readonly string[]) => (xs.length < 2 ? xs.join('') : `${xs.s
 
 export const commandName = (c: { path: string[] }) => ['weft', ...c.path].join(' ');
 
-/** Parses and checks argv (after the command words) for `c`; resolves undefined when it asked for help. */
-export async function parse(c: CommandSpec, argv: string[]): Promise<Args | undefined> {
+/** Parses and checks argv (after the command words) for `c`; undefined when it asked for help. */
+export function parse(c: CommandSpec, argv: string[]): Args | undefined {
   const dash = c.passthrough ? argv.indexOf('--') : -1;
   const own = dash < 0 ? argv : argv.slice(0, dash);
   const rest = dash < 0 ? [] : argv.slice(dash + 1);
@@ -184,11 +184,11 @@ export async function parse(c: CommandSpec, argv: string[]): Promise<Args | unde
     );
   for (const o of c.options) {
     const v = values[o.name];
-    if (o.check && typeof v === 'string') await checked(o.check, v);
+    if (o.check && typeof v === 'string') checked(o.check, v);
   }
   for (const [i, p] of pos.entries()) {
     const check = c.positionals![i]!.check;
-    if (check) await checked(check, p);
+    if (check) checked(check, p);
   }
   if (c.passthrough && rest.length === 0) throw new UsageError(`${c.path.join(' ')} needs ${c.passthrough} after --`);
   return new Args(c, values, pos, rest);

@@ -55,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!command) throw new UsageError(`unknown command "${argv[0]}"`);
   usageOf = help(command);
-  const args = await parse(command, argv.slice(command.path.length));
+  const args = parse(command, argv.slice(command.path.length));
   if (!args) {
     print(usageOf);
     return 0;
