@@ -18,6 +18,7 @@ import { installPlugins } from '../src/cni/install.js';
 import { addAddr, addBridge, addRoute, addVeth, setLink, setSysctl } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
+import { waitFor as poll } from '../src/util/wait.js';
 import { Topology, type ExecResult } from '../src/topo/topology.js';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -28,22 +29,9 @@ export const PREFIX = '/coreos.com/network';
 export const OUTSIDE = '203.0.113.1';
 export const PORT = 7000;
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, every = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await sleep(every);
-  }
-}
+/** util/wait's waitFor in the argument order the agent tests use. */
+export const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, every = 100): Promise<T> =>
+  poll(check, { timeoutMs, intervalMs: every, what });
 
 export interface AgentProc {
   child: ChildProcess;
@@ -156,7 +144,8 @@ export class Cluster {
     return this.topo.exec(short, argv, { timeoutMs });
   }
 
-  async tool(short: string, args: string[], timeoutMs = 10_000): Promise<ExecResult> {
+  /** A tool run; the tools bound their own waits (tcp: 3 s), `timeoutMs` only stops a hung one on a loaded machine. */
+  async tool(short: string, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
     return this.exec(short, [NODE, TOOL, ...args], timeoutMs);
   }
 
@@ -328,7 +317,7 @@ export class Cluster {
   }
 
   /** TCP from namespace `from` to `host`: the address the server saw, or throws. */
-  async tcp(from: string, host: string, timeoutMs = 5000): Promise<string> {
+  async tcp(from: string, host: string, timeoutMs = 30_000): Promise<string> {
     const r = await this.tool(from, ['tcp', host, String(PORT)], timeoutMs);
     if (r.code !== 0) throw new Error(`tcp ${from} → ${host}: ${r.stderr.trim() || `exit ${r.code}`}`);
     return r.stdout.trim().replace(/^from /, '');
@@ -341,8 +330,8 @@ export class Cluster {
   }
 
   /** Retries tcp until it answers (routes converge asynchronously). */
-  async tcpEventually(from: string, host: string, timeoutMs = 10_000): Promise<string> {
-    return waitFor(`tcp ${from} → ${host}`, () => this.tcp(from, host, 2000), timeoutMs, 200);
+  async tcpEventually(from: string, host: string, timeoutMs = 30_000): Promise<string> {
+    return waitFor(`tcp ${from} → ${host}`, () => this.tcp(from, host), timeoutMs, 200);
   }
 
   /** ip/nft/bridge output inside a namespace, for assertions (the tests read; only the agent writes). */
@@ -368,39 +357,4 @@ export class Cluster {
     await this.etcd?.stop().catch(() => undefined);
     await this.topo.destroy();
   }
-}
-
-const PING_PY = `
-import socket, struct, sys, time, os
-host = sys.argv[1]
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.settimeout(2)
-ident = os.getpid() & 0xffff
-def csum(b):
-    if len(b) % 2: b += b'\\0'
-    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    t = (t >> 16) + (t & 0xffff); t += t >> 16
-    return ~t & 0xffff
-hdr = struct.pack('!BBHHH', 8, 0, 0, ident, 1); data = b'weft-ping'
-pkt = struct.pack('!BBHHH', 8, 0, csum(hdr + data), ident, 1) + data
-s.sendto(pkt, (host, 0))
-end = time.time() + 2
-while time.time() < end:
-    buf, addr = s.recvfrom(2048)
-    ihl = (buf[0] & 15) * 4
-    t, c, _, i, q = struct.unpack('!BBHHH', buf[ihl:ihl + 8])
-    if t == 0 and i == ident and addr[0] == host:
-        print('reply from', addr[0]); sys.exit(0)
-sys.exit(1)
-`;
-
-/** Whether ICMP echo can be sent here: no `ping` on these machines, so a raw socket from python3. */
-export async function icmpAvailable(c: Cluster, short: string): Promise<boolean> {
-  const r = await c.exec(short, ['python3', '-c', 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)']).catch(() => undefined);
-  return r?.code === 0;
-}
-
-export async function icmpPing(c: Cluster, from: string, host: string): Promise<boolean> {
-  const r = await c.exec(from, ['python3', '-c', PING_PY, host], 10_000);
-  return r.code === 0;
 }
