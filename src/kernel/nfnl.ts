@@ -157,15 +157,18 @@ function read(sock: Sock, only?: { family: string; name: string }): NftTableStat
   return [...tables.values()];
 }
 
+/** As state.ts: the socket for this process's own namespace stays open; every use is synchronous. */
+let own: Sock | undefined;
+
 function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
-  const sock = Sock.open(ns, 'netfilter');
+  const sock = ns === undefined ? (own ??= Sock.open(undefined, 'netfilter')) : Sock.open(ns, 'netfilter');
   try {
     return fn(sock);
   } catch (e) {
-    if (e instanceof KernelError) throw new KernelError(`reading nftables: ${e.message}`, e.kind, undefined, e.errno);
+    if (e instanceof KernelError) throw new KernelError(`nftables over netlink: ${e.message}`, e.kind, e.op, e.errno);
     throw e;
   } finally {
-    sock.close();
+    if (sock !== own) sock.close();
   }
 }
 

@@ -170,7 +170,14 @@ function read<T>(fn: () => T): Promise<T> {
   return new Promise((resolve) => resolve(fn()));
 }
 
+/**
+ * The socket for reads in this process's own namespace stays open (closing a netlink socket costs
+ * about a millisecond, on every reconcile); reads are synchronous, so they never interleave on it.
+ */
+let own: Sock | undefined;
+
 function withSock<T>(ns: Netns, fn: (s: Sock) => T): T {
+  if (ns === undefined) return fn((own ??= Sock.open(undefined)));
   const sock = Sock.open(ns);
   try {
     return fn(sock);
