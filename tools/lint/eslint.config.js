@@ -1,7 +1,10 @@
 // typescript-eslint's recommended rules with type information, over the sources, tests and scripts.
 // Formatting is prettier's business (format:check), so no stylistic rules here.
 import js from '@eslint/js';
+import { fileURLToPath } from 'node:url';
 import tseslint from 'typescript-eslint';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export default tseslint.config(
   { ignores: ['dist/**', 'build/**', 'node_modules/**', 'tools/lint/node_modules/**'] },
@@ -9,7 +12,7 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: true, tsconfigRootDir: process.cwd() },
+      parserOptions: { projectService: true, tsconfigRootDir: ROOT },
     },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
