@@ -26,7 +26,7 @@ async function main(argv: string[]): Promise<number> {
     warn(USAGE);
     return 2;
   }
-  if (argv[0] === '--version' || argv[0] === '-V') {
+  if (argv[0] === '--version') {
     print(version());
     return 0;
   }
