@@ -94,7 +94,9 @@ export class CniLab {
   /** A plugin run with exactly `env` (for bad-environment tests). */
   async rawPlugin(name: string, env: Record<string, string>, stdin: string): Promise<PluginRun> {
     const file = name.includes('/') ? name : join(name.startsWith('weft') ? this.binDir : REF, name);
-    const res = await this.topo.exec('host', [file], { env, input: stdin, timeoutMs: 30_000 });
+    // A guard against a hung plugin, not a speed check: 100 plugins started at once on two busy cores
+    // take minutes. Longer than the front's own 120 s answer timeout, so its error is what shows.
+    const res = await this.topo.exec('host', [file], { env, input: stdin, timeoutMs: 150_000 });
     let json: unknown;
     const text = res.stdout.trim();
     if (text) {
