@@ -47,7 +47,14 @@ function cpuMs(pid: number | 'self'): number {
 
 async function invoke(v: Variant, input: DriverInput, command: 'ADD' | 'DEL', pod: string): Promise<number> {
   const started = performance.now();
-  const env = { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: `bench-${pod}`, CNI_NETNS: `/run/netns/${pod}`, CNI_IFNAME: 'eth0', CNI_PATH: input.cniPath };
+  const env = {
+    PATH: process.env.PATH,
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: `bench-${pod}`,
+    CNI_NETNS: `/run/netns/${pod}`,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: input.cniPath,
+  };
   const r = await collect([v.plugin], { input: JSON.stringify(v.config), env });
   if (r.code !== 0) throw new Error(`${v.label} ${command} ${pod} failed: ${r.stdout.trim()} ${r.stderr.trim()}`);
   return performance.now() - started;
