@@ -215,8 +215,19 @@ describe('state.ts dumps agree with iproute2', () => {
     assert.deepEqual(vx.vxlan, { vni: 7, port: 8472, learning: false, local: '198.18.5.1', dev: 'up0' });
     assert.equal(s.links.find((l) => l.name === 'tun9')!.tun?.pi, false);
 
-    const oa = (await ipj.addrs(a)).flatMap((l) => l.addr_info.map((x) => `${l.ifname} ${x.local}/${x.prefixlen}`)).sort();
-    assert.deepEqual(s.addrs.map((x) => `${x.dev} ${x.address}/${x.prefix}`).sort(), oa);
+    const oracleAddrs = (await ipj.addrs(a)).flatMap((l) =>
+      l.addr_info.map((x) => ({ text: `${l.ifname} ${x.local}/${x.prefixlen}`, v4: x.family === 'inet' })),
+    );
+    const text = (xs: state.Addr[]) => xs.map((x) => `${x.dev} ${x.address}/${x.prefix}`).sort();
+    assert.deepEqual(text(await state.addrs(a)), oracleAddrs.map((x) => x.text).sort(), 'every family');
+    assert.deepEqual(
+      text(s.addrs),
+      oracleAddrs
+        .filter((x) => x.v4)
+        .map((x) => x.text)
+        .sort(),
+      'the snapshot: IPv4',
+    );
 
     const norm = (d: string) => (d === 'default' || d.includes('/') ? d : `${d}/32`);
     const or = (await ipj.routes(a)).map((r) => `${norm(r.dst)} ${r.gateway ?? '-'} ${r.dev ?? '-'} ${r.flags?.includes('onlink') ?? false}`).sort();

@@ -212,6 +212,7 @@ export function ipBytes(text: string): { family: number; bytes: Buffer } {
 }
 
 export function bytesIp(b: Buffer): string {
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   let v = 0n;
   for (const x of b) v = (v << 8n) | BigInt(x);
   return formatAddr({ family: b.length === 4 ? 4 : 6, value: v });

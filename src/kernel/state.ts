@@ -117,8 +117,9 @@ function dumpLinks(sock: Sock): Link[] {
 
 const nameMap = (ls: Link[]): Map<number, string> => new Map(ls.map((l) => [l.index, l.name]));
 
-function dumpAddrs(sock: Sock, names: Map<number, string>): Addr[] {
+function dumpAddrs(sock: Sock, names: Map<number, string>, family: 0 | 4 = 0): Addr[] {
   const hdr = Buffer.alloc(8);
+  if (family === 4) hdr.writeUInt8(c.AF_INET, 0);
   return sock
     .dump(new c.Writer(c.RTM_GETADDR, 0).raw(hdr))
     .filter((m) => m.readUInt16LE(4) === c.RTM_NEWADDR)
@@ -237,6 +238,7 @@ function fdbOf(s: Sock, names: Map<number, string>): FdbEntry[] {
 
 export interface Snapshot {
   links: Link[];
+  /** IPv4 addresses. */
   addrs: Addr[];
   /** The main table's IPv4 routes. */
   routes: Route[];
@@ -245,7 +247,7 @@ export interface Snapshot {
   fdb: FdbEntry[];
 }
 
-/** Links, addresses, main-table IPv4 routes, neighbours and fdb entries, over one socket. */
+/** Links, IPv4 addresses, main-table IPv4 routes, IPv4 neighbours and fdb entries, over one socket. */
 export function snapshot(ns: Netns): Promise<Snapshot> {
   return read(() =>
     withSock(ns, (s) => {
@@ -253,7 +255,7 @@ export function snapshot(ns: Netns): Promise<Snapshot> {
       const names = nameMap(ls);
       return {
         links: ls,
-        addrs: dumpAddrs(s, names),
+        addrs: dumpAddrs(s, names, 4),
         routes: dumpRoutes(s, names, 4).filter((r) => r.table === c.RT_TABLE_MAIN),
         neighbours: neighboursOf(s, names),
         fdb: fdbOf(s, names),
