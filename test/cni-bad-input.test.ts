@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CniLab, expectError, reservations, type PluginRun } from './cni-support.js';
+import { CniLab, expectError, iface, parseResult, reservations, type PluginRun } from './cni-support.js';
 
 let lab: CniLab;
 let served: string;
@@ -124,8 +124,9 @@ for (const mode of ['direct', 'served'] as const) {
     it('ADD on an ifname that already exists is code 100, and leaves the existing one alone', async () => {
       const first = await lab.rawPlugin('weft', env({ CNI_CONTAINERID: `first-${mode}` }), JSON.stringify(conf()));
       assert.equal(first.code, 0, first.stdout);
-      const ip = first.json.ips[0].address as string;
-      const mac = first.json.interfaces[2].mac as string;
+      const result = parseResult(first.json);
+      const ip = result.ips[0]!.address;
+      const mac = iface(result, 2).mac;
       const file = join(lab.dataDir, NET, ip.split('/')[0]!);
       assert.equal(reservations(join(lab.dataDir, NET)).get(ip.split('/')[0]!), `first-${mode}\r\neth0`);
       const nftBefore = await lab.nftRuleset();

@@ -8,7 +8,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, re
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { collect } from '../src/util/proc.js';
-import { CniLab, expectError, reservations, ROOT } from './cni-support.js';
+import { CniLab, expectError, parseResult, reservations, ROOT } from './cni-support.js';
 
 let lab: CniLab;
 
@@ -41,8 +41,8 @@ async function directRoundTrip(bin: string, net: string, subnet: string): Promis
   const pod = await lab.pod(net);
   const conf = { cniVersion: '1.1.0', name: net, type: 'weft', bridge: `br${net}`.slice(0, 15), isGateway: true, ipMasq: true, socket: join(lab.dir, 'nothing-listens.sock'), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } };
   const call = (command: string) => ({ command, containerId: net, netns: pod.path, ifname: 'eth0' });
-  const result = await lab.ok(join(bin, 'weft'), call('ADD'), conf);
-  assert.equal(result.ips[0].address, subnet.replace(/0\/24$/, '2/24'));
+  const result = parseResult(await lab.ok(join(bin, 'weft'), call('ADD'), conf));
+  assert.equal(result.ips[0]?.address, subnet.replace(/0\/24$/, '2/24'));
   assert.equal((await lab.podAddrs(pod.path, 'eth0'))[0]?.addr_info.find((a) => a.family === 'inet')?.local, subnet.replace(/0\/24$/, '2'));
   await lab.ok(join(bin, 'weft'), call('CHECK'), { ...conf, prevResult: result });
   await lab.ok(join(bin, 'weft'), call('DEL'), { ...conf, prevResult: result });
@@ -68,7 +68,7 @@ describe('installed plugins stand on their own', () => {
     renameSync(bin, moved);
     await directRoundTrip(moved, 'inst2', '10.41.2.0/24');
     // weft-ipam is the same front; it picks its role from its name.
-    const v = await lab.ok(join(moved, 'weft-ipam'), { command: 'VERSION' }, { cniVersion: '1.1.0' });
+    const v = (await lab.ok(join(moved, 'weft-ipam'), { command: 'VERSION' }, { cniVersion: '1.1.0' })) as { supportedVersions: string[] };
     assert.ok(v.supportedVersions.includes('1.1.0'));
   });
 

@@ -8,7 +8,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { waitFor } from '../src/util/wait.js';
-import { CniLab, reservations } from './cni-support.js';
+import { CniLab, iface, ipOf, parseResult, reservations, type CniResult } from './cni-support.js';
 
 let lab: CniLab;
 let nosock: string;
@@ -26,7 +26,7 @@ describe('weft with the reference host-local as IPAM', () => {
     const pod = await lab.pod('hl');
     const c = { cniVersion: '1.0.0', name: 'hl', type: 'weft', bridge: 'brhl', isGateway: true, socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.1.0/24' }]], routes: [{ dst: '10.50.0.0/16' }] } };
     const call = (command: string) => ({ command, containerId: 'hl-1', netns: pod.path, ifname: 'eth0' });
-    const r = await lab.ok('weft', call('ADD'), c);
+    const r = parseResult(await lab.ok('weft', call('ADD'), c));
     assert.deepEqual(r.ips, [{ address: '10.50.1.2/24', gateway: '10.50.1.1', interface: 2 }]);
     assert.deepEqual(r.routes, [{ dst: '10.50.0.0/16' }]);
     assert.equal(reservations(join(lab.dataDir, 'hl')).get('10.50.1.2'), 'hl-1\r\neth0');
@@ -40,7 +40,7 @@ describe('weft with the reference host-local as IPAM', () => {
     writeFileSync(join(lab.dataDir, 'hl', '10.50.1.2'), 'hl-1\r\neth0');
     await lab.ok('weft', call('DEL'), { ...c, prevResult: r });
     assert.equal(reservations(join(lab.dataDir, 'hl')).size, 0, 'host-local released it');
-    assert.equal(await linkOf(r.interfaces[1].name), undefined);
+    assert.equal(await linkOf(iface(r, 1).name), undefined);
     await lab.ok('weft', call('DEL'), c);
   });
 
@@ -60,13 +60,13 @@ describe('GC with host-local as IPAM', () => {
   it('removes the host veths of attachments not named valid, though host-local cannot GC', async () => {
     const c = { cniVersion: '1.1.0', name: 'hlgc', type: 'weft', bridge: 'brhlgc', socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.3.0/24' }]] } };
     const pods = [await lab.pod('gc1'), await lab.pod('gc2')];
-    const results = [];
+    const results: CniResult[] = [];
     for (const [i, pod] of pods.entries()) {
-      results.push(await lab.ok('weft', { command: 'ADD', containerId: `gc-${i}`, netns: pod.path, ifname: 'eth0' }, { ...c, cniVersion: '1.0.0' }));
+      results.push(parseResult(await lab.ok('weft', { command: 'ADD', containerId: `gc-${i}`, netns: pod.path, ifname: 'eth0' }, { ...c, cniVersion: '1.0.0' })));
     }
     await lab.ok('weft', { command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [{ containerID: 'gc-0', ifname: 'eth0' }] });
-    assert.ok(await linkOf(results[0].interfaces[1].name), 'the valid attachment keeps its veth');
-    assert.equal(await linkOf(results[1].interfaces[1].name), undefined, 'the stale attachment lost its veth');
+    assert.ok(await linkOf(iface(results[0]!, 1).name), 'the valid attachment keeps its veth');
+    assert.equal(await linkOf(iface(results[1]!, 1).name), undefined, 'the stale attachment lost its veth');
   });
 });
 
@@ -103,12 +103,12 @@ if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify(conf.
 
     const add = await lab.weft(['cni', 'add', ...common, '--capability-args', caps, pod.path]);
     assert.equal(add.code, 0, add.stderr);
-    const result = JSON.parse(add.stdout);
+    const result = parseResult(JSON.parse(add.stdout));
     assert.deepEqual(result.ips, [{ address: '10.51.1.2/24', gateway: '10.51.1.1', interface: 2 }]);
     assert.deepEqual(readFileSync(log, 'utf8').trim().split('\n'), ['ADD a 10.51.1.2/24', 'ADD b 10.51.1.2/24'], 'each plugin got the previous result');
     const cache = join(lab.cacheDir, 'results', 'pm-pm-1-eth0');
     assert.ok(existsSync(cache), 'the result is cached like libcni');
-    assert.deepEqual(JSON.parse(readFileSync(cache, 'utf8')).result, result);
+    assert.deepEqual((JSON.parse(readFileSync(cache, 'utf8')) as { result: unknown }).result, result);
 
     const nat = await lab.topo.exec('host', ['iptables', '-t', 'nat', '-S']);
     assert.equal(nat.code, 0, nat.stderr);
@@ -126,7 +126,7 @@ if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify(conf.
     const natAfter = await lab.topo.exec('host', ['iptables', '-t', 'nat', '-S']);
     assert.doesNotMatch(natAfter.stdout, /10\.51\.1\.2/, 'portmap removed its rules');
     assert.equal(reservations(join(lab.dataDir, 'pm')).size, 0);
-    assert.equal(await linkOf(result.interfaces[1].name), undefined);
+    assert.equal(await linkOf(iface(result, 1).name), undefined);
     assert.ok(!existsSync(cache), 'the cache entry is gone');
     const again = await lab.weft(['cni', 'del', ...common, pod.path]);
     assert.equal(again.code, 0, `DEL again: ${again.stderr}`);
@@ -148,7 +148,7 @@ describe('weft followed by the reference bandwidth plugin', () => {
     const caps = JSON.stringify({ bandwidth: { ingressRate: 8_000_000, ingressBurst: 100_000, egressRate: 8_000_000, egressBurst: 100_000 } });
     const add = await lab.weft(['cni', 'add', ...common, '--capability-args', caps, pod.path]);
     assert.equal(add.code, 0, add.stderr);
-    const hostVeth = JSON.parse(add.stdout).interfaces[1].name as string;
+    const hostVeth = iface(parseResult(JSON.parse(add.stdout)), 1).name;
     const qdisc = await lab.topo.exec('host', ['tc', 'qdisc', 'show', 'dev', hostVeth]);
     assert.match(qdisc.stdout, /tbf/, `bandwidth put a tbf on ${hostVeth}: ${qdisc.stdout}`);
     const ifbs = async () => (await lab.hostLinks()).filter((l) => l.linkinfo?.info_kind === 'ifb').map((l) => l.ifname);
@@ -164,14 +164,14 @@ describe('weft followed by the reference bandwidth plugin', () => {
 describe('weft-ipam and host-local share state', () => {
   const ipam = (type: string, net: string) => ({ cniVersion: '1.0.0', name: net, ipam: { type, dataDir: lab.dataDir, ranges: [[{ subnet: '10.52.1.0/24' }]] } });
   const call = (command: string, id: string) => ({ command, containerId: id, netns: lab.hostPath, ifname: 'eth0' });
-  const ipOf = (r: any) => (r.ips[0].address as string).split('/')[0];
+  const add = async (name: string, id: string, conf: object) => parseResult(await lab.ok(name, call('ADD', id), conf));
 
   it('weft-ipam allocates, host-local continues round robin and releases it', async () => {
     const dir = join(lab.dataDir, 'share1');
-    const a = await lab.ok('weft-ipam', call('ADD', 'w-1'), { ...ipam('weft-ipam', 'share1'), socket: nosock });
-    const b = await lab.ok('weft-ipam', call('ADD', 'w-2'), { ...ipam('weft-ipam', 'share1'), socket: nosock });
+    const a = await add('weft-ipam', 'w-1', { ...ipam('weft-ipam', 'share1'), socket: nosock });
+    const b = await add('weft-ipam', 'w-2', { ...ipam('weft-ipam', 'share1'), socket: nosock });
     assert.deepEqual([ipOf(a), ipOf(b)], ['10.52.1.2', '10.52.1.3']);
-    const h = await lab.ok('host-local', call('ADD', 'h-1'), ipam('host-local', 'share1'));
+    const h = await add('host-local', 'h-1', ipam('host-local', 'share1'));
     assert.equal(ipOf(h), '10.52.1.4', 'host-local reads weft-ipam\'s files and last_reserved_ip');
     await lab.ok('host-local', call('DEL', 'w-1'), ipam('host-local', 'share1'));
     assert.deepEqual([...reservations(dir).keys()].sort(), ['10.52.1.3', '10.52.1.4'], 'host-local released what weft-ipam reserved');
@@ -180,14 +180,14 @@ describe('weft-ipam and host-local share state', () => {
 
   it('host-local allocates, weft-ipam sees it taken and releases it', async () => {
     const dir = join(lab.dataDir, 'share2');
-    const h = await lab.ok('host-local', call('ADD', 'h-1'), ipam('host-local', 'share2'));
+    const h = await add('host-local', 'h-1', ipam('host-local', 'share2'));
     assert.equal(ipOf(h), '10.52.1.2');
-    const w = await lab.ok('weft-ipam', call('ADD', 'w-1'), { ...ipam('weft-ipam', 'share2'), socket: nosock });
+    const w = await add('weft-ipam', 'w-1', { ...ipam('weft-ipam', 'share2'), socket: nosock });
     assert.equal(ipOf(w), '10.52.1.3', 'weft-ipam skips the address host-local holds');
     await lab.ok('weft-ipam', call('CHECK', 'h-1'), { ...ipam('weft-ipam', 'share2'), socket: nosock, prevResult: h });
     await lab.ok('weft-ipam', call('DEL', 'h-1'), { ...ipam('weft-ipam', 'share2'), socket: nosock });
     assert.deepEqual([...reservations(dir).keys()], ['10.52.1.3']);
-    const h2 = await lab.ok('host-local', call('ADD', 'h-2'), ipam('host-local', 'share2'));
+    const h2 = await add('host-local', 'h-2', ipam('host-local', 'share2'));
     assert.equal(ipOf(h2), '10.52.1.4', 'host-local continues after weft-ipam\'s last reservation');
   });
 
@@ -195,8 +195,8 @@ describe('weft-ipam and host-local share state', () => {
     const dir = join(lab.dataDir, 'share3');
     const runs = [];
     for (let i = 0; i < 15; i++) {
-      runs.push(lab.ok('host-local', call('ADD', `h-${i}`), ipam('host-local', 'share3')));
-      runs.push(lab.ok('weft-ipam', call('ADD', `w-${i}`), { ...ipam('weft-ipam', 'share3'), socket: nosock }));
+      runs.push(add('host-local', `h-${i}`, ipam('host-local', 'share3')));
+      runs.push(add('weft-ipam', `w-${i}`, { ...ipam('weft-ipam', 'share3'), socket: nosock }));
     }
     const got = (await Promise.all(runs)).map(ipOf);
     assert.equal(new Set(got).size, 30, `duplicates in ${got.join(' ')}`);
@@ -212,10 +212,10 @@ describe('a weft pod and a reference bridge pod on one bridge', () => {
     const a = await lab.pod('mix-weft');
     const b = await lab.pod('mix-ref');
     const subnet = '10.53.1.0/24';
-    const w = await lab.ok('weft', { command: 'ADD', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'weft', bridge: 'brmix', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } });
-    const r = await lab.ok('bridge', { command: 'ADD', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'bridge', bridge: 'brmix', isGateway: true, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] } });
-    const ipW = (w.ips[0].address as string).split('/')[0]!;
-    const ipR = (r.ips[0].address as string).split('/')[0]!;
+    const w = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'weft', bridge: 'brmix', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } }));
+    const r = parseResult(await lab.ok('bridge', { command: 'ADD', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'bridge', bridge: 'brmix', isGateway: true, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] } }));
+    const ipW = ipOf(w);
+    const ipR = ipOf(r);
     assert.notEqual(ipW, ipR);
     assert.equal((await lab.hostLinks()).filter((l) => l.master === 'brmix').length, 2, 'both veths are on brmix');
 

@@ -9,7 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { flockExclusive, funlock } from '../src/cni/ipam/flock.js';
-import { CniLab, reservations, sleep } from './cni-support.js';
+import { CniLab, iface, ipOf, parseResult, reservations, sleep, type CniResult } from './cni-support.js';
 
 let lab: CniLab;
 let served: string;
@@ -21,8 +21,6 @@ before(async () => {
   nosock = join(lab.dir, 'nothing-listens.sock');
 });
 after(() => lab?.destroy());
-
-const ipOf = (r: any): string => (r.ips[0].address as string).split('/')[0]!;
 
 /** Every reservation file belongs to one attachment, and no attachment holds two. */
 function assertConsistent(dir: string): Map<string, string> {
@@ -39,7 +37,7 @@ describe('100 concurrent ADDs', () => {
       const conf = { cniVersion: '1.1.0', name: net, socket: mode === 'served' ? served : nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.0.0/24' }]] } };
       const ids = Array.from({ length: 100 }, (_, i) => `c${mode[0]}${i}`);
       const results = await Promise.all(ids.map((id) => lab.ok('weft-ipam', { command: 'ADD', containerId: id, netns: lab.hostPath, ifname: 'eth0' }, conf)));
-      const ips = results.map(ipOf);
+      const ips = results.map((r) => ipOf(parseResult(r)));
       assert.equal(new Set(ips).size, 100, 'no address is handed out twice');
       const files = assertConsistent(join(lab.dataDir, net));
       assert.equal(files.size, 100);
@@ -54,7 +52,7 @@ describe('100 concurrent ADDs', () => {
     const conf = (socket: string) => ({ cniVersion: '1.1.0', name: net, socket, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.1.0/24' }]] } });
     const ids = Array.from({ length: 60 }, (_, i) => `m${i}`);
     const results = await Promise.all(ids.map((id, i) => lab.ok('weft-ipam', { command: 'ADD', containerId: id, netns: lab.hostPath, ifname: 'eth0' }, conf(i % 2 ? served : nosock))));
-    const ips = results.map(ipOf);
+    const ips = results.map((r) => ipOf(parseResult(r)));
     assert.equal(new Set(ips).size, 60, 'the server and the direct processes share the lock');
     const files = assertConsistent(join(lab.dataDir, net));
     ids.forEach((id, i) => assert.equal(files.get(ips[i]!), `${id}\r\neth0`));
@@ -66,7 +64,7 @@ describe('100 concurrent ADDs', () => {
     const pods: { name: string; path: string }[] = [];
     for (let i = 0; i < 40; i++) pods.push(await lab.pod(`conc${i}`));
     const results = await Promise.all(pods.map((p) => lab.ok('weft', { command: 'ADD', containerId: p.name, netns: p.path, ifname: 'eth0' }, conf)));
-    const ips = results.map(ipOf);
+    const ips = results.map((r) => ipOf(parseResult(r)));
     assert.equal(new Set(ips).size, 40);
     const veths = (await lab.hostLinks()).filter((l) => l.master === 'brconc');
     assert.equal(veths.length, 40, 'every veth is on the one bridge');
@@ -206,7 +204,7 @@ describe('kill -9 during ADD', () => {
         }
       }
       const files = assertConsistent(dir);
-      const ips = done.map((o) => ipOf(JSON.parse(o.stdout)));
+      const ips = done.map((o) => ipOf(parseResult(JSON.parse(o.stdout))));
       assert.equal(new Set(ips).size, ips.length, `round ${round}: an address was handed out twice`);
       done.forEach((o, i) => assert.equal(files.get(ips[i]!), `${o.id}\r\neth0`, `${ips[i]} is still ${o.id}'s`));
     }
@@ -225,8 +223,8 @@ describe('kill -9 during ADD', () => {
     assert.deepEqual([...ownersOf()].sort(), done.map((o) => o.id).sort(), 'only the completed ADDs hold addresses');
     assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.')), [], 'no temp file of a killed writer is left');
     // The range still works after all that.
-    const next = await lab.ok('weft-ipam', { command: 'ADD', containerId: 'after', netns: lab.hostPath, ifname: 'eth0' }, conf);
-    assert.ok(!done.some((o) => ipOf(JSON.parse(o.stdout)) === ipOf(next)));
+    const next = parseResult(await lab.ok('weft-ipam', { command: 'ADD', containerId: 'after', netns: lab.hostPath, ifname: 'eth0' }, conf));
+    assert.ok(!done.some((o) => ipOf(parseResult(JSON.parse(o.stdout))) === ipOf(next)));
   });
 
   it('weft: GC removes the veths, addresses and masquerade of killed ADDs; DEL of one works too', async (t) => {
@@ -255,7 +253,7 @@ describe('kill -9 during ADD', () => {
     const leftAddrs = reservations(dir).size - done.length;
     t.diagnostic(`${killed.length} killed (${leftVeths} left a veth, ${leftAddrs} an address), ${done.length} completed`);
     assert.ok(leftAddrs >= 1, 'some ADD was killed while holding an address');
-    const ips = done.map((o) => ipOf(JSON.parse(o.stdout)));
+    const ips = done.map((o) => ipOf(parseResult(JSON.parse(o.stdout))));
     assert.equal(new Set(ips).size, ips.length);
     assertConsistent(dir);
 
@@ -289,11 +287,11 @@ describe('GC', () => {
       const third = key.includes('valid') ? 1 : 2;
       const conf = { cniVersion: '1.1.0', name: net, type: 'weft', bridge: `br${net}`, isGateway: true, ipMasq: true, socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.64.${third}.0/24` }]] } };
       const pods: { name: string; path: string }[] = [];
-      const results: any[] = [];
+      const results: CniResult[] = [];
       for (let i = 0; i < 4; i++) {
         const p = await lab.pod(`${net}${i}`);
         pods.push(p);
-        results.push(await lab.ok('weft', { command: 'ADD', containerId: `${net}-${i}`, netns: p.path, ifname: 'eth0' }, conf));
+        results.push(parseResult(await lab.ok('weft', { command: 'ADD', containerId: `${net}-${i}`, netns: p.path, ifname: 'eth0' }, conf)));
       }
       // A reservation of another network in the same data dir is not this GC's business.
       const other = join(lab.dataDir, `${net}-other`);
@@ -304,8 +302,8 @@ describe('GC', () => {
       assert.deepEqual([...files.values()].sort(), [`${net}-0\r\neth0`, `${net}-2\r\neth0`]);
       assert.equal(reservations(other).size, 1);
       for (const i of [1, 3]) {
-        assert.equal((await lab.hostLinks()).find((l) => l.ifname === results[i].interfaces[1].name), undefined, `${net}-${i}'s veth is gone`);
-        assert.ok(!(await lab.masqAddrs()).includes(ipOf(results[i])), 'and its masquerade element');
+        assert.equal((await lab.hostLinks()).find((l) => l.ifname === iface(results[i]!, 1).name), undefined, `${net}-${i}'s veth is gone`);
+        assert.ok(!(await lab.masqAddrs()).includes(ipOf(results[i]!)), 'and its masquerade element');
       }
       for (const i of [0, 2]) await lab.ok('weft', { command: 'CHECK', containerId: `${net}-${i}`, netns: pods[i]!.path, ifname: 'eth0' }, { ...conf, cniVersion: '1.1.0', prevResult: results[i] });
       // Nothing valid: everything of the network goes.

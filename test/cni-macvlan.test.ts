@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { addAddr, addBridge, addVeth, setLink } from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import { links } from './ipj.js';
-import { CniLab } from './cni-support.js';
+import { CniLab, expectError, parseResult } from './cni-support.js';
 
 let lab: CniLab;
 
@@ -39,10 +39,10 @@ describe('macvlan underlay mode', () => {
       ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '192.0.2.0/24', rangeStart: range[0], rangeEnd: range[1] }]] },
     });
     const p1 = await lab.pod('m1');
-    const r1 = await lab.ok('weft', { command: 'ADD', containerId: 'm1', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119']));
-    assert.equal(r1.interfaces.length, 1, 'one interface, in the pod: no host device');
-    assert.equal(r1.ips[0].address, '192.0.2.100/24');
-    assert.equal(r1.ips[0].interface, 0);
+    const r1 = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'm1', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119'])));
+    assert.equal(r1.interfaces?.length, 1, 'one interface, in the pod: no host device');
+    assert.equal(r1.ips[0]?.address, '192.0.2.100/24');
+    assert.equal(r1.ips[0]?.interface, 0);
     const p2 = await lab.pod('m2');
     // The second pod is wired from node2, as its runtime would do it there.
     const run2 = await lab.topo.exec('node2', [join(lab.binDir, 'weft')], {
@@ -57,7 +57,7 @@ describe('macvlan underlay mode', () => {
     assert.equal(nodePing.code, 0, 'another node reaches the pod directly');
 
     const again = await lab.plugin('weft', { command: 'ADD', containerId: 'm1b', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119']));
-    assert.equal(JSON.parse(again.stdout).code, 100, 'ADD on an existing ifname');
+    expectError(again, 100, undefined, 'ADD on an existing ifname');
     assert.ok((await lab.podAddrs(p1.path, 'eth0'))[0]!.addr_info.some((a) => a.local === '192.0.2.100'), 'the existing interface is untouched');
 
     await lab.ok('weft', { command: 'DEL', containerId: 'm1', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119']));

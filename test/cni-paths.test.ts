@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { deleteNetns } from '../src/kernel/netns.js';
-import { CniLab, expectError, reservations, waitFor, WEFT } from './cni-support.js';
+import { CniLab, expectError, iface, ipOf, parseResult, reservations, waitFor, WEFT } from './cni-support.js';
 
 let lab: CniLab;
 let served: string;
@@ -42,8 +42,8 @@ describe('result shape next to the reference bridge', () => {
     const ours = await lab.pod('shape-weft');
     const common = { cniVersion: '1.0.0', isGateway: true, isDefaultGateway: true };
     const ipam = (subnet: string) => ({ type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]], routes: [{ dst: '10.96.0.0/12' }] });
-    const r = await lab.ok('bridge', { command: 'ADD', containerId: 'shape-ref', netns: ref.path, ifname: 'eth0' }, { ...common, name: 'shape-ref', type: 'bridge', bridge: 'brshape-ref', ipam: ipam('10.39.1.0/24') });
-    const w = await lab.ok('weft', { command: 'ADD', containerId: 'shape-weft', netns: ours.path, ifname: 'eth0' }, { ...common, name: 'shape-weft', type: 'weft', bridge: 'brshape-weft', socket: served, ipam: ipam('10.39.2.0/24') });
+    const r = parseResult(await lab.ok('bridge', { command: 'ADD', containerId: 'shape-ref', netns: ref.path, ifname: 'eth0' }, { ...common, name: 'shape-ref', type: 'bridge', bridge: 'brshape-ref', ipam: ipam('10.39.1.0/24') }));
+    const w = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'shape-weft', netns: ours.path, ifname: 'eth0' }, { ...common, name: 'shape-weft', type: 'weft', bridge: 'brshape-weft', socket: served, ipam: ipam('10.39.2.0/24') }));
     assert.deepEqual(shape(w, 'brshape-weft', ours.path), shape(r, 'brshape-ref', ref.path));
     assert.deepEqual(w.ips, [{ address: '10.39.2.2/24', gateway: '10.39.2.1', interface: 2 }]);
     assert.deepEqual(w.routes, [{ dst: '10.96.0.0/12' }, { dst: '0.0.0.0/0', gw: '10.39.2.1' }]);
@@ -61,7 +61,7 @@ describe('the front and a dead server', () => {
       const conf = { cniVersion: '1.0.0', name: 'rude', type: 'weft', bridge: 'brrude', socket, padding: 'x'.repeat(1 << 20), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.2.0/24' }]] } };
       const r = await lab.plugin('weft', { command: 'ADD', containerId: 'rude-1', netns: pod.path, ifname: 'eth0' }, conf);
       assert.equal(r.code, 0, `exit ${r.code}, stdout ${r.stdout.slice(0, 300)}`);
-      assert.equal(r.json.ips[0].address, '10.38.2.2/24');
+      assert.equal(parseResult(r.json).ips[0]?.address, '10.38.2.2/24');
       await lab.ok('weft', { command: 'DEL', containerId: 'rude-1', netns: pod.path, ifname: 'eth0' }, { ...conf, prevResult: r.json });
     } finally {
       rude.close();
@@ -80,8 +80,8 @@ describe('the front and a dead server', () => {
 
     const pod = await lab.pod('stale');
     const conf = { cniVersion: '1.0.0', name: 'stale', type: 'weft', bridge: 'brstale', socket, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.1.0/24' }]] } };
-    const r = await lab.ok('weft', { command: 'ADD', containerId: 'stale-1', netns: pod.path, ifname: 'eth0' }, conf);
-    assert.equal(r.ips[0].address, '10.38.1.2/24');
+    const r = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'stale-1', netns: pod.path, ifname: 'eth0' }, conf));
+    assert.equal(r.ips[0]?.address, '10.38.1.2/24');
     assert.ok(!log.includes('stale-1'), 'the dead server handled nothing');
 
     const again = lab.topo.spawn('host', [process.execPath, WEFT, 'cni', 'serve', '--socket', socket]);
@@ -127,12 +127,12 @@ for (const mode of ['direct', 'served'] as const) {
     it('ADD wires the pod, CHECK passes, CHECK fails without the route, DEL undoes it all, twice', async () => {
       const pod = await lab.pod(`main-${mode}`);
       const id = `main-${mode}`;
-      const result = await lab.ok('weft', call('ADD', id, pod.path), conf());
+      const result = parseResult(await lab.ok('weft', call('ADD', id, pod.path), conf()));
       handledBy(id);
 
       assert.equal(result.cniVersion, '1.0.0');
-      assert.equal(result.interfaces.length, 3);
-      const [br, veth, cont] = result.interfaces;
+      assert.equal(result.interfaces?.length, 3);
+      const [br, veth, cont] = [iface(result, 0), iface(result, 1), iface(result, 2)];
       assert.equal(br.name, bridge);
       assert.equal(br.mac, (await linkOf(bridge))?.address, 'interfaces[0] is the bridge, with its MAC');
       assert.equal(br.sandbox, undefined);
@@ -186,49 +186,50 @@ for (const mode of ['direct', 'served'] as const) {
     it('DEL with a missing netns and no prevResult still releases the IP', async () => {
       const pod = await lab.pod(`gone-${mode}`);
       const id = `gone-${mode}`;
-      const result = await lab.ok('weft', call('ADD', id, pod.path), conf());
-      const ip = (result.ips[0].address as string).split('/')[0]!;
+      const result = parseResult(await lab.ok('weft', call('ADD', id, pod.path), conf()));
+      const ip = ipOf(result);
       assert.equal(reservations(netDir()).get(ip), `${id}\r\neth0`);
       await deleteNetns(lab.topo.name(pod.name));
       await lab.ok('weft', call('DEL', id, pod.path), conf());
       handledBy(id);
       assert.equal(reservations(netDir()).get(ip), undefined, 'the address is free again');
-      assert.equal(await linkOf(result.interfaces[1].name), undefined);
+      assert.equal(await linkOf(iface(result, 1).name), undefined);
       assert.ok(!(await lab.masqAddrs()).includes(ip), 'DEL removed the masquerade element');
       // Without CNI_NETNS at all, as a runtime may send it.
       const pod2 = await lab.pod(`gone2-${mode}`);
-      const r2 = await lab.ok('weft', call('ADD', `${id}-2`, pod2.path), conf());
+      const r2 = parseResult(await lab.ok('weft', call('ADD', `${id}-2`, pod2.path), conf()));
       await lab.ok('weft', { command: 'DEL', containerId: `${id}-2`, ifname: 'eth0' }, conf({ prevResult: r2 }));
       assert.equal(reservations(netDir()).size, 0);
-      assert.equal(await linkOf(r2.interfaces[1].name), undefined);
+      assert.equal(await linkOf(iface(r2, 1).name), undefined);
     });
 
     it('answers in the requested version: 0.3.1 has ips[].version, 0.4.0 CHECK works, 1.1.0 has the mtu', async () => {
       const pod = await lab.pod(`v-${mode}`);
       const id = `v031-${mode}`;
-      const r031 = await lab.ok('weft', call('ADD', id, pod.path), conf({ cniVersion: '0.3.1' }));
+      const r031 = parseResult(await lab.ok('weft', call('ADD', id, pod.path), conf({ cniVersion: '0.3.1' })));
       assert.equal(r031.cniVersion, '0.3.1');
       assert.equal(r031.ips.length, 1);
-      assert.equal(r031.ips[0].version, '4');
-      assert.equal(r031.ips[0].interface, 2);
-      assert.equal(r031.interfaces[2].mtu, undefined, 'interface mtu is 1.1.0');
+      assert.equal(r031.ips[0]?.version, '4');
+      assert.equal(r031.ips[0]?.interface, 2);
+      assert.equal(iface(r031, 2).mtu, undefined, 'interface mtu is 1.1.0');
       await lab.fails('weft', call('CHECK', id, pod.path), conf({ cniVersion: '0.3.1', prevResult: r031 }), 1);
       await lab.ok('weft', call('DEL', id, pod.path), conf({ cniVersion: '0.3.1', prevResult: r031 }));
       assert.equal(reservations(netDir()).size, 0);
 
-      const r040 = await lab.ok('weft', call('ADD', `v040-${mode}`, pod.path), conf({ cniVersion: '0.4.0' }));
+      const r040 = parseResult(await lab.ok('weft', call('ADD', `v040-${mode}`, pod.path), conf({ cniVersion: '0.4.0' })));
       assert.equal(r040.cniVersion, '0.4.0');
-      assert.equal(r040.ips[0].version, '4');
+      assert.equal(r040.ips[0]?.version, '4');
       await lab.ok('weft', call('CHECK', `v040-${mode}`, pod.path), conf({ cniVersion: '0.4.0', prevResult: r040 }));
       const remove = await lab.topo.exec(pod.name, ['ip', 'addr', 'flush', 'dev', 'eth0']);
       assert.equal(remove.code, 0);
       await lab.fails('weft', call('CHECK', `v040-${mode}`, pod.path), conf({ cniVersion: '0.4.0', prevResult: r040 }), 7, /address/);
       await lab.ok('weft', call('DEL', `v040-${mode}`, pod.path), conf({ cniVersion: '0.4.0', prevResult: r040 }));
 
-      const r110 = await lab.ok('weft', call('ADD', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0' }));
+      const r110 = parseResult(await lab.ok('weft', call('ADD', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0' })));
       assert.equal(r110.cniVersion, '1.1.0');
+      assert.ok(r110.ips[0]);
       assert.equal(r110.ips[0].version, undefined);
-      assert.equal(r110.interfaces[2].mtu, 1400);
+      assert.equal(iface(r110, 2).mtu, 1400);
       await lab.ok('weft', call('CHECK', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0', prevResult: r110 }));
       await lab.ok('weft', call('DEL', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0', prevResult: r110 }));
       assert.equal(reservations(netDir()).size, 0);
@@ -238,8 +239,8 @@ for (const mode of ['direct', 'served'] as const) {
     it('hairpinMode turns hairpin on for the host veth; bridge and veths get the mtu', async () => {
       const pod = await lab.pod(`hp-${mode}`);
       const c = conf({ name: `hp-${mode}`, bridge: `brhp-${mode}`, hairpinMode: true, ipMasq: false, isDefaultGateway: false, mtu: 1300, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.37.${third}.0/24` }]] } });
-      const r = await lab.ok('weft', call('ADD', `hp-${mode}`, pod.path), c);
-      const veth = (await lab.hostLinks()).find((l) => l.ifname === r.interfaces[1].name);
+      const r = parseResult(await lab.ok('weft', call('ADD', `hp-${mode}`, pod.path), c));
+      const veth = (await lab.hostLinks()).find((l) => l.ifname === iface(r, 1).name);
       assert.equal(veth?.linkinfo?.info_slave_data?.hairpin, true, JSON.stringify(veth?.linkinfo));
       assert.equal((await linkOf(`brhp-${mode}`))?.mtu, 1300);
       assert.equal((await lab.podAddrs(pod.path, 'eth0'))[0] && (await lab.topo.exec(pod.name, ['cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1300');
@@ -253,8 +254,7 @@ for (const mode of ['direct', 'served'] as const) {
       assert.equal(r.code, 0, r.stdout);
       assert.deepEqual(r.json, { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
       const e = await lab.plugin('weft', { command: 'ADD', containerId: 'x', netns: lab.hostPath, ifname: 'eth0' }, conf({ cniVersion: '0.4.0', ipam: { type: 'none-here' } }));
-      expectError(e, 7, /none-here/, 'ADD');
-      assert.equal(e.json.cniVersion, '0.4.0', 'an error answers in the config version');
+      assert.equal(expectError(e, 7, /none-here/, 'ADD').cniVersion, '0.4.0', 'an error answers in the config version');
     });
   });
 }
@@ -265,24 +265,23 @@ describe('masquerade rules', () => {
     const call = (command: string, id: string, netns: string) => ({ command, containerId: id, netns, ifname: 'eth0' });
     const a = await lab.pod('masq-a');
     const b = await lab.pod('masq-b');
-    const ra = await lab.ok('weft', call('ADD', 'masq-a', a.path), conf);
+    const ra = parseResult(await lab.ok('weft', call('ADD', 'masq-a', a.path), conf));
     const handles = await lab.masqRuleHandles();
     assert.equal(handles.length, 2, 'the chain has its two rules');
-    const rb = await lab.ok('weft', call('ADD', 'masq-b', b.path), conf);
+    const rb = parseResult(await lab.ok('weft', call('ADD', 'masq-b', b.path), conf));
     assert.deepEqual(await lab.masqRuleHandles(), handles, 'a second ADD left the rules alone');
     await lab.ok('weft', call('DEL', 'masq-a', a.path), { ...conf, prevResult: ra });
     assert.deepEqual(await lab.masqRuleHandles(), handles, 'DEL left the rules alone');
-    const ip = (r: { ips: { address: string }[] }) => r.ips[0]!.address.split('/')[0]!;
     // Other tests' pods may be in the set too: only this network's count here.
     const ours = async () => (await lab.masqAddrs()).filter((a) => a.startsWith('10.38.3.'));
-    assert.deepEqual(await ours(), [ip(rb)]);
+    assert.deepEqual(await ours(), [ipOf(rb)]);
 
     const flush = await lab.topo.exec('host', ['nft', 'flush', 'chain', 'ip', 'weft-cni', 'postrouting']);
     assert.equal(flush.code, 0, flush.stderr);
     const c = await lab.pod('masq-c');
-    const rc = await lab.ok('weft', call('ADD', 'masq-c', c.path), conf);
+    const rc = parseResult(await lab.ok('weft', call('ADD', 'masq-c', c.path), conf));
     assert.equal((await lab.masqRuleHandles()).length, 2, 'an ADD wrote the lost rules again, once');
     assert.match(await lab.nftRuleset(), /ip saddr @masq_src ip daddr != 224\.0\.0\.0\/4 masquerade/);
-    assert.deepEqual(await ours(), [ip(rb), ip(rc)].sort());
+    assert.deepEqual(await ours(), [ipOf(rb), ipOf(rc)].sort());
   });
 });

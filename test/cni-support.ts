@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { installPlugins } from '../src/cni/install.js';
+import type { Interface, IPConfig, Result } from '../src/cni/spec.js';
 import { links, addrs, routes, type Link, type LinkAddrs, type Route } from './ipj.js';
 import { waitFor as poll } from '../src/util/wait.js';
 import { Topology, type ExecResult } from '../src/topo/topology.js';
@@ -29,7 +30,12 @@ export interface CniCall {
 
 export interface PluginRun extends ExecResult {
   /** stdout parsed as JSON, or undefined when it printed nothing. */
-  json: any;
+  json: unknown;
+}
+
+/** A result as a plugin prints it, in any version: before 1.0.0 each IP also names its version. */
+export interface CniResult extends Result {
+  ips: (IPConfig & { version?: string })[];
 }
 
 export interface ErrorJson {
@@ -109,8 +115,8 @@ export class CniLab {
     return { ...res, json };
   }
 
-  /** Runs and asserts success; returns the parsed result. */
-  async ok(name: string, call: CniCall, conf: object | string): Promise<any> {
+  /** Runs and asserts success; returns what it printed, parsed (parseResult reads an ADD's). */
+  async ok(name: string, call: CniCall, conf: object | string): Promise<unknown> {
     const r = await this.plugin(name, call, conf);
     assert.equal(r.code, 0, `${name} ${call.command} ${call.containerId ?? ''} failed: ${r.stdout}${r.stderr}`);
     return r.json;
@@ -219,6 +225,28 @@ export function expectError(r: PluginRun, code: number, msg: RegExp | undefined,
   if (msg) assert.match(e.msg, msg);
   return e;
 }
+
+/** A plugin's printed JSON as a result: asserts the parts the tests read (cniVersion, ips, interface names). */
+export function parseResult(json: unknown): CniResult {
+  const text = JSON.stringify(json);
+  assert.ok(typeof json === 'object' && json !== null && !Array.isArray(json), `not a CNI result: ${text}`);
+  const r = json as Record<string, unknown>;
+  assert.equal(typeof r.cniVersion, 'string', `a result without cniVersion: ${text}`);
+  const entries = (v: unknown, key: string) => Array.isArray(v) && v.every((x: unknown) => typeof x === 'object' && x !== null && typeof (x as Record<string, unknown>)[key] === 'string');
+  assert.ok(entries(r.ips, 'address'), `a result without ips[].address: ${text}`);
+  assert.ok(r.interfaces === undefined || entries(r.interfaces, 'name'), `a result with interfaces but no interfaces[].name: ${text}`);
+  return json as CniResult;
+}
+
+/** interfaces[i] of a result (a bridge plugin's: 0 the bridge, 1 the host veth, 2 the pod's). */
+export function iface(r: CniResult, i: number): Interface {
+  const found = r.interfaces?.[i];
+  assert.ok(found, `the result has no interfaces[${i}]: ${JSON.stringify(r)}`);
+  return found;
+}
+
+/** The first address of a result, without its prefix length. */
+export const ipOf = (r: CniResult): string => r.ips[0]!.address.split('/')[0]!;
 
 /** Reservation files of a host-local layout network dir: ip -> "<id>\r\n<ifname>". */
 export function reservations(dir: string): Map<string, string> {

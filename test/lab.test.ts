@@ -28,7 +28,7 @@ after(async () => {
   assert.equal(listNetns().filter((n) => n.includes(lab)).length, 0, 'lab down left namespaces');
 });
 
-test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a pair we break', async () => {
+test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a pair we break', () => {
   const up = weft('lab', 'up', '--name', lab);
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /node3 +198\.18\.0\.13 +10\.244\.\d+\.1\/24 +vxlan/);
@@ -61,7 +61,7 @@ test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a p
   assert.equal(exec.code, 0, exec.out);
 });
 
-test('pod add and rm go through the CNI plugin and rm leaves no trace', async () => {
+test('pod add and rm go through the CNI plugin and rm leaves no trace', () => {
   const add = weft('lab', 'pod', 'add', 'web', '--node', 'node2', '--name', lab);
   assert.equal(add.code, 0, add.out);
   const ip = /with IP (\S+)/.exec(add.out)![1]!;
@@ -98,7 +98,7 @@ test('a node joins and leaves, and the others converge', async () => {
   assert.equal(weft('verify', '--name', lab).code, 0, 'verify fails after the node left');
 });
 
-test('a second lab runs beside the first, up again changes nothing; down is idempotent and removes a half-built lab', async () => {
+test('a second lab runs beside the first, up again changes nothing; down is idempotent and removes a half-built lab', () => {
   const second = `${lab}-b`;
   try {
     const up = weft('lab', 'up', '--name', second, '--nodes', '1', '--pods-per-node', '1', '--backend', 'host-gw');
@@ -123,7 +123,7 @@ test('a second lab runs beside the first, up again changes nothing; down is idem
   assert.equal(listNetns().filter((n) => n.startsWith(`wl.${half}.`)).length, 0);
 });
 
-test('underlay mode: macvlan pods verify, and a missing host shim is reported as such', async () => {
+test('underlay mode: macvlan pods verify, and a missing host shim is reported as such', () => {
   const under = `${lab}-u`;
   try {
     const up = weft('lab', 'up', '--name', under, '--mode', 'underlay', '--nodes', '2', '--pods-per-node', '1');

@@ -306,9 +306,9 @@ describe('udp packet functions', () => {
       const segs = flow(7000, 0x10); // 5 x 1400
       const short = flow(7000, 0x10);
       short[1] = Buffer.concat([short[1]!.subarray(0, short[1]!.length - 100)]);
-      short[1]!.writeUInt16BE(short[1]!.length, 2);
-      short[1]!.writeUInt16BE(0, 10);
-      short[1]!.writeUInt16BE(internetChecksum(short[1]!, 0, 20), 10);
+      short[1].writeUInt16BE(short[1].length, 2);
+      short[1].writeUInt16BE(0, 10);
+      short[1].writeUInt16BE(internetChecksum(short[1], 0, 20), 10);
       // Segment 1 is 100 bytes short: it closes the run (2, 3 and 4 make the next one).
       assert.deepEqual(run(short).map((e) => e.packets), [2, 3]);
       const psh = flow(7000, 0x10);

@@ -141,7 +141,7 @@ export class PeerTable {
     const byPrefix = new Map<number, Map<number, number>>();
     for (const p of peers) {
       let m = byPrefix.get(p.prefix);
-      if (!m) byPrefix.set(p.prefix, (m = new Map()));
+      if (!m) byPrefix.set(p.prefix, (m = new Map<number, number>()));
       m.set((p.base & prefixMask(p.prefix)) >>> 0, p.publicIP);
       this.sources.add(p.publicIP);
     }

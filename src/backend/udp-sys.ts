@@ -10,8 +10,28 @@
 import { closeSync, openSync } from 'node:fs';
 import { address, errno, libc, strerror } from '../kernel/libc.js';
 
-export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = libc;
-const { recvmsg: recvmsgFn, socket: socketFn, bind: bindFn, setsockopt: setsockoptFn, ioctl: ioctlFn, ioctlInt: ioctlIntFn, fcntl: fcntlFn, close: closeFn } = libc;
+/**
+ * The libc calls of the data path with their C signatures (koffi's own are untyped). Each `long` one
+ * returns a byte count of at most 128 KiB or -1, which koffi gives as a number.
+ */
+interface DataPathLibc {
+  read: (fd: number, buf: Buffer, n: number) => number;
+  write: (fd: number, buf: Buffer, n: number) => number;
+  sendto: (fd: number, buf: Buffer, n: number, flags: number, addr: Buffer, addrlen: number) => number;
+  poll: (fds: Buffer, nfds: number, timeout: number) => number;
+  recvmsg: (fd: number, msg: Buffer, flags: number) => number;
+  socket: (domain: number, type: number, protocol: number) => number;
+  bind: (fd: number, addr: Buffer, len: number) => number;
+  setsockopt: (fd: number, level: number, name: number, val: Buffer, len: number) => number;
+  ioctl: (fd: number, req: number, arg: Buffer) => number;
+  ioctlInt: (fd: number, req: number, arg: number) => number;
+  fcntl: (fd: number, cmd: number, arg: number) => number;
+  close: (fd: number) => number;
+}
+const sys: DataPathLibc = libc;
+
+export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = sys;
+const { recvmsg: recvmsgFn, socket: socketFn, bind: bindFn, setsockopt: setsockoptFn, ioctl: ioctlFn, ioctlInt: ioctlIntFn, fcntl: fcntlFn, close: closeFn } = sys;
 
 export { errno, strerror };
 
@@ -170,7 +190,7 @@ export class GroReceiver {
     m.writeUInt32LE(16, 8);
     m.writeBigUInt64LE(BigInt(this.control.length), 40);
     m.writeInt32LE(0, 48);
-    const n = Number(recvmsgFn(fd, m, 0));
+    const n = recvmsgFn(fd, m, 0);
     if (n < 0) return -1;
     this.gsoSize = n;
     const c = this.control;

@@ -44,7 +44,7 @@ export function probe(p: Probe): Promise<ProbeResult> {
       done = true;
       clearTimeout(timer);
       release();
-      resolve({ ...r, ms: performance.now() - started } as ProbeResult);
+      resolve({ ...r, ms: performance.now() - started });
     };
     const timer = setTimeout(() => finish({ ok: false, error: `no answer within ${timeoutMs} ms` }), timeoutMs);
     const parse = (text: string) => {
@@ -63,7 +63,7 @@ export function probe(p: Probe): Promise<ProbeResult> {
     } else {
       const req = request({ host: p.host, port: p.port, path: '/' }, (res) => {
         let body = '';
-        res.on('data', (d: Buffer) => (body += d));
+        res.on('data', (d: Buffer) => (body += d.toString()));
         res.on('end', () => parse(body));
       });
       release = () => req.destroy();
@@ -78,7 +78,7 @@ function controlServer(path: string): void {
   rmSync(path, { force: true });
   createServer({ allowHalfOpen: true }, (sock) => {
     let body = '';
-    sock.on('data', (d: Buffer) => (body += d));
+    sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('error', () => undefined);
     sock.on('end', () => {
       let p: Probe;
@@ -118,7 +118,7 @@ export function probeFrom(control: string, p: Probe): Promise<ProbeResult> {
     const sock = createConnection(control);
     let body = '';
     sock.on('connect', () => sock.end(JSON.stringify(p)));
-    sock.on('data', (d: Buffer) => (body += d));
+    sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('end', () => {
       try {
         resolve(JSON.parse(body) as ProbeResult);
