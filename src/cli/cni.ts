@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { installPlugins } from '../cni/install.js';
 import { CniError } from '../cni/spec.js';
+import { CNI_SOCKET } from '../util/paths.js';
 import {
   addNetworkList,
   cachedAttachments,
@@ -78,12 +79,12 @@ export const cniCommands: CommandSpec[] = [
     summary: 'serve CNI requests from a warm process (the fast path)',
     details: 'Runs until SIGTERM or SIGINT.',
     options: [
-      { name: 'socket', value: 'PATH', brief: true, description: "the unix socket the plugin forwards to (default: the plugin's, /run/weft/cni.sock)" },
+      { name: 'socket', value: 'PATH', brief: true, default: CNI_SOCKET, description: 'the unix socket the plugin forwards to' },
       { name: 'quiet', description: 'do not log each request' },
     ],
     run: async (a) => {
-      const { DEFAULT_SOCKET, serveCni } = await import('../cni/serve.js');
-      const socket = a.str('socket') ?? DEFAULT_SOCKET;
+      const { serveCni } = await import('../cni/serve.js');
+      const socket = a.str('socket')!;
       const server = await serveCni(socket, a.bool('quiet') ? undefined : (m) => print(`${new Date().toISOString()} ${m}`));
       print(`weft cni serve: listening on ${socket}`);
       await new Promise<void>((resolve) => {

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import type { Backend } from '../lab/lab.js';
-import { readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
+import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
 import { interruptSignal, print, printJson, progressTo } from './output.js';
@@ -54,8 +54,8 @@ export const labCommands: CommandSpec[] = [
     path: ['lab', 'up'],
     summary: 'a cluster network on this machine, in namespaces',
     options: [
-      { name: 'nodes', value: 'N', int: { min: 1, max: 200 }, default: '3', brief: true, description: 'nodes, each with its own weft agent' },
-      { name: 'pods-per-node', value: 'M', int: { min: 0, max: 50 }, default: '2', brief: true, description: 'pods on each node' },
+      { name: 'nodes', value: 'N', int: LAB_SIZE.nodes, default: '3', brief: true, description: 'nodes, each with its own weft agent' },
+      { name: 'pods-per-node', value: 'M', int: LAB_SIZE.podsPerNode, default: '2', brief: true, description: 'pods on each node' },
       {
         name: 'backend',
         value: 'TYPE',

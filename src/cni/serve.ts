@@ -1,9 +1,8 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { dirname } from 'node:path';
+import { CNI_SOCKET } from '../util/paths.js';
 import { handle, type PluginName } from './dispatch.js';
-
-export const DEFAULT_SOCKET = '/run/weft/cni.sock';
 
 /** Parses the front's request (see native/cni-front.c): "WEFT1\0" plugin "\0" {CNI_*=v "\0"} "\0" stdin. */
 export function parseRequest(data: Buffer): { plugin: PluginName; env: Record<string, string>; stdin: string } {
@@ -42,7 +41,7 @@ function listening(path: string): Promise<boolean> {
  * concurrently; IPAM serializes itself per network. The socket is root-only, since whoever can
  * write to it can wire any namespace.
  */
-export async function serveCni(path = DEFAULT_SOCKET, log: (msg: string) => void = () => undefined): Promise<Server> {
+export async function serveCni(path = CNI_SOCKET, log: (msg: string) => void = () => undefined): Promise<Server> {
   if (await listening(path)) throw new Error(`another weft server already listens on ${path}; stop it first or choose another --socket`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   rmSync(path, { force: true });

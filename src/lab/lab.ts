@@ -12,7 +12,26 @@ import { planUp } from './dry-run.js';
 import { dropLeasesOf } from './etcd.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
 import { revive } from './revive.js';
-import { labDir, LabError, nodeDir, nsName, podDir, readState, refuseTaken, statePath, update, validateLabName, validateNodeName, validatePodName, writeState, type LabBackend, type LabState, type NodeState, type PodState } from './state.js';
+import {
+  LAB_SIZE,
+  labDir,
+  LabError,
+  nodeDir,
+  nsName,
+  podDir,
+  readState,
+  refuseTaken,
+  statePath,
+  update,
+  validateLabName,
+  validateNodeName,
+  validatePodName,
+  writeState,
+  type LabBackend,
+  type LabState,
+  type NodeState,
+  type PodState,
+} from './state.js';
 
 /**
  * A whole cluster network on one machine, in namespaces named `wl.<lab>.<role>` (see build.ts for
@@ -22,7 +41,20 @@ import { labDir, LabError, nodeDir, nsName, podDir, readState, refuseTaken, stat
  * made; a command killed outright leaves its record, which `pod rm`, `node rm` and `lab down` clean.
  */
 export { OUTSIDE_IP, nodeIp } from './build.js';
-export { controlSocket, labDir, LabError, nodeDir, nsName, readState, validateLabName, type Backend, type LabBackend, type LabState, type NodeState, type PodState } from './state.js';
+export {
+  controlSocket,
+  labDir,
+  LabError,
+  nodeDir,
+  nsName,
+  readState,
+  validateLabName,
+  type Backend,
+  type LabBackend,
+  type LabState,
+  type NodeState,
+  type PodState,
+} from './state.js';
 
 export const execIn = (ns: string, argv: string[], input?: string) => run(['ip', 'netns', 'exec', ns, ...argv], input);
 
@@ -50,8 +82,11 @@ async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promis
 }
 
 function validateSize(o: { nodes: number; podsPerNode: number }): void {
-  if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 200) throw new LabError('bad-size', '--nodes takes 1 to 200');
-  if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < 0 || o.podsPerNode > 50) throw new LabError('bad-size', '--pods-per-node takes 0 to 50');
+  const { nodes, podsPerNode } = LAB_SIZE;
+  if (!Number.isInteger(o.nodes) || o.nodes < nodes.min || o.nodes > nodes.max) throw new LabError('bad-size', `--nodes takes ${nodes.min} to ${nodes.max}`);
+  if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < podsPerNode.min || o.podsPerNode > podsPerNode.max) {
+    throw new LabError('bad-size', `--pods-per-node takes ${podsPerNode.min} to ${podsPerNode.max}`);
+  }
 }
 
 /**
@@ -66,11 +101,18 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
-    if (s.building) throw new LabError('half-built', `lab "${o.name}" is being built by another lab up, or was left half built by an interrupted one; if none is running, remove it with: weft lab down --name ${o.name}, then run lab up again`);
+    if (s.building)
+      throw new LabError(
+        'half-built',
+        `lab "${o.name}" is being built by another lab up, or was left half built by an interrupted one; if none is running, remove it with: weft lab down --name ${o.name}, then run lab up again`,
+      );
     return revive(s, o, () => dropPending(s));
   }
   if (listNetns().some((n) => n.startsWith(nsName(o.name, '')))) {
-    throw new LabError('exists', `namespaces of a lab "${o.name}" exist without its state file; remove them with: weft lab down --name ${o.name}, or pick another --name`);
+    throw new LabError(
+      'exists',
+      `namespaces of a lab "${o.name}" exist without its state file; remove them with: weft lab down --name ${o.name}, or pick another --name`,
+    );
   }
   mkdirSync(labDir(o.name), { recursive: true });
   try {
@@ -110,7 +152,10 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`, { signal: o.signal });
   });
   await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, async () => {
-    const jobs = upPods(s.nodes.map((n) => n.name), o.podsPerNode);
+    const jobs = upPods(
+      s.nodes.map((n) => n.name),
+      o.podsPerNode,
+    );
     await inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal }));
   });
   await update(s, (f) => delete f.building);
@@ -150,7 +195,10 @@ async function allOrNothing<T>(what: string, work: () => Promise<T>, undo: () =>
     try {
       await undo();
     } catch (u) {
-      throw new LabError('rollback-failed', `${(e as Error).message}\nremoving the half-made ${what} failed too: ${(u as Error).message}\nit stays on record; remove it with: ${rmHint}`);
+      throw new LabError(
+        'rollback-failed',
+        `${(e as Error).message}\nremoving the half-made ${what} failed too: ${(u as Error).message}\nit stays on record; remove it with: ${rmHint}`,
+      );
     }
     await forget();
     throw e;
@@ -203,7 +251,9 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
 async function teardownNode(s: LabState, node: NodeState): Promise<void> {
   if (existsSync(netnsPath(node.ns))) {
     await signalNetns(node.ns, 'SIGTERM');
-    await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(() => undefined);
+    await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(
+      () => undefined,
+    );
     await deleteNetns(node.ns);
   }
   if (s.backend !== 'macvlan') {
@@ -219,7 +269,14 @@ function runtimeFor(s: LabState, node: NodeState, pod: string): { list: NetworkL
   const dir = nodeDir(s.name, node.name);
   return {
     list: loadNetworkList(join(dir, 'cni.conflist')),
-    opts: { cniPath: [join(labDir(s.name), 'bin')], cacheDir: join(dir, 'cni-cache'), containerId: pod, netns: netnsPath(nsName(s.name, pod)), ifname: 'eth0', wrap: ['nsenter', `--net=${netnsPath(node.ns)}`] },
+    opts: {
+      cniPath: [join(labDir(s.name), 'bin')],
+      cacheDir: join(dir, 'cni-cache'),
+      containerId: pod,
+      netns: netnsPath(nsName(s.name, pod)),
+      ifname: 'eth0',
+      wrap: ['nsenter', `--net=${netnsPath(node.ns)}`],
+    },
   };
 }
 
@@ -230,7 +287,8 @@ export async function addPod(s: LabState, name: string, node: string, o: OpOptio
     refuseTaken(f, name);
     const n = f.nodes.find((x) => x.name === node);
     if (!n) throw new LabError('no-node', `node ${node} is not in lab ${f.name}; its nodes are ${f.nodes.map((x) => x.name).join(', ') || 'none'}`);
-    if (n.pending) throw new LabError('no-node', `node ${node} was not made completely (an interrupted node add); remove it with: weft lab node rm ${node}${flag(f)}`);
+    if (n.pending)
+      throw new LabError('no-node', `node ${node} was not made completely (an interrupted node add); remove it with: weft lab node rm ${node}${flag(f)}`);
     const p: PodState = { name, node, ns: nsName(f.name, name), ip: '', containers: o.sidecar ? ['app', 'sidecar'] : ['app'], pending: true };
     f.pods.push(p);
     return p;
@@ -240,7 +298,11 @@ export async function addPod(s: LabState, name: string, node: string, o: OpOptio
     async () => {
       interrupted(o.signal);
       await createNetns(pod.ns);
-      const { list, opts } = runtimeFor(s, s.nodes.find((x) => x.name === node)!, name);
+      const { list, opts } = runtimeFor(
+        s,
+        s.nodes.find((x) => x.name === node)!,
+        name,
+      );
       const result = (await addNetworkList(list, opts)) as { ips?: { address: string }[]; interfaces?: { mtu?: number }[] };
       interrupted(o.signal);
       const ip = result.ips![0]!.address.split('/')[0]!;

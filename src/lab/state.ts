@@ -60,6 +60,9 @@ export class LabError extends Error {
   }
 }
 
+/** How big a lab may be: what one machine holds, and what `weft lab up` accepts. */
+export const LAB_SIZE = { nodes: { min: 1, max: 200 }, podsPerNode: { min: 0, max: 50 } };
+
 export const labDir = (lab: string) => join(LAB_ROOT, lab);
 // Lab names may hold dashes, so a dot separates: the prefix of lab "a" is never a prefix of lab "a-b".
 export const nsName = (lab: string, role: string) => `wl.${lab}.${role}`;
@@ -79,12 +82,14 @@ export function validateLabName(name: string): void {
 }
 
 export function validateNodeName(name: string): void {
-  if (!SHORT_NAME.test(name)) throw new LabError('bad-name', `node name "${name}" is invalid: use 1-16 lowercase letters, digits and dashes, starting and ending with a letter or digit`);
+  if (!SHORT_NAME.test(name))
+    throw new LabError('bad-name', `node name "${name}" is invalid: use 1-16 lowercase letters, digits and dashes, starting and ending with a letter or digit`);
   if (ROLES.includes(name)) throw new LabError('bad-name', `node name "${name}" is taken by the lab itself (${ROLES.join(', ')}); pick another`);
 }
 
 export function validatePodName(name: string): void {
-  if (!POD_NAME.test(name)) throw new LabError('bad-name', `pod name "${name}" is invalid: use 1-22 lowercase letters, digits and dashes, starting and ending with a letter or digit`);
+  if (!POD_NAME.test(name))
+    throw new LabError('bad-name', `pod name "${name}" is invalid: use 1-22 lowercase letters, digits and dashes, starting and ending with a letter or digit`);
   if (ROLES.includes(name)) throw new LabError('bad-name', `pod name "${name}" is taken by the lab itself (${ROLES.join(', ')}); pick another`);
 }
 
@@ -110,7 +115,10 @@ export function readState(lab: string): LabState {
   try {
     return JSON.parse(text) as LabState;
   } catch {
-    throw new LabError('bad-state', `the state file of lab "${lab}" (${statePath(lab)}) is unreadable; if no lab up is making it right now, remove the lab with: weft lab down --name ${lab}`);
+    throw new LabError(
+      'bad-state',
+      `the state file of lab "${lab}" (${statePath(lab)}) is unreadable; if no lab up is making it right now, remove the lab with: weft lab down --name ${lab}`,
+    );
   }
 }
 
