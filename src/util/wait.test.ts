@@ -34,8 +34,10 @@ describe('waitFor', () => {
   });
 
   it('checks once more at the deadline', async () => {
-    let n = 0;
-    await assert.rejects(waitFor(() => (n++, false), { timeoutMs: 20, intervalMs: 1000, what: 'x' }));
-    assert.equal(n, 2);
+    const at: number[] = [];
+    const start = Date.now();
+    await assert.rejects(waitFor(() => (at.push(Date.now() - start), false), { timeoutMs: 20, intervalMs: 1000, what: 'x' }));
+    assert.ok(at.length >= 2, 'a check at the start and one at the deadline');
+    assert.ok(at.at(-1)! >= 20, `the last check ran at the deadline, not before (checks at ${at.join(', ')} ms)`);
   });
 });
