@@ -61,20 +61,7 @@ describe('agent on Docker hosts (FORWARD policy drop)', { timeout: 300_000 }, ()
 
   it("--cleanup removes its rules and leaves Docker's chain as it was", async () => {
     assert.equal(await c.stopAgent('n1'), 0);
-    const node = c.node('n1');
-    const r = await c.exec('n1', [
-      ...c.agentArgs(node).slice(0, 2),
-      'agent',
-      '--cleanup',
-      '--node',
-      'n1',
-      '--iface',
-      'eth0',
-      '--etcd-endpoints',
-      c.endpoint,
-      '--subnet-file',
-      node.subnetFile,
-    ]);
+    const r = await c.cleanupAgent('n1');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await iptables('n1', '-S FORWARD'), dockerRules);
     assert.match(await iptables('n1', '-S DOCKER-USER'), /-A DOCKER-USER -j RETURN/);

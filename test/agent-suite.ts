@@ -556,26 +556,14 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
 
     check('--cleanup removes the devices, routes and rules, and gives up the lease', async () => {
       // Its own node (n6), so the base three stay whole for the other tests.
-      const node = await extraNode('n6', 6);
+      await extraNode('n6', 6);
       try {
         c.startAgent('n6');
         await c.waitReady('n6', 3);
         for (const n of BASE_NODES) await c.waitReady(n, 3);
         const s6 = c.subnetOf('n6');
         assert.equal(await c.stopAgent('n6'), 0);
-        const r = await c.exec('n6', [
-          ...c.agentArgs(node).slice(0, 2),
-          'agent',
-          '--cleanup',
-          '--node',
-          'n6',
-          '--iface',
-          'eth0',
-          '--etcd-endpoints',
-          c.endpoint,
-          '--subnet-file',
-          node.subnetFile,
-        ]);
+        const r = await c.cleanupAgent('n6');
         assert.equal(r.code, 0, r.stderr);
         assert.doesNotMatch(await c.show('n6', ['ip', 'link', 'show']), /flannel/);
         assert.equal((await c.show('n6', ['ip', 'route', 'show', net(c.subnetOf('n1'))])).trim(), '');

@@ -201,7 +201,11 @@ export class Cluster {
     // subnet.env from the agent, served through the agent's CNI socket; a default route as kube-flannel's conflist gives.
     writeFileSync(
       node.conflist,
-      JSON.stringify({ cniVersion: '1.0.0', name: 'cbr0', plugins: [{ type: 'weft', isDefaultGateway: true, subnetFile: node.subnetFile, dataDir: join(dir, 'ipam'), socket: join(dir, 'cni.sock') }] }),
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'cbr0',
+        plugins: [{ type: 'weft', isDefaultGateway: true, subnetFile: node.subnetFile, dataDir: join(dir, 'ipam'), socket: join(dir, 'cni.sock') }],
+      }),
     );
     this.nodes.set(name, node);
     return node;
@@ -215,10 +219,44 @@ export class Cluster {
 
   agentArgs(node: NodeHandle, extra: string[] = []): string[] {
     return [
-      NODE, WEFT, 'agent', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', this.endpoint,
-      '--subnet-file', node.subnetFile, '--state-dir', node.stateDir, '--cni-socket', join(node.dir, 'cni.sock'),
-      '--resync', '1', ...extra,
+      NODE,
+      WEFT,
+      'agent',
+      '--node',
+      node.name,
+      '--iface',
+      'eth0',
+      '--etcd-endpoints',
+      this.endpoint,
+      '--subnet-file',
+      node.subnetFile,
+      '--state-dir',
+      node.stateDir,
+      '--cni-socket',
+      join(node.dir, 'cni.sock'),
+      '--resync',
+      '1',
+      ...extra,
     ];
+  }
+
+  /** Runs `weft agent --cleanup` in the node, as an operator would after stopping the agent. */
+  cleanupAgent(name: string): Promise<ExecResult> {
+    const node = this.node(name);
+    return this.exec(name, [
+      NODE,
+      WEFT,
+      'agent',
+      '--cleanup',
+      '--node',
+      name,
+      '--iface',
+      'eth0',
+      '--etcd-endpoints',
+      this.endpoint,
+      '--subnet-file',
+      node.subnetFile,
+    ]);
   }
 
   startAgent(name: string, extra: string[] = []): AgentProc {
@@ -280,7 +318,19 @@ export class Cluster {
   async addPod(podName: string, nodeName: string, conflist = this.node(nodeName).conflist): Promise<Pod> {
     const node = this.node(nodeName);
     const nsPath = await this.topo.netns(podName);
-    const r = await this.exec(nodeName, [NODE, WEFT, 'cni', 'add', '--conf', conflist, '--cni-path', `${this.binDir}:/usr/lib/cni`, '--cache-dir', join(node.dir, 'cache'), nsPath]);
+    const r = await this.exec(nodeName, [
+      NODE,
+      WEFT,
+      'cni',
+      'add',
+      '--conf',
+      conflist,
+      '--cni-path',
+      `${this.binDir}:/usr/lib/cni`,
+      '--cache-dir',
+      join(node.dir, 'cache'),
+      nsPath,
+    ]);
     assert.equal(r.code, 0, `cni add ${podName} on ${nodeName}: ${r.stdout}${r.stderr}`);
     const result = JSON.parse(r.stdout) as { ips: { address: string }[] };
     const pod: Pod = { name: podName, node: nodeName, ip: result.ips[0]!.address.split('/')[0]!, received: [] };
