@@ -66,7 +66,7 @@ export class VxlanBackend implements Backend {
         continue;
       }
       if (data?.VNI !== undefined && data.VNI !== this.options.vni) {
-        state.skipped.push({ subnet, publicIP: ip, reason: `it uses VNI ${String(data.VNI)}, this node VNI ${this.options.vni}` });
+        state.skipped.push({ subnet, publicIP: ip, reason: `it uses VNI ${JSON.stringify(data.VNI)}, this node VNI ${this.options.vni}` });
         continue;
       }
       const gw = baseAddr(lease.subnet);
