@@ -36,7 +36,12 @@ describe('vxlan DirectRouting: plain routes on the same segment, VXLAN across th
       assert.match(await c.show('n1', ['ip', 'route', 'show', net(s2)]), /via 198\.18\.0\.12 dev eth0/);
       assert.match(await c.show('n1', ['ip', 'route', 'show', net(s5)]), new RegExp(`via ${base(s5).replace(/\./g, '\\.')} dev flannel\\.1 onlink`));
       assert.doesNotMatch(await c.show('n1', ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /198\.18\.0\.12/);
-      for (const [from, to] of [[a1, b1], [b1, a1], [a1, e1], [e1, b1]] as const) {
+      for (const [from, to] of [
+        [a1, b1],
+        [b1, a1],
+        [a1, e1],
+        [e1, b1],
+      ] as const) {
         assert.equal(await c.tcpEventually(from.name, to.ip), from.ip, `${from.name} → ${to.name}`);
       }
     } catch (e) {

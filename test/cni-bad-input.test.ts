@@ -57,7 +57,13 @@ for (const mode of ['direct', 'served'] as const) {
     async function unchanged(call: () => Promise<PluginRun>, code: number, msg?: RegExp, podPath = pod.path): Promise<void> {
       const host = await lab.hostState();
       const podState = async () =>
-        (await lab.podAddrs(podPath)).map((l) => `${l.ifname} ${l.address} ${l.addr_info.filter((a) => !a.local.startsWith('fe80:')).map((a) => a.local).join(',')}`);
+        (await lab.podAddrs(podPath)).map(
+          (l) =>
+            `${l.ifname} ${l.address} ${l.addr_info
+              .filter((a) => !a.local.startsWith('fe80:'))
+              .map((a) => a.local)
+              .join(',')}`,
+        );
       const podLinks = await podState();
       const held = reservations(join(lab.dataDir, NET));
       const before = mode === 'served' ? lab.serverLog.split('\n').length : 0;
@@ -106,13 +112,26 @@ for (const mode of ['direct', 'served'] as const) {
       const ipam = (range: Record<string, unknown>) => ({ type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[range]] });
       await unchanged(() => lab.rawPlugin('weft', env(), JSON.stringify(conf({ ipam: ipam({ subnet: '10.20.0.0/33' }) }))), 7, /subnet/);
       await unchanged(() => lab.rawPlugin('weft', env(), JSON.stringify(conf({ ipam: ipam({ subnet: '10.20.300.0/24' }) }))), 7, /subnet/);
-      await unchanged(() => lab.rawPlugin('weft', env(), JSON.stringify(conf({ ipam: ipam({ subnet: '10.20.0.0/24', rangeStart: '10.21.0.5' }) }))), 7, /rangeStart/);
+      await unchanged(
+        () => lab.rawPlugin('weft', env(), JSON.stringify(conf({ ipam: ipam({ subnet: '10.20.0.0/24', rangeStart: '10.21.0.5' }) }))),
+        7,
+        /rangeStart/,
+      );
       await unchanged(() => lab.rawPlugin('weft-ipam', env(), JSON.stringify(conf({ ipam: ipam({ subnet: 'ten/8' }) }))), 7, /subnet/);
     });
 
     it('an ipam type that is not on CNI_PATH is code 7', async () => {
       await unchanged(() => lab.rawPlugin('weft', env(), JSON.stringify(conf({ ipam: { type: 'no-such-ipam' } }))), 7, /no-such-ipam/);
-      await unchanged(() => lab.rawPlugin('weft', env({ CNI_PATH: lab.binDir }), JSON.stringify(conf({ ipam: { type: 'host-local', dataDir: lab.dataDir, subnet: '10.20.9.0/24' } }))), 7, /host-local/);
+      await unchanged(
+        () =>
+          lab.rawPlugin(
+            'weft',
+            env({ CNI_PATH: lab.binDir }),
+            JSON.stringify(conf({ ipam: { type: 'host-local', dataDir: lab.dataDir, subnet: '10.20.9.0/24' } })),
+          ),
+        7,
+        /host-local/,
+      );
     });
 
     it('a netns path that does not exist is code 3', async () => {
@@ -138,9 +157,16 @@ for (const mode of ['direct', 'served'] as const) {
 
       const [eth0] = await lab.podAddrs(pod.path, 'eth0');
       assert.equal(eth0?.address, mac, 'the existing interface is the first one');
-      assert.ok(eth0?.addr_info.some((a) => `${a.local}/${a.prefixlen}` === ip), 'and keeps its address');
+      assert.ok(
+        eth0?.addr_info.some((a) => `${a.local}/${a.prefixlen}` === ip),
+        'and keeps its address',
+      );
       assert.equal(reservations(join(lab.dataDir, NET)).get(ip.split('/')[0]!), `first-${mode}\r\neth0`, `${file} still belongs to the first`);
-      const check = await lab.rawPlugin('weft', env({ CNI_COMMAND: 'CHECK', CNI_CONTAINERID: `first-${mode}` }), JSON.stringify(conf({ prevResult: first.json })));
+      const check = await lab.rawPlugin(
+        'weft',
+        env({ CNI_COMMAND: 'CHECK', CNI_CONTAINERID: `first-${mode}` }),
+        JSON.stringify(conf({ prevResult: first.json })),
+      );
       assert.equal(check.code, 0, `the first attachment still passes CHECK: ${check.stdout}`);
     });
 

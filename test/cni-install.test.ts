@@ -39,7 +39,16 @@ function refersTo(dir: string, paths: string[]): string[] {
 /** ADD, CHECK and DEL on the direct path (the config's socket has no server) with the plugin in `bin`. */
 async function directRoundTrip(bin: string, net: string, subnet: string): Promise<void> {
   const pod = await lab.pod(net);
-  const conf = { cniVersion: '1.1.0', name: net, type: 'weft', bridge: `br${net}`.slice(0, 15), isGateway: true, ipMasq: true, socket: join(lab.dir, 'nothing-listens.sock'), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } };
+  const conf = {
+    cniVersion: '1.1.0',
+    name: net,
+    type: 'weft',
+    bridge: `br${net}`.slice(0, 15),
+    isGateway: true,
+    ipMasq: true,
+    socket: join(lab.dir, 'nothing-listens.sock'),
+    ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] },
+  };
   const call = (command: string) => ({ command, containerId: net, netns: pod.path, ifname: 'eth0' });
   const result = parseResult(await lab.ok(join(bin, 'weft'), call('ADD'), conf));
   assert.equal(result.ips[0]?.address, subnet.replace(/0\/24$/, '2/24'));
@@ -80,7 +89,11 @@ describe('installed plugins stand on their own', () => {
     await directRoundTrip(bin, 'inst3', '10.41.3.0/24');
 
     rmSync(join(bin, 'weft-cni', 'cni.mjs'));
-    const broken = await lab.plugin(join(bin, 'weft'), { command: 'ADD', containerId: 'inst4', netns: (await lab.pod('inst4')).path, ifname: 'eth0' }, { cniVersion: '1.1.0', name: 'inst4', type: 'weft', socket: join(lab.dir, 'nothing-listens.sock') });
+    const broken = await lab.plugin(
+      join(bin, 'weft'),
+      { command: 'ADD', containerId: 'inst4', netns: (await lab.pod('inst4')).path, ifname: 'eth0' },
+      { cniVersion: '1.1.0', name: 'inst4', type: 'weft', socket: join(lab.dir, 'nothing-listens.sock') },
+    );
     const e = expectError(broken, 5, /cni\.mjs/, 'ADD with the bundle missing');
     assert.match(e.details ?? '', /weft cni install/);
   });
@@ -93,7 +106,10 @@ describe('installed plugins stand on their own', () => {
     }
     const names = readdirSync(bin).sort();
     assert.equal(names.filter((n) => n.startsWith('.weft-cni-')).length, 1, `one runtime dir: ${names.join(' ')}`);
-    assert.deepEqual(names.filter((n) => !n.startsWith('.')), ['weft', 'weft-cni', 'weft-ipam']);
+    assert.deepEqual(
+      names.filter((n) => !n.startsWith('.')),
+      ['weft', 'weft-cni', 'weft-ipam'],
+    );
     assert.ok(existsSync(join(bin, 'weft-cni', 'node_modules', 'koffi', 'package.json')), 'koffi is installed beside the bundle');
   });
 });
@@ -106,11 +122,14 @@ describe('npm pack', () => {
     assert.equal(pack.code, 0, pack.stderr);
     const [info] = JSON.parse(pack.stdout) as { filename: string; files: { path: string }[] }[];
     const files = info!.files.map((f) => f.path);
-    for (const f of ['bin/weft', 'build/weft-cni-front', 'build/weft-cni.mjs', 'dist/src/cli/main.js', 'dist/src/cni/install.js']) assert.ok(files.includes(f), `the tarball has ${f}`);
+    for (const f of ['bin/weft', 'build/weft-cni-front', 'build/weft-cni.mjs', 'dist/src/cli/main.js', 'dist/src/cni/install.js'])
+      assert.ok(files.includes(f), `the tarball has ${f}`);
     assert.ok(!files.some((f) => f.startsWith('dist/test/') || f.endsWith('.test.js')), 'and no tests');
 
     const prefix = join(lab.dir, 'prefix');
-    const inst = await collect(['npm', 'install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info!.filename)], { timeoutMs: 300_000 });
+    const inst = await collect(['npm', 'install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info!.filename)], {
+      timeoutMs: 300_000,
+    });
     assert.equal(inst.code, 0, `${inst.stdout}\n${inst.stderr}`);
     const help = await weftCli(join(prefix, 'bin', 'weft'), ['--help']);
     assert.equal(help.code, 0, help.stderr);

@@ -24,7 +24,15 @@ const linkOf = async (name: string) => (await lab.hostLinks()).find((l) => l.ifn
 describe('weft with the reference host-local as IPAM', () => {
   it('ADD, CHECK and DEL go through host-local and its files', async () => {
     const pod = await lab.pod('hl');
-    const c = { cniVersion: '1.0.0', name: 'hl', type: 'weft', bridge: 'brhl', isGateway: true, socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.1.0/24' }]], routes: [{ dst: '10.50.0.0/16' }] } };
+    const c = {
+      cniVersion: '1.0.0',
+      name: 'hl',
+      type: 'weft',
+      bridge: 'brhl',
+      isGateway: true,
+      socket: nosock,
+      ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.1.0/24' }]], routes: [{ dst: '10.50.0.0/16' }] },
+    };
     const call = (command: string) => ({ command, containerId: 'hl-1', netns: pod.path, ifname: 'eth0' });
     const r = parseResult(await lab.ok('weft', call('ADD'), c));
     assert.deepEqual(r.ips, [{ address: '10.50.1.2/24', gateway: '10.50.1.1', interface: 2 }]);
@@ -46,7 +54,16 @@ describe('weft with the reference host-local as IPAM', () => {
 
   it('DEL without prevResult still takes the pod out of the masquerade set', async () => {
     const pod = await lab.pod('hlmasq');
-    const c = { cniVersion: '1.0.0', name: 'hlmasq', type: 'weft', bridge: 'brhlm', isGateway: true, ipMasq: true, socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.2.0/24' }]] } };
+    const c = {
+      cniVersion: '1.0.0',
+      name: 'hlmasq',
+      type: 'weft',
+      bridge: 'brhlm',
+      isGateway: true,
+      ipMasq: true,
+      socket: nosock,
+      ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.2.0/24' }]] },
+    };
     const call = (command: string) => ({ command, containerId: 'hlm-1', netns: pod.path, ifname: 'eth0' });
     await lab.ok('weft', call('ADD'), c);
     assert.deepEqual(await lab.masqAddrs(), ['10.50.2.2']);
@@ -58,11 +75,20 @@ describe('weft with the reference host-local as IPAM', () => {
 
 describe('GC with host-local as IPAM', () => {
   it('removes the host veths of attachments not named valid, though host-local cannot GC', async () => {
-    const c = { cniVersion: '1.1.0', name: 'hlgc', type: 'weft', bridge: 'brhlgc', socket: nosock, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.3.0/24' }]] } };
+    const c = {
+      cniVersion: '1.1.0',
+      name: 'hlgc',
+      type: 'weft',
+      bridge: 'brhlgc',
+      socket: nosock,
+      ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet: '10.50.3.0/24' }]] },
+    };
     const pods = [await lab.pod('gc1'), await lab.pod('gc2')];
     const results: CniResult[] = [];
     for (const [i, pod] of pods.entries()) {
-      results.push(parseResult(await lab.ok('weft', { command: 'ADD', containerId: `gc-${i}`, netns: pod.path, ifname: 'eth0' }, { ...c, cniVersion: '1.0.0' })));
+      results.push(
+        parseResult(await lab.ok('weft', { command: 'ADD', containerId: `gc-${i}`, netns: pod.path, ifname: 'eth0' }, { ...c, cniVersion: '1.0.0' })),
+      );
     }
     await lab.ok('weft', { command: 'GC' }, { ...c, 'cni.dev/valid-attachments': [{ containerID: 'gc-0', ifname: 'eth0' }] });
     assert.ok(await linkOf(iface(results[0]!, 1).name), 'the valid attachment keeps its veth');
@@ -91,7 +117,13 @@ if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify(conf.
       cniVersion: '1.0.0',
       name: 'pm',
       plugins: [
-        { type: 'weft', bridge: 'brpm', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.51.1.0/24' }]] } },
+        {
+          type: 'weft',
+          bridge: 'brpm',
+          isGateway: true,
+          socket: nosock,
+          ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.51.1.0/24' }]] },
+        },
         { type: 'trace', tag: 'a', log },
         { type: 'portmap', capabilities: { portMappings: true }, snat: true },
         { type: 'tuning', sysctl: { 'net.ipv4.conf.eth0.accept_local': '1' } },
@@ -134,13 +166,19 @@ if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify(conf.
 });
 
 describe('weft followed by the reference bandwidth plugin', () => {
-  it('shapes the pod through weft\'s host veth, and DEL removes the shaping', async () => {
+  it("shapes the pod through weft's host veth, and DEL removes the shaping", async () => {
     const pod = await lab.pod('bw');
     const conflist = lab.writeConf('bandwidth', {
       cniVersion: '1.0.0',
       name: 'bw',
       plugins: [
-        { type: 'weft', bridge: 'brbw', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.51.2.0/24' }]] } },
+        {
+          type: 'weft',
+          bridge: 'brbw',
+          isGateway: true,
+          socket: nosock,
+          ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.51.2.0/24' }]] },
+        },
         { type: 'bandwidth', capabilities: { bandwidth: true } },
       ],
     });
@@ -162,7 +200,11 @@ describe('weft followed by the reference bandwidth plugin', () => {
 });
 
 describe('weft-ipam and host-local share state', () => {
-  const ipam = (type: string, net: string) => ({ cniVersion: '1.0.0', name: net, ipam: { type, dataDir: lab.dataDir, ranges: [[{ subnet: '10.52.1.0/24' }]] } });
+  const ipam = (type: string, net: string) => ({
+    cniVersion: '1.0.0',
+    name: net,
+    ipam: { type, dataDir: lab.dataDir, ranges: [[{ subnet: '10.52.1.0/24' }]] },
+  });
   const call = (command: string, id: string) => ({ command, containerId: id, netns: lab.hostPath, ifname: 'eth0' });
   const add = async (name: string, id: string, conf: object) => parseResult(await lab.ok(name, call('ADD', id), conf));
 
@@ -172,7 +214,7 @@ describe('weft-ipam and host-local share state', () => {
     const b = await add('weft-ipam', 'w-2', { ...ipam('weft-ipam', 'share1'), socket: nosock });
     assert.deepEqual([ipOf(a), ipOf(b)], ['10.52.1.2', '10.52.1.3']);
     const h = await add('host-local', 'h-1', ipam('host-local', 'share1'));
-    assert.equal(ipOf(h), '10.52.1.4', 'host-local reads weft-ipam\'s files and last_reserved_ip');
+    assert.equal(ipOf(h), '10.52.1.4', "host-local reads weft-ipam's files and last_reserved_ip");
     await lab.ok('host-local', call('DEL', 'w-1'), ipam('host-local', 'share1'));
     assert.deepEqual([...reservations(dir).keys()].sort(), ['10.52.1.3', '10.52.1.4'], 'host-local released what weft-ipam reserved');
     await lab.ok('host-local', call('CHECK', 'w-2'), { ...ipam('host-local', 'share1'), prevResult: b });
@@ -188,7 +230,7 @@ describe('weft-ipam and host-local share state', () => {
     await lab.ok('weft-ipam', call('DEL', 'h-1'), { ...ipam('weft-ipam', 'share2'), socket: nosock });
     assert.deepEqual([...reservations(dir).keys()], ['10.52.1.3']);
     const h2 = await add('host-local', 'h-2', ipam('host-local', 'share2'));
-    assert.equal(ipOf(h2), '10.52.1.4', 'host-local continues after weft-ipam\'s last reservation');
+    assert.equal(ipOf(h2), '10.52.1.4', "host-local continues after weft-ipam's last reservation");
   });
 
   it('both at once under their shared lock: all addresses distinct', async () => {
@@ -203,7 +245,11 @@ describe('weft-ipam and host-local share state', () => {
     const files = reservations(dir);
     assert.equal(files.size, 30);
     assert.equal(new Set(files.values()).size, 30, 'each file has its own owner');
-    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.')), [], 'no temp files left');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith('.')),
+      [],
+      'no temp files left',
+    );
   });
 });
 
@@ -212,8 +258,35 @@ describe('a weft pod and a reference bridge pod on one bridge', () => {
     const a = await lab.pod('mix-weft');
     const b = await lab.pod('mix-ref');
     const subnet = '10.53.1.0/24';
-    const w = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'weft', bridge: 'brmix', isGateway: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } }));
-    const r = parseResult(await lab.ok('bridge', { command: 'ADD', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'bridge', bridge: 'brmix', isGateway: true, ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] } }));
+    const w = parseResult(
+      await lab.ok(
+        'weft',
+        { command: 'ADD', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' },
+        {
+          cniVersion: '1.0.0',
+          name: 'mix',
+          type: 'weft',
+          bridge: 'brmix',
+          isGateway: true,
+          socket: nosock,
+          ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] },
+        },
+      ),
+    );
+    const r = parseResult(
+      await lab.ok(
+        'bridge',
+        { command: 'ADD', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' },
+        {
+          cniVersion: '1.0.0',
+          name: 'mix',
+          type: 'bridge',
+          bridge: 'brmix',
+          isGateway: true,
+          ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] },
+        },
+      ),
+    );
     const ipW = ipOf(w);
     const ipR = ipOf(r);
     assert.notEqual(ipW, ipR);
@@ -234,11 +307,26 @@ describe('a weft pod and a reference bridge pod on one bridge', () => {
       await waitFor(() => out.includes('ready'), { timeoutMs: 5000, intervalMs: 25, what: `the server in ${srv} to start` });
       const res = await lab.topo.exec(cli, [process.execPath, '-e', client(srvIp)], { timeoutMs: 10_000 });
       assert.equal(res.code, 0, `${cli} -> ${srvIp}: ${res.stderr}`);
-      assert.equal(res.stdout.trim(), `pong ${cliIp} ping`, 'the server sees the client pod\'s own address');
+      assert.equal(res.stdout.trim(), `pong ${cliIp} ping`, "the server sees the client pod's own address");
     }
 
-    await lab.ok('weft', { command: 'DEL', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'weft', bridge: 'brmix', socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] } });
-    await lab.ok('bridge', { command: 'DEL', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' }, { cniVersion: '1.0.0', name: 'mix', type: 'bridge', bridge: 'brmix', ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] } });
+    await lab.ok(
+      'weft',
+      { command: 'DEL', containerId: 'mix-weft', netns: a.path, ifname: 'eth0' },
+      {
+        cniVersion: '1.0.0',
+        name: 'mix',
+        type: 'weft',
+        bridge: 'brmix',
+        socket: nosock,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] },
+      },
+    );
+    await lab.ok(
+      'bridge',
+      { command: 'DEL', containerId: 'mix-ref', netns: b.path, ifname: 'eth0' },
+      { cniVersion: '1.0.0', name: 'mix', type: 'bridge', bridge: 'brmix', ipam: { type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]] } },
+    );
     assert.equal(reservations(join(lab.dataDir, 'mix')).size, 0);
   });
 });

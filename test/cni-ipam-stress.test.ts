@@ -34,7 +34,12 @@ describe('100 concurrent ADDs', () => {
   for (const mode of ['direct', 'served'] as const) {
     it(`weft-ipam, ${mode}: 100 distinct addresses, each in its owner's file`, async () => {
       const net = `conc-${mode}`;
-      const conf = { cniVersion: '1.1.0', name: net, socket: mode === 'served' ? served : nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.0.0/24' }]] } };
+      const conf = {
+        cniVersion: '1.1.0',
+        name: net,
+        socket: mode === 'served' ? served : nosock,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.0.0/24' }]] },
+      };
       const ids = Array.from({ length: 100 }, (_, i) => `c${mode[0]}${i}`);
       const results = await Promise.all(ids.map((id) => lab.ok('weft-ipam', { command: 'ADD', containerId: id, netns: lab.hostPath, ifname: 'eth0' }, conf)));
       const ips = results.map((r) => ipOf(parseResult(r)));
@@ -49,9 +54,16 @@ describe('100 concurrent ADDs', () => {
 
   it('weft-ipam, direct and served at once on one network: 60 distinct addresses', async () => {
     const net = 'conc-mixed';
-    const conf = (socket: string) => ({ cniVersion: '1.1.0', name: net, socket, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.1.0/24' }]] } });
+    const conf = (socket: string) => ({
+      cniVersion: '1.1.0',
+      name: net,
+      socket,
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.60.1.0/24' }]] },
+    });
     const ids = Array.from({ length: 60 }, (_, i) => `m${i}`);
-    const results = await Promise.all(ids.map((id, i) => lab.ok('weft-ipam', { command: 'ADD', containerId: id, netns: lab.hostPath, ifname: 'eth0' }, conf(i % 2 ? served : nosock))));
+    const results = await Promise.all(
+      ids.map((id, i) => lab.ok('weft-ipam', { command: 'ADD', containerId: id, netns: lab.hostPath, ifname: 'eth0' }, conf(i % 2 ? served : nosock))),
+    );
     const ips = results.map((r) => ipOf(parseResult(r)));
     assert.equal(new Set(ips).size, 60, 'the server and the direct processes share the lock');
     const files = assertConsistent(join(lab.dataDir, net));
@@ -60,7 +72,16 @@ describe('100 concurrent ADDs', () => {
 
   it('weft, served: 40 pods at once onto a bridge that does not exist yet', async () => {
     const net = 'conc-weft';
-    const conf = { cniVersion: '1.0.0', name: net, type: 'weft', bridge: 'brconc', isGateway: true, ipMasq: true, socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.61.0.0/24' }]] } };
+    const conf = {
+      cniVersion: '1.0.0',
+      name: net,
+      type: 'weft',
+      bridge: 'brconc',
+      isGateway: true,
+      ipMasq: true,
+      socket: served,
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.61.0.0/24' }]] },
+    };
     const pods: { name: string; path: string }[] = [];
     for (let i = 0; i < 40; i++) pods.push(await lab.pod(`conc${i}`));
     const results = await Promise.all(pods.map((p) => lab.ok('weft', { command: 'ADD', containerId: p.name, netns: p.path, ifname: 'eth0' }, conf)));
@@ -70,7 +91,9 @@ describe('100 concurrent ADDs', () => {
     assert.equal(veths.length, 40, 'every veth is on the one bridge');
     assert.deepEqual(await lab.masqAddrs(), [...ips].sort(), 'every pod is in the masquerade set');
     assert.equal((await lab.nftRuleset()).match(/masquerade/g)?.length, 1, 'the masquerade rule is written once');
-    await Promise.all(pods.map((p, i) => lab.ok('weft', { command: 'DEL', containerId: p.name, netns: p.path, ifname: 'eth0' }, { ...conf, prevResult: results[i] })));
+    await Promise.all(
+      pods.map((p, i) => lab.ok('weft', { command: 'DEL', containerId: p.name, netns: p.path, ifname: 'eth0' }, { ...conf, prevResult: results[i] })),
+    );
     assert.equal((await lab.hostLinks()).filter((l) => l.master === 'brconc').length, 0);
     assert.equal(reservations(join(lab.dataDir, net)).size, 0);
     assert.deepEqual(await lab.masqAddrs(), [], 'every pod left the masquerade set');
@@ -90,7 +113,15 @@ interface Outcome {
  * random delay of up to `maxDelayMs` (if it has not finished by then). With `gate`, the delays count
  * from when `gate` resolves (the test holds the IPAM lock until then). Resolves when all have ended.
  */
-function killRound(plugin: string, count: number, prefix: string, conf: object, netns: (i: number) => string, maxDelayMs: number, gate?: Promise<void>): Promise<Outcome[]> {
+function killRound(
+  plugin: string,
+  count: number,
+  prefix: string,
+  conf: object,
+  netns: (i: number) => string,
+  maxDelayMs: number,
+  gate?: Promise<void>,
+): Promise<Outcome[]> {
   return Promise.all(
     Array.from({ length: count }, (_, i) => {
       const id = `${prefix}-${i}`;
@@ -106,7 +137,8 @@ function killRound(plugin: string, count: number, prefix: string, conf: object, 
       child.stdin.on('error', () => undefined);
       child.stdin.end(JSON.stringify(conf));
       let timer: NodeJS.Timeout | undefined;
-      if (i % 2 === 1 && maxDelayMs > 0) void (gate ?? Promise.resolve()).then(() => (timer = setTimeout(() => child.kill('SIGKILL'), Math.random() * maxDelayMs)));
+      if (i % 2 === 1 && maxDelayMs > 0)
+        void (gate ?? Promise.resolve()).then(() => (timer = setTimeout(() => child.kill('SIGKILL'), Math.random() * maxDelayMs)));
       const hardStop = setTimeout(() => child.kill('SIGKILL'), 30_000);
       return new Promise<Outcome>((resolve) => {
         child.on('close', (code, signal) => {
@@ -221,7 +253,11 @@ describe('kill -9 during ADD', () => {
     const valid = done.map((o) => ({ containerID: o.id, ifname: 'eth0' }));
     await lab.ok('weft-ipam', { command: 'GC' }, { ...conf, 'cni.dev/valid-attachments': valid });
     assert.deepEqual([...ownersOf()].sort(), done.map((o) => o.id).sort(), 'only the completed ADDs hold addresses');
-    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.')), [], 'no temp file of a killed writer is left');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.startsWith('.')),
+      [],
+      'no temp file of a killed writer is left',
+    );
     // The range still works after all that.
     const next = parseResult(await lab.ok('weft-ipam', { command: 'ADD', containerId: 'after', netns: lab.hostPath, ifname: 'eth0' }, conf));
     assert.ok(!done.some((o) => ipOf(parseResult(JSON.parse(o.stdout))) === ipOf(next)));
@@ -230,7 +266,16 @@ describe('kill -9 during ADD', () => {
   it('weft: GC removes the veths, addresses and masquerade of killed ADDs; DEL of one works too', async (t) => {
     const net = 'killweft';
     const dir = join(lab.dataDir, net);
-    const conf = { cniVersion: '1.1.0', name: net, type: 'weft', bridge: 'brkill', isGateway: true, ipMasq: true, socket: nosock, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.63.0.0/24' }]] } };
+    const conf = {
+      cniVersion: '1.1.0',
+      name: net,
+      type: 'weft',
+      bridge: 'brkill',
+      isGateway: true,
+      ipMasq: true,
+      socket: nosock,
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.63.0.0/24' }]] },
+    };
     const pods: { name: string; path: string }[] = [];
     for (let i = 0; i < 16; i++) pods.push(await lab.pod(`kw${i}`));
     // Half the rounds kill at random times across the whole ADD, half right after the reservation
@@ -272,7 +317,11 @@ describe('kill -9 during ADD', () => {
     assert.deepEqual(orphans, [], 'no veth without an owner');
     for (const o of rest) {
       const podLinks = await lab.podAddrs(podOf(o).path);
-      assert.deepEqual(podLinks.map((l) => l.ifname), ['lo'], `${o.id}'s pod end went with its host veth`);
+      assert.deepEqual(
+        podLinks.map((l) => l.ifname),
+        ['lo'],
+        `${o.id}'s pod end went with its host veth`,
+      );
     }
     assert.deepEqual(await lab.masqAddrs(), [...ips].sort(), 'the masquerade set holds the completed pods only');
     for (const o of done) await lab.ok('weft', { command: 'DEL', containerId: o.id, netns: podOf(o).path, ifname: 'eth0' }, conf);
@@ -285,7 +334,16 @@ describe('GC', () => {
     it(`frees every attachment ${key} does not name, with its host veth`, async () => {
       const net = key.includes('valid') ? 'gcnew' : 'gcold';
       const third = key.includes('valid') ? 1 : 2;
-      const conf = { cniVersion: '1.1.0', name: net, type: 'weft', bridge: `br${net}`, isGateway: true, ipMasq: true, socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.64.${third}.0/24` }]] } };
+      const conf = {
+        cniVersion: '1.1.0',
+        name: net,
+        type: 'weft',
+        bridge: `br${net}`,
+        isGateway: true,
+        ipMasq: true,
+        socket: served,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.64.${third}.0/24` }]] },
+      };
       const pods: { name: string; path: string }[] = [];
       const results: CniResult[] = [];
       for (let i = 0; i < 4; i++) {
@@ -295,17 +353,35 @@ describe('GC', () => {
       }
       // A reservation of another network in the same data dir is not this GC's business.
       const other = join(lab.dataDir, `${net}-other`);
-      await lab.ok('weft-ipam', { command: 'ADD', containerId: 'other', netns: lab.hostPath, ifname: 'eth0' }, { cniVersion: '1.1.0', name: `${net}-other`, socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.64.${third}.0/24` }]] } });
+      await lab.ok(
+        'weft-ipam',
+        { command: 'ADD', containerId: 'other', netns: lab.hostPath, ifname: 'eth0' },
+        {
+          cniVersion: '1.1.0',
+          name: `${net}-other`,
+          socket: served,
+          ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.64.${third}.0/24` }]] },
+        },
+      );
       await lab.ok('weft', { command: 'GC' }, { ...conf, [key]: [0, 2].map((i) => ({ containerID: `${net}-${i}`, ifname: 'eth0' })) });
 
       const files = reservations(join(lab.dataDir, net));
       assert.deepEqual([...files.values()].sort(), [`${net}-0\r\neth0`, `${net}-2\r\neth0`]);
       assert.equal(reservations(other).size, 1);
       for (const i of [1, 3]) {
-        assert.equal((await lab.hostLinks()).find((l) => l.ifname === iface(results[i]!, 1).name), undefined, `${net}-${i}'s veth is gone`);
+        assert.equal(
+          (await lab.hostLinks()).find((l) => l.ifname === iface(results[i]!, 1).name),
+          undefined,
+          `${net}-${i}'s veth is gone`,
+        );
         assert.ok(!(await lab.masqAddrs()).includes(ipOf(results[i]!)), 'and its masquerade element');
       }
-      for (const i of [0, 2]) await lab.ok('weft', { command: 'CHECK', containerId: `${net}-${i}`, netns: pods[i]!.path, ifname: 'eth0' }, { ...conf, cniVersion: '1.1.0', prevResult: results[i] });
+      for (const i of [0, 2])
+        await lab.ok(
+          'weft',
+          { command: 'CHECK', containerId: `${net}-${i}`, netns: pods[i]!.path, ifname: 'eth0' },
+          { ...conf, cniVersion: '1.1.0', prevResult: results[i] },
+        );
       // Nothing valid: everything of the network goes.
       await lab.ok('weft', { command: 'GC' }, { ...conf, [key]: [] });
       assert.equal(reservations(join(lab.dataDir, net)).size, 0);
@@ -316,16 +392,34 @@ describe('GC', () => {
   it('weft cni gc keeps what the runtime cache names', async () => {
     const p = await lab.pod('gccli');
     const q = await lab.pod('gccli2');
-    const list = lab.writeConf('gccli', { cniVersion: '1.1.0', name: 'gccli', plugins: [{ type: 'weft', bridge: 'brgccli', socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.64.3.0/24' }]] } }] });
+    const list = lab.writeConf('gccli', {
+      cniVersion: '1.1.0',
+      name: 'gccli',
+      plugins: [{ type: 'weft', bridge: 'brgccli', socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.64.3.0/24' }]] } }],
+    });
     const common = ['--conf', list, '--cni-path', lab.cniPath, '--cache-dir', lab.cacheDir];
     const add = await lab.weft(['cni', 'add', ...common, '--container-id', 'kept', p.path]);
     assert.equal(add.code, 0, add.stderr);
     // An attachment the runtime forgot: made behind its back, not in its cache.
-    await lab.ok('weft', { command: 'ADD', containerId: 'forgotten', netns: q.path, ifname: 'eth0' }, { cniVersion: '1.1.0', name: 'gccli', type: 'weft', bridge: 'brgccli', socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.64.3.0/24' }]] } });
+    await lab.ok(
+      'weft',
+      { command: 'ADD', containerId: 'forgotten', netns: q.path, ifname: 'eth0' },
+      {
+        cniVersion: '1.1.0',
+        name: 'gccli',
+        type: 'weft',
+        bridge: 'brgccli',
+        socket: served,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.64.3.0/24' }]] },
+      },
+    );
     const gc = await lab.weft(['cni', 'gc', ...common]);
     assert.equal(gc.code, 0, gc.stderr);
     assert.deepEqual([...reservations(join(lab.dataDir, 'gccli')).values()], ['kept\r\neth0']);
-    assert.deepEqual((await lab.hostLinks()).filter((l) => l.master === 'brgccli').map((l) => l.ifalias), ['weft:gccli:kept:eth0']);
+    assert.deepEqual(
+      (await lab.hostLinks()).filter((l) => l.master === 'brgccli').map((l) => l.ifalias),
+      ['weft:gccli:kept:eth0'],
+    );
     const del = await lab.weft(['cni', 'del', ...common, '--container-id', 'kept', p.path]);
     assert.equal(del.code, 0, del.stderr);
   });
@@ -347,7 +441,13 @@ describe('STATUS', () => {
       writeFileSync(file, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.20.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n');
       await lab.fails('weft', { command: 'STATUS' }, { ...weft, cniVersion: '1.0.0' }, 1);
     }
-    const tiny = { cniVersion: '1.1.0', name: 'statusfull', type: 'weft', socket: served, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.65.0.0/30' }]] } };
+    const tiny = {
+      cniVersion: '1.1.0',
+      name: 'statusfull',
+      type: 'weft',
+      socket: served,
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.65.0.0/30' }]] },
+    };
     await lab.ok('weft', { command: 'STATUS' }, tiny);
     await lab.ok('weft-ipam', { command: 'ADD', containerId: 'only', netns: lab.hostPath, ifname: 'eth0' }, tiny);
     await lab.fails('weft', { command: 'STATUS' }, tiny, 50, /10\.65\.0\.0\/30/);

@@ -24,7 +24,10 @@ describe('macvlan underlay mode', () => {
     const node2 = await lab.topo.netns('node2');
     const host = lab.topo.path('host');
     const plan = new Plan().add(addBridge({ ns: sw, name: 'br0' }), setLink({ ns: sw, dev: 'br0', up: true }));
-    for (const [port, ns, ip] of [['u1', host, '192.0.2.11/24'], ['u2', node2, '192.0.2.12/24']] as const) {
+    for (const [port, ns, ip] of [
+      ['u1', host, '192.0.2.11/24'],
+      ['u2', node2, '192.0.2.12/24'],
+    ] as const) {
       plan.add(addVeth({ ns: sw, name: port, peer: { name: 'eth0', netns: ns } }), setLink({ ns: sw, dev: port, master: 'br0', up: true }));
       plan.add(addAddr({ ns, addr: ip, dev: 'eth0' }), setLink({ ns, dev: 'eth0', up: true }));
     }
@@ -58,7 +61,10 @@ describe('macvlan underlay mode', () => {
 
     const again = await lab.plugin('weft', { command: 'ADD', containerId: 'm1b', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119']));
     expectError(again, 100, undefined, 'ADD on an existing ifname');
-    assert.ok((await lab.podAddrs(p1.path, 'eth0'))[0]!.addr_info.some((a) => a.local === '192.0.2.100'), 'the existing interface is untouched');
+    assert.ok(
+      (await lab.podAddrs(p1.path, 'eth0'))[0]!.addr_info.some((a) => a.local === '192.0.2.100'),
+      'the existing interface is untouched',
+    );
 
     await lab.ok('weft', { command: 'DEL', containerId: 'm1', netns: p1.path, ifname: 'eth0' }, conf(['192.0.2.100', '192.0.2.119']));
     assert.equal((await lab.podAddrs(p1.path)).filter((l) => l.ifname === 'eth0').length, 0, 'DEL removed the macvlan device');
@@ -67,7 +73,14 @@ describe('macvlan underlay mode', () => {
 
   it('explains a missing master and refuses options that need a host path', async () => {
     const p = await lab.pod('m3');
-    const base = { cniVersion: '1.1.0', name: 'under2', type: 'weft', mode: 'macvlan', socket: join(lab.dir, 'none.sock'), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '192.0.2.0/24' }]] } };
+    const base = {
+      cniVersion: '1.1.0',
+      name: 'under2',
+      type: 'weft',
+      mode: 'macvlan',
+      socket: join(lab.dir, 'none.sock'),
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '192.0.2.0/24' }]] },
+    };
     const call = { command: 'ADD', containerId: 'm3', netns: p.path, ifname: 'eth0' };
     await lab.fails('weft', call, base, 7, /needs "master"/);
     await lab.fails('weft', call, { ...base, master: 'nope0' }, 7, /does not exist/);

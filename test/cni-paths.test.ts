@@ -42,8 +42,20 @@ describe('result shape next to the reference bridge', () => {
     const ours = await lab.pod('shape-weft');
     const common = { cniVersion: '1.0.0', isGateway: true, isDefaultGateway: true };
     const ipam = (subnet: string) => ({ type: 'host-local', dataDir: lab.dataDir, ranges: [[{ subnet }]], routes: [{ dst: '10.96.0.0/12' }] });
-    const r = parseResult(await lab.ok('bridge', { command: 'ADD', containerId: 'shape-ref', netns: ref.path, ifname: 'eth0' }, { ...common, name: 'shape-ref', type: 'bridge', bridge: 'brshape-ref', ipam: ipam('10.39.1.0/24') }));
-    const w = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'shape-weft', netns: ours.path, ifname: 'eth0' }, { ...common, name: 'shape-weft', type: 'weft', bridge: 'brshape-weft', socket: served, ipam: ipam('10.39.2.0/24') }));
+    const r = parseResult(
+      await lab.ok(
+        'bridge',
+        { command: 'ADD', containerId: 'shape-ref', netns: ref.path, ifname: 'eth0' },
+        { ...common, name: 'shape-ref', type: 'bridge', bridge: 'brshape-ref', ipam: ipam('10.39.1.0/24') },
+      ),
+    );
+    const w = parseResult(
+      await lab.ok(
+        'weft',
+        { command: 'ADD', containerId: 'shape-weft', netns: ours.path, ifname: 'eth0' },
+        { ...common, name: 'shape-weft', type: 'weft', bridge: 'brshape-weft', socket: served, ipam: ipam('10.39.2.0/24') },
+      ),
+    );
     assert.deepEqual(shape(w, 'brshape-weft', ours.path), shape(r, 'brshape-ref', ref.path));
     assert.deepEqual(w.ips, [{ address: '10.39.2.2/24', gateway: '10.39.2.1', interface: 2 }]);
     assert.deepEqual(w.routes, [{ dst: '10.96.0.0/12' }, { dst: '0.0.0.0/0', gw: '10.39.2.1' }]);
@@ -58,7 +70,15 @@ describe('the front and a dead server', () => {
     await new Promise<void>((resolve) => rude.listen(socket, resolve));
     try {
       const pod = await lab.pod('rude');
-      const conf = { cniVersion: '1.0.0', name: 'rude', type: 'weft', bridge: 'brrude', socket, padding: 'x'.repeat(1 << 20), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.2.0/24' }]] } };
+      const conf = {
+        cniVersion: '1.0.0',
+        name: 'rude',
+        type: 'weft',
+        bridge: 'brrude',
+        socket,
+        padding: 'x'.repeat(1 << 20),
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.2.0/24' }]] },
+      };
       const r = await lab.plugin('weft', { command: 'ADD', containerId: 'rude-1', netns: pod.path, ifname: 'eth0' }, conf);
       assert.equal(r.code, 0, `exit ${r.code}, stdout ${r.stdout.slice(0, 300)}`);
       assert.equal(parseResult(r.json).ips[0]?.address, '10.38.2.2/24');
@@ -79,7 +99,14 @@ describe('the front and a dead server', () => {
     assert.ok(existsSync(socket), 'a killed server leaves its socket file');
 
     const pod = await lab.pod('stale');
-    const conf = { cniVersion: '1.0.0', name: 'stale', type: 'weft', bridge: 'brstale', socket, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.1.0/24' }]] } };
+    const conf = {
+      cniVersion: '1.0.0',
+      name: 'stale',
+      type: 'weft',
+      bridge: 'brstale',
+      socket,
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.1.0/24' }]] },
+    };
     const r = parseResult(await lab.ok('weft', { command: 'ADD', containerId: 'stale-1', netns: pod.path, ifname: 'eth0' }, conf));
     assert.equal(r.ips[0]?.address, '10.38.1.2/24');
     assert.ok(!log.includes('stale-1'), 'the dead server handled nothing');
@@ -154,10 +181,19 @@ for (const mode of ['direct', 'served'] as const) {
       assert.ok(eth0, 'eth0 is in the pod');
       assert.equal(eth0.address, cont.mac);
       assert.ok(eth0.flags.includes('UP'));
-      assert.deepEqual(eth0.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), [`10.30.${third}.2/24`]);
+      assert.deepEqual(
+        eth0.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+        [`10.30.${third}.2/24`],
+      );
       const podRoutes = await lab.podRoutes(pod.path);
-      assert.ok(podRoutes.some((r) => r.dst === '10.30.0.0/16' && r.gateway === `10.30.${third}.1` && r.dev === 'eth0'), JSON.stringify(podRoutes));
-      assert.ok(podRoutes.some((r) => r.dst === 'default' && r.gateway === `10.30.${third}.1` && r.dev === 'eth0'), JSON.stringify(podRoutes));
+      assert.ok(
+        podRoutes.some((r) => r.dst === '10.30.0.0/16' && r.gateway === `10.30.${third}.1` && r.dev === 'eth0'),
+        JSON.stringify(podRoutes),
+      );
+      assert.ok(
+        podRoutes.some((r) => r.dst === 'default' && r.gateway === `10.30.${third}.1` && r.dev === 'eth0'),
+        JSON.stringify(podRoutes),
+      );
       const brAddrs = (await lab.podAddrs(lab.hostPath, bridge))[0]!.addr_info.map((a) => `${a.local}/${a.prefixlen}`);
       assert.ok(brAddrs.includes(`10.30.${third}.1/24`), 'isGateway put the gateway on the bridge');
       assert.equal(reservations(netDir()).get(`10.30.${third}.2`), `${id}\r\neth0`);
@@ -233,12 +269,24 @@ for (const mode of ['direct', 'served'] as const) {
       await lab.ok('weft', call('CHECK', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0', prevResult: r110 }));
       await lab.ok('weft', call('DEL', `v110-${mode}`, pod.path), conf({ cniVersion: '1.1.0', prevResult: r110 }));
       assert.equal(reservations(netDir()).size, 0);
-      assert.deepEqual((await lab.hostVeths()).filter((l) => l.master === bridge), [], 'no veth is left on the bridge');
+      assert.deepEqual(
+        (await lab.hostVeths()).filter((l) => l.master === bridge),
+        [],
+        'no veth is left on the bridge',
+      );
     });
 
     it('hairpinMode turns hairpin on for the host veth; bridge and veths get the mtu', async () => {
       const pod = await lab.pod(`hp-${mode}`);
-      const c = conf({ name: `hp-${mode}`, bridge: `brhp-${mode}`, hairpinMode: true, ipMasq: false, isDefaultGateway: false, mtu: 1300, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.37.${third}.0/24` }]] } });
+      const c = conf({
+        name: `hp-${mode}`,
+        bridge: `brhp-${mode}`,
+        hairpinMode: true,
+        ipMasq: false,
+        isDefaultGateway: false,
+        mtu: 1300,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.37.${third}.0/24` }]] },
+      });
       const r = parseResult(await lab.ok('weft', call('ADD', `hp-${mode}`, pod.path), c));
       const veth = (await lab.hostLinks()).find((l) => l.ifname === iface(r, 1).name);
       assert.equal(veth?.linkinfo?.info_slave_data?.hairpin, true, JSON.stringify(veth?.linkinfo));
@@ -250,10 +298,18 @@ for (const mode of ['direct', 'served'] as const) {
     });
 
     it('VERSION lists every supported version', async () => {
-      const r = await lab.plugin('weft', { command: 'VERSION' }, { cniVersion: '1.1.0', socket: mode === 'served' ? served : join(lab.dir, 'nothing-listens.sock') });
+      const r = await lab.plugin(
+        'weft',
+        { command: 'VERSION' },
+        { cniVersion: '1.1.0', socket: mode === 'served' ? served : join(lab.dir, 'nothing-listens.sock') },
+      );
       assert.equal(r.code, 0, r.stdout);
       assert.deepEqual(r.json, { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
-      const e = await lab.plugin('weft', { command: 'ADD', containerId: 'x', netns: lab.hostPath, ifname: 'eth0' }, conf({ cniVersion: '0.4.0', ipam: { type: 'none-here' } }));
+      const e = await lab.plugin(
+        'weft',
+        { command: 'ADD', containerId: 'x', netns: lab.hostPath, ifname: 'eth0' },
+        conf({ cniVersion: '0.4.0', ipam: { type: 'none-here' } }),
+      );
       assert.equal(expectError(e, 7, /none-here/, 'ADD').cniVersion, '0.4.0', 'an error answers in the config version');
     });
   });
@@ -261,7 +317,16 @@ for (const mode of ['direct', 'served'] as const) {
 
 describe('masquerade rules', () => {
   it('ADD and DEL change set elements only: the chain keeps its rules (same handles); a flushed chain is written again', async () => {
-    const conf = { cniVersion: '1.0.0', name: 'masqonce', type: 'weft', bridge: 'brmasq', isGateway: true, ipMasq: true, socket: join(lab.dir, 'nothing-listens.sock'), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.3.0/24' }]] } };
+    const conf = {
+      cniVersion: '1.0.0',
+      name: 'masqonce',
+      type: 'weft',
+      bridge: 'brmasq',
+      isGateway: true,
+      ipMasq: true,
+      socket: join(lab.dir, 'nothing-listens.sock'),
+      ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: '10.38.3.0/24' }]] },
+    };
     const call = (command: string, id: string, netns: string) => ({ command, containerId: id, netns, ifname: 'eth0' });
     const a = await lab.pod('masq-a');
     const b = await lab.pod('masq-b');

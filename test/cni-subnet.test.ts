@@ -28,7 +28,15 @@ for (const mode of ['direct', 'served'] as const) {
   describe(`subnet.env mode, ${mode} path`, () => {
     const NET = `flannel-${mode}`;
     const socket = () => (mode === 'served' ? served : join(lab.dir, 'nothing-listens.sock'));
-    const conf = (o: Record<string, unknown> = {}) => ({ cniVersion: '1.1.0', name: NET, type: 'weft', subnetFile, dataDir: lab.dataDir, socket: socket(), ...o });
+    const conf = (o: Record<string, unknown> = {}) => ({
+      cniVersion: '1.1.0',
+      name: NET,
+      type: 'weft',
+      subnetFile,
+      dataDir: lab.dataDir,
+      socket: socket(),
+      ...o,
+    });
     const call = (command: string, id: string, netns?: string) => ({ command, containerId: id, ...(netns ? { netns } : {}), ifname: 'eth0' });
 
     it('gives the pod an address of the node subnet, its MTU and a route to the whole network', async () => {
@@ -49,7 +57,10 @@ for (const mode of ['direct', 'served'] as const) {
       assert.equal(podLink, '1450', 'FLANNEL_MTU is the pod MTU');
       assert.equal((await linkOf(iface(r, 1).name))?.mtu, 1450);
       const routes = await lab.podRoutes(pod.path);
-      assert.ok(routes.some((x) => x.dst === '10.244.0.0/16' && x.gateway === '10.244.7.1'), JSON.stringify(routes));
+      assert.ok(
+        routes.some((x) => x.dst === '10.244.0.0/16' && x.gateway === '10.244.7.1'),
+        JSON.stringify(routes),
+      );
       const brAddrs = (await lab.podAddrs(lab.hostPath, 'cni0'))[0]!.addr_info.map((a) => `${a.local}/${a.prefixlen}`);
       assert.ok(brAddrs.includes('10.244.7.1/24'), 'isGateway is on, as with flannel');
       assert.ok(!(await lab.nftRuleset()).includes(ip.split('/')[0]!), 'FLANNEL_IPMASQ=true: the agent masquerades, the plugin does not');
@@ -91,7 +102,12 @@ for (const mode of ['direct', 'served'] as const) {
     it('weft-ipam inline: from ranges, and from the subnet file', async () => {
       const pod = await lab.pod(`inl-${mode}`);
       const third = mode === 'direct' ? 50 : 51;
-      const c = conf({ name: `inline-${mode}`, bridge: `bri-${mode}`, isGateway: true, ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.40.${third}.0/24`, rangeStart: `10.40.${third}.100` }]] } });
+      const c = conf({
+        name: `inline-${mode}`,
+        bridge: `bri-${mode}`,
+        isGateway: true,
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.40.${third}.0/24`, rangeStart: `10.40.${third}.100` }]] },
+      });
       const r = parseResult(await lab.ok('weft', call('ADD', `inl-${mode}`, pod.path), c));
       assert.deepEqual(r.ips, [{ address: `10.40.${third}.100/24`, gateway: `10.40.${third}.1`, interface: 2 }]);
       assert.equal(reservations(join(lab.dataDir, `inline-${mode}`)).get(`10.40.${third}.100`), `inl-${mode}\r\neth0`);
@@ -111,7 +127,15 @@ for (const mode of ['direct', 'served'] as const) {
     it('weft-ipam is the IPAM plugin of the reference bridge', async () => {
       const pod = await lab.pod(`refipam-${mode}`);
       const third = mode === 'direct' ? 60 : 61;
-      const c = { cniVersion: '1.0.0', name: `refipam-${mode}`, type: 'bridge', bridge: `brr-${mode}`, isGateway: true, socket: socket(), ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.40.${third}.0/24` }]] } };
+      const c = {
+        cniVersion: '1.0.0',
+        name: `refipam-${mode}`,
+        type: 'bridge',
+        bridge: `brr-${mode}`,
+        isGateway: true,
+        socket: socket(),
+        ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.40.${third}.0/24` }]] },
+      };
       const r = parseResult(await lab.ok('bridge', call('ADD', `refipam-${mode}`, pod.path), c));
       assert.deepEqual(r.ips, [{ interface: 2, address: `10.40.${third}.2/24`, gateway: `10.40.${third}.1` }]);
       const [eth0] = await lab.podAddrs(pod.path, 'eth0');

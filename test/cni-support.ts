@@ -89,7 +89,12 @@ export class CniLab {
 
   /** The weft plugin (or `name` from the bin dir, or a path) run inside the host namespace. */
   plugin(name: string, call: CniCall, conf: object | string, extraEnv: Record<string, string> = {}): Promise<PluginRun> {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_PATH: call.path ?? this.cniPath, CNI_COMMAND: call.command, ...extraEnv };
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      CNI_PATH: call.path ?? this.cniPath,
+      CNI_COMMAND: call.command,
+      ...extraEnv,
+    };
     if (call.containerId !== undefined) env.CNI_CONTAINERID = call.containerId;
     if (call.netns !== undefined) env.CNI_NETNS = call.netns;
     if (call.ifname !== undefined) env.CNI_IFNAME = call.ifname;
@@ -203,9 +208,13 @@ export class CniLab {
 
   /** Everything a CNI call may change in the host: links (with masters, aliases, addresses) and nftables. */
   async hostState(): Promise<{ links: string[]; addrs: string[]; nft: string }> {
-    const ls = (await this.hostLinks()).map((l) => `${l.ifname} ${l.linkinfo?.info_kind ?? ''} ${l.master ?? ''} ${l.ifalias ?? ''} ${l.flags.includes('UP') ? 'up' : 'down'}`).sort();
+    const ls = (await this.hostLinks())
+      .map((l) => `${l.ifname} ${l.linkinfo?.info_kind ?? ''} ${l.master ?? ''} ${l.ifalias ?? ''} ${l.flags.includes('UP') ? 'up' : 'down'}`)
+      .sort();
     // IPv6 link-local addresses come and go on their own as links come up: not a CNI change.
-    const as = (await addrs(this.hostPath)).flatMap((l) => l.addr_info.filter((a) => !a.local.startsWith('fe80:')).map((a) => `${l.ifname} ${a.local}/${a.prefixlen}`)).sort();
+    const as = (await addrs(this.hostPath))
+      .flatMap((l) => l.addr_info.filter((a) => !a.local.startsWith('fe80:')).map((a) => `${l.ifname} ${a.local}/${a.prefixlen}`))
+      .sort();
     return { links: ls, addrs: as, nft: await this.nftRuleset() };
   }
 
@@ -232,7 +241,8 @@ export function parseResult(json: unknown): CniResult {
   assert.ok(typeof json === 'object' && json !== null && !Array.isArray(json), `not a CNI result: ${text}`);
   const r = json as Record<string, unknown>;
   assert.equal(typeof r.cniVersion, 'string', `a result without cniVersion: ${text}`);
-  const entries = (v: unknown, key: string) => Array.isArray(v) && v.every((x: unknown) => typeof x === 'object' && x !== null && typeof (x as Record<string, unknown>)[key] === 'string');
+  const entries = (v: unknown, key: string) =>
+    Array.isArray(v) && v.every((x: unknown) => typeof x === 'object' && x !== null && typeof (x as Record<string, unknown>)[key] === 'string');
   assert.ok(entries(r.ips, 'address'), `a result without ips[].address: ${text}`);
   assert.ok(r.interfaces === undefined || entries(r.interfaces, 'name'), `a result with interfaces but no interfaces[].name: ${text}`);
   return json as CniResult;

@@ -27,7 +27,9 @@ function start(...args: string[]): { child: ChildProcess; done: Promise<{ code: 
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, out })));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, out })),
+  );
   return { child, done };
 }
 
@@ -38,7 +40,10 @@ interface State {
 const state = (name = lab) => JSON.parse(readFileSync(`${ROOT}/${name}/state.json`, 'utf8')) as State;
 const ns = (role: string, name = lab) => `wl.${name}.${role}`;
 const pids = (n: string) => spawnSync('ip', ['netns', 'pids', n], { encoding: 'utf8' }).stdout.split(/\s+/).filter(Boolean);
-const veths = (node: string) => spawnSync('ip', ['-n', ns(node), '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+const veths = (node: string) =>
+  spawnSync('ip', ['-n', ns(node), '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter(Boolean).length;
 const reserved = (node: string) => readdirSync(`${ROOT}/${lab}/nodes/${node}/ipam/weft`).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
 const labNamespaces = (name = lab) => listNetns().filter((n) => n.startsWith(`wl.${name}.`));
 
@@ -46,15 +51,37 @@ const labNamespaces = (name = lab) => listNetns().filter((n) => n.startsWith(`wl
 function leases(): { key: string; publicIP: string }[] {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   const body = JSON.stringify({ key: b64('/coreos.com/network/subnets/'), range_end: b64('/coreos.com/network/subnets0') });
-  const r = spawnSync('ip', ['netns', 'exec', ns('etcd'), 'curl', '-sS', '-m', '3', '-X', 'POST', '-d', body, 'http://198.18.0.2:2379/v3/kv/range'], { encoding: 'utf8' });
+  const r = spawnSync('ip', ['netns', 'exec', ns('etcd'), 'curl', '-sS', '-m', '3', '-X', 'POST', '-d', body, 'http://198.18.0.2:2379/v3/kv/range'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
   const kvs = (JSON.parse(r.stdout) as { kvs?: { key: string; value: string }[] }).kvs ?? [];
-  return kvs.map((kv) => ({ key: Buffer.from(kv.key, 'base64').toString(), publicIP: (JSON.parse(Buffer.from(kv.value, 'base64').toString()) as { PublicIP: string }).PublicIP }));
+  return kvs.map((kv) => ({
+    key: Buffer.from(kv.key, 'base64').toString(),
+    publicIP: (JSON.parse(Buffer.from(kv.value, 'base64').toString()) as { PublicIP: string }).PublicIP,
+  }));
 }
 
 function putNetworkConfig(config: string): void {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
-  const r = spawnSync('ip', ['netns', 'exec', ns('etcd'), 'curl', '-sS', '-m', '3', '-X', 'POST', '-d', JSON.stringify({ key: b64('/coreos.com/network/config'), value: b64(config) }), 'http://198.18.0.2:2379/v3/kv/put'], { encoding: 'utf8' });
+  const r = spawnSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns('etcd'),
+      'curl',
+      '-sS',
+      '-m',
+      '3',
+      '-X',
+      'POST',
+      '-d',
+      JSON.stringify({ key: b64('/coreos.com/network/config'), value: b64(config) }),
+      'http://198.18.0.2:2379/v3/kv/put',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
 }
 
@@ -65,7 +92,12 @@ function assertNoNode(node: string, ip: string | undefined): void {
   assert.ok(!state().nodes.some((n) => n.name === node), `${node} still in the lab's state`);
   const running = spawnSync('pgrep', ['-f', `agent --node ${node} .*${ROOT}/${lab}/nodes/${node}/`], { encoding: 'utf8' }).stdout.trim();
   assert.equal(running, '', `an agent for ${node} still runs`);
-  if (ip) assert.deepEqual(leases().filter((l) => l.publicIP === ip), [], `a lease for ${ip} is left in etcd`);
+  if (ip)
+    assert.deepEqual(
+      leases().filter((l) => l.publicIP === ip),
+      [],
+      `a lease for ${ip} is left in etcd`,
+    );
 }
 
 /** After a pod add that did not complete, or a pod rm: nothing of `pod` anywhere. */
@@ -74,7 +106,11 @@ function assertNoPod(pod: string, node: string, vethsBefore: number, reservedBef
   assert.equal(veths(node), vethsBefore, `a host veth of ${pod} is left on ${node}`);
   assert.deepEqual(reserved(node), reservedBefore, `an IP reservation of ${pod} is left on ${node}`);
   assert.ok(!state().pods.some((p) => p.name === pod), `${pod} still in the lab's state`);
-  assert.equal(spawnSync('pgrep', ['-f', `workload-main.js --pod ${pod} .*${ROOT}/${lab}/pods/${pod}/`], { encoding: 'utf8' }).stdout.trim(), '', `a container of ${pod} still runs`);
+  assert.equal(
+    spawnSync('pgrep', ['-f', `workload-main.js --pod ${pod} .*${ROOT}/${lab}/pods/${pod}/`], { encoding: 'utf8' }).stdout.trim(),
+    '',
+    `a container of ${pod} still runs`,
+  );
 }
 
 /** Whatever a failed test left of these pods and nodes goes, so the next test starts from the same lab. */
@@ -118,7 +154,10 @@ test('bad node and pod names are refused before anything is made', () => {
 
 test('two 16-character node names get their own switch ports and both work', () => {
   const names = ['abcdefghijklmn-1', 'abcdefghijklmn-2'];
-  const ports = () => spawnSync('ip', ['-n', ns('underlay'), '-o', 'link', 'show', 'master', 'br0'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+  const ports = () =>
+    spawnSync('ip', ['-n', ns('underlay'), '-o', 'link', 'show', 'master', 'br0'], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean).length;
   const portsBefore = ports();
   try {
     for (const n of names) {
@@ -145,15 +184,24 @@ test('30 concurrent pod adds are all recorded, get distinct IPs, and are all rem
   for (const [i, r] of adds.entries()) assert.equal(r.code, 0, `${pods[i]}: ${r.out}`);
   const recorded = state().pods.filter((p) => p.name.startsWith('many-'));
   assert.deepEqual(recorded.map((p) => p.name).sort(), [...pods].sort(), 'pods missing from the state');
-  assert.ok(recorded.every((p) => !p.pending && p.ip), 'a pod is recorded without its IP');
+  assert.ok(
+    recorded.every((p) => !p.pending && p.ip),
+    'a pod is recorded without its IP',
+  );
   assert.equal(new Set(recorded.map((p) => p.ip)).size, 30, 'two pods share an IP');
   const reach = weft('lab', 'exec', '--name', lab, 'many-0', '--', 'ping', '-c', '1', '-W', '2', 'many-29');
   assert.equal(reach.code, 0, reach.out);
 
   const rms = await Promise.all(pods.map((p) => start('lab', 'pod', 'rm', p, '--name', lab).done));
   for (const [i, r] of rms.entries()) assert.equal(r.code, 0, `${pods[i]}: ${r.out}`);
-  assert.deepEqual(state().pods.filter((p) => p.name.startsWith('many-')), []);
-  assert.deepEqual(labNamespaces().filter((n) => n.includes('.many-')), []);
+  assert.deepEqual(
+    state().pods.filter((p) => p.name.startsWith('many-')),
+    [],
+  );
+  assert.deepEqual(
+    labNamespaces().filter((n) => n.includes('.many-')),
+    [],
+  );
   assert.equal(veths('node1'), v1);
   assert.equal(veths('node2'), v2);
   assert.deepEqual(reserved('node1'), r1);
@@ -180,10 +228,17 @@ test('a pod add killed with SIGKILL leaves a record that pod rm cleans', async (
   const add = start('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab);
   try {
     // Once a container runs, the namespace, the IP and the veth all exist.
-    await waitFor(() => spawnSync('pgrep', ['-f', `workload-main.js --pod killed .*${ROOT}/${lab}/pods/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', { timeoutMs: 30_000, intervalMs: 10, what: 'the pod\'s first container' });
+    await waitFor(() => spawnSync('pgrep', ['-f', `workload-main.js --pod killed .*${ROOT}/${lab}/pods/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', {
+      timeoutMs: 30_000,
+      intervalMs: 10,
+      what: "the pod's first container",
+    });
     add.child.kill('SIGKILL');
     await add.done;
-    assert.ok(state().pods.some((p) => p.name === 'killed'), 'the killed add left no record of what it made');
+    assert.ok(
+      state().pods.some((p) => p.name === 'killed'),
+      'the killed add left no record of what it made',
+    );
     assert.match(weft('lab', 'pod', 'add', 'killed', '--node', 'node2', '--name', lab).out, /interrupted|already exists/);
     const rm = weft('lab', 'pod', 'rm', 'killed', '--name', lab);
     assert.equal(rm.code, 0, rm.out);
@@ -220,13 +275,17 @@ test('a node add killed with SIGKILL leaves a record that node rm cleans, lease 
   leaveNoTrace(t, [], ['killed']);
   const add = start('lab', 'node', 'add', 'killed', '--name', lab);
   try {
-    await waitFor(() => spawnSync('pgrep', ['-f', `agent --node killed .*${ROOT}/${lab}/nodes/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', { timeoutMs: 30_000, intervalMs: 10, what: 'the node\'s agent' });
+    await waitFor(() => spawnSync('pgrep', ['-f', `agent --node killed .*${ROOT}/${lab}/nodes/killed/`], { encoding: 'utf8' }).stdout.trim() !== '', {
+      timeoutMs: 30_000,
+      intervalMs: 10,
+      what: "the node's agent",
+    });
     add.child.kill('SIGKILL');
     await add.done;
     const node = state().nodes.find((n) => n.name === 'killed');
     assert.ok(node, 'the killed add left no record of what it made');
     // The agent outlives the command that started it and takes its lease.
-    await waitFor(() => leases().some((l) => l.publicIP === node.ip), { timeoutMs: 30_000, intervalMs: 200, what: 'the orphaned agent\'s lease' });
+    await waitFor(() => leases().some((l) => l.publicIP === node.ip), { timeoutMs: 30_000, intervalMs: 200, what: "the orphaned agent's lease" });
     const rm = weft('lab', 'node', 'rm', 'killed', '--name', lab);
     assert.equal(rm.code, 0, rm.out);
     assertNoNode('killed', node.ip);
@@ -244,13 +303,22 @@ test('verify reports dead agents and half-made pods; lab up removes those and br
   assert.equal(dead.code, 1, dead.out);
   const report = JSON.parse(dead.out) as { results: { group: string; check: string; to: string; ok: boolean; evidence: string }[] };
   const cp = report.results.filter((r) => r.group === 'control plane');
-  assert.ok(cp.some((r) => r.check === 'agent' && r.to.startsWith('node1') && !r.ok), 'verify did not report node1\'s dead agent');
-  assert.ok(cp.some((r) => !r.ok && /nothing manages the network/.test(r.evidence)), 'verify did not say that nothing manages the network');
-  assert.ok(report.results.some((r) => r.group === 'pod → pod, across nodes' && r.ok), 'the data-plane checks were not reported');
+  assert.ok(
+    cp.some((r) => r.check === 'agent' && r.to.startsWith('node1') && !r.ok),
+    "verify did not report node1's dead agent",
+  );
+  assert.ok(
+    cp.some((r) => !r.ok && /nothing manages the network/.test(r.evidence)),
+    'verify did not say that nothing manages the network',
+  );
+  assert.ok(
+    report.results.some((r) => r.group === 'pod → pod, across nodes' && r.ok),
+    'the data-plane checks were not reported',
+  );
 
   // A pod add killed half way leaves a pending record; verify names it, and up removes it.
   const half = start('lab', 'pod', 'add', 'half', '--node', 'node1', '--name', lab);
-  await waitFor(() => listNetns().includes(ns('half')), { timeoutMs: 30_000, intervalMs: 10, what: 'the half-made pod\'s namespace' });
+  await waitFor(() => listNetns().includes(ns('half')), { timeoutMs: 30_000, intervalMs: 10, what: "the half-made pod's namespace" });
   half.child.kill('SIGKILL');
   await half.done;
   assert.ok(state().pods.find((p) => p.name === 'half')?.pending, 'the killed add left no pending record');
@@ -265,7 +333,10 @@ test('verify reports dead agents and half-made pods; lab up removes those and br
   assert.match(up.out, /removed what interrupted commands left half made \(half\)/);
   assert.ok(!listNetns().includes(ns('half')) && !state().pods.some((p) => p.name === 'half'), 'the half-made pod is still there');
   assert.match(up.out, /restarted the agents on node1, node2 \(same subnets\)/);
-  assert.deepEqual(state().nodes.map((n) => `${n.name} ${n.subnet}`), subnets);
+  assert.deepEqual(
+    state().nodes.map((n) => `${n.name} ${n.subnet}`),
+    subnets,
+  );
   const v = weft('verify', '--name', lab);
   assert.equal(v.code, 0, v.out);
   assert.match(weft('lab', 'up', '--name', lab).out, /nothing to restart/);

@@ -37,8 +37,19 @@ test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a p
   const ok = weft('verify', '--name', lab, '--json');
   const report = JSON.parse(ok.out) as { passed: number; failed: number; results: { ok: boolean; group: string; evidence: string }[] };
   assert.equal(report.failed, 0, ok.out);
-  for (const group of ['pod → pod, same node', 'pod → pod, across nodes', 'node → pod, other node', 'pod sees its own IP', 'containers in one pod share localhost', 'pod → outside is masqueraded', 'path MTU across nodes']) {
-    assert.ok(report.results.some((r) => r.group === group && r.ok), `no passing check in "${group}"`);
+  for (const group of [
+    'pod → pod, same node',
+    'pod → pod, across nodes',
+    'node → pod, other node',
+    'pod sees its own IP',
+    'containers in one pod share localhost',
+    'pod → outside is masqueraded',
+    'path MTU across nodes',
+  ]) {
+    assert.ok(
+      report.results.some((r) => r.group === group && r.ok),
+      `no passing check in "${group}"`,
+    );
   }
   assert.equal(ok.code, 0);
 

@@ -22,7 +22,13 @@ export function emptyState(own: Lease, options: DesiredOptions, firewall: Partia
     routes: [],
     neighbours: [],
     fdb: [],
-    firewall: { network: formatNetwork(options.network), ownSubnet: formatNetwork(own.subnet), ipMasq: options.ipMasq, forwardRules: options.forwardRules ?? true, ...firewall },
+    firewall: {
+      network: formatNetwork(options.network),
+      ownSubnet: formatNetwork(own.subnet),
+      ipMasq: options.ipMasq,
+      forwardRules: options.forwardRules ?? true,
+      ...firewall,
+    },
     skipped: [],
   };
 }

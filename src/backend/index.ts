@@ -17,7 +17,12 @@ export class BackendError extends Error {
  * the udp packet loop's messages; `datapath: false` builds a udp backend without its packet loop
  * (plans and status only).
  */
-export function createBackend(config: NetworkConfig, node: NodeInfo, vtepMac: string, opts: { log?: (msg: string, fields?: Record<string, unknown>) => void; datapath?: boolean } = {}): Backend {
+export function createBackend(
+  config: NetworkConfig,
+  node: NodeInfo,
+  vtepMac: string,
+  opts: { log?: (msg: string, fields?: Record<string, unknown>) => void; datapath?: boolean } = {},
+): Backend {
   const b = config.backend;
   switch (b.type) {
     case 'vxlan':
@@ -25,6 +30,10 @@ export function createBackend(config: NetworkConfig, node: NodeInfo, vtepMac: st
     case 'host-gw':
       return new HostGwBackend(node, b.mtu);
     case 'udp':
-      return new UdpBackend(node, { port: b.port, ...(b.mtu !== undefined ? { mtu: b.mtu } : {}) }, opts.datapath === false ? undefined : new UdpDatapath(opts.log));
+      return new UdpBackend(
+        node,
+        { port: b.port, ...(b.mtu !== undefined ? { mtu: b.mtu } : {}) },
+        opts.datapath === false ? undefined : new UdpDatapath(opts.log),
+      );
   }
 }

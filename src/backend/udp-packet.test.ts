@@ -1,6 +1,22 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { coalescibleTcp, completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, internetChecksum, ipToU32, ipv4Length, mayAnswerWithIcmpError, PeerTable, segmentTcp, srcOf, sum16, TcpCoalescer, u32ToIp } from './udp-packet.js';
+import {
+  coalescibleTcp,
+  completeChecksum,
+  decrementTtl,
+  dstOf,
+  icmpNetUnreachable,
+  internetChecksum,
+  ipToU32,
+  ipv4Length,
+  mayAnswerWithIcmpError,
+  PeerTable,
+  segmentTcp,
+  srcOf,
+  sum16,
+  TcpCoalescer,
+  u32ToIp,
+} from './udp-packet.js';
 import { readPeers, writePeers, controlBytes } from './udp-shared.js';
 
 /** A UDP-in-IPv4 packet with a correct header checksum. */
@@ -26,7 +42,11 @@ describe('udp packet functions', () => {
     let seed = 7;
     const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     for (let i = 0; i < 2000; i++) {
-      const p = packet(u32ToIp((rnd() * 2 ** 32) >>> 0), u32ToIp((rnd() * 2 ** 32) >>> 0), { ttl: 2 + Math.floor(rnd() * 254), proto: Math.floor(rnd() * 256), ihl: 5 + Math.floor(rnd() * 3) });
+      const p = packet(u32ToIp((rnd() * 2 ** 32) >>> 0), u32ToIp((rnd() * 2 ** 32) >>> 0), {
+        ttl: 2 + Math.floor(rnd() * 254),
+        proto: Math.floor(rnd() * 256),
+        ihl: 5 + Math.floor(rnd() * 3),
+      });
       p.writeUInt16BE((rnd() * 65536) & 0xffff, 4);
       p.writeUInt16BE(0, 10);
       p.writeUInt16BE(internetChecksum(p, 0, (p[0]! & 15) * 4), 10);
@@ -159,7 +179,13 @@ describe('udp packet functions', () => {
     const b = Buffer.alloc(4096);
     for (let i = 0; i < b.length; i++) b[i] = (i * 131 + 7) & 255;
     const u16 = new Uint16Array(b.buffer, 0, b.buffer.byteLength >> 1);
-    for (const [s, e] of [[0, 4096], [2, 1501], [10, 11], [62, 1482], [3, 999]] as const) {
+    for (const [s, e] of [
+      [0, 4096],
+      [2, 1501],
+      [10, 11],
+      [62, 1482],
+      [3, 999],
+    ] as const) {
       assert.equal(sum16(b, u16, s, e), sum16(b, new Uint16Array(2), s, e), `${s}..${e}`);
       assert.equal(~sum16(b, u16, s, e) & 0xffff, internetChecksum(b, s, e));
     }
@@ -228,10 +254,17 @@ describe('udp packet functions', () => {
       for (let o = 0; o < r.bytes; o += r.size) segs.push(Buffer.from(out.subarray(o, Math.min(o + r.size, r.bytes))));
       return segs;
     }
-    interface Emitted { hdr: Buffer; pkt: Buffer; packets: number; bytes: number }
+    interface Emitted {
+      hdr: Buffer;
+      pkt: Buffer;
+      packets: number;
+      bytes: number;
+    }
     function run(packets: Buffer[]): Emitted[] {
       const got: Emitted[] = [];
-      const c = new TcpCoalescer((b, n, packets, bytes) => got.push({ hdr: Buffer.from(b.subarray(0, 10)), pkt: Buffer.from(b.subarray(10, n)), packets, bytes }));
+      const c = new TcpCoalescer((b, n, packets, bytes) =>
+        got.push({ hdr: Buffer.from(b.subarray(0, 10)), pkt: Buffer.from(b.subarray(10, n)), packets, bytes }),
+      );
       // Back to back in one buffer, as one UDP GRO read holds them.
       const all = Buffer.concat(packets);
       let o = 0;
@@ -262,13 +295,16 @@ describe('udp packet functions', () => {
       return segs;
     }
 
-    it('merges one flow\'s in-order segments into one GSO packet that re-segments to the same bytes', () => {
+    it("merges one flow's in-order segments into one GSO packet that re-segments to the same bytes", () => {
       const segs = flow(30_000, 0x18); // ACK PSH: PSH only on the last segment
       assert.equal(segs.length, 22);
       const got = run(segs);
       assert.equal(got.length, 1);
       assert.equal(got[0]!.packets, 22);
-      assert.equal(got[0]!.bytes, segs.reduce((a, s) => a + s.length, 0));
+      assert.equal(
+        got[0]!.bytes,
+        segs.reduce((a, s) => a + s.length, 0),
+      );
       assert.equal(got[0]!.hdr.readUInt16LE(4), 1400, 'gso_size = the MSS');
       assert.equal(got[0]!.pkt[33], 0x18, 'PSH of the last segment carried');
       assert.deepEqual(resegment(got[0]!), segs);
@@ -279,8 +315,14 @@ describe('udp packet functions', () => {
       const got = run(segs);
       assert.ok(got.length >= 2);
       assert.ok(got.every((e) => e.pkt.length <= 65535));
-      assert.equal(got.reduce((a, e) => a + e.packets, 0), segs.length);
-      assert.deepEqual(got.flatMap((e) => (e.packets > 1 ? resegment(e) : [e.pkt])), segs);
+      assert.equal(
+        got.reduce((a, e) => a + e.packets, 0),
+        segs.length,
+      );
+      assert.deepEqual(
+        got.flatMap((e) => (e.packets > 1 ? resegment(e) : [e.pkt])),
+        segs,
+      );
     });
 
     it('writes everything else one by one behind a zero header, in order', () => {
@@ -292,7 +334,10 @@ describe('udp packet functions', () => {
       const udp = packet('10.244.1.2', '10.244.2.3');
       const opts = packet('10.244.1.2', '10.244.2.3', { proto: 6, ihl: 6, payload: Buffer.alloc(40) });
       const got = run([...a, udp, ...gap, ...other, syn[0]!, fin[0]!, opts]);
-      assert.deepEqual(got.map((e) => e.packets), [3, 1, 2, 2, 1, 1, 1]);
+      assert.deepEqual(
+        got.map((e) => e.packets),
+        [3, 1, 2, 2, 1, 1, 1],
+      );
       for (const e of got.filter((e) => e.packets === 1)) assert.deepEqual(e.hdr, Buffer.alloc(10), 'zero header');
       assert.deepEqual(got[1]!.pkt, udp);
       assert.deepEqual(resegment(got[2]!), gap);
@@ -310,11 +355,21 @@ describe('udp packet functions', () => {
       short[1].writeUInt16BE(0, 10);
       short[1].writeUInt16BE(internetChecksum(short[1], 0, 20), 10);
       // Segment 1 is 100 bytes short: it closes the run (2, 3 and 4 make the next one).
-      assert.deepEqual(run(short).map((e) => e.packets), [2, 3]);
+      assert.deepEqual(
+        run(short).map((e) => e.packets),
+        [2, 3],
+      );
       const psh = flow(7000, 0x10);
       psh[2]![33] = 0x18;
-      assert.deepEqual(run(psh).map((e) => e.packets), [3, 2]);
-      for (const [at, what] of [[28, 'ACK number'], [8, 'TTL'], [44, 'option']] as const) {
+      assert.deepEqual(
+        run(psh).map((e) => e.packets),
+        [3, 2],
+      );
+      for (const [at, what] of [
+        [28, 'ACK number'],
+        [8, 'TTL'],
+        [44, 'option'],
+      ] as const) {
         const x = flow(7000, 0x10);
         for (const seg of x.slice(3)) {
           seg[at]! ^= 1;
@@ -323,7 +378,11 @@ describe('udp packet functions', () => {
             seg.writeUInt16BE(internetChecksum(seg, 0, 20), 10);
           }
         }
-        assert.deepEqual(run(x).map((e) => e.packets), [3, 2], what);
+        assert.deepEqual(
+          run(x).map((e) => e.packets),
+          [3, 2],
+          what,
+        );
       }
       assert.equal(run(segs).length, 1);
     });
@@ -332,7 +391,10 @@ describe('udp packet functions', () => {
       const segs = flow(4200, 0x10);
       segs[1]![10]! ^= 0xff;
       assert.equal(coalescibleTcp(segs[1]!, 0, segs[1]!.length), 0);
-      assert.deepEqual(run(segs).map((e) => e.packets), [1, 1, 1]);
+      assert.deepEqual(
+        run(segs).map((e) => e.packets),
+        [1, 1, 1],
+      );
     });
   });
 });

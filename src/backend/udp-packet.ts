@@ -210,7 +210,14 @@ export function completeChecksum(b: Uint8Array, u16: Uint16Array, len: number, c
  * would make them. Every segment but the last has the same size. Returns [count, segment size]
  * and the total bytes through `result`, or 0 segments when the packet cannot be segmented.
  */
-export function segmentTcp(b: Uint8Array, len: number, mss: number, out: Uint8Array, outU16: Uint16Array, result: { count: number; size: number; bytes: number }): void {
+export function segmentTcp(
+  b: Uint8Array,
+  len: number,
+  mss: number,
+  out: Uint8Array,
+  outU16: Uint16Array,
+  result: { count: number; size: number; bytes: number },
+): void {
   result.count = 0;
   const ihl = (b[0]! & 15) * 4;
   if (b[9] !== 6 || len < ihl + 20) return;

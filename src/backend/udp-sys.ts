@@ -31,7 +31,16 @@ interface DataPathLibc {
 const sys: DataPathLibc = libc;
 
 export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = sys;
-const { recvmsg: recvmsgFn, socket: socketFn, bind: bindFn, setsockopt: setsockoptFn, ioctl: ioctlFn, ioctlInt: ioctlIntFn, fcntl: fcntlFn, close: closeFn } = sys;
+const {
+  recvmsg: recvmsgFn,
+  socket: socketFn,
+  bind: bindFn,
+  setsockopt: setsockoptFn,
+  ioctl: ioctlFn,
+  ioctlInt: ioctlIntFn,
+  fcntl: fcntlFn,
+  close: closeFn,
+} = sys;
 
 export { errno, strerror };
 
@@ -195,7 +204,7 @@ export class GroReceiver {
     this.gsoSize = n;
     const c = this.control;
     const clen = Number(m.readBigUInt64LE(40));
-    for (let o = 0; o + 16 <= clen; ) {
+    for (let o = 0; o + 16 <= clen;) {
       const len = Number(c.readBigUInt64LE(o));
       if (len < 16 || o + len > clen) break;
       if (c.readInt32LE(o + 8) === SOL_UDP && c.readInt32LE(o + 12) === UDP_GRO && len >= 20) {

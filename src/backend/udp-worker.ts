@@ -18,8 +18,19 @@
  */
 import { workerData } from 'node:worker_threads';
 import {
-  completeChecksum, decrementTtl, dstOf, icmpNetUnreachable, ipv4Length, mayAnswerWithIcmpError, prefixMask, segmentTcp, TcpCoalescer,
-  VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, type PeerTable,
+  completeChecksum,
+  decrementTtl,
+  dstOf,
+  icmpNetUnreachable,
+  ipv4Length,
+  mayAnswerWithIcmpError,
+  prefixMask,
+  segmentTcp,
+  TcpCoalescer,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_GSO_TCPV4,
+  type PeerTable,
 } from './udp-packet.js';
 import { C, K, readPeers, type Settings } from './udp-shared.js';
 import { EAGAIN, EBADFD, EINTR, EIO, errno, GroReceiver, pollFn, readFn, sendtoFn, setUdpSegment, sockaddr, VNET_HDR_LEN, writeFn } from './udp-sys.js';
@@ -167,7 +178,8 @@ function tx(): void {
         }
       } else {
         ok = true;
-        for (let o = 0; o < seg.bytes; o += seg.size) ok = send(out.subarray(o, Math.min(o + seg.size, seg.bytes)), Math.min(seg.size, seg.bytes - o), to) && ok;
+        for (let o = 0; o < seg.bytes; o += seg.size)
+          ok = send(out.subarray(o, Math.min(o + seg.size, seg.bytes)), Math.min(seg.size, seg.bytes - o), to) && ok;
       }
       if (!ok) cnt[K.sendErrors]!++;
       else {

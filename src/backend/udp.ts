@@ -49,7 +49,7 @@ export class UdpBackend implements Backend {
       if (type !== undefined && type !== 'udp') {
         state.skipped.push({ subnet, publicIP: ip, reason: `its backend is ${type}, not udp` });
       } else if (ip === this.node.publicIP) {
-        state.skipped.push({ subnet, publicIP: ip, reason: 'it carries this node\'s own PublicIP' });
+        state.skipped.push({ subnet, publicIP: ip, reason: "it carries this node's own PublicIP" });
       } else {
         peers.push({ subnet, publicIP: ip });
       }

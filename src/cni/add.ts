@@ -17,7 +17,11 @@ import { Code, CniError, type Env, type NetConf, type Result } from './spec.js';
  */
 export async function add(conf: NetConf, env: Env): Promise<Result> {
   if (!existsSync(env.netns)) {
-    throw new CniError(Code.UnknownContainer, `network namespace ${env.netns} does not exist`, 'create the container namespace first, or pass its path in CNI_NETNS');
+    throw new CniError(
+      Code.UnknownContainer,
+      `network namespace ${env.netns} does not exist`,
+      'create the container namespace first, or pass its path in CNI_NETNS',
+    );
   }
   const c = parseBridgeConf(conf, env);
   const mode = modeOf(c.mode);
@@ -26,7 +30,11 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
   mode.claim(env);
   const ipResult = await ipamAdd(c, conf, env, att);
   try {
-    return await wire(mode, { c, conf, env, att, ips: ipResult.ips!, mtu: c.mtu === undefined ? {} : { mtu: c.mtu }, podMac: randomMac(), hostMac: randomMac() }, ipResult);
+    return await wire(
+      mode,
+      { c, conf, env, att, ips: ipResult.ips!, mtu: c.mtu === undefined ? {} : { mtu: c.mtu }, podMac: randomMac(), hostMac: randomMac() },
+      ipResult,
+    );
   } catch (e) {
     const undo = new Plan();
     mode.undo(undo, env, e);
@@ -75,7 +83,11 @@ async function explain(e: unknown, env: Env, mode: Mode): Promise<CniError> {
   // the name was taken before us.
   if (e.kind === 'exists' && !mode.hostSideExists(env)) {
     if (await link(env.netns, env.ifname).catch(() => undefined)) {
-      return new CniError(Code.InterfaceExists, `interface ${env.ifname} already exists in ${env.netns}`, 'choose another CNI_IFNAME, or DEL the existing attachment first');
+      return new CniError(
+        Code.InterfaceExists,
+        `interface ${env.ifname} already exists in ${env.netns}`,
+        'choose another CNI_IFNAME, or DEL the existing attachment first',
+      );
     }
   }
   return new CniError(Code.Kernel, e.message, e.detail.trim() || e.op);

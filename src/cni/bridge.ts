@@ -21,7 +21,11 @@ export const bridgeMode: Mode = {
   claim(env) {
     const hostVeth = hostVethName(env.containerId, env.ifname);
     if (localLinkNames().has(hostVeth)) {
-      throw new CniError(Code.InterfaceExists, `${env.containerId}/${env.ifname} is already attached (host interface ${hostVeth} exists)`, 'DEL the attachment first');
+      throw new CniError(
+        Code.InterfaceExists,
+        `${env.containerId}/${env.ifname} is already attached (host interface ${hostVeth} exists)`,
+        'DEL the attachment first',
+      );
     }
   },
 
@@ -38,7 +42,9 @@ export const bridgeMode: Mode = {
         if (ip.gateway) plan.add(op.replaceAddr({ ns: HOST, addr: `${ip.gateway}/${ip.address.split('/')[1]}`, dev: c.bridge }));
       }
     }
-    plan.add(op.setLink({ ns: HOST, dev: hostVeth, master: c.bridge, alias: attachmentAlias(conf.name, att), up: true, ...(c.hairpinMode ? { hairpin: true } : {}) }));
+    plan.add(
+      op.setLink({ ns: HOST, dev: hostVeth, master: c.bridge, alias: attachmentAlias(conf.name, att), up: true, ...(c.hairpinMode ? { hairpin: true } : {}) }),
+    );
   },
 
   async interfaces({ c, env, hostMac }, pod) {

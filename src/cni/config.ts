@@ -39,7 +39,11 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
   };
   const bridge = conf.bridge ?? 'cni0';
   if (typeof bridge !== 'string' || !/^[^/:\s]{1,15}$/.test(bridge)) {
-    throw new CniError(Code.InvalidConfig, `"bridge" ${JSON.stringify(bridge)} is not a valid interface name`, 'use 1-15 characters without "/", ":" or whitespace');
+    throw new CniError(
+      Code.InvalidConfig,
+      `"bridge" ${JSON.stringify(bridge)} is not a valid interface name`,
+      'use 1-15 characters without "/", ":" or whitespace',
+    );
   }
   let mtu: number | undefined;
   if (conf.mtu !== undefined) {
@@ -49,7 +53,8 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     mtu = conf.mtu;
   }
   const mode = conf.mode ?? 'bridge';
-  if (mode !== 'bridge' && mode !== 'macvlan') throw new CniError(Code.InvalidConfig, `"mode" ${JSON.stringify(mode)} is not supported`, 'use "bridge" (default) or "macvlan"');
+  if (mode !== 'bridge' && mode !== 'macvlan')
+    throw new CniError(Code.InvalidConfig, `"mode" ${JSON.stringify(mode)} is not supported`, 'use "bridge" (default) or "macvlan"');
   const out: BridgeConf = {
     mode,
     bridge,
@@ -64,7 +69,7 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
       throw new CniError(Code.InvalidConfig, 'macvlan mode needs "master"', 'name the node\'s underlay interface, e.g. "master": "eth0"');
     }
     if (env.command === 'ADD' && !localLinkNames().has(conf.master)) {
-      throw new CniError(Code.InvalidConfig, `"master" ${conf.master} does not exist in this namespace`, 'name the node\'s underlay interface');
+      throw new CniError(Code.InvalidConfig, `"master" ${conf.master} does not exist in this namespace`, "name the node's underlay interface");
     }
     if (out.ipMasq || out.isGateway || out.hairpinMode) {
       throw new CniError(Code.InvalidConfig, 'ipMasq, isGateway and hairpinMode do not apply to macvlan mode', 'pods sit on the underlay itself: remove them');
@@ -73,7 +78,8 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
   }
   const ipamSection = conf.ipam;
   if (ipamSection && ipamSection.type !== 'weft-ipam') {
-    if (typeof ipamSection.type !== 'string') throw new CniError(Code.InvalidConfig, '"ipam.type" is missing', 'name an IPAM plugin, e.g. "host-local" or "weft-ipam"');
+    if (typeof ipamSection.type !== 'string')
+      throw new CniError(Code.InvalidConfig, '"ipam.type" is missing', 'name an IPAM plugin, e.g. "host-local" or "weft-ipam"');
     if (env.command !== 'GC' && env.command !== 'STATUS') out.ipamPlugin = findPlugin(ipamSection.type, env.path);
     else out.ipamPlugin = ipamSection.type;
   } else if (ipamSection) {

@@ -15,7 +15,11 @@ export function findPlugin(type: string, path: string[]): string {
       // not in this directory
     }
   }
-  throw new CniError(Code.InvalidConfig, `plugin "${type}" was not found on CNI_PATH (${path.join(':') || 'empty'})`, `install it into one of those directories, or fix the plugin type`);
+  throw new CniError(
+    Code.InvalidConfig,
+    `plugin "${type}" was not found on CNI_PATH (${path.join(':') || 'empty'})`,
+    `install it into one of those directories, or fix the plugin type`,
+  );
 }
 
 export interface InvokeEnv {
@@ -44,9 +48,11 @@ export function cniEnv(e: InvokeEnv): Record<string, string> {
  */
 export async function execPlugin(file: string, env: InvokeEnv, config: object): Promise<unknown> {
   const argv = [...(env.wrap ?? []), file];
-  const run = await collect(argv, { input: JSON.stringify(config), env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) } }).catch((e: Error) => {
-    throw new CniError(Code.IO, e.message);
-  });
+  const run = await collect(argv, { input: JSON.stringify(config), env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...cniEnv(env) } }).catch(
+    (e: Error) => {
+      throw new CniError(Code.IO, e.message);
+    },
+  );
   const text = run.stdout.trim();
   let parsed: unknown;
   try {

@@ -6,7 +6,14 @@ import { Code, CniError, decodeResult, type Attachment, type Env, type IPConfig,
 /** The weft plugin's IPAM step: weft-ipam in this process, or the delegated plugin exec'd as CNI says. */
 
 export function invokeEnv(env: Env) {
-  return { command: env.command, containerId: env.containerId, netns: env.netns, ifname: env.ifname, args: [...env.args].map(([k, v]) => `${k}=${v}`).join(';'), path: env.path };
+  return {
+    command: env.command,
+    containerId: env.containerId,
+    netns: env.netns,
+    ifname: env.ifname,
+    args: [...env.args].map(([k, v]) => `${k}=${v}`).join(';'),
+    path: env.path,
+  };
 }
 
 export async function ipamAdd(c: BridgeConf, conf: NetConf, env: Env, att: Attachment): Promise<Result> {

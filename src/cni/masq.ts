@@ -65,7 +65,9 @@ export async function addMasq(plan: Plan, ns: Netns, entries: MasqEntry[]): Prom
 /** Adding before deleting makes the delete succeed whether or not the element was there (one transaction). */
 export function deleteMasq(plan: Plan, ns: Netns, entries: MasqEntry[]): Plan {
   if (entries.length === 0) return plan;
-  const tx = nftTx('ip', TABLE).add(...src(entries)).delete(...src(entries));
+  const tx = nftTx('ip', TABLE)
+    .add(...src(entries))
+    .delete(...src(entries));
   if (own(entries).length) tx.add(...own(entries)).delete(...own(entries));
   return plan.add(nft({ ns, tx, tolerate: 'missing' }));
 }

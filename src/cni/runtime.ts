@@ -113,7 +113,8 @@ export async function delNetworkList(list: NetworkList, o: RuntimeOptions): Prom
 }
 
 export async function checkNetworkList(list: NetworkList, o: RuntimeOptions): Promise<void> {
-  if (versionLess(list.cniVersion, '0.4.0')) throw new CniError(Code.IncompatibleVersion, `CHECK needs cniVersion 0.4.0 or later, ${list.name} is ${list.cniVersion}`);
+  if (versionLess(list.cniVersion, '0.4.0'))
+    throw new CniError(Code.IncompatibleVersion, `CHECK needs cniVersion 0.4.0 or later, ${list.name} is ${list.cniVersion}`);
   const cached = readCache(o, list.name);
   if (!cached) throw new CniError(Code.UnknownContainer, `no cached result for ${o.containerId}/${o.ifname} in ${list.name}`, 'ADD it first');
   for (const plugin of list.plugins) {
@@ -144,7 +145,8 @@ export function cachedAttachments(cacheDir: string, network: string): Attachment
 
 /** GC: each plugin of spec 1.1.0 or later frees what `valid` does not name. */
 export async function gcNetworkList(list: NetworkList, cniPath: string[], valid: Attachment[]): Promise<void> {
-  if (versionLess(list.cniVersion, '1.1.0')) throw new CniError(Code.IncompatibleVersion, `GC needs cniVersion 1.1.0 or later, ${list.name} is ${list.cniVersion}`);
+  if (versionLess(list.cniVersion, '1.1.0'))
+    throw new CniError(Code.IncompatibleVersion, `GC needs cniVersion 1.1.0 or later, ${list.name} is ${list.cniVersion}`);
   for (const plugin of list.plugins) {
     const conf = { ...plugin, cniVersion: list.cniVersion, name: list.name, 'cni.dev/valid-attachments': valid };
     await execPlugin(findPlugin(String(plugin.type), cniPath), { command: 'GC', path: cniPath }, conf);
@@ -154,6 +156,10 @@ export async function gcNetworkList(list: NetworkList, cniPath: string[], valid:
 export async function statusNetworkList(list: NetworkList, cniPath: string[]): Promise<void> {
   if (versionLess(list.cniVersion, '1.1.0')) return;
   for (const plugin of list.plugins) {
-    await execPlugin(findPlugin(String(plugin.type), cniPath), { command: 'STATUS', path: cniPath }, { ...plugin, cniVersion: list.cniVersion, name: list.name });
+    await execPlugin(
+      findPlugin(String(plugin.type), cniPath),
+      { command: 'STATUS', path: cniPath },
+      { ...plugin, cniVersion: list.cniVersion, name: list.name },
+    );
   }
 }

@@ -13,7 +13,11 @@ function recorder(fail?: Error): { funcs: PluginFuncs; calls: string[] } {
   const funcs: PluginFuncs = {
     add: async (conf) => {
       await step('add')();
-      return { cniVersion: conf.cniVersion, interfaces: [{ name: 'eth0', sandbox: '/run/netns/p' }], ips: [{ address: '10.1.0.2/24', gateway: '10.1.0.1', interface: 0 }] };
+      return {
+        cniVersion: conf.cniVersion,
+        interfaces: [{ name: 'eth0', sandbox: '/run/netns/p' }],
+        ips: [{ address: '10.1.0.2/24', gateway: '10.1.0.1', interface: 0 }],
+      };
     },
     del: step('del'),
     check: step('check'),
@@ -28,7 +32,12 @@ const conf = (cniVersion = '1.1.0') => JSON.stringify({ cniVersion, name: 'net',
 
 describe('skel: pluginMain', () => {
   it('runs the function of each command, with an empty answer for all but ADD', async () => {
-    for (const [command, fn] of [['DEL', 'del'], ['CHECK', 'check'], ['GC', 'gc'], ['STATUS', 'status']] as const) {
+    for (const [command, fn] of [
+      ['DEL', 'del'],
+      ['CHECK', 'check'],
+      ['GC', 'gc'],
+      ['STATUS', 'status'],
+    ] as const) {
       const { funcs, calls } = recorder();
       const res = await pluginMain(funcs, { env: env(command), stdin: conf() });
       assert.deepEqual(res, { exitCode: 0, stdout: '' }, command);
@@ -54,7 +63,7 @@ describe('skel: pluginMain', () => {
     assert.equal(now.ips[0]!.version, undefined);
   });
 
-  it('turns failures into the error JSON in the config\'s version: a CniError keeps its code, anything else is code 5', async () => {
+  it("turns failures into the error JSON in the config's version: a CniError keeps its code, anything else is code 5", async () => {
     const coded = await pluginMain(recorder(new CniError(Code.RangeFull, 'range is full', 'free an address')).funcs, { env: env('ADD'), stdin: conf('1.0.0') });
     assert.equal(coded.exitCode, 1);
     assert.deepEqual(JSON.parse(coded.stdout), { cniVersion: '1.0.0', code: Code.RangeFull, msg: 'range is full', details: 'free an address' });

@@ -26,11 +26,14 @@ describe('spec: parseEnv', () => {
     assert.equal(env.netns, '/run/netns/pod');
     assert.equal(env.ifname, 'eth0');
     assert.deepEqual(env.path, ['/opt/cni/bin', '/usr/lib/cni']);
-    assert.deepEqual([...env.args], [
-      ['IgnoreUnknown', '1'],
-      ['K8S_POD_NAME', 'web-0'],
-      ['X', 'a=b'],
-    ]);
+    assert.deepEqual(
+      [...env.args],
+      [
+        ['IgnoreUnknown', '1'],
+        ['K8S_POD_NAME', 'web-0'],
+        ['X', 'a=b'],
+      ],
+    );
   });
 
   it('needs a known CNI_COMMAND (code 4)', () => {

@@ -161,7 +161,11 @@ export function parseNetConf(text: string, command: Command): NetConf {
   try {
     conf = JSON.parse(text);
   } catch (e) {
-    throw new CniError(Code.Decode, `the network configuration on stdin is not valid JSON: ${(e as Error).message}`, 'pass the plugin config as a JSON object on stdin');
+    throw new CniError(
+      Code.Decode,
+      `the network configuration on stdin is not valid JSON: ${(e as Error).message}`,
+      'pass the plugin config as a JSON object on stdin',
+    );
   }
   if (typeof conf !== 'object' || conf === null || Array.isArray(conf)) {
     throw new CniError(Code.Decode, 'the network configuration on stdin is not a JSON object');
@@ -232,9 +236,7 @@ export function decodeResult(raw: unknown): Result {
 export function encodeResult(result: Result, version: string): object {
   const old = versionLess(version, '1.0.0');
   const ips = (result.ips ?? []).map((ip) => (old ? { version: ip.address.includes(':') ? '6' : '4', ...ip } : ip));
-  const routes = (result.routes ?? []).map((r) =>
-    versionLess(version, '1.1.0') ? (r.gw ? { dst: r.dst, gw: r.gw } : { dst: r.dst }) : r,
-  );
+  const routes = (result.routes ?? []).map((r) => (versionLess(version, '1.1.0') ? (r.gw ? { dst: r.dst, gw: r.gw } : { dst: r.dst }) : r));
   const out: Record<string, unknown> = { cniVersion: version };
   if (result.interfaces?.length) {
     out.interfaces = versionLess(version, '1.1.0') ? result.interfaces.map(({ mtu: _mtu, ...i }) => i) : result.interfaces;

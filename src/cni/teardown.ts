@@ -52,7 +52,15 @@ export async function gc(conf: NetConf, env: Env): Promise<void> {
     // An ADD killed between creating the veth and naming it in its alias is found by its reservation.
     const orphans = new Plan();
     for (const r of freed) orphans.add(op.delLink({ ns: HOST, dev: hostVethName(r.containerId, r.ifname), tolerate: 'missing' }));
-    if (t.ipMasq) deleteMasq(orphans, HOST, masqEntries(freed.map((r) => ({ address: r.ip })), t.ranges));
+    if (t.ipMasq)
+      deleteMasq(
+        orphans,
+        HOST,
+        masqEntries(
+          freed.map((r) => ({ address: r.ip })),
+          t.ranges,
+        ),
+      );
     await apply(orphans);
     return;
   }

@@ -75,7 +75,27 @@ export const etcdLog = (s: LabState) => join(labDir(s.name), 'etcd.log');
 
 export function etcdArgv(s: LabState): string[] {
   const peer = `http://${ETCD_IP}:2380`;
-  return ['etcd', '--name', 'lab', '--data-dir', join(labDir(s.name), 'etcd'), '--listen-client-urls', s.etcd.endpoint, '--advertise-client-urls', s.etcd.endpoint, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `lab=${peer}`, '--heartbeat-interval', '50', '--election-timeout', '500'];
+  return [
+    'etcd',
+    '--name',
+    'lab',
+    '--data-dir',
+    join(labDir(s.name), 'etcd'),
+    '--listen-client-urls',
+    s.etcd.endpoint,
+    '--advertise-client-urls',
+    s.etcd.endpoint,
+    '--listen-peer-urls',
+    peer,
+    '--initial-advertise-peer-urls',
+    peer,
+    '--initial-cluster',
+    `lab=${peer}`,
+    '--heartbeat-interval',
+    '50',
+    '--election-timeout',
+    '500',
+  ];
 }
 
 const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
@@ -83,14 +103,37 @@ const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Ba
 /** The node's files: where its agent (or CNI server) keeps state and sockets, and its CNI config. */
 export function nodeFiles(s: LabState, node: NodeState) {
   const dir = nodeDir(s.name, node.name);
-  return { dir, subnetFile: join(dir, 'subnet.env'), cniSocket: join(dir, 'cni.sock'), statusSocket: join(dir, 'agent.sock'), conflist: join(dir, 'cni.conflist'), log: join(dir, s.backend === 'macvlan' ? 'cni.log' : 'agent.log') };
+  return {
+    dir,
+    subnetFile: join(dir, 'subnet.env'),
+    cniSocket: join(dir, 'cni.sock'),
+    statusSocket: join(dir, 'agent.sock'),
+    conflist: join(dir, 'cni.conflist'),
+    log: join(dir, s.backend === 'macvlan' ? 'cni.log' : 'agent.log'),
+  };
 }
 
 /** Overlay: the node's weft agent. Underlay: a warm `weft cni serve` stands in (there is no lease to hold). */
 export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
   const f = nodeFiles(s, node);
   if (s.backend === 'macvlan') return [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', f.cniSocket];
-  return [process.execPath, WEFT, 'agent', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', s.etcd.endpoint, '--subnet-file', f.subnetFile, '--state-dir', f.dir, '--cni-socket', f.cniSocket];
+  return [
+    process.execPath,
+    WEFT,
+    'agent',
+    '--node',
+    node.name,
+    '--iface',
+    'eth0',
+    '--etcd-endpoints',
+    s.etcd.endpoint,
+    '--subnet-file',
+    f.subnetFile,
+    '--state-dir',
+    f.dir,
+    '--cni-socket',
+    f.cniSocket,
+  ];
 }
 
 /** The CNI config a runtime on the node would use. */
@@ -98,10 +141,26 @@ export function nodeConflist(s: LabState, node: NodeState): object {
   const f = nodeFiles(s, node);
   if (s.backend === 'macvlan') {
     const range = { subnet: '198.18.0.0/16', rangeStart: `198.18.${node.index}.2`, rangeEnd: `198.18.${node.index}.254`, gateway: GATEWAY_IP };
-    return { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', mode: 'macvlan', master: 'eth0', socket: f.cniSocket, ipam: { type: 'weft-ipam', dataDir: join(f.dir, 'ipam'), ranges: [[range]], routes: [{ dst: '0.0.0.0/0' }] } }] };
+    return {
+      cniVersion: '1.1.0',
+      name: 'weft',
+      plugins: [
+        {
+          type: 'weft',
+          mode: 'macvlan',
+          master: 'eth0',
+          socket: f.cniSocket,
+          ipam: { type: 'weft-ipam', dataDir: join(f.dir, 'ipam'), ranges: [[range]], routes: [{ dst: '0.0.0.0/0' }] },
+        },
+      ],
+    };
   }
   // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
-  return { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket, isDefaultGateway: true, hairpinMode: true }] };
+  return {
+    cniVersion: '1.1.0',
+    name: 'weft',
+    plugins: [{ type: 'weft', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket, isDefaultGateway: true, hairpinMode: true }],
+  };
 }
 
 export const OUTSIDE_POD = 'outside';

@@ -1,6 +1,22 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { etcdArgv, networkInitArgv, newLab, nodeConflist, nodeDaemonArgv, nodeFiles, nodeIp, nodePlan, OUTSIDE_POD, portName, shell, switchPlan, underlayPods, upPods, workloadArgv } from './build.js';
+import {
+  etcdArgv,
+  networkInitArgv,
+  newLab,
+  nodeConflist,
+  nodeDaemonArgv,
+  nodeFiles,
+  nodeIp,
+  nodePlan,
+  OUTSIDE_POD,
+  portName,
+  shell,
+  switchPlan,
+  underlayPods,
+  upPods,
+  workloadArgv,
+} from './build.js';
 import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
@@ -15,7 +31,13 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
   }
   const s = newLab(o.name, o.backend);
   const overlay = o.backend !== 'macvlan';
-  const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({ name: `node${i + 1}`, ns: nsName(o.name, `node${i + 1}`), ip: nodeIp(i + 1), index: i + 1, port: portName(i + 1) }));
+  const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({
+    name: `node${i + 1}`,
+    ns: nsName(o.name, `node${i + 1}`),
+    ip: nodeIp(i + 1),
+    index: i + 1,
+    port: portName(i + 1),
+  }));
   const pods = upPods(
     nodes.map((n) => n.name),
     o.podsPerNode,
@@ -34,9 +56,16 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
   ];
   for (const n of nodes) {
     s.nodes.push(n);
-    lines.push('', `# ${n.name} at ${n.ip}, switch port ${n.port}, pods ${overlay ? 'in the subnet its agent leases' : `in ${underlayPods(n)}`}`, `ip netns add ${n.ns}`, nodePlan(s, n).render(), bg(n.ns, nodeDaemonArgv(s, n)), `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`);
+    lines.push(
+      '',
+      `# ${n.name} at ${n.ip}, switch port ${n.port}, pods ${overlay ? 'in the subnet its agent leases' : `in ${underlayPods(n)}`}`,
+      `ip netns add ${n.ns}`,
+      nodePlan(s, n).render(),
+      bg(n.ns, nodeDaemonArgv(s, n)),
+      `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`,
+    );
   }
-  if (pods.length) lines.push('', '# pods: a namespace each, CNI ADD through the node\'s conflist (eth0), then the containers');
+  if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers");
   for (const p of pods) {
     const ns = nsName(o.name, p.pod);
     const node = nodes.find((n) => n.name === p.node)!;

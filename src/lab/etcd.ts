@@ -13,7 +13,18 @@ const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
 
 async function call(s: LabState, path: string, body?: unknown): Promise<unknown> {
-  const argv = ['ip', 'netns', 'exec', s.etcd.ns, 'curl', '-sS', '-m', '3', ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]), `${s.etcd.endpoint}${path}`];
+  const argv = [
+    'ip',
+    'netns',
+    'exec',
+    s.etcd.ns,
+    'curl',
+    '-sS',
+    '-m',
+    '3',
+    ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]),
+    `${s.etcd.endpoint}${path}`,
+  ];
   const r = await collect(argv, { timeoutMs: 10_000 });
   if (r.code !== 0) throw new Error(`etcd at ${s.etcd.endpoint} did not answer: ${(r.stderr.trim() || `curl exit ${r.code}`).split('\n').pop()}`);
   try {

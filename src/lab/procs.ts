@@ -56,8 +56,16 @@ function logTail(log: string, lines = 3): string {
  * Waits until `check` holds. Gives up at once when `signal` aborts or the `daemon` we wait on exits,
  * and after `timeoutMs`; the error quotes the end of the daemon's `log`.
  */
-export async function until(what: string, check: () => boolean | Promise<boolean>, o: { timeoutMs: number; log: string; signal?: AbortSignal; daemon?: Daemon }): Promise<void> {
-  const state = await waitFor(async () => (o.signal?.aborted ? 'aborted' : o.daemon?.exited ? 'exited' : (await check()) && 'ok'), { timeoutMs: o.timeoutMs, intervalMs: 25, what }).catch((e: Error) => {
+export async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  o: { timeoutMs: number; log: string; signal?: AbortSignal; daemon?: Daemon },
+): Promise<void> {
+  const state = await waitFor(async () => (o.signal?.aborted ? 'aborted' : o.daemon?.exited ? 'exited' : (await check()) && 'ok'), {
+    timeoutMs: o.timeoutMs,
+    intervalMs: 25,
+    what,
+  }).catch((e: Error) => {
     throw new LabError('timeout', `${e.message}${logTail(o.log)}`);
   });
   interrupted(o.signal);
@@ -78,7 +86,12 @@ export async function startContainers(s: LabState, pod: { name: string; node: st
   await Promise.all(
     pod.containers.map((c) => {
       const d = daemon(pod.ns, workloadArgv(s, pod.name, pod.node, c), containerLog(s, pod.name, c));
-      return until(`container ${c} of ${pod.name}`, () => socketAnswers(controlSocket(s.name, pod.name, c)), { timeoutMs: 15_000, log: containerLog(s, pod.name, c), signal, daemon: d });
+      return until(`container ${c} of ${pod.name}`, () => socketAnswers(controlSocket(s.name, pod.name, c)), {
+        timeoutMs: 15_000,
+        log: containerLog(s, pod.name, c),
+        signal,
+        daemon: d,
+      });
     }),
   );
 }
@@ -97,7 +110,12 @@ export async function startNodeDaemon(s: LabState, node: NodeState, signal?: Abo
     await until(`the CNI server on ${node.name}`, () => socketAnswers(f.cniSocket), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
     return underlayPods(node);
   }
-  await until(`the agent on ${node.name} taking a lease`, async () => existsSync(f.subnetFile) && (await socketAnswers(f.cniSocket)), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
+  await until(`the agent on ${node.name} taking a lease`, async () => existsSync(f.subnetFile) && (await socketAnswers(f.cniSocket)), {
+    timeoutMs: 20_000,
+    log: f.log,
+    signal,
+    daemon: d,
+  });
   return subnetOf(f.subnetFile);
 }
 

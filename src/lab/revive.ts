@@ -10,11 +10,23 @@ import { controlSocket, LabError, update, type LabState, type NodeState } from '
  * the kernel side (namespaces, links, routes) never went away. Namespaces that are gone (the machine
  * restarted) cannot be brought back this way.
  */
-export async function revive(s: LabState, o: { progress: (step: string, ms: number) => void; signal?: AbortSignal }, dropPending: () => Promise<string[]>): Promise<LabState> {
+export async function revive(
+  s: LabState,
+  o: { progress: (step: string, ms: number) => void; signal?: AbortSignal },
+  dropPending: () => Promise<string[]>,
+): Promise<LabState> {
   const started = performance.now();
-  const lost = [s.underlay.ns, s.outside.ns, ...(s.backend === 'macvlan' ? [] : [s.etcd.ns]), ...[...s.nodes, ...s.pods].filter((x) => !x.pending).map((x) => x.ns)].filter((ns) => !existsSync(netnsPath(ns)));
+  const lost = [
+    s.underlay.ns,
+    s.outside.ns,
+    ...(s.backend === 'macvlan' ? [] : [s.etcd.ns]),
+    ...[...s.nodes, ...s.pods].filter((x) => !x.pending).map((x) => x.ns),
+  ].filter((ns) => !existsSync(netnsPath(ns)));
   if (lost.length) {
-    throw new LabError('lost', `lab "${s.name}" cannot be revived: its namespaces ${lost.join(', ')} are gone (did the machine restart?); remove it with: weft lab down --name ${s.name}, then run lab up again`);
+    throw new LabError(
+      'lost',
+      `lab "${s.name}" cannot be revived: its namespaces ${lost.join(', ')} are gone (did the machine restart?); remove it with: weft lab down --name ${s.name}, then run lab up again`,
+    );
   }
   const done: string[] = [];
   if (s.backend !== 'macvlan' && (await netnsPids(s.etcd.ns)).length === 0) {
@@ -26,7 +38,7 @@ export async function revive(s: LabState, o: { progress: (step: string, ms: numb
   if (dropped.length) done.push(`removed what interrupted commands left half made (${dropped.join(', ')})`);
   if (!(await socketAnswers(controlSocket(s.name, 'outside', 'app')))) {
     await startContainers(s, outsidePod(s), o.signal);
-    done.push('restarted the outside world\'s server');
+    done.push("restarted the outside world's server");
   }
   const what = s.backend === 'macvlan' ? 'CNI servers' : 'agents';
   const nodes = (await Promise.all(s.nodes.map(async (n) => ((await nodeDaemonAnswers(s, n)) ? undefined : n)))).filter((n): n is NodeState => n !== undefined);
@@ -43,7 +55,8 @@ export async function revive(s: LabState, o: { progress: (step: string, ms: numb
       }
     }),
   );
-  if (nodes.length) done.push(`restarted the ${what} on ${nodes.map((n) => n.name).join(', ')} (${moved.length ? `subnets changed: ${moved.join(', ')}` : 'same subnets'})`);
+  if (nodes.length)
+    done.push(`restarted the ${what} on ${nodes.map((n) => n.name).join(', ')} (${moved.length ? `subnets changed: ${moved.join(', ')}` : 'same subnets'})`);
   let containers = 0;
   await Promise.all(
     s.pods.map(async (pod) => {
@@ -55,6 +68,9 @@ export async function revive(s: LabState, o: { progress: (step: string, ms: numb
     }),
   );
   if (containers) done.push(`restarted ${containers} pod container${containers === 1 ? '' : 's'}`);
-  o.progress(done.length ? `lab "${s.name}" existed: ${done.join('; ')}` : `lab "${s.name}" exists and every process of it answers; nothing to restart`, performance.now() - started);
+  o.progress(
+    done.length ? `lab "${s.name}" existed: ${done.join('; ')}` : `lab "${s.name}" exists and every process of it answers; nothing to restart`,
+    performance.now() - started,
+  );
   return s;
 }

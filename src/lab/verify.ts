@@ -54,7 +54,9 @@ async function podToPod(s: LabState, group: string, list: Pair[]): Promise<Check
       for (const proto of ['tcp', 'udp'] as const) {
         const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
         const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
-        const evidence = r.ok ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}` : r.error;
+        const evidence = r.ok
+          ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`
+          : r.error;
         out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
       }
       const icmp = await ping(src.ns, dst.ip);
@@ -72,14 +74,41 @@ async function nodeToPod(s: LabState, node: NodeState, pod: PodState): Promise<C
   const why = s.backend === 'macvlan' && same ? ' (macvlan: a node reaches its own pods only through its weft-shim interface; is it there?)' : '';
   const out: CheckResult[] = [];
   try {
-    const r = await execIn(node.ns, ['timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${pod.ip}/${APP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`]);
+    const r = await execIn(node.ns, [
+      'timeout',
+      '3',
+      'bash',
+      '-c',
+      `exec 3<>/dev/tcp/${pod.ip}/${APP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`,
+    ]);
     const seen = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { pod: string; client: string };
-    out.push({ group, check: 'tcp', from: `${node.name} ${node.ip}`, to: label(pod), ok: seen.pod === pod.name, evidence: `${seen.pod} answered and saw the client as ${seen.client}` });
+    out.push({
+      group,
+      check: 'tcp',
+      from: `${node.name} ${node.ip}`,
+      to: label(pod),
+      ok: seen.pod === pod.name,
+      evidence: `${seen.pod} answered and saw the client as ${seen.client}`,
+    });
   } catch (e) {
-    out.push({ group, check: 'tcp', from: `${node.name} ${node.ip}`, to: label(pod), ok: false, evidence: `no answer: ${(e as Error).message.split('\n')[0]}${why}` });
+    out.push({
+      group,
+      check: 'tcp',
+      from: `${node.name} ${node.ip}`,
+      to: label(pod),
+      ok: false,
+      evidence: `no answer: ${(e as Error).message.split('\n')[0]}${why}`,
+    });
   }
   const icmp = await ping(node.ns, pod.ip);
-  out.push({ group, check: 'icmp', from: `${node.name} ${node.ip}`, to: label(pod), ok: icmp.ok, evidence: icmp.ok ? `echo reply in ${icmp.text}` : `${icmp.text}${why}` });
+  out.push({
+    group,
+    check: 'icmp',
+    from: `${node.name} ${node.ip}`,
+    to: label(pod),
+    ok: icmp.ok,
+    evidence: icmp.ok ? `echo reply in ${icmp.text}` : `${icmp.text}${why}`,
+  });
   return out;
 }
 
@@ -87,13 +116,27 @@ async function selfIp(pod: PodState, seenAs: Map<string, Set<string>>): Promise<
   const own = (await addrs(netnsPath(pod.ns), 'eth0').catch(() => [])).filter((a) => a.family === 4).map((a) => a.address);
   const others = [...(seenAs.get(pod.name) ?? [])];
   const ok = own.includes(pod.ip) && others.length > 0 && others.every((ip) => ip === pod.ip);
-  return { group: 'pod sees its own IP', check: 'ip', from: pod.name, to: pod.name, ok, evidence: `eth0 has ${own.join(', ') || 'no IPv4 address'}; other pods saw it as ${others.join(', ') || 'nothing (no pod-to-pod check reached it)'}` };
+  return {
+    group: 'pod sees its own IP',
+    check: 'ip',
+    from: pod.name,
+    to: pod.name,
+    ok,
+    evidence: `eth0 has ${own.join(', ') || 'no IPv4 address'}; other pods saw it as ${others.join(', ') || 'nothing (no pod-to-pod check reached it)'}`,
+  };
 }
 
 async function localhost(s: LabState, pod: PodState): Promise<CheckResult> {
   const r = await podProbe(s, pod, { proto: 'tcp', host: '127.0.0.1', port: SIDECAR_PORT });
   const ok = r.ok && r.seen.pod === pod.name && r.seen.container === 'sidecar';
-  return { group: 'containers in one pod share localhost', check: 'tcp', from: `${pod.name}/app`, to: `${pod.name}/sidecar 127.0.0.1:${SIDECAR_PORT}`, ok, evidence: r.ok ? `${r.seen.pod}/${r.seen.container} answered on localhost` : r.error };
+  return {
+    group: 'containers in one pod share localhost',
+    check: 'tcp',
+    from: `${pod.name}/app`,
+    to: `${pod.name}/sidecar 127.0.0.1:${SIDECAR_PORT}`,
+    ok,
+    evidence: r.ok ? `${r.seen.pod}/${r.seen.container} answered on localhost` : r.error,
+  };
 }
 
 /** Overlay pods leave masqueraded as their node; underlay pods are on the network and keep their own address. */
@@ -104,7 +147,14 @@ async function egress(s: LabState, pod: PodState): Promise<CheckResult> {
   const r = await podProbe(s, pod, { proto: 'tcp', host: s.outside.ip, port: APP_PORT });
   const ok = r.ok && r.seen.client === expected;
   const group = underlay ? 'pod → outside, no NAT on the underlay' : 'pod → outside is masqueraded';
-  return { group, check: 'tcp', from: label(pod), to: `outside ${s.outside.ip}`, ok, evidence: r.ok ? `outside saw the client as ${r.seen.client}${ok ? ` (${who})` : ` (expected ${expected})`}` : r.error };
+  return {
+    group,
+    check: 'tcp',
+    from: label(pod),
+    to: `outside ${s.outside.ip}`,
+    ok,
+    evidence: r.ok ? `outside saw the client as ${r.seen.client}${ok ? ` (${who})` : ` (expected ${expected})`}` : r.error,
+  };
 }
 
 /** A full-size packet with DF crosses; one byte more must be refused at once, not lost. */
@@ -116,8 +166,22 @@ async function pathMtu({ src, dst }: Pair): Promise<CheckResult[]> {
   const over = await ping(src.ns, dst.ip, ['-M', 'do', '-s', String(mtu - 27)]);
   const refused = !over.ok && /too long|mtu/i.test(over.text);
   return [
-    { group, check: `${mtu} bytes, DF`, from: label(src), to: label(dst), ok: fits.ok, evidence: fits.ok ? `crossed without fragmentation (${fits.text})` : fits.text },
-    { group, check: `${mtu + 1} bytes, DF`, from: label(src), to: label(dst), ok: refused, evidence: refused ? `refused cleanly: ${over.text}` : over.ok ? 'crossed although it is larger than the MTU' : `lost silently: ${over.text}` },
+    {
+      group,
+      check: `${mtu} bytes, DF`,
+      from: label(src),
+      to: label(dst),
+      ok: fits.ok,
+      evidence: fits.ok ? `crossed without fragmentation (${fits.text})` : fits.text,
+    },
+    {
+      group,
+      check: `${mtu + 1} bytes, DF`,
+      from: label(src),
+      to: label(dst),
+      ok: refused,
+      evidence: refused ? `refused cleanly: ${over.text}` : over.ok ? 'crossed although it is larger than the MTU' : `lost silently: ${over.text}`,
+    },
   ];
 }
 
@@ -134,13 +198,27 @@ async function controlPlane(s: LabState): Promise<CheckResult[]> {
   const flag = s.name === 'weft' ? '' : ` --name ${s.name}`;
   for (const x of [...s.nodes, ...s.pods].filter((x) => x.pending)) {
     const what = 'node' in x ? 'pod' : 'node';
-    out.push({ group, check: 'record', from: `${what} ${x.name}`, to: 'lab state', ok: false, evidence: `left half made by an interrupted command; remove it with: weft lab ${what} rm ${x.name}${flag}` });
+    out.push({
+      group,
+      check: 'record',
+      from: `${what} ${x.name}`,
+      to: 'lab state',
+      ok: false,
+      evidence: `left half made by an interrupted command; remove it with: weft lab ${what} rm ${x.name}${flag}`,
+    });
   }
   const nodes = s.nodes.filter((n) => !n.pending);
   if (s.backend === 'macvlan') {
     for (const n of nodes) {
       const ok = await socketAnswers(nodeFiles(s, n).cniSocket);
-      out.push({ group, check: 'cni server', from: 'verify', to: n.name, ok, evidence: ok ? 'answers on its socket' : `no answer on ${nodeFiles(s, n).cniSocket}: pods cannot be added or removed on ${n.name}` });
+      out.push({
+        group,
+        check: 'cni server',
+        from: 'verify',
+        to: n.name,
+        ok,
+        evidence: ok ? 'answers on its socket' : `no answer on ${nodeFiles(s, n).cniSocket}: pods cannot be added or removed on ${n.name}`,
+      });
     }
     return out;
   }
@@ -148,26 +226,52 @@ async function controlPlane(s: LabState): Promise<CheckResult[]> {
   try {
     const healthy = await etcdHealthy(s);
     leases = await storedLeases(s);
-    out.push({ group, check: 'etcd', from: 'verify', to: `etcd ${s.etcd.endpoint}`, ok: healthy, evidence: `${healthy ? 'healthy' : 'answers but reports itself unhealthy'}; holds ${leases.length} subnet lease${leases.length === 1 ? '' : 's'}` });
+    out.push({
+      group,
+      check: 'etcd',
+      from: 'verify',
+      to: `etcd ${s.etcd.endpoint}`,
+      ok: healthy,
+      evidence: `${healthy ? 'healthy' : 'answers but reports itself unhealthy'}; holds ${leases.length} subnet lease${leases.length === 1 ? '' : 's'}`,
+    });
   } catch (e) {
-    out.push({ group, check: 'etcd', from: 'verify', to: `etcd ${s.etcd.endpoint}`, ok: false, evidence: `${(e as Error).message}: no node can take, renew or learn a lease` });
+    out.push({
+      group,
+      check: 'etcd',
+      from: 'verify',
+      to: `etcd ${s.etcd.endpoint}`,
+      ok: false,
+      evidence: `${(e as Error).message}: no node can take, renew or learn a lease`,
+    });
   }
   let answering = 0;
   for (const n of nodes) {
     const { status, note } = await readStatus(nodeFiles(s, n).dir, 3000).catch((e: Error) => ({ status: undefined, note: e.message }));
     const ok = status !== undefined && note === undefined;
     if (ok) answering++;
-    const evidence = ok ? `answers: lease ${status.ownLease?.subnet ?? 'none'}, ${status.remoteLeases.length} remote leases, etcd ${status.store.healthy ? 'reachable' : 'UNREACHABLE'} from it` : `no answer on its status socket: nothing manages ${n.name}'s routes or renews its lease; bring it back with: weft lab up${flag}`;
+    const evidence = ok
+      ? `answers: lease ${status.ownLease?.subnet ?? 'none'}, ${status.remoteLeases.length} remote leases, etcd ${status.store.healthy ? 'reachable' : 'UNREACHABLE'} from it`
+      : `no answer on its status socket: nothing manages ${n.name}'s routes or renews its lease; bring it back with: weft lab up${flag}`;
     out.push({ group, check: 'agent', from: 'verify', to: `${n.name} ${n.ip}`, ok, evidence });
   }
   if (nodes.length > 0 && answering === 0) {
-    out.push({ group, check: 'agents', from: 'verify', to: 'every node', ok: false, evidence: 'no agent answers: nothing manages the network (traffic flows only over what the kernel already holds)' });
+    out.push({
+      group,
+      check: 'agents',
+      from: 'verify',
+      to: 'every node',
+      ok: false,
+      evidence: 'no agent answers: nothing manages the network (traffic flows only over what the kernel already holds)',
+    });
   }
   if (leases) {
     for (const n of nodes) {
       const held = leases.filter((l) => l.publicIP === n.ip);
       const ok = held.length === 1 && network(held[0]!.subnet) === network(n.subnet);
-      const evidence = held.length === 0 ? `etcd holds no lease for ${n.ip}` : `etcd holds ${held.map((l) => l.subnet).join(', ')} for ${n.ip}${ok ? '' : ` (the lab recorded ${n.subnet ?? 'none'})`}`;
+      const evidence =
+        held.length === 0
+          ? `etcd holds no lease for ${n.ip}`
+          : `etcd holds ${held.map((l) => l.subnet).join(', ')} for ${n.ip}${ok ? '' : ` (the lab recorded ${n.subnet ?? 'none'})`}`;
       out.push({ group, check: 'lease', from: 'verify', to: `${n.name} ${network(n.subnet) ?? '?'}`, ok, evidence });
     }
   }

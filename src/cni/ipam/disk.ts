@@ -29,18 +29,20 @@ export class DiskStore {
    */
   async locked<T>(fn: () => T): Promise<T> {
     const prev = chains.get(this.dir) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(async () => {
-      mkdirSync(this.dir, { recursive: true, mode: 0o755 });
-      const fd = openSync(join(this.dir, 'lock'), 'a');
-      try {
-        await flockExclusive(fd);
-        this.removeStaleTemps();
-        return fn();
-      } finally {
-        funlock(fd);
-        closeSync(fd);
-      }
-    });
+    const next = prev
+      .catch(() => undefined)
+      .then(async () => {
+        mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+        const fd = openSync(join(this.dir, 'lock'), 'a');
+        try {
+          await flockExclusive(fd);
+          this.removeStaleTemps();
+          return fn();
+        } finally {
+          funlock(fd);
+          closeSync(fd);
+        }
+      });
     chains.set(this.dir, next);
     try {
       return await next;

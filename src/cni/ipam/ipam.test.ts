@@ -97,7 +97,10 @@ describe('weft-ipam: ranges like host-local', () => {
   });
 
   it('gives one address per range set (dual stack), IPv6 up to the last address', async () => {
-    const c = net({ ranges: [[{ subnet: '10.1.0.0/24' }], [{ subnet: 'fd00:1::/125' }]], routes: [{ dst: '0.0.0.0/0' }, { dst: 'fd00::/8', gw: 'fd00:1::1' }] });
+    const c = net({
+      ranges: [[{ subnet: '10.1.0.0/24' }], [{ subnet: 'fd00:1::/125' }]],
+      routes: [{ dst: '0.0.0.0/0' }, { dst: 'fd00::/8', gw: 'fd00:1::1' }],
+    });
     const r = await allocate(c, att('a'));
     assert.deepEqual(r.ips, [
       { address: '10.1.0.2/24', gateway: '10.1.0.1' },
@@ -157,7 +160,10 @@ describe('weft-ipam: ranges like host-local', () => {
     assert.deepEqual([...files(c).keys()].sort(), ['10.1.0.3', '10.1.0.5', '10.1.0.60']);
     assert.deepEqual((await collect(c.dataDir, [att('b', 'net1')])).map((r) => r.ip).sort(), ['10.1.0.3', '10.1.0.5']);
     assert.deepEqual([...files(c).keys()], ['10.1.0.60'], 'an old-format file of a valid container stays');
-    assert.deepEqual((await collect(c.dataDir, [])).map((r) => r.ip), ['10.1.0.60']);
+    assert.deepEqual(
+      (await collect(c.dataDir, [])).map((r) => r.ip),
+      ['10.1.0.60'],
+    );
     assert.deepEqual([...files(c).keys()], []);
     assert.ok(readdirSync(c.dataDir).includes('last_reserved_ip.0'), 'GC keeps the round-robin position');
   });
@@ -175,9 +181,18 @@ describe('weft-ipam: ranges like host-local', () => {
     status(c);
     const ip = await addr(c, 'a');
     verify(c.dataDir, att('a'), [{ address: ip }]);
-    assert.throws(() => verify(c.dataDir, att('b'), [{ address: ip }]), (e: CniError) => e.code === Code.InvalidConfig);
-    assert.throws(() => verify(c.dataDir, att('a'), [{ address: '10.4.0.1/30' }]), (e: CniError) => e.code === Code.InvalidConfig);
-    assert.throws(() => status(c), (e: CniError) => e.code === Code.NotAvailable && /10\.4\.0\.0\/30/.test(e.message));
+    assert.throws(
+      () => verify(c.dataDir, att('b'), [{ address: ip }]),
+      (e: CniError) => e.code === Code.InvalidConfig,
+    );
+    assert.throws(
+      () => verify(c.dataDir, att('a'), [{ address: '10.4.0.1/30' }]),
+      (e: CniError) => e.code === Code.InvalidConfig,
+    );
+    assert.throws(
+      () => status(c),
+      (e: CniError) => e.code === Code.NotAvailable && /10\.4\.0\.0\/30/.test(e.message),
+    );
   });
 });
 
@@ -199,7 +214,11 @@ describe('weft-ipam: configuration', () => {
       { ranges: [[{ subnet: '10.1.0.0/24' }]], routes: {} },
     ];
     for (const section of bad) {
-      assert.throws(() => net(section), (e: unknown) => e instanceof CniError && e.code === Code.InvalidConfig, JSON.stringify(section));
+      assert.throws(
+        () => net(section),
+        (e: unknown) => e instanceof CniError && e.code === Code.InvalidConfig,
+        JSON.stringify(section),
+      );
     }
   });
 
@@ -215,8 +234,14 @@ describe('weft-ipam: configuration', () => {
     const r = await allocate(c, att('a'));
     assert.deepEqual(r.ips, [{ address: '10.244.7.2/24', gateway: '10.244.7.1' }]);
     assert.deepEqual(r.routes, [{ dst: '10.244.0.0/16' }]);
-    assert.throws(() => net({ subnetFile: join(root, 'missing.env') }), (e: unknown) => e instanceof CniError && e.code === Code.NotAvailable);
+    assert.throws(
+      () => net({ subnetFile: join(root, 'missing.env') }),
+      (e: unknown) => e instanceof CniError && e.code === Code.NotAvailable,
+    );
     writeFileSync(join(root, 'bad.env'), 'FLANNEL_NETWORK=10.244.0.0/16\n');
-    assert.throws(() => net({ subnetFile: join(root, 'bad.env') }), (e: unknown) => e instanceof CniError && e.code === Code.NotAvailable);
+    assert.throws(
+      () => net({ subnetFile: join(root, 'bad.env') }),
+      (e: unknown) => e instanceof CniError && e.code === Code.NotAvailable,
+    );
   });
 });

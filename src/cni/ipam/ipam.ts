@@ -31,7 +31,11 @@ export function readSubnetFile(path: string): SubnetEnv {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new CniError(Code.NotAvailable, `cannot read the subnet file ${path}: ${(e as Error).message}`, 'start the weft agent on this node (it writes the file), or set "subnetFile" or an "ipam" section');
+    throw new CniError(
+      Code.NotAvailable,
+      `cannot read the subnet file ${path}: ${(e as Error).message}`,
+      'start the weft agent on this node (it writes the file), or set "subnetFile" or an "ipam" section',
+    );
   }
   try {
     return parseSubnetEnv(text, path);
@@ -74,7 +78,8 @@ function parseRange(r: RawRange, where: string): Range {
       throw new CniError(Code.InvalidConfig, `${where}.${name} ${JSON.stringify(v)} is invalid: ${(e as Error).message}`);
     }
   };
-  if (typeof r.subnet !== 'string') throw new CniError(Code.InvalidConfig, `${where}.subnet is missing`, 'give the range a subnet in CIDR form, e.g. 10.244.1.0/24');
+  if (typeof r.subnet !== 'string')
+    throw new CniError(Code.InvalidConfig, `${where}.subnet is missing`, 'give the range a subnet in CIDR form, e.g. 10.244.1.0/24');
   let subnet: Cidr;
   try {
     subnet = parseCidr(r.subnet);
@@ -120,7 +125,12 @@ function readResolvConf(path: string): DNS {
   return dns;
 }
 
-const rangeName = (set: Range[]) => set.map((r) => `${formatNetwork(r.subnet)} (${formatAddr({ family: r.subnet.family, value: r.start })}-${formatAddr({ family: r.subnet.family, value: r.end })})`).join(', ');
+const rangeName = (set: Range[]) =>
+  set
+    .map(
+      (r) => `${formatNetwork(r.subnet)} (${formatAddr({ family: r.subnet.family, value: r.start })}-${formatAddr({ family: r.subnet.family, value: r.end })})`,
+    )
+    .join(', ');
 
 /**
  * host-local's allocation: one address per range set, round-robin from the last reserved one, the
@@ -131,7 +141,11 @@ export async function allocate(config: IpamConfig, att: Attachment): Promise<Res
   const ips = await store.locked(() => {
     const held = store.byAttachment(att.containerID, att.ifname);
     if (held.length > 0) {
-      throw new CniError(Code.InvalidConfig, `${held.map((r) => r.ip).join(', ')} is already allocated to ${att.containerID}/${att.ifname}`, 'duplicate allocation is not allowed; DEL the attachment first');
+      throw new CniError(
+        Code.InvalidConfig,
+        `${held.map((r) => r.ip).join(', ')} is already allocated to ${att.containerID}/${att.ifname}`,
+        'duplicate allocation is not allowed; DEL the attachment first',
+      );
     }
     const taken = new Set(store.list().map((r) => r.ip));
     const out: IPConfig[] = [];
@@ -141,7 +155,10 @@ export async function allocate(config: IpamConfig, att: Attachment): Promise<Res
         for (const got of out) store.release(got.address.split('/')[0]!);
         throw new CniError(Code.RangeFull, `no free address left in range ${rangeName(set)}`, 'widen the range, or delete pods that no longer run (DEL or GC)');
       }
-      out.push({ address: `${ip.text}/${ip.range.subnet.prefix}`, ...(ip.range.gateway !== undefined ? { gateway: formatAddr({ family: ip.range.subnet.family, value: ip.range.gateway }) } : {}) });
+      out.push({
+        address: `${ip.text}/${ip.range.subnet.prefix}`,
+        ...(ip.range.gateway !== undefined ? { gateway: formatAddr({ family: ip.range.subnet.family, value: ip.range.gateway }) } : {}),
+      });
     }
     return out;
   });
@@ -198,7 +215,9 @@ export async function collect(dataDir: string, valid: Attachment[]): Promise<Res
   const store = new DiskStore(dataDir);
   const keep = new Set(valid.map((a) => `${a.containerID}\n${a.ifname}`));
   return store.locked(() => {
-    const stale = store.list().filter((r) => !keep.has(`${r.containerId}\n${r.ifname}`) && !(r.ifname === '' && valid.some((a) => a.containerID === r.containerId)));
+    const stale = store
+      .list()
+      .filter((r) => !keep.has(`${r.containerId}\n${r.ifname}`) && !(r.ifname === '' && valid.some((a) => a.containerID === r.containerId)));
     for (const r of stale) store.release(r.ip);
     return stale;
   });
