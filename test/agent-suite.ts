@@ -457,11 +457,11 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
         const before = await counter();
         a1.received.length = 0;
         for (let i = 0; i < 3; i++) assert.equal((await c.tool('out', ['forge', '198.18.0.11', '1', mac, spoofed, a1.ip, String(PORT)])).code, 0);
-        await waitFor(async () => (await counter()) >= before + 3, { timeoutMs: 5000, what: 'the drop counter rises' });
+        await waitFor(async () => (await counter()) >= before + 3, { timeoutMs: 30_000, what: 'the drop counter rises' });
         // Control: the same packet from a node holding a lease is decapsulated and delivered, after
         // the forged ones; only it reaches the pod.
         assert.equal((await c.tool('n2', ['forge', '198.18.0.11', '1', mac, spoofed, a1.ip, String(PORT)])).code, 0);
-        await waitFor(() => a1.received.some((l) => l === `got ${spoofed} forged`), { timeoutMs: 5000, what: 'the control packet arrives' });
+        await waitFor(() => a1.received.some((l) => l === `got ${spoofed} forged`), { timeoutMs: 30_000, what: 'the control packet arrives' });
         assert.deepEqual(
           a1.received.filter((l) => /forged/.test(l)),
           [`got ${spoofed} forged`],
@@ -490,7 +490,7 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
             const now = await dropped();
             return now.droppedUnknownSource! >= before.droppedUnknownSource! + 36 && now.droppedMalformed! >= before.droppedMalformed! + 1;
           },
-          { timeoutMs: 5000, what: 'the drop counters rise' },
+          { timeoutMs: 30_000, what: 'the drop counters rise' },
         );
         // The agent still forwards real traffic, both ways.
         assert.equal(await c.tcp('b1', a1.ip), b1.ip);
@@ -498,7 +498,7 @@ export function connectivitySuite(backend: 'vxlan' | 'host-gw' | 'udp'): void {
         assert.equal((await c.status('n1')).datapath!.attached, true);
         // Control: the same forged packet from a node holding a lease is delivered (flannel's wire format).
         assert.equal((await c.tool('n2', ['forge-udp', '198.18.0.11', '8285', spoofed, a1.ip, String(PORT)])).code, 0);
-        await waitFor(() => a1.received.some((l) => l === `got ${spoofed} forged`), { timeoutMs: 5000, what: 'the control packet arrives' });
+        await waitFor(() => a1.received.some((l) => l === `got ${spoofed} forged`), { timeoutMs: 30_000, what: 'the control packet arrives' });
         assert.deepEqual(
           a1.received.filter((l) => /forged/.test(l)),
           [`got ${spoofed} forged`],

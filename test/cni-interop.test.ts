@@ -304,7 +304,7 @@ describe('a weft pod and a reference bridge pod on one bridge', () => {
       const child = lab.topo.spawn(srv, [process.execPath, '-e', server(srvIp)]);
       let out = '';
       child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      await waitFor(() => out.includes('ready'), { timeoutMs: 5000, intervalMs: 25, what: `the server in ${srv} to start` });
+      await waitFor(() => out.includes('ready'), { timeoutMs: 30_000, intervalMs: 25, what: `the server in ${srv} to start` });
       const res = await lab.topo.exec(cli, [process.execPath, '-e', client(srvIp)], { timeoutMs: 10_000 });
       assert.equal(res.code, 0, `${cli} -> ${srvIp}: ${res.stderr}`);
       assert.equal(res.stdout.trim(), `pong ${cliIp} ping`, "the server sees the client pod's own address");

@@ -269,7 +269,7 @@ export function reservations(dir: string): Map<string, string> {
 }
 
 /** util/wait's waitFor for the CNI tests' yes/no checks. */
-export const waitFor = (what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<true> =>
+export const waitFor = (what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<true> =>
   poll(async () => (await fn()) || undefined, { timeoutMs, intervalMs: 25, what });
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

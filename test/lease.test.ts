@@ -202,7 +202,7 @@ describe('LeaseManager against a real etcd', () => {
     assert.ok(await store.get(subnetKey(lease.subnet)), 'lease still there after more than its TTL');
     assert.deepEqual(watchLog.of('removed'), []);
     await node.stop();
-    await waitFor('the lease to expire', async () => (await store.get(subnetKey(lease.subnet))) === undefined, 5000);
+    await waitFor('the lease to expire', async () => (await store.get(subnetKey(lease.subnet))) === undefined, 30_000);
     await waitFor('the watcher to see it go', () => watchLog.of('removed').length === 1);
     assert.deepEqual(subnetsOf(watchLog.of('removed')), [formatNetwork(lease.subnet)]);
   });
@@ -294,7 +294,7 @@ describe('LeaseManager against a real etcd', () => {
     const log = record(node);
     const lease = await node.acquire();
     await store.delete(subnetKey(lease.subnet));
-    await waitFor('the renewal to write it back', () => log.of('reasserted').length === 1, 5000);
+    await waitFor('the renewal to write it back', () => log.of('reasserted').length === 1, 30_000);
     assert.equal((await store.get(subnetKey(lease.subnet)))?.value, encodeLeaseAttrs(vxlan('198.18.0.11')));
     assert.deepEqual(log.of('lost'), []);
   });

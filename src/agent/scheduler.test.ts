@@ -20,10 +20,10 @@ describe('ReconcileScheduler', () => {
     assert.deepEqual(runs, [], 'a request before start (the lease list is incomplete) does nothing');
     s.start('initial');
     s.request('lease added');
-    await waitFor(() => runs.length === 1, { timeoutMs: 2000, what: 'the first run' });
+    await waitFor(() => runs.length === 1, { timeoutMs: 10_000, what: 'the first run' });
     for (const r of ['lease added', 'lease removed', 'lease added']) s.request(r);
     release();
-    await waitFor(() => runs.length === 2, { timeoutMs: 2000, what: 'the coalesced run' });
+    await waitFor(() => runs.length === 2, { timeoutMs: 10_000, what: 'the coalesced run' });
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(runs, ['initial', 'lease added']);
     await s.stop();
@@ -39,7 +39,7 @@ describe('ReconcileScheduler', () => {
       { resyncMs: 30, retryMs: 1 },
     );
     s.start('initial');
-    await waitFor(() => runs.includes('retry') && runs.includes('resync'), { timeoutMs: 2000, what: 'a retry and a resync' });
+    await waitFor(() => runs.includes('retry') && runs.includes('resync'), { timeoutMs: 10_000, what: 'a retry and a resync' });
     assert.equal(runs[0], 'initial');
     assert.equal(runs[1], 'retry');
     await s.stop();
