@@ -217,46 +217,18 @@ export class Cluster {
     return n;
   }
 
+  /** `weft agent` with the flags that name the node and where it keeps its lease: shared by a run and `--cleanup`. */
+  private agentCommand(node: NodeHandle): string[] {
+    return [NODE, WEFT, 'agent', '--node', node.name, '--iface', 'eth0', '--etcd-endpoints', this.endpoint, '--subnet-file', node.subnetFile];
+  }
+
   agentArgs(node: NodeHandle, extra: string[] = []): string[] {
-    return [
-      NODE,
-      WEFT,
-      'agent',
-      '--node',
-      node.name,
-      '--iface',
-      'eth0',
-      '--etcd-endpoints',
-      this.endpoint,
-      '--subnet-file',
-      node.subnetFile,
-      '--state-dir',
-      node.stateDir,
-      '--cni-socket',
-      join(node.dir, 'cni.sock'),
-      '--resync',
-      '1',
-      ...extra,
-    ];
+    return [...this.agentCommand(node), '--state-dir', node.stateDir, '--cni-socket', join(node.dir, 'cni.sock'), '--resync', '1', ...extra];
   }
 
   /** Runs `weft agent --cleanup` in the node, as an operator would after stopping the agent. */
   cleanupAgent(name: string): Promise<ExecResult> {
-    const node = this.node(name);
-    return this.exec(name, [
-      NODE,
-      WEFT,
-      'agent',
-      '--cleanup',
-      '--node',
-      name,
-      '--iface',
-      'eth0',
-      '--etcd-endpoints',
-      this.endpoint,
-      '--subnet-file',
-      node.subnetFile,
-    ]);
+    return this.exec(name, [...this.agentCommand(this.node(name)), '--cleanup']);
   }
 
   startAgent(name: string, extra: string[] = []): AgentProc {
