@@ -25,16 +25,17 @@ export const BARS: Record<Backend, { bar: string; goal: string; met: (x: Datapat
 };
 
 /**
- * One iperf3 run. The server is one-shot (-1), so each attempt starts its own; an attempt fails when
+ * One iperf3 run to a server bound to `ip`, reached at `target` (a Service's ClusterIP in front of it,
+ * or `ip` itself). The server is one-shot (-1), so each attempt starts its own; an attempt fails when
  * the server is not listening yet or iperf3 reports an error instead of a result.
  */
-async function iperf(serverNs: string, clientNs: string, ip: string, seconds: number): Promise<number> {
+export async function iperf(serverNs: string, clientNs: string, ip: string, seconds: number, target = ip): Promise<number> {
   let last: unknown;
   for (let attempt = 0; attempt < 10; attempt++) {
     const server = spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', ip], { stdio: 'ignore' });
     try {
       await new Promise((res) => setTimeout(res, 150));
-      const { stdout } = await execIn(clientNs, ['iperf3', '-J', '-c', ip, '-t', String(seconds), '--connect-timeout', '2000']);
+      const { stdout } = await execIn(clientNs, ['iperf3', '-J', '-c', target, '-t', String(seconds), '--connect-timeout', '2000']);
       const r = JSON.parse(stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
       if (r.end?.sum_received) return r.end.sum_received.bits_per_second / 1e9;
       last = new Error(`iperf3 gave no result: ${r.error ?? 'unknown error'}`);

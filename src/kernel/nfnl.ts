@@ -95,6 +95,24 @@ function comment(udata: Buffer | undefined): string | undefined {
 
 const keyText = (b: Buffer): string => (b.length === 4 ? bytesIp(b) : b.toString('hex'));
 
+/** The keys of one set or map's elements, as the kernel holds them (interval ends left out). */
+function setKeys(sock: Sock, familyNum: number, table: string, set: string): Buffer[] {
+  const keys: Buffer[] = [];
+  for (const e of dump(sock, request(NFT_MSG_GETSETELEM, familyNum).str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, set))) {
+    const list = e.tb.get(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (let off = 0; list && off + 4 <= list.length;) {
+      const len = list.readUInt16LE(off);
+      if (len < 4) break;
+      const el = parseAttrs(list, off + 4, off + len);
+      const value = nested(el.get(NFTA_SET_ELEM_KEY)).get(NFTA_DATA_VALUE);
+      const endOfInterval = ((el.get(NFTA_SET_ELEM_FLAGS)?.readUInt32BE(0) ?? 0) & NFT_SET_ELEM_INTERVAL_END) !== 0;
+      if (value && !endOfInterval) keys.push(value);
+      off += (len + 3) & ~3;
+    }
+  }
+  return keys;
+}
+
 function read(sock: Sock, only?: { family: string; name: string }): NftTableState[] {
   const fam = only ? (FAMILY_NUM[only.family] ?? 0) : 0;
   const tables = new Map<string, NftTableState>();
@@ -129,21 +147,7 @@ function read(sock: Sock, only?: { family: string; name: string }): NftTableStat
     const flags = m.tb.get(NFTA_SET_FLAGS)?.readUInt32BE(0) ?? 0;
     if (!t || flags & NFT_SET_ANONYMOUS) continue;
     const name = str(m.tb, NFTA_SET_NAME);
-    const w = request(NFT_MSG_GETSETELEM, m.familyNum).str(NFTA_SET_ELEM_LIST_TABLE, t.name).str(NFTA_SET_ELEM_LIST_SET, name);
-    const elements: string[] = [];
-    for (const e of dump(sock, w)) {
-      const list = e.tb.get(NFTA_SET_ELEM_LIST_ELEMENTS);
-      for (let off = 0; list && off + 4 <= list.length;) {
-        const len = list.readUInt16LE(off);
-        if (len < 4) break;
-        const el = parseAttrs(list, off + 4, off + len);
-        const value = nested(el.get(NFTA_SET_ELEM_KEY)).get(NFTA_DATA_VALUE);
-        const endOfInterval = ((el.get(NFTA_SET_ELEM_FLAGS)?.readUInt32BE(0) ?? 0) & NFT_SET_ELEM_INTERVAL_END) !== 0;
-        if (value && !endOfInterval) elements.push(keyText(value));
-        off += (len + 3) & ~3;
-      }
-    }
-    t.sets.set(name, elements);
+    t.sets.set(name, setKeys(sock, m.familyNum, t.name, name).map(keyText));
   }
   for (const m of dump(sock, request(NFT_MSG_GETOBJ, fam))) {
     const t = tables.get(key(m.family, str(m.tb, NFTA_OBJ_TABLE)));
@@ -175,6 +179,14 @@ function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
 /** One table; undefined when it does not exist. */
 export function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
   return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s, { family, name }))[0]));
+}
+
+/**
+ * The raw keys of one set or map (a concatenation's fields each padded to 4 bytes), without reading
+ * the rest of the table: one dump, however many chains the table has. Rejects when the set is not there.
+ */
+export function nftSetKeys(ns: Netns, family: string, table: string, set: string): Promise<Buffer[]> {
+  return new Promise((resolve) => resolve(withNfnl(ns, (s) => setKeys(s, FAMILY_NUM[family] ?? 0, table, set))));
 }
 
 /** Every table of the namespace. */

@@ -124,6 +124,7 @@ export class Topology {
       spawnSync('ip', ['netns', 'del', name]);
     }
     rmSync(this.dir, { recursive: true, force: true });
+    removeLabDirs(this.id);
     rmSync(join(OWNERS, this.id), { force: true });
   }
 }
