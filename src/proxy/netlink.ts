@@ -1,0 +1,572 @@
+import {
+  bytesIp,
+  cstr,
+  ipBytes,
+  nested,
+  NLM_F_ACK,
+  NLM_F_ACK_TLVS,
+  NLM_F_CAPPED,
+  NLM_F_CREATE,
+  NLMSG_ERROR,
+  NLMSGERR_ATTR_MSG,
+  parseAttrs,
+  Writer,
+} from '../kernel/codec.js';
+import { errnoKind, KernelError } from '../kernel/errors.js';
+import type { Netns } from '../kernel/exec.js';
+import { errno as lastErrno, libc, strerror } from '../kernel/libc.js';
+import { Sock } from '../kernel/socket.js';
+import { parseCidr } from '../ip/cidr.js';
+import type { ProxyOp, Shape } from './diff.js';
+import { MAPS, PROXY_TABLE, verdictText, type Match, type MapName, type Statement, type Verdict } from './rules.js';
+
+/**
+ * The proxy's changes as nfnetlink batches, written here rather than by `nft -f`: nft reads its
+ * cache of the whole table before any rule or element command (≈1 s at 30,000 Services), which
+ * would make every change O(table). A batch is one kernel transaction: all of it or none.
+ * Also the table read back for a resync: chains with their rules' comments, sets, map elements
+ * with their verdicts.
+ */
+const SUBSYS = 10;
+const NFPROTO_IPV4 = 2;
+const NLM_F_APPEND = 0x800;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
+
+const MSG = {
+  NEWCHAIN: 3,
+  GETCHAIN: 4,
+  DELCHAIN: 5,
+  NEWRULE: 6,
+  GETRULE: 7,
+  DELRULE: 8,
+  NEWSET: 9,
+  GETSET: 10,
+  DELSET: 11,
+  NEWSETELEM: 12,
+  GETSETELEM: 13,
+  DELSETELEM: 14,
+};
+const NLA_F_NESTED = 0x8000;
+
+// attribute numbers of linux/netfilter/nf_tables.h
+const CHAIN = { TABLE: 1, NAME: 3, HOOK: 4 };
+const RULE = { TABLE: 1, CHAIN: 2, HANDLE: 3, EXPRESSIONS: 4, USERDATA: 7 };
+const SET = { TABLE: 1, NAME: 2, FLAGS: 3, KEY_TYPE: 4, KEY_LEN: 5, ID: 10, TIMEOUT: 11 };
+const ELEMS = { TABLE: 1, SET: 2, ELEMENTS: 3 };
+const ELEM = { KEY: 1, DATA: 2 };
+const DATA = { VALUE: 1, VERDICT: 2 };
+const VERDICT = { CODE: 1, CHAIN: 2 };
+const LIST_ELEM = 1;
+const EXPR = { NAME: 1, DATA: 2 };
+
+const NF_DROP = 0;
+const NFT_JUMP = -3;
+const NFT_GOTO = -4;
+const REG_VERDICT = 0;
+const REG1 = 1;
+const REG2 = 2;
+const NFT_SET_TIMEOUT = 0x10;
+const NFT_SET_EVAL = 0x20;
+const NFT_SET_ANONYMOUS = 0x1;
+const TYPE_IPADDR = 7;
+const PROTO: Record<string, number> = { tcp: 6, udp: 17 };
+const PROTO_NAME: Record<number, string> = { 6: 'tcp', 17: 'udp' };
+const SO_SNDBUFFORCE = 32;
+const SOL_SOCKET = 1;
+
+const be32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(v | 0);
+  return b;
+};
+const be16 = (v: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v);
+  return b;
+};
+
+function message(type: number, flags: number): Writer {
+  return new Writer((SUBSYS << 8) | type, flags).raw(Buffer.from([NFPROTO_IPV4, 0, 0, 0]));
+}
+
+/** An nftables expression: its name and its attributes (each a number and its bytes, or a nest). */
+type Attr = [number, Buffer | Attr[]];
+
+function putAttrs(w: Writer, attrs: Attr[]): void {
+  for (const [type, v] of attrs) {
+    if (Buffer.isBuffer(v)) w.attr(type, v);
+    else {
+      const at = w.begin(type | NLA_F_NESTED);
+      putAttrs(w, v);
+      w.end(at);
+    }
+  }
+}
+
+const value = (b: Buffer): Attr[] => [[DATA.VALUE, b]];
+const verdictData = (v: Verdict): Attr[] => [
+  [
+    DATA.VERDICT,
+    [
+      [VERDICT.CODE, be32(v.kind === 'drop' ? NF_DROP : v.kind === 'jump' ? NFT_JUMP : NFT_GOTO)],
+      ...(v.kind === 'drop' ? [] : ([[VERDICT.CHAIN, Buffer.from(`${v.chain}\0`)]] as Attr[])),
+    ],
+  ],
+];
+const str = (s: string): Buffer => Buffer.from(`${s}\0`);
+const ip4 = (ip: string): Buffer => ipBytes(ip).bytes;
+
+const payload = (base: number, offset: number, len: number): [string, Attr[]] => [
+  'payload',
+  [
+    [1, be32(REG1)],
+    [2, be32(base)],
+    [3, be32(offset)],
+    [4, be32(len)],
+  ],
+];
+const cmp = (op: 'eq' | 'neq', data: Buffer): [string, Attr[]] => [
+  'cmp',
+  [
+    [1, be32(REG1)],
+    [2, be32(op === 'eq' ? 0 : 1)],
+    [3, value(data)],
+  ],
+];
+const metaL4proto: [string, Attr[]] = [
+  'meta',
+  [
+    [1, be32(REG1)],
+    [2, be32(16)],
+  ],
+];
+const NH = 1;
+const TH = 2;
+
+function matchExprs(m: Match): [string, Attr[]][] {
+  switch (m.m) {
+    case 'daddr':
+      return [payload(NH, 16, 4), cmp('eq', ip4(m.ip))];
+    case 'saddr': {
+      if (!m.addr.includes('/')) return [payload(NH, 12, 4), cmp(m.not ? 'neq' : 'eq', ip4(m.addr))];
+      const c = parseCidr(m.addr);
+      const maskBytes = be32(c.prefix === 0 ? 0 : Number((0xffffffffn << BigInt(32 - c.prefix)) & 0xffffffffn));
+      const net = ip4(m.addr.split('/')[0]!);
+      for (let i = 0; i < 4; i++) net[i]! &= maskBytes[i]!;
+      return [
+        payload(NH, 12, 4),
+        [
+          'bitwise',
+          [
+            [1, be32(REG1)],
+            [2, be32(REG1)],
+            [3, be32(4)],
+            [4, value(maskBytes)],
+            [5, value(Buffer.alloc(4))],
+          ],
+        ],
+        cmp(m.not ? 'neq' : 'eq', net),
+      ];
+    }
+    case 'dport':
+      return [metaL4proto, cmp('eq', Buffer.from([PROTO[m.proto.toLowerCase()]!])), payload(TH, 2, 2), cmp('eq', be16(m.port))];
+    case 'fibSaddrLocal': {
+      const rtnLocal = Buffer.alloc(4);
+      rtnLocal.writeUInt32LE(2);
+      return [
+        [
+          'fib',
+          [
+            [1, be32(REG1)],
+            [2, be32(3)],
+            [3, be32(1)],
+          ],
+        ],
+        cmp('eq', rtnLocal),
+      ];
+    }
+    case 'random': {
+      const zero = Buffer.alloc(4);
+      return [
+        [
+          'numgen',
+          [
+            [1, be32(REG1)],
+            [2, be32(m.mod)],
+            [3, be32(1)],
+          ],
+        ],
+        cmp('eq', zero),
+      ];
+    }
+    case 'saddrIn':
+      return [
+        payload(NH, 12, 4),
+        [
+          'lookup',
+          [
+            [1, str(m.set)],
+            [2, be32(REG1)],
+          ],
+        ],
+      ];
+  }
+}
+
+function statementExprs(s: Statement): [string, Attr[]][] {
+  switch (s.s) {
+    case 'verdict':
+      return [
+        [
+          'immediate',
+          [
+            [1, be32(REG_VERDICT)],
+            [2, verdictData(s.v)],
+          ],
+        ],
+      ];
+    case 'dnat':
+      return [
+        metaL4proto,
+        cmp('eq', Buffer.from([PROTO[s.proto.toLowerCase()]!])),
+        [
+          'immediate',
+          [
+            [1, be32(REG1)],
+            [2, value(ip4(s.ip))],
+          ],
+        ],
+        [
+          'immediate',
+          [
+            [1, be32(REG2)],
+            [2, value(be16(s.port))],
+          ],
+        ],
+        [
+          'nat',
+          [
+            [1, be32(1)],
+            [2, be32(NFPROTO_IPV4)],
+            [3, be32(REG1)],
+            [5, be32(REG2)],
+          ],
+        ],
+      ];
+    case 'remember':
+      return [
+        payload(NH, 12, 4),
+        [
+          'dynset',
+          [
+            [1, str(s.set)],
+            [3, be32(1)],
+            [4, be32(REG1)],
+          ],
+        ],
+      ];
+  }
+}
+
+/** nft's rule comment in the rule's user data: type 0, length, the text with its NUL. */
+function commentUdata(comment: string): Buffer {
+  const text = str(comment);
+  return Buffer.concat([Buffer.from([0, text.length]), text]);
+}
+
+/** Concatenated set keys are laid out field by field, each padded to 4 bytes. */
+function keyBytes(key: string[]): Buffer {
+  return Buffer.concat(
+    key.map((k) => {
+      if (k.includes('.')) return ip4(k);
+      const b = Buffer.alloc(4);
+      if (PROTO[k] !== undefined) b.writeUInt8(PROTO[k]);
+      else b.writeUInt16BE(Number(k));
+      return b;
+    }),
+  );
+}
+
+function keyText(map: MapName, b: Buffer): string[] {
+  const withIp = map === 'service-ips' || map === 'no-endpoint-services';
+  const at = withIp ? 4 : 0;
+  const proto = b.readUInt8(at);
+  return [...(withIp ? [bytesIp(b.subarray(0, 4))] : []), PROTO_NAME[proto] ?? String(proto), String(b.readUInt16BE(at + 4))];
+}
+
+function encode(o: ProxyOp, setId: number): Writer {
+  const t = PROXY_TABLE;
+  switch (o.op) {
+    case 'addChain':
+      return message(MSG.NEWCHAIN, NLM_F_CREATE).str(CHAIN.TABLE, t).str(CHAIN.NAME, o.name);
+    case 'delChain':
+      return message(MSG.DELCHAIN, 0).str(CHAIN.TABLE, t).str(CHAIN.NAME, o.name);
+    case 'flushChain':
+      return message(MSG.DELRULE, 0).str(RULE.TABLE, t).str(RULE.CHAIN, o.name);
+    case 'addRule': {
+      const w = message(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND)
+        .str(RULE.TABLE, t)
+        .str(RULE.CHAIN, o.chain);
+      const exprs = [...o.rule.match.flatMap(matchExprs), ...statementExprs(o.rule.then)];
+      putAttrs(w, [
+        [
+          RULE.EXPRESSIONS,
+          exprs.map(([name, data]): Attr => [
+            LIST_ELEM,
+            [
+              [EXPR.NAME, str(name)],
+              [EXPR.DATA, data],
+            ],
+          ]),
+        ],
+      ]);
+      return w.attr(RULE.USERDATA, commentUdata(o.comment));
+    }
+    case 'addSet': {
+      const w = message(MSG.NEWSET, NLM_F_CREATE).str(SET.TABLE, t).str(SET.NAME, o.name);
+      const timeout = Buffer.alloc(8);
+      timeout.writeBigUInt64BE(BigInt(o.timeoutSeconds) * 1000n);
+      putAttrs(w, [
+        [SET.FLAGS, be32(NFT_SET_TIMEOUT | NFT_SET_EVAL)],
+        [SET.KEY_TYPE, be32(TYPE_IPADDR)],
+        [SET.KEY_LEN, be32(4)],
+        [SET.ID, be32(setId)],
+        [SET.TIMEOUT, timeout],
+      ]);
+      return w;
+    }
+    case 'delSet':
+      return message(MSG.DELSET, 0).str(SET.TABLE, t).str(SET.NAME, o.name);
+    case 'addElement':
+    case 'delElement': {
+      const w = message(o.op === 'addElement' ? MSG.NEWSETELEM : MSG.DELSETELEM, o.op === 'addElement' ? NLM_F_CREATE : 0)
+        .str(ELEMS.TABLE, t)
+        .str(ELEMS.SET, o.map);
+      const elem: Attr[] = [[ELEM.KEY, value(keyBytes(o.key))]];
+      if (o.op === 'addElement') elem.push([ELEM.DATA, verdictData(o.value)]);
+      putAttrs(w, [[ELEMS.ELEMENTS, [[LIST_ELEM, elem]]]]);
+      return w;
+    }
+  }
+}
+
+/** Batches stay well inside the socket buffer the kernel allows for one message. */
+const BATCH_BYTES = 16 << 20;
+const RBUF = Buffer.allocUnsafe(1 << 16);
+
+function marker(type: number, seq: number): Buffer {
+  const b = Buffer.alloc(20);
+  b.writeUInt32LE(20, 0);
+  b.writeUInt16LE(type, 4);
+  b.writeUInt16LE(1, 6);
+  b.writeUInt32LE(seq >>> 0, 8);
+  b.writeUInt16BE(SUBSYS, 18);
+  return b;
+}
+
+let seqCounter = Math.floor(Date.now() / 1000) & 0x3fffffff;
+
+/**
+ * Sends ops[from..] as one nfnetlink batch (one transaction), at most `max` ops and BATCH_BYTES,
+ * and waits for its answer: only the last message asks for an ack; failures are reported per
+ * message anyway. Returns where the next batch starts. Throws a KernelError naming the op that
+ * failed. EAGAIN (the kernel loaded a module mid-batch and aborted it) is retried.
+ */
+function sendBatch(sock: Sock, ops: ProxyOp[], from: number, max: number): number {
+  for (let attempt = 0; ; attempt++) {
+    const first = ++seqCounter;
+    const parts: Buffer[] = [marker(NFNL_MSG_BATCH_BEGIN, first)];
+    let bytes = 0;
+    let i = from;
+    for (; i < ops.length && i - from < max && bytes < BATCH_BYTES; i++) {
+      const m = encode(ops[i]!, i - from + 1).finish(first + 1 + i - from, 0);
+      bytes += m.length;
+      parts.push(Buffer.from(m));
+    }
+    const last = first + i - from;
+    const tail = parts[parts.length - 1]!;
+    tail.writeUInt16LE(tail.readUInt16LE(6) | NLM_F_ACK, 6);
+    seqCounter = last + 1;
+    parts.push(marker(NFNL_MSG_BATCH_END, seqCounter));
+    const all = Buffer.concat(parts);
+    const sent = libc.send(sock.fd, all, all.length, 0) as number;
+    if (sent !== all.length) throw new KernelError(`nftables batch send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
+    const failure = answer(sock.fd, first + 1, last);
+    if (!failure) return i;
+    if (failure.errno === 11 && attempt < 3) continue;
+    const o = ops[from + failure.seq - first - 1];
+    const what = o ? describeOp(o) : 'nftables batch';
+    throw new KernelError(`${what}: ${failure.ext ?? strerror(failure.errno)}`, errnoKind(failure.errno), what, failure.errno);
+  }
+}
+
+/** Reads until the last message's ack; the first error seen (with its message's seq) wins. */
+function answer(fd: number, firstSeq: number, lastSeq: number): { errno: number; seq: number; ext?: string } | undefined {
+  let failure: { errno: number; seq: number; ext?: string } | undefined;
+  for (;;) {
+    const n = libc.recv(fd, RBUF, RBUF.length, 0) as number;
+    if (n < 0) {
+      const err = lastErrno();
+      if (err === 4) continue;
+      throw new KernelError(`nftables batch: ${strerror(err)}`, 'other');
+    }
+    for (let off = 0; off + 16 <= n;) {
+      const len = RBUF.readUInt32LE(off);
+      if (len < 16 || off + len > n) break;
+      const seq = RBUF.readUInt32LE(off + 8);
+      if (RBUF.readUInt16LE(off + 4) === NLMSG_ERROR && seq >= firstSeq && seq <= lastSeq) {
+        const err = -RBUF.readInt32LE(off + 16);
+        if (err > 0 && !failure) {
+          failure = { errno: err, seq };
+          const flags = RBUF.readUInt16LE(off + 6);
+          if (flags & NLM_F_ACK_TLVS) {
+            const inner = flags & NLM_F_CAPPED ? 20 : 4 + RBUF.readUInt32LE(off + 20);
+            const m = parseAttrs(RBUF, off + 16 + ((inner + 3) & ~3), off + len).get(NLMSGERR_ATTR_MSG);
+            if (m && cstr(m) !== '') failure.ext = cstr(m);
+          }
+        }
+        if (seq === lastSeq || err > 0) return failure;
+      }
+      off += (len + 3) & ~3;
+    }
+  }
+}
+
+export function describeOp(o: ProxyOp): string {
+  switch (o.op) {
+    case 'addRule':
+      return `add rule ${o.chain}`;
+    case 'addElement':
+      return `add element ${o.map} { ${o.key.join(' . ')} : ${verdictText(o.value)} }`;
+    case 'delElement':
+      return `delete element ${o.map} { ${o.key.join(' . ')} }`;
+    case 'addSet':
+    case 'delSet':
+      return `${o.op === 'addSet' ? 'add' : 'delete'} set ${o.name}`;
+    default:
+      return `${o.op === 'addChain' ? 'add' : o.op === 'delChain' ? 'delete' : 'flush'} chain ${o.name}`;
+  }
+}
+
+function withSock<T>(ns: Netns, fn: (s: Sock) => T): T {
+  const sock = Sock.open(ns, 'netfilter');
+  try {
+    const size = Buffer.alloc(4);
+    size.writeInt32LE(BATCH_BYTES * 2);
+    libc.setsockopt(sock.fd, SOL_SOCKET, SO_SNDBUFFORCE, size, 4);
+    return fn(sock);
+  } finally {
+    sock.close();
+  }
+}
+
+/**
+ * Applies ops in `ns` as one transaction, or for a very large change (an initial sync) as
+ * consecutive transactions of at most `chunk` ops: the diff's order puts everything an op needs
+ * before it, so each transaction finds what it refers to. Returns the number of transactions.
+ */
+export function applyOps(ns: Netns, ops: ProxyOp[], chunk = Infinity): number {
+  if (ops.length === 0) return 0;
+  return withSock(ns, (sock) => {
+    let batches = 0;
+    for (let at = 0; at < ops.length; batches++) at = sendBatch(sock, ops, at, chunk);
+    return batches;
+  });
+}
+
+// ---- reading ------------------------------------------------------------------------------------
+
+interface Msg {
+  tb: Map<number, Buffer>;
+}
+
+function dump(sock: Sock, w: Writer): Msg[] {
+  return sock.dump(w).flatMap((m) => (m.readUInt16LE(4) >> 8 === SUBSYS ? [{ tb: parseAttrs(m, 20, m.readUInt32LE(0)) }] : []));
+}
+
+const text = (tb: Map<number, Buffer>, t: number): string => cstr(tb.get(t) ?? Buffer.alloc(0));
+
+function ruleComment(udata: Buffer | undefined): string | undefined {
+  for (let off = 0; udata && off + 2 <= udata.length;) {
+    const type = udata[off]!;
+    const len = udata[off + 1]!;
+    if (type === 0) return cstr(udata.subarray(off + 2, off + 2 + len));
+    off += 2 + len;
+  }
+  return undefined;
+}
+
+function verdictOf(data: Buffer | undefined): string {
+  const v = nested(nested(data).get(DATA.VERDICT));
+  const code = v.get(VERDICT.CODE)?.readInt32BE(0);
+  const chain = v.get(VERDICT.CHAIN);
+  if (code === NFT_GOTO || code === NFT_JUMP) return `${code === NFT_GOTO ? 'goto' : 'jump'} ${chain ? cstr(chain) : '?'}`;
+  return code === NF_DROP ? 'drop' : code === 1 ? 'accept' : String(code);
+}
+
+/** The proxy's table as the kernel holds it; undefined when there is none. */
+export interface TableState {
+  /** Chain name → its rules' comments joined by commas (as Shape.chains); base chains too. */
+  chains: Map<string, string>;
+  /** Base chains' hooks: `type hook priority`. */
+  hooks: Map<string, string>;
+  /** Named sets that are not maps. */
+  sets: Set<string>;
+  /** Our maps that exist, and their elements. */
+  maps: Set<MapName>;
+  elements: Shape['elements'];
+}
+
+const HOOKS = ['prerouting', 'input', 'forward', 'output', 'postrouting'];
+
+export function readTable(ns: Netns): TableState | undefined {
+  return withSock(ns, (sock) => {
+    const chains = new Map<string, string[]>();
+    const hooks = new Map<string, string>();
+    for (const m of dump(sock, message(MSG.GETCHAIN, 0))) {
+      if (text(m.tb, CHAIN.TABLE) !== PROXY_TABLE) continue;
+      const name = text(m.tb, CHAIN.NAME);
+      chains.set(name, []);
+      const hook = nested(m.tb.get(CHAIN.HOOK));
+      if (hook.has(1)) hooks.set(name, `${cstr(m.tb.get(7) ?? Buffer.alloc(0))} ${HOOKS[hook.get(1)!.readUInt32BE(0)]} ${hook.get(2)?.readInt32BE(0) ?? 0}`);
+    }
+    if (chains.size === 0 && !tableExists(sock)) return undefined;
+    for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, PROXY_TABLE))) {
+      if (text(m.tb, RULE.TABLE) !== PROXY_TABLE) continue;
+      chains.get(text(m.tb, RULE.CHAIN))?.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
+    }
+    const sets = new Set<string>();
+    const maps = new Set<MapName>();
+    for (const m of dump(sock, message(MSG.GETSET, 0).str(SET.TABLE, PROXY_TABLE))) {
+      if (text(m.tb, SET.TABLE) !== PROXY_TABLE) continue;
+      const flags = m.tb.get(SET.FLAGS)?.readUInt32BE(0) ?? 0;
+      if (flags & NFT_SET_ANONYMOUS) continue;
+      const name = text(m.tb, SET.NAME);
+      if ((MAPS as readonly string[]).includes(name)) maps.add(name as MapName);
+      else sets.add(name);
+    }
+    const elements: Shape['elements'] = new Map();
+    for (const map of maps) {
+      for (const m of dump(sock, message(MSG.GETSETELEM, 0).str(ELEMS.TABLE, PROXY_TABLE).str(ELEMS.SET, map))) {
+        const list = m.tb.get(ELEMS.ELEMENTS);
+        for (let off = 0; list && off + 4 <= list.length;) {
+          const len = list.readUInt16LE(off);
+          if (len < 4) break;
+          const el = parseAttrs(list, off + 4, off + len);
+          const k = nested(el.get(ELEM.KEY)).get(DATA.VALUE);
+          if (k) {
+            const key = keyText(map, k);
+            elements.set(`${map} ${key.join(' . ')}`, { map, key, value: verdictOf(el.get(ELEM.DATA)) });
+          }
+          off += (len + 3) & ~3;
+        }
+      }
+    }
+    return { chains: new Map([...chains].map(([k, v]) => [k, v.join(',')])), hooks, sets, maps, elements };
+  });
+}
+
+function tableExists(sock: Sock): boolean {
+  return dump(sock, new Writer((SUBSYS << 8) | 1, 0).raw(Buffer.from([NFPROTO_IPV4, 0, 0, 0]))).some((m) => text(m.tb, 1) === PROXY_TABLE);
+}

@@ -1,0 +1,343 @@
+import { createHash } from 'node:crypto';
+import type { Endpoint, Protocol, Service, ServicePort } from '../service/types.js';
+
+/**
+ * The service proxy's nftables table as plain data, after kube-proxy's nftables mode: hook chains
+ * jump to `services`, which looks `ip daddr . meta l4proto . th dport` up in the verdict map
+ * `service-ips` (and, for packets to a local address, `meta l4proto . th dport` in
+ * `service-nodeports`); the verdict goes to a per-service-port chain that picks an endpoint chain,
+ * which DNATs. Services without endpoints are rejected from filter hooks that run before the DNAT.
+ *
+ * Everything a Service contributes is computed from that Service and its endpoints alone (a
+ * Fragment), so one change is recomputed and diffed in O(its size), not O(table).
+ */
+export const PROXY_TABLE = 'weft-proxy';
+export const PROXY_FAMILY = 'ip';
+/** kube-proxy's masquerade bit. */
+export const MASQ_MARK = 0x4000;
+
+export const SERVICE_IPS = 'service-ips';
+export const SERVICE_NODEPORTS = 'service-nodeports';
+export const NO_ENDPOINT_SERVICES = 'no-endpoint-services';
+export const NO_ENDPOINT_NODEPORTS = 'no-endpoint-nodeports';
+export const MAPS = [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS] as const;
+export type MapName = (typeof MAPS)[number];
+export const MARK_MASQ_CHAIN = 'mark-for-masquerade';
+export const REJECT_CHAIN = 'reject-chain';
+
+export interface ProxyNode {
+  /** The node's name as endpoints carry it (EndpointSlice nodeName): Local traffic policies keep these. */
+  name: string;
+  /** The pod Network (CIDR): traffic from outside it to a ClusterIP is masqueraded. */
+  podNetwork: string;
+}
+
+export type Verdict = { kind: 'jump' | 'goto'; chain: string } | { kind: 'drop' };
+
+/** What a rule tests, in order; every test must hold. */
+export type Match =
+  | { m: 'daddr'; ip: string }
+  /** `ip saddr ADDR` or `ip saddr != CIDR`. */
+  | { m: 'saddr'; addr: string; not?: boolean }
+  /** `tcp dport N` (the protocol test included). */
+  | { m: 'dport'; proto: Protocol; port: number }
+  | { m: 'fibSaddrLocal' }
+  /** `numgen random mod MOD 0`: true with probability 1/MOD. */
+  | { m: 'random'; mod: number }
+  | { m: 'saddrIn'; set: string };
+
+export type Statement =
+  | { s: 'verdict'; v: Verdict }
+  | { s: 'dnat'; proto: Protocol; ip: string; port: number }
+  /** `update @SET { ip saddr }`: refreshes the client's entry (session affinity). */
+  | { s: 'remember'; set: string };
+
+export interface Rule {
+  match: Match[];
+  then: Statement;
+}
+
+/** What one Service puts in the table. */
+export interface Fragment {
+  /** Regular chains and their rules. */
+  chains: Map<string, Rule[]>;
+  /** Affinity sets (ipv4_addr, dynamic, with the timeout in seconds). */
+  sets: Map<string, number>;
+  elements: Element[];
+  /** UDP service ports and the endpoints their rules lead to, for conntrack cleanup. */
+  udp: UdpTarget[];
+  /** Endpoints the rules lead to (over all ports). */
+  endpoints: number;
+}
+
+export interface Element {
+  map: MapName;
+  /** `ip . proto . port` (service-ips, no-endpoint-services) or `proto . port` (the nodeport maps). */
+  key: string[];
+  value: Verdict;
+}
+
+export interface UdpTarget {
+  clusterIP: string;
+  port: number;
+  nodePort?: number;
+  /** "ip:port" of each endpoint the rules DNAT to. */
+  endpoints: string[];
+}
+
+export const emptyFragment = (): Fragment => ({ chains: new Map(), sets: new Map(), elements: [], udp: [], endpoints: 0 });
+
+// ---- text ---------------------------------------------------------------------------------------
+
+export const verdictText = (v: Verdict): string => (v.kind === 'drop' ? 'drop' : `${v.kind} ${v.chain}`);
+
+function matchText(m: Match): string {
+  switch (m.m) {
+    case 'daddr':
+      return `ip daddr ${m.ip}`;
+    case 'saddr':
+      return `ip saddr ${m.not ? '!= ' : ''}${m.addr}`;
+    case 'dport':
+      return `${m.proto.toLowerCase()} dport ${m.port}`;
+    case 'fibSaddrLocal':
+      return 'fib saddr type local';
+    case 'random':
+      return `numgen random mod ${m.mod} 0`;
+    case 'saddrIn':
+      return `ip saddr @${m.set}`;
+  }
+}
+
+function statementText(s: Statement): string {
+  switch (s.s) {
+    case 'verdict':
+      return verdictText(s.v);
+    case 'dnat':
+      return `meta l4proto ${s.proto.toLowerCase()} dnat to ${s.ip}:${s.port}`;
+    case 'remember':
+      return `update @${s.set} { ip saddr }`;
+  }
+}
+
+/** The rule as nft writes it (`nft list` prints the same text). */
+export const ruleText = (r: Rule): string => [...r.match.map(matchText), statementText(r.then)].join(' ');
+
+export const elementId = (e: { map: string; key: string[] }): string => `${e.map} ${e.key.join(' . ')}`;
+
+/**
+ * Each rule's comment: a hash of its whole chain and its index. Reading the comments back tells
+ * whether a chain is exactly as wanted (a rule deleted, added or edited by hand shows as a
+ * mismatch) without parsing rules back.
+ */
+export function chainComments(rules: readonly Rule[]): string[] {
+  const hash = createHash('sha256').update(rules.map(ruleText).join('\n')).digest('hex').slice(0, 8);
+  return rules.map((_, i) => `${hash}:${i}`);
+}
+
+// ---- names --------------------------------------------------------------------------------------
+
+const hash8 = (s: string): string => createHash('sha256').update(s).digest('hex').slice(0, 8).toUpperCase();
+
+/** kube-proxy's naming: PREFIX + hash + readable `ns/name/proto/port`; `/` never appears in the fixed chains. */
+const named = (prefix: string, base: string): string => `${prefix}${hash8(base)}-${base}`;
+
+// ---- per service --------------------------------------------------------------------------------
+
+interface PortEndpoint {
+  ip: string;
+  port: number;
+  local: boolean;
+  ready: boolean;
+  servingTerminating: boolean;
+}
+
+/** Ready endpoints, or when there are none the serving-but-terminating ones (graceful termination). */
+function usable(eps: PortEndpoint[]): PortEndpoint[] {
+  const ready = eps.filter((e) => e.ready);
+  return ready.length ? ready : eps.filter((e) => e.servingTerminating);
+}
+
+function portEndpoints(node: ProxyNode, sp: ServicePort, endpoints: Endpoint[]): PortEndpoint[] {
+  const seen = new Map<string, PortEndpoint>();
+  for (const e of endpoints) {
+    const p = e.ports.find((x) => x.name === sp.name && x.protocol === sp.protocol);
+    if (!p) continue;
+    const id = `${e.ip}:${p.port}`;
+    if (seen.has(id)) continue;
+    seen.set(id, {
+      ip: e.ip,
+      port: p.port,
+      local: e.nodeName === node.name,
+      ready: e.conditions.ready,
+      servingTerminating: e.conditions.serving && e.conditions.terminating,
+    });
+  }
+  return [...seen.values()].sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
+}
+
+const goto = (chain: string): Statement => ({ s: 'verdict', v: { kind: 'goto', chain } });
+const jump = (chain: string): Statement => ({ s: 'verdict', v: { kind: 'jump', chain } });
+
+/**
+ * The rules of one Service on `node`: for each port a `service-` chain (Cluster policy), a `local-`
+ * chain (Local policies), an `external-` chain (NodePort), an `endpoint-` chain per endpoint, and
+ * the map elements that lead there (or to the reject/drop verdicts when nothing serves).
+ */
+export function serviceRules(node: ProxyNode, svc: Service, endpoints: Endpoint[]): Fragment {
+  const f = emptyFragment();
+  if (svc.type === 'ExternalName' || svc.clusterIP === undefined || svc.clusterIP === 'None') return f;
+  const clusterIP = svc.clusterIP;
+  const affinity = svc.sessionAffinity === 'ClientIP';
+  for (const sp of svc.ports) {
+    const proto = sp.protocol.toLowerCase();
+    const base = `${svc.namespace}/${svc.name}/${proto}/${sp.name}`;
+    const all = portEndpoints(node, sp, endpoints);
+    const cluster = usable(all);
+    const local = usable(all.filter((e) => e.local));
+    const external = svc.type === 'NodePort' && sp.nodePort !== undefined;
+    const internalLocal = svc.internalTrafficPolicy === 'Local';
+    const externalLocal = external && svc.externalTrafficPolicy === 'Local';
+    const hasEndpoints = cluster.length > 0;
+    const hasInternal = internalLocal ? local.length > 0 : hasEndpoints;
+    const hasExternal = externalLocal ? local.length > 0 : hasEndpoints;
+    const usesCluster = hasEndpoints && (!internalLocal || external);
+    const usesLocal = local.length > 0 && (internalLocal || externalLocal);
+
+    const serviceChain = named('service-', base);
+    const localChain = named('local-', base);
+    const externalChain = named('external-', base);
+    const epChain = (e: PortEndpoint) => named('endpoint-', `${base}__${e.ip}/${e.port}`);
+    const affinitySet = (e: PortEndpoint) => named('affinity-', `${base}__${e.ip}/${e.port}@${svc.affinityTimeoutSeconds}`);
+
+    const reachable = new Map<string, PortEndpoint>();
+    for (const e of [...(usesCluster ? cluster : []), ...(usesLocal ? local : [])]) reachable.set(`${e.ip}:${e.port}`, e);
+    for (const e of reachable.values()) {
+      const rules: Rule[] = [{ match: [{ m: 'saddr', addr: e.ip }], then: jump(MARK_MASQ_CHAIN) }];
+      if (affinity) {
+        f.sets.set(affinitySet(e), svc.affinityTimeoutSeconds);
+        rules.push({ match: [], then: { s: 'remember', set: affinitySet(e) } });
+      }
+      rules.push({ match: [], then: { s: 'dnat', proto: sp.protocol, ip: e.ip, port: e.port } });
+      f.chains.set(epChain(e), rules);
+    }
+
+    // Traffic to the ClusterIP from outside the pod Network (the node itself, other hosts routed here) is masqueraded.
+    const internalMasq: Rule = {
+      match: [
+        { m: 'daddr', ip: clusterIP },
+        { m: 'dport', proto: sp.protocol, port: sp.port },
+        { m: 'saddr', addr: node.podNetwork, not: true },
+      ],
+      then: jump(MARK_MASQ_CHAIN),
+    };
+    const pick = (eps: PortEndpoint[]): Rule[] => [
+      ...(affinity ? eps.map((e): Rule => ({ match: [{ m: 'saddrIn', set: affinitySet(e) }], then: goto(epChain(e)) })) : []),
+      ...eps.map((e, i): Rule => ({ match: i < eps.length - 1 ? [{ m: 'random', mod: eps.length - i }] : [], then: goto(epChain(e)) })),
+    ];
+    if (usesCluster) f.chains.set(serviceChain, [...(internalLocal ? [] : [internalMasq]), ...pick(cluster)]);
+    if (usesLocal) f.chains.set(localChain, [...(internalLocal ? [internalMasq] : []), ...pick(local)]);
+
+    const ipKey = [clusterIP, proto, String(sp.port)];
+    if (hasInternal) f.elements.push({ map: SERVICE_IPS, key: ipKey, value: { kind: 'goto', chain: internalLocal ? localChain : serviceChain } });
+    else f.elements.push({ map: NO_ENDPOINT_SERVICES, key: ipKey, value: hasEndpoints ? { kind: 'drop' } : { kind: 'goto', chain: REJECT_CHAIN } });
+
+    if (external) {
+      const npKey = [proto, String(sp.nodePort)];
+      if (hasEndpoints) {
+        f.elements.push({ map: SERVICE_NODEPORTS, key: npKey, value: { kind: 'goto', chain: externalChain } });
+        f.chains.set(
+          externalChain,
+          externalLocal
+            ? [
+                // Pods and the node itself are not outside clients: they take the Cluster policy (kube-proxy's short-circuits).
+                { match: [{ m: 'saddr', addr: node.podNetwork }], then: goto(serviceChain) },
+                { match: [{ m: 'fibSaddrLocal' }], then: jump(MARK_MASQ_CHAIN) },
+                { match: [{ m: 'fibSaddrLocal' }], then: goto(serviceChain) },
+                ...(hasExternal ? [{ match: [], then: goto(localChain) }] : []),
+              ]
+            : [
+                { match: [], then: jump(MARK_MASQ_CHAIN) },
+                { match: [], then: goto(serviceChain) },
+              ],
+        );
+      }
+      if (!hasExternal)
+        f.elements.push({ map: NO_ENDPOINT_NODEPORTS, key: npKey, value: hasEndpoints ? { kind: 'drop' } : { kind: 'goto', chain: REJECT_CHAIN } });
+    }
+    if (sp.protocol === 'UDP')
+      f.udp.push({
+        clusterIP,
+        port: sp.port,
+        ...(external ? { nodePort: sp.nodePort! } : {}),
+        endpoints: [...reachable.values()].map((e) => `${e.ip}:${e.port}`),
+      });
+    f.endpoints += reachable.size;
+  }
+  return f;
+}
+
+// ---- the fixed part -----------------------------------------------------------------------------
+
+export interface BaseChain {
+  name: string;
+  hook?: { type: 'filter' | 'nat'; hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting'; priority: number };
+  rules: string[];
+}
+
+/** dstnat - 10: the filter chains see the ClusterIP before the nat chains DNAT it. */
+const FILTER_PRIORITY = -110;
+const DSTNAT = -100;
+const SRCNAT = 100;
+
+const LOOKUP_IPS = 'ip daddr . meta l4proto . th dport vmap';
+const LOOKUP_NODEPORTS = 'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap';
+
+/** The chains every node has whatever its Services: hooks, dispatch, masquerading, reject. */
+export function baseChains(): BaseChain[] {
+  const mark = `0x${MASQ_MARK.toString(16).padStart(8, '0')}`;
+  const check = 'ct state new jump endpoints-check';
+  return [
+    { name: 'filter-input', hook: { type: 'filter', hook: 'input', priority: FILTER_PRIORITY }, rules: [check] },
+    { name: 'filter-forward', hook: { type: 'filter', hook: 'forward', priority: FILTER_PRIORITY }, rules: [check] },
+    { name: 'filter-output', hook: { type: 'filter', hook: 'output', priority: FILTER_PRIORITY }, rules: [check] },
+    { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', priority: DSTNAT }, rules: ['jump services'] },
+    { name: 'nat-output', hook: { type: 'nat', hook: 'output', priority: DSTNAT }, rules: ['jump services'] },
+    { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', priority: SRCNAT }, rules: ['jump masquerading'] },
+    { name: 'endpoints-check', rules: [`${LOOKUP_IPS} @${NO_ENDPOINT_SERVICES}`, `${LOOKUP_NODEPORTS} @${NO_ENDPOINT_NODEPORTS}`] },
+    { name: 'services', rules: [`${LOOKUP_IPS} @${SERVICE_IPS}`, `${LOOKUP_NODEPORTS} @${SERVICE_NODEPORTS}`] },
+    { name: 'masquerading', rules: [`meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random'] },
+    { name: MARK_MASQ_CHAIN, rules: [`meta mark set meta mark | ${mark}`] },
+    { name: REJECT_CHAIN, rules: ['reject'] },
+  ];
+}
+
+export const MAP_TYPES: Record<MapName, string[]> = {
+  [SERVICE_IPS]: ['ipv4_addr', 'inet_proto', 'inet_service'],
+  [NO_ENDPOINT_SERVICES]: ['ipv4_addr', 'inet_proto', 'inet_service'],
+  [SERVICE_NODEPORTS]: ['inet_proto', 'inet_service'],
+  [NO_ENDPOINT_NODEPORTS]: ['inet_proto', 'inet_service'],
+};
+
+/** A base chain's comments: like chainComments, with its hook in the hash so a changed hook shows too. */
+export function baseComments(c: BaseChain): string[] {
+  const decl = c.hook ? `${c.hook.type} ${c.hook.hook} ${c.hook.priority}` : 'regular';
+  const hash = createHash('sha256')
+    .update([decl, ...c.rules].join('\n'))
+    .digest('hex')
+    .slice(0, 8);
+  return c.rules.map((_, i) => `base:${hash}:${i}`);
+}
+
+// ---- the whole table ----------------------------------------------------------------------------
+
+export interface ServiceEntry {
+  service: Service;
+  endpoints: Endpoint[];
+}
+
+/** Every Service's fragment, keyed by serviceKey. */
+export function desiredRuleset(node: ProxyNode, entries: Iterable<[string, ServiceEntry]>): Map<string, Fragment> {
+  const out = new Map<string, Fragment>();
+  for (const [key, e] of entries) out.set(key, serviceRules(node, e.service, e.endpoints));
+  return out;
+}

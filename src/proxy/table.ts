@@ -1,0 +1,112 @@
+import type { Netns } from '../kernel/exec.js';
+import * as op from '../kernel/ops.js';
+import { apply, Plan } from '../kernel/plan.js';
+import { nftTx } from '../kernel/nft.js';
+import { baseTx } from './base.js';
+import { clearFlows, listUdp, staleFlows, strayFlows, type Flow } from './conntrack.js';
+import { diff, emptyShape, shapeOf, type ProxyOp, type Shape } from './diff.js';
+import { applyOps, readTable } from './netlink.js';
+import { baseChains, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
+
+/** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
+export const SYNC_CHUNK = 50_000;
+
+export interface SyncResult {
+  /** Kernel changes made (nft ops and conntrack flows deleted). */
+  ops: number;
+  transactions: number;
+  /** Human-readable lines for a full sync's repairs (what differed from the wanted table). */
+  changes: string[];
+  conntrackDeleted: number;
+}
+
+/**
+ * The proxy's nftables table in one namespace, and what was last applied to it per Service.
+ * `update` diffs a few Services' old and new fragments into one transaction (O(those Services));
+ * `sync` reads the whole table from the kernel and repairs it to the wanted state.
+ */
+export class ProxyTable {
+  private readonly applied = new Map<string, Fragment>();
+
+  constructor(readonly ns: Netns) {}
+
+  get fragments(): ReadonlyMap<string, Fragment> {
+    return this.applied;
+  }
+
+  /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows. */
+  async update(changed: Map<string, Fragment | undefined>): Promise<SyncResult> {
+    const old = emptyShape();
+    const now: Fragment[] = [];
+    const flows: Flow[] = [];
+    for (const [key, f] of changed) {
+      const before = this.applied.get(key);
+      if (before) shapeOf([before], old);
+      if (f) now.push(f);
+      flows.push(...staleFlows(before, f));
+    }
+    const ops = diff(old, now);
+    const transactions = applyOps(this.ns, ops);
+    for (const [key, f] of changed) {
+      if (f) this.applied.set(key, f);
+      else this.applied.delete(key);
+    }
+    const conntrackDeleted = flows.length ? await clearFlows(this.ns, flows) : 0;
+    return { ops: ops.length, transactions, changes: [], conntrackDeleted };
+  }
+
+  /**
+   * Makes the kernel's table exactly `all`: reads it (chains and their rules' comments, sets, map
+   * elements with verdicts), repairs the fixed part with `nft -f`, and sends the rest as a diff
+   * against what the kernel holds, never flushing the table. Also deletes UDP flows that lead
+   * nowhere the rules lead.
+   */
+  async sync(all: Map<string, Fragment>): Promise<SyncResult> {
+    const state = readTable(this.ns);
+    const changes: string[] = [];
+    const base = baseTx(state);
+    if (!base.tx.empty) await apply(new Plan().add(op.nft({ ns: this.ns, tx: base.tx })));
+    changes.push(...base.changes);
+    const fixed = new Set(baseChains().map((c) => c.name));
+    const have: Shape = emptyShape();
+    for (const [name, comments] of state?.chains ?? []) if (!fixed.has(name)) have.chains.set(name, comments);
+    for (const name of state?.sets ?? []) have.sets.add(name);
+    for (const [id, e] of state?.elements ?? []) have.elements.set(id, e);
+    const ops = diff(have, all.values());
+    if (state) changes.push(...summarize(ops));
+    const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
+    this.applied.clear();
+    for (const [k, f] of all) this.applied.set(k, f);
+    const targets = [...all.values()].flatMap((f) => f.udp);
+    const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
+    const conntrackDeleted = stray.length ? await clearFlows(this.ns, stray) : 0;
+    if (conntrackDeleted) changes.push(`delete ${conntrackDeleted} stale UDP conntrack entries`);
+    return { ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length), transactions: transactions + (base.tx.empty ? 0 : 1), changes, conntrackDeleted };
+  }
+}
+
+/** A repair as a few lines: counts per kind of op, and the first names. */
+function summarize(ops: ProxyOp[]): string[] {
+  const by = new Map<string, string[]>();
+  for (const o of ops) {
+    const what =
+      o.op === 'addRule'
+        ? undefined
+        : o.op === 'addElement' || o.op === 'delElement'
+          ? `${o.op === 'addElement' ? 'add' : 'delete'} element in ${o.map}`
+          : `${o.op.replace(/[A-Z].*/, '')} ${o.op.endsWith('Set') ? 'set' : 'chain'}`;
+    if (!what) continue;
+    const name = 'name' in o ? o.name : 'key' in o ? o.key.join(' . ') : '';
+    const list = by.get(what) ?? [];
+    list.push(name);
+    by.set(what, list);
+  }
+  return [...by].map(([what, names]) => `${what}: ${names.length} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''})`);
+}
+
+/** Removes the proxy's table (`weft agent --cleanup`); a missing table is fine. */
+export async function cleanupProxy(ns: Netns): Promise<boolean> {
+  if (!readTable(ns)) return false;
+  await apply(new Plan().add(op.nft({ ns, tx: nftTx(PROXY_FAMILY, PROXY_TABLE).delete({ type: 'table' }), tolerate: 'missing' })));
+  return true;
+}
