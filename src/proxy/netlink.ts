@@ -46,6 +46,7 @@ const MSG = {
   NEWSETELEM: 12,
   GETSETELEM: 13,
   DELSETELEM: 14,
+  GETGEN: 16,
 };
 const NLA_F_NESTED = 0x8000;
 
@@ -532,10 +533,11 @@ export function readTable(ns: Netns): TableState | undefined {
       if (hook.has(1)) hooks.set(name, `${cstr(m.tb.get(7) ?? Buffer.alloc(0))} ${HOOKS[hook.get(1)!.readUInt32BE(0)]} ${hook.get(2)?.readInt32BE(0) ?? 0}`);
     }
     if (chains.size === 0 && !tableExists(sock)) return undefined;
-    for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, PROXY_TABLE))) {
-      if (text(m.tb, RULE.TABLE) !== PROXY_TABLE) continue;
-      chains.get(text(m.tb, RULE.CHAIN))?.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
-    }
+    // One dump per chain: a dump of the whole table's rules restarts its walk over every chain at
+    // each reply buffer, which is quadratic (8 s at 90,000 chains against 1.5 s this way).
+    for (const [name, comments] of chains)
+      for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, PROXY_TABLE).str(RULE.CHAIN, name)))
+        comments.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
     const sets = new Set<string>();
     const maps = new Set<MapName>();
     for (const m of dump(sock, message(MSG.GETSET, 0).str(SET.TABLE, PROXY_TABLE))) {
@@ -565,6 +567,23 @@ export function readTable(ns: Netns): TableState | undefined {
     }
     return { chains: new Map([...chains].map(([k, v]) => [k, v.join(',')])), hooks, sets, maps, elements };
   });
+}
+
+/**
+ * The ruleset's generation: every committed nftables transaction in the namespace (anyone's)
+ * increments it, so an unchanged generation proves that nothing changed the table.
+ */
+export async function generation(ns: Netns): Promise<number> {
+  const sock = Sock.open(ns, 'netfilter');
+  try {
+    const a = await sock.ask(message(MSG.GETGEN, 0));
+    const m = a.replies[0];
+    const id = m && parseAttrs(m, 20, m.readUInt32LE(0)).get(1);
+    if (a.errno !== 0 || !id) throw new KernelError(`nftables generation: ${a.errno ? strerror(a.errno) : 'no answer'}`, 'other');
+    return id.readUInt32BE(0);
+  } finally {
+    sock.close();
+  }
 }
 
 function tableExists(sock: Sock): boolean {

@@ -5,7 +5,7 @@ import { nftTx } from '../kernel/nft.js';
 import { baseTx } from './base.js';
 import { clearFlows, listUdp, staleFlows, strayFlows, type Flow } from './conntrack.js';
 import { diff, emptyShape, shapeOf, type ProxyOp, type Shape } from './diff.js';
-import { applyOps, readTable } from './netlink.js';
+import { applyOps, generation, readTable } from './netlink.js';
 import { baseChains, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
 
 /** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
@@ -27,6 +27,11 @@ export interface SyncResult {
  */
 export class ProxyTable {
   private readonly applied = new Map<string, Fragment>();
+  /**
+   * The nftables generation right after our last transaction, while nothing but us has changed the
+   * ruleset since our last full read: then `applied` is what the kernel holds.
+   */
+  private trusted: number | undefined;
 
   constructor(readonly ns: Netns) {}
 
@@ -46,7 +51,10 @@ export class ProxyTable {
       flows.push(...staleFlows(before, f));
     }
     const ops = diff(old, now);
+    const before = await generation(this.ns);
     const transactions = applyOps(this.ns, ops);
+    const after = await generation(this.ns);
+    this.trusted = this.trusted === before && after === before + transactions ? after : undefined;
     for (const [key, f] of changed) {
       if (f) this.applied.set(key, f);
       else this.applied.delete(key);
@@ -62,6 +70,8 @@ export class ProxyTable {
    * nowhere the rules lead.
    */
   async sync(all: Map<string, Fragment>): Promise<SyncResult> {
+    const gen = await generation(this.ns);
+    if (gen === this.trusted) return this.update(changedFrom(this.applied, all));
     const state = readTable(this.ns);
     const changes: string[] = [];
     const base = baseTx(state);
@@ -75,16 +85,38 @@ export class ProxyTable {
     const ops = diff(have, all.values());
     if (state) changes.push(...summarize(ops));
     const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
+    const after = await generation(this.ns);
+    const ours = transactions + (base.tx.empty ? 0 : 1);
+    this.trusted = after === gen + ours ? after : undefined;
     this.applied.clear();
     for (const [k, f] of all) this.applied.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
     const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
     const conntrackDeleted = stray.length ? await clearFlows(this.ns, stray) : 0;
     if (conntrackDeleted) changes.push(`delete ${conntrackDeleted} stale UDP conntrack entries`);
-    return { ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length), transactions: transactions + (base.tx.empty ? 0 : 1), changes, conntrackDeleted };
+    return { ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length), transactions: ours, changes, conntrackDeleted };
   }
 }
 
+const signatures = new WeakMap<Fragment, string>();
+
+/** A fragment as one string, remembered per fragment object: equal strings, equal rules. */
+function signature(f: Fragment): string {
+  let sig = signatures.get(f);
+  if (sig === undefined) signatures.set(f, (sig = JSON.stringify([[...f.chains], [...f.sets], f.elements])));
+  return sig;
+}
+
+/** The Services whose fragment differs between what was applied and `all` (undefined: gone). */
+function changedFrom(applied: ReadonlyMap<string, Fragment>, all: Map<string, Fragment>): Map<string, Fragment | undefined> {
+  const out = new Map<string, Fragment | undefined>();
+  for (const [k, f] of all) {
+    const a = applied.get(k);
+    if (!a || signature(a) !== signature(f)) out.set(k, f);
+  }
+  for (const k of applied.keys()) if (!all.has(k)) out.set(k, undefined);
+  return out;
+}
 /** A repair as a few lines: counts per kind of op, and the first names. */
 function summarize(ops: ProxyOp[]): string[] {
   const by = new Map<string, string[]>();

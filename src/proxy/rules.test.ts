@@ -1,0 +1,281 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Endpoint, Service } from '../service/types.js';
+import { parseConntrack, staleFlows, strayFlows } from './conntrack.js';
+import { diff, emptyShape, shapeOf, toNftTx, type ProxyOp } from './diff.js';
+import { renderTx } from '../kernel/nft.js';
+import { baseChains, elementId, ruleText, serviceRules, verdictText, type Fragment, type ProxyNode } from './rules.js';
+
+const node: ProxyNode = { name: 'n1', podNetwork: '10.244.0.0/16' };
+
+const svc = (o: Partial<Service> = {}): Service => ({
+  namespace: 'default',
+  name: 'web',
+  labels: {},
+  type: 'ClusterIP',
+  clusterIP: '10.96.0.10',
+  ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080 }],
+  sessionAffinity: 'None',
+  affinityTimeoutSeconds: 10800,
+  externalTrafficPolicy: 'Cluster',
+  internalTrafficPolicy: 'Cluster',
+  uid: 'u1',
+  creationTimestamp: '2026-01-01T00:00:00Z',
+  ...o,
+});
+
+const ep = (
+  ip: string,
+  nodeName: string,
+  state: 'ready' | 'terminating' | 'notready' = 'ready',
+  ports: Endpoint['ports'] = [{ name: 'http', port: 8080, protocol: 'TCP' }],
+): Endpoint => ({
+  ip,
+  nodeName,
+  conditions: { ready: state === 'ready', serving: state !== 'notready', terminating: state === 'terminating' },
+  ports,
+});
+
+/** The fragment as text: chain name prefixes (hash dropped) → rule texts, and elements. */
+function view(f: Fragment): { chains: Record<string, string[]>; elements: string[] } {
+  const short = (n: string) => n.replace(/^(\w+)-[0-9A-F]{8}-/, '$1:');
+  const chains: Record<string, string[]> = {};
+  for (const [name, rules] of f.chains) chains[short(name)] = rules.map((r) => short(ruleText(r)).replace(/(goto |jump |@)(\w+)-[0-9A-F]{8}-/g, '$1$2:'));
+  return {
+    chains,
+    elements: f.elements.map((e) => `${e.map}: ${e.key.join(' . ')} -> ${short(verdictText(e.value)).replace(/(goto) (\w+)-[0-9A-F]{8}-/, '$1 $2:')}`),
+  };
+}
+
+describe('serviceRules', () => {
+  it('ClusterIP: map element to the service chain, a uniform cascade over endpoint chains that DNAT', () => {
+    const v = view(serviceRules(node, svc(), [ep('10.244.2.5', 'n2'), ep('10.244.1.5', 'n1')]));
+    assert.deepEqual(v.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http']);
+    assert.deepEqual(v.chains['service:default/web/tcp/http'], [
+      'ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade',
+      'numgen random mod 2 0 goto endpoint:default/web/tcp/http__10.244.1.5/8080',
+      'goto endpoint:default/web/tcp/http__10.244.2.5/8080',
+    ]);
+    assert.deepEqual(v.chains['endpoint:default/web/tcp/http__10.244.1.5/8080'], [
+      'ip saddr 10.244.1.5 jump mark-for-masquerade',
+      'meta l4proto tcp dnat to 10.244.1.5:8080',
+    ]);
+    assert.equal(Object.keys(v.chains).length, 3);
+  });
+
+  it('three endpoints: the cascade picks each with probability 1/3', () => {
+    const f = serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1'), ep('10.244.1.7', 'n1')]);
+    const chain = [...f.chains].find(([n]) => n.startsWith('service-'))![1];
+    assert.deepEqual(
+      chain.slice(1).map((r) => r.match),
+      [[{ m: 'random', mod: 3 }], [{ m: 'random', mod: 2 }], []],
+    );
+  });
+
+  it('no endpoints: a reject verdict in no-endpoint-services and no chains', () => {
+    const f = serviceRules(node, svc(), [ep('10.244.1.5', 'n1', 'notready')]);
+    assert.deepEqual(view(f).elements, ['no-endpoint-services: 10.96.0.10 . tcp . 80 -> goto reject-chain']);
+    assert.equal(f.chains.size, 0);
+  });
+
+  it('terminating endpoints serve only when no endpoint is ready', () => {
+    const both = view(serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1', 'terminating')]));
+    assert.deepEqual(
+      Object.keys(both.chains).filter((c) => c.startsWith('endpoint')),
+      ['endpoint:default/web/tcp/http__10.244.1.5/8080'],
+    );
+    const only = view(serviceRules(node, svc(), [ep('10.244.1.6', 'n1', 'terminating'), ep('10.244.1.7', 'n1', 'notready')]));
+    assert.deepEqual(
+      Object.keys(only.chains).filter((c) => c.startsWith('endpoint')),
+      ['endpoint:default/web/tcp/http__10.244.1.6/8080'],
+    );
+    assert.deepEqual(only.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http']);
+  });
+
+  it("internalTrafficPolicy Local: only this node's endpoints; none here drops (others exist)", () => {
+    const s = svc({ internalTrafficPolicy: 'Local' });
+    const here = view(serviceRules(node, s, [ep('10.244.1.5', 'n1'), ep('10.244.2.5', 'n2')]));
+    assert.deepEqual(here.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto local:default/web/tcp/http']);
+    assert.deepEqual(here.chains['local:default/web/tcp/http'], [
+      'ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade',
+      'goto endpoint:default/web/tcp/http__10.244.1.5/8080',
+    ]);
+    assert.equal(here.chains['service:default/web/tcp/http'], undefined);
+    const none = view(serviceRules(node, s, [ep('10.244.2.5', 'n2')]));
+    assert.deepEqual(none.elements, ['no-endpoint-services: 10.96.0.10 . tcp . 80 -> drop']);
+  });
+
+  it('NodePort with externalTrafficPolicy Cluster: external chain masquerades and goes to the service chain', () => {
+    const s = svc({ type: 'NodePort', ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }] });
+    const v = view(serviceRules(node, s, [ep('10.244.2.5', 'n2')]));
+    assert.ok(v.elements.includes('service-nodeports: tcp . 30080 -> goto external:default/web/tcp/http'));
+    assert.deepEqual(v.chains['external:default/web/tcp/http'], ['jump mark-for-masquerade', 'goto service:default/web/tcp/http']);
+  });
+
+  it('NodePort with externalTrafficPolicy Local: no masquerade for outside clients, local endpoints only, drop when none here', () => {
+    const s = svc({
+      type: 'NodePort',
+      externalTrafficPolicy: 'Local',
+      ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 30080 }],
+    });
+    const here = view(serviceRules(node, s, [ep('10.244.1.5', 'n1'), ep('10.244.2.5', 'n2')]));
+    assert.deepEqual(here.chains['external:default/web/tcp/http'], [
+      'ip saddr 10.244.0.0/16 goto service:default/web/tcp/http',
+      'fib saddr type local jump mark-for-masquerade',
+      'fib saddr type local goto service:default/web/tcp/http',
+      'goto local:default/web/tcp/http',
+    ]);
+    assert.deepEqual(here.chains['local:default/web/tcp/http'], ['goto endpoint:default/web/tcp/http__10.244.1.5/8080']);
+    const none = view(serviceRules(node, s, [ep('10.244.2.5', 'n2')]));
+    assert.ok(none.elements.includes('no-endpoint-nodeports: tcp . 30080 -> drop'));
+    assert.ok(none.elements.includes('service-nodeports: tcp . 30080 -> goto external:default/web/tcp/http'));
+    assert.ok(none.elements.includes('service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http'));
+    assert.equal(none.chains['external:default/web/tcp/http']!.length, 3);
+  });
+
+  it('ClientIP affinity: a timed set per endpoint, checked before the random pick and refreshed on the way through', () => {
+    const f = serviceRules(node, svc({ sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 30 }), [ep('10.244.1.5', 'n1'), ep('10.244.2.5', 'n2')]);
+    assert.deepEqual([...f.sets.values()], [30, 30]);
+    const v = view(f);
+    assert.deepEqual(v.chains['service:default/web/tcp/http']!.slice(1, 3), [
+      'ip saddr @affinity:default/web/tcp/http__10.244.1.5/8080@30 goto endpoint:default/web/tcp/http__10.244.1.5/8080',
+      'ip saddr @affinity:default/web/tcp/http__10.244.2.5/8080@30 goto endpoint:default/web/tcp/http__10.244.2.5/8080',
+    ]);
+    assert.equal(v.chains['endpoint:default/web/tcp/http__10.244.1.5/8080']![1], 'update @affinity:default/web/tcp/http__10.244.1.5/8080@30 { ip saddr }');
+  });
+
+  it('headless and ExternalName Services have no rules; endpoints without the port are left out', () => {
+    assert.equal(serviceRules(node, svc({ clusterIP: 'None' }), [ep('10.244.1.5', 'n1')]).elements.length, 0);
+    const { clusterIP: _, ...rest } = svc();
+    assert.equal(serviceRules(node, { ...rest, type: 'ExternalName', externalName: 'example.com' }, []).chains.size, 0);
+    const f = serviceRules(node, svc(), [ep('10.244.1.5', 'n1', 'ready', [{ name: 'other', port: 9, protocol: 'TCP' }])]);
+    assert.equal(f.elements[0]!.map, 'no-endpoint-services');
+  });
+
+  it('UDP ports record their endpoints for conntrack cleanup', () => {
+    const s = svc({ ports: [{ name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 }] });
+    const f = serviceRules(node, s, [ep('10.244.1.5', 'n1', 'ready', [{ name: 'dns', port: 53, protocol: 'UDP' }])]);
+    assert.deepEqual(f.udp, [{ clusterIP: '10.96.0.10', port: 53, endpoints: ['10.244.1.5:53'] }]);
+  });
+
+  it('chain names fit nft: letters, digits and _ . - / only, below 256 bytes', () => {
+    const f = serviceRules(node, svc({ namespace: 'n'.repeat(63), name: 's'.repeat(63) }), [ep('10.244.1.5', 'n1')]);
+    for (const name of f.chains.keys()) assert.match(name, /^[a-z][A-Za-z0-9_.\-/]{1,254}$/);
+  });
+
+  it('the base: filter hooks before DNAT, nat hooks at dstnat/srcnat, masquerade on mark 0x4000', () => {
+    const b = baseChains();
+    assert.deepEqual(
+      b.filter((c) => c.hook).map((c) => `${c.name} ${c.hook!.type} ${c.hook!.hook} ${c.hook!.priority}`),
+      [
+        'filter-input filter input -110',
+        'filter-forward filter forward -110',
+        'filter-output filter output -110',
+        'nat-prerouting nat prerouting -100',
+        'nat-output nat output -100',
+        'nat-postrouting nat postrouting 100',
+      ],
+    );
+    assert.ok(b.find((c) => c.name === 'services')!.rules.some((r) => r.startsWith('fib daddr type local')));
+    assert.deepEqual(b.find((c) => c.name === 'mark-for-masquerade')!.rules, ['meta mark set meta mark | 0x00004000']);
+  });
+});
+
+describe('diff', () => {
+  const a = () => serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.2.5', 'n2')]);
+  const other = () => serviceRules(node, svc({ name: 'db', clusterIP: '10.96.0.11' }), [ep('10.244.1.9', 'n1')]);
+  const kinds = (ops: ProxyOp[]) => ops.map((o) => o.op);
+
+  it('from nothing: chains before the rules that jump to them, elements after the chains they name', () => {
+    const ops = diff(emptyShape(), [a()]);
+    const firstRule = kinds(ops).indexOf('addRule');
+    assert.ok(kinds(ops).lastIndexOf('addChain') < firstRule);
+    assert.ok(kinds(ops).indexOf('addElement') > kinds(ops).lastIndexOf('addRule'));
+    assert.equal(ops.filter((o) => o.op === 'addChain').length, 3);
+  });
+
+  it('the same rules: no ops', () => {
+    assert.deepEqual(diff(shapeOf([a(), other()]), [a(), other()]), []);
+  });
+
+  it('moving one endpoint touches only that Service: the service chain is flushed and refilled, the old endpoint chain flushed then deleted', () => {
+    const moved = serviceRules(node, svc(), [ep('10.244.1.6', 'n1'), ep('10.244.2.5', 'n2')]);
+    const ops = diff(shapeOf([a()]), [moved]);
+    assert.deepEqual(
+      ops.filter((o) => o.op !== 'addRule').map((o) => `${o.op} ${'name' in o ? o.name.replace(/-[0-9A-F]{8}-/, ':') : ''}`),
+      [
+        'addChain endpoint:default/web/tcp/http__10.244.1.6/8080',
+        'flushChain service:default/web/tcp/http',
+        'flushChain endpoint:default/web/tcp/http__10.244.1.5/8080',
+        'delChain endpoint:default/web/tcp/http__10.244.1.5/8080',
+      ],
+    );
+    assert.equal(ops.filter((o) => o.op === 'addRule').length, 5);
+    assert.ok(ops.every((o) => !JSON.stringify(o).includes('/db/')));
+  });
+
+  it('a changed verdict is a delete and an add of the element; a gone Service leaves nothing', () => {
+    const none = serviceRules(node, svc(), []);
+    const ops = diff(shapeOf([a()]), [none]);
+    assert.deepEqual(
+      ops.filter((o) => o.op === 'addElement' || o.op === 'delElement').map((o) => `${o.op} ${elementId(o as { map: string; key: string[] })}`),
+      ['delElement service-ips 10.96.0.10 . tcp . 80', 'addElement no-endpoint-services 10.96.0.10 . tcp . 80'],
+    );
+    const gone = diff(shapeOf([a()]), []);
+    assert.deepEqual(new Set(kinds(gone)), new Set(['delElement', 'flushChain', 'delChain']));
+  });
+
+  it('a chain whose comments differ (edited by hand) is rewritten in place', () => {
+    const shape = shapeOf([a()]);
+    const name = [...shape.chains.keys()][0]!;
+    shape.chains.set(name, 'deadbeef:0');
+    assert.deepEqual(kinds(diff(shape, [a()])).slice(0, 1), ['flushChain']);
+  });
+
+  it('renders as an nft script', () => {
+    const text = renderTx(toNftTx(diff(emptyShape(), [a()])));
+    assert.match(text, /^add chain ip weft-proxy service-[0-9A-F]{8}-default\/web\/tcp\/http$/m);
+    assert.match(text, /add element ip weft-proxy service-ips \{ 10\.96\.0\.10 \. tcp \. 80 : goto service-/);
+    assert.match(text, /dnat to 10\.244\.1\.5:8080 comment "[0-9a-f]{8}:1"/);
+  });
+});
+
+describe('conntrack', () => {
+  const udp = (eps: Endpoint[], nodePort?: number) =>
+    serviceRules(
+      node,
+      svc({
+        type: nodePort ? 'NodePort' : 'ClusterIP',
+        ports: [{ name: 'dns', protocol: 'UDP', port: 53, targetPort: 53, ...(nodePort ? { nodePort } : {}) }],
+      }),
+      eps,
+    );
+  const dns = (ip: string) => ep(ip, 'n1', 'ready', [{ name: 'dns', port: 53, protocol: 'UDP' }]);
+
+  it('an endpoint that goes away: its flows to the ClusterIP and the NodePort', () => {
+    assert.deepEqual(staleFlows(udp([dns('10.244.1.5'), dns('10.244.1.6')], 30053), udp([dns('10.244.1.6')], 30053)), [
+      ['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53', '--reply-src', '10.244.1.5', '--reply-port-src', '53'],
+      ['-p', 'udp', '--orig-port-dst', '30053', '--reply-src', '10.244.1.5', '--reply-port-src', '53'],
+    ]);
+  });
+
+  it('from no endpoints to some, and a gone Service: every flow to the ClusterIP port', () => {
+    assert.deepEqual(staleFlows(udp([]), udp([dns('10.244.1.5')])), [['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53']]);
+    assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), undefined), [['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53']]);
+    assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), udp([dns('10.244.1.5')])), []);
+  });
+
+  it('full check: flows whose reply is not from a current endpoint', () => {
+    const entries = parseConntrack(
+      [
+        'udp      17 28 src=10.244.1.9 dst=10.96.0.10 sport=40000 dport=53 src=10.244.1.5 dst=10.244.1.9 sport=53 dport=40000 mark=0 use=1',
+        'udp      17 28 src=10.244.1.9 dst=10.96.0.10 sport=40001 dport=53 src=10.244.1.7 dst=10.244.1.9 sport=53 dport=40001 mark=0 use=1',
+        'udp      17 28 src=10.244.1.9 dst=10.244.1.3 sport=40002 dport=53 src=10.244.1.3 dst=10.244.1.9 sport=53 dport=40002 mark=0 use=1',
+      ].join('\n'),
+    );
+    assert.equal(entries.length, 3);
+    assert.deepEqual(strayFlows(entries, udp([dns('10.244.1.5')]).udp), [
+      ['-p', 'udp', '--orig-src', '10.244.1.9', '--orig-dst', '10.96.0.10', '--sport', '40001', '--dport', '53'],
+    ]);
+  });
+});
