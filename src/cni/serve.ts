@@ -1,5 +1,5 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, isIPv4, type Server } from 'node:net';
 import { dirname } from 'node:path';
 import { CNI_SOCKET } from '../util/paths.js';
 import { handle, type PluginName } from './dispatch.js';
@@ -24,6 +24,27 @@ export function parseRequest(data: Buffer): { plugin: PluginName; env: Record<st
   return { plugin, env, stdin: data.subarray(at).toString() };
 }
 
+/** A hook slower than this no longer holds up the answer (it goes on in the background). */
+const HOOK_WAIT_MS = 2000;
+
+/** Runs the hook before the answer, so a pod is registered when ADD returns; a slow or failing store never fails the call. */
+async function runHooks(hooks: CniHooks, env: Record<string, string>, stdout: string, log: (msg: string) => void): Promise<void> {
+  const what = `${env.CNI_COMMAND} hook for ${env.CNI_CONTAINERID ?? ''}`;
+  const run = (async () => {
+    if (env.CNI_COMMAND === 'ADD') await hooks.added?.(env, resultIp(stdout));
+    else if (env.CNI_COMMAND === 'DEL') await hooks.deleted?.(env);
+  })().catch((e: Error) => log(`${what} failed: ${e.message}`));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      log(`${what} still running after ${HOOK_WAIT_MS} ms; answering`);
+      resolve();
+    }, HOOK_WAIT_MS);
+  });
+  await Promise.race([run, late]);
+  clearTimeout(timer);
+}
+
 /** Whether something answers on the socket; a stale file from a dead server is not an answer. */
 function listening(path: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -36,12 +57,29 @@ function listening(path: string): Promise<boolean> {
   });
 }
 
+/** Called after a successful ADD (with the pod's IPv4 address from the result, if any) or DEL of the weft plugin. */
+export interface CniHooks {
+  added?(env: Record<string, string>, ip: string | undefined): unknown;
+  deleted?(env: Record<string, string>): unknown;
+}
+
+/** The first IPv4 address of an ADD result (`ips[].address`, "10.244.1.5/24"), without its prefix length. */
+export function resultIp(stdout: string): string | undefined {
+  try {
+    const ips = (JSON.parse(stdout) as { ips?: { address?: unknown }[] }).ips ?? [];
+    return ips.map((i) => (typeof i.address === 'string' ? i.address.split('/')[0]! : '')).find((a) => isIPv4(a));
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The served path: a warm process that runs CNI invocations for the thin front. Requests run
  * concurrently; IPAM serializes itself per network. The socket is root-only, since whoever can
- * write to it can wire any namespace.
+ * write to it can wire any namespace. `hooks` run after the weft plugin succeeded, before the answer
+ * (waited for at most 2 s); their failures are logged only.
  */
-export async function serveCni(path = CNI_SOCKET, log: (msg: string) => void = () => undefined): Promise<Server> {
+export async function serveCni(path = CNI_SOCKET, log: (msg: string) => void = () => undefined, hooks: CniHooks = {}): Promise<Server> {
   if (await listening(path)) throw new Error(`another weft server already listens on ${path}; stop it first or choose another --socket`);
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
   rmSync(path, { force: true });
@@ -59,7 +97,8 @@ export async function serveCni(path = CNI_SOCKET, log: (msg: string) => void = (
         return;
       }
       const started = performance.now();
-      void handle(req).then((res) => {
+      void handle(req).then(async (res) => {
+        if (res.exitCode === 0 && req.plugin === 'weft') await runHooks(hooks, req.env, res.stdout, log);
         log(`${req.plugin} ${req.env.CNI_COMMAND} ${req.env.CNI_CONTAINERID ?? ''} exit=${res.exitCode} ${(performance.now() - started).toFixed(1)}ms`);
         sock.end(Buffer.concat([Buffer.from([res.exitCode]), Buffer.from(res.stdout)]));
       });

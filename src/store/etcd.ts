@@ -21,6 +21,8 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
+/** Keys per list request: a page of Weft's values (well under 1 KiB each) stays far below gRPC's 4 MiB message limit. */
+const LIST_PAGE = 2000;
 
 export class EtcdStore implements Store {
   private readonly client: Etcd3;
@@ -60,10 +62,23 @@ export class EtcdStore implements Store {
     return kv ? this.toKeyValue(kv) : undefined;
   }
 
+  /** Read in pages at one revision: one answer for every key could pass gRPC's 4 MiB message limit (30,000 Services do). */
   async list(prefix: string): Promise<Listing> {
     const range = Range.prefix(this.full(prefix));
-    const res = await this.call(`list ${prefix}`, () => this.client.kv.range({ key: range.start, range_end: range.end }));
-    return { items: res.kvs.map((kv) => this.toKeyValue(kv)), revision: Number(res.header.revision), clusterId: String(res.header.cluster_id) };
+    const items: KeyValue[] = [];
+    let start = range.start;
+    let revision: string | undefined;
+    for (;;) {
+      const from = start;
+      const res = await this.call(`list ${prefix}`, () =>
+        this.client.kv.range({ key: from, range_end: range.end, limit: LIST_PAGE, ...(revision !== undefined && { revision }) }),
+      );
+      revision ??= res.header.revision;
+      for (const kv of res.kvs) items.push(this.toKeyValue(kv));
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || !last) return { items, revision: Number(revision), clusterId: String(res.header.cluster_id) };
+      start = Buffer.concat([last.key, Buffer.from([0])]);
+    }
   }
 
   createIfAbsent(key: string, value: string, ttlSeconds?: number): Promise<number | false> {
