@@ -38,6 +38,8 @@ export interface OptionSpec {
 export interface Positional {
   name: string;
   optional?: boolean;
+  /** The last positional only: takes every remaining argument (at least one unless optional). */
+  variadic?: boolean;
   check?: (value: string) => void;
 }
 
@@ -172,7 +174,7 @@ export function parse(c: CommandSpec, argv: string[]): Args | undefined {
       throw new UsageError(`${c.path.join(' ')} needs --${o.name} ${o.value ?? ''}`.trimEnd());
   }
   const pos = parsed.positionals;
-  const max = c.positionals?.length ?? 0;
+  const max = c.positionals?.at(-1)?.variadic ? Infinity : (c.positionals?.length ?? 0);
   const min = c.positionals?.filter((p) => !p.optional).length ?? 0;
   if (pos.length > max) throw new UsageError(`unexpected argument "${pos[max]}" for ${c.path.join(' ')}`);
   if (pos.length < min)
@@ -187,12 +189,14 @@ export function parse(c: CommandSpec, argv: string[]): Args | undefined {
     if (o.check && typeof v === 'string') checked(o.check, v);
   }
   for (const [i, p] of pos.entries()) {
-    const check = c.positionals![i]!.check;
+    const check = c.positionals![Math.min(i, c.positionals!.length - 1)]!.check;
     if (check) checked(check, p);
   }
   if (c.passthrough && rest.length === 0) throw new UsageError(`${c.path.join(' ')} needs ${c.passthrough} after --`);
   return new Args(c, values, pos, rest);
 }
+
+const positionalSynopsis = (p: Positional): string => `${p.optional ? `[${p.name}]` : p.name}${p.variadic ? '...' : ''}`;
 
 function optionSynopsis(o: OptionSpec): string {
   const text = `--${o.name}${o.value ? ` ${o.choices ? o.choices.join('|') : o.value}` : ''}`;
@@ -201,7 +205,7 @@ function optionSynopsis(o: OptionSpec): string {
 
 /** The command's form in the top-level list: words, positionals, required and brief options. */
 export function synopsis(c: CommandSpec): string[] {
-  const args = (c.positionals ?? []).map((p) => (p.optional ? `[${p.name}]` : p.name));
+  const args = (c.positionals ?? []).map(positionalSynopsis);
   const shown = c.options.filter((o) => (o.required || o.brief) && !o.mode && !o.with);
   const more = c.options.length > shown.length + c.options.filter((o) => o.mode).length ? ['[options]'] : [];
   const main = [commandName(c), ...args, ...shown.map(optionSynopsis), ...more, ...(c.passthrough ? ['--', c.passthrough] : [])].join(' ');
@@ -227,7 +231,7 @@ export function listing(commands: CommandSpec[]): string {
 }
 
 export function help(c: CommandSpec): string {
-  const args = [...(c.positionals ?? []).map((p) => (p.optional ? `[${p.name}]` : p.name)), '[options]', ...(c.passthrough ? ['--', c.passthrough] : [])];
+  const args = [...(c.positionals ?? []).map(positionalSynopsis), '[options]', ...(c.passthrough ? ['--', c.passthrough] : [])];
   const rows = [...c.options, HELP].map((o) => {
     const left = `${o.short ? `-${o.short}, ` : ''}--${o.name}${o.value ? ` ${o.value}` : ''}`;
     const notes = [

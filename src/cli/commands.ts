@@ -4,6 +4,7 @@ import { cniCommands, cniGroup } from './cni.js';
 import type { CommandSpec, GroupSpec } from './command.js';
 import { labCommands, labGroup, labNodeGroup, labPodGroup } from './lab.js';
 import { print } from './output.js';
+import { podGroup, serviceCommands, serviceGroup } from './service.js';
 
 /** The command table: every command, its options and help come from here. */
 export const COMMANDS: CommandSpec[] = [
@@ -11,6 +12,7 @@ export const COMMANDS: CommandSpec[] = [
   ...cniCommands,
   ...agentCommands,
   ...benchCommands,
+  ...serviceCommands,
   {
     path: ['sweep'],
     summary: 'remove namespaces left by crashed test runs',
@@ -30,5 +32,7 @@ export const GROUPS: GroupSpec[] = [
   labNodeGroup,
   cniGroup,
   benchGroup,
+  serviceGroup,
+  podGroup,
   { path: ['network'], summary: 'the cluster-wide network config in etcd' },
 ];

@@ -1,5 +1,5 @@
 import { LineCounter, parseAllDocuments } from 'yaml';
-import type { EndpointSliceRecord } from './types.js';
+import type { EndpointSliceRecord, Service } from './types.js';
 import { Checker, checkEndpointSlice, checkPod, checkService, type Issue, type PodSpecInput, type ServiceInput } from './validate.js';
 
 export type { PodSpecInput, ServiceInput } from './validate.js';
@@ -109,4 +109,37 @@ function checkDocument(value: unknown): { manifest: Manifest } | { issues: Issue
   }
   if (c.issues.length > 0 || !manifest) return { issues: c.issues, object };
   return { manifest };
+}
+
+/** A stored Service as the Kubernetes object `kubectl get -o yaml` would show (and `weft service apply` takes back). */
+export function serviceObject(s: Service): Record<string, unknown> {
+  const ports = s.ports.map((p) => ({
+    ...(p.name && { name: p.name }),
+    protocol: p.protocol,
+    port: p.port,
+    ...(s.type !== 'ExternalName' && { targetPort: p.targetPort }),
+    ...(p.nodePort !== undefined && { nodePort: p.nodePort }),
+  }));
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: s.name,
+      namespace: s.namespace,
+      ...(Object.keys(s.labels).length > 0 && { labels: s.labels }),
+      uid: s.uid,
+      creationTimestamp: s.creationTimestamp,
+    },
+    spec: {
+      type: s.type,
+      ...(s.clusterIP !== undefined && { clusterIP: s.clusterIP }),
+      ...(s.externalName !== undefined && { externalName: s.externalName }),
+      ...(ports.length > 0 && { ports }),
+      ...(s.selector && { selector: s.selector }),
+      sessionAffinity: s.sessionAffinity,
+      ...(s.sessionAffinity === 'ClientIP' && { sessionAffinityConfig: { clientIP: { timeoutSeconds: s.affinityTimeoutSeconds } } }),
+      ...(s.type === 'NodePort' && { externalTrafficPolicy: s.externalTrafficPolicy }),
+      internalTrafficPolicy: s.internalTrafficPolicy,
+    },
+  };
 }

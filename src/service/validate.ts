@@ -107,7 +107,7 @@ export class Checker {
       if (!validLabelKey(key)) this.fail(at, `"${key}" is not a valid label key: [prefix/]name, the name at most 63 of letters, digits, "-", "_", "."`);
       const s = this.string(at, value);
       if (s === undefined) continue;
-      if (s.length > 63 || !LABEL_VALUE.test(s))
+      if (!validLabelValue(s))
         this.fail(at, `"${s}" is not a valid label value: at most 63 letters, digits, "-", "_", ".", starting and ending with a letter or digit (or empty)`);
       else out[key] = s;
     }
@@ -144,6 +144,10 @@ export function validLabelKey(key: string): boolean {
   const [prefix, name] = slash < 0 ? [undefined, key] : [key.slice(0, slash), key.slice(slash + 1)];
   if (prefix !== undefined && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) return false;
   return name.length <= 63 && LABEL_NAME.test(name);
+}
+
+export function validLabelValue(s: string): boolean {
+  return s.length <= 63 && LABEL_VALUE.test(s);
 }
 
 export function validPortName(s: string): boolean {
