@@ -3,7 +3,7 @@ import type { Outcome } from '../bench/report.js';
 import type { Backend } from '../lab/lab.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
-import { print, printJson, progressTo } from './output.js';
+import { print, printJson, progressTo, warn } from './output.js';
 
 const QUICK: OptionSpec = { name: 'quick', brief: true, description: 'a small, fast run (a smoke test, not a measurement)' };
 const REPORT: OptionSpec = { name: 'report', value: 'FILE', description: 'also write the report as JSON to FILE' };
@@ -126,6 +126,32 @@ export const benchCommands: CommandSpec[] = [
         progressTo(a.bool('json')),
       );
       return finish(a, report, formatLabReport);
+    },
+  },
+  {
+    path: ['bench', 'services'],
+    summary: 'the Service proxy at 10 to 30,000 Services: connect time, one change, sync, throughput, memory, ruleset',
+    details:
+      'Builds a 2-node lab of its own and removes it at the end (on a failure or SIGINT too). Every figure is set against N=10 in the same run; progress goes to stderr.',
+    options: [
+      QUICK,
+      { name: 'connects', value: 'N', int: { min: 50, max: 20_000 }, description: 'TCP connects per target at each N (default: 2000, or 300 with --quick)' },
+      { name: 'rounds', value: 'N', int: { min: 1, max: 50 }, description: 'rounds of each change at each N (default: 5, or 3 with --quick)' },
+      { name: 'seconds', value: 'S', int: { min: 1, max: 60 }, description: 'length of each iperf3 run (default: 3, or 1 with --quick)' },
+      JSON_OPTION,
+      REPORT,
+    ],
+    run: async (a) => {
+      const { benchServices, formatServicesReport } = await import('../bench/services.js');
+      const report = await benchServices({
+        sizes: a.bool('quick') ? [10, 1000] : [10, 1000, 10_000, 30_000],
+        connects: sized(a, 'connects', 2000, 300),
+        changes: sized(a, 'rounds', 5, 3),
+        iperfSeconds: sized(a, 'seconds', 3, 1),
+        iperfRounds: a.bool('quick') ? 1 : 3,
+        progress: warn,
+      });
+      return finish(a, report, formatServicesReport);
     },
   },
 ];
