@@ -5,6 +5,7 @@ import { netnsPath } from '../kernel/netns.js';
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
 import { controlSocket, labDir, nodeDir, nsName, podDir, type LabState, type NodeState } from './state.js';
+import { formatPorts, type AppPort } from './workload.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
@@ -165,8 +166,9 @@ export function nodeConflist(s: LabState, node: NodeState): object {
 
 export const OUTSIDE_POD = 'outside';
 
-export function workloadArgv(s: LabState, pod: string, node: string, container: string): string[] {
-  return [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
+export function workloadArgv(s: LabState, pod: string, node: string, container: string, ports: AppPort[] = []): string[] {
+  const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
+  return container === 'app' && ports.length ? [...argv, '--ports', formatPorts(ports)] : argv;
 }
 
 export const containerLog = (s: LabState, pod: string, container: string) => join(podDir(s.name, pod), `${container}.log`);

@@ -9,6 +9,7 @@ import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
 import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeIp, nodePlan, portName, switchPlan, upPods } from './build.js';
 import { planUp } from './dry-run.js';
+import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
 import { revive } from './revive.js';
@@ -32,6 +33,7 @@ import {
   type NodeState,
   type PodState,
 } from './state.js';
+import type { AppPort } from './workload.js';
 
 /**
  * A whole cluster network on one machine, in namespaces named `wl.<lab>.<role>` (see build.ts for
@@ -151,18 +153,24 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
   await step(o, `${o.nodes} nodes with ${what}`, async () => {
     for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`, { signal: o.signal });
   });
-  await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, async () => {
-    const jobs = upPods(
-      s.nodes.map((n) => n.name),
-      o.podsPerNode,
-    );
-    await inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal }));
-  });
+  const jobs = upPods(
+    s.nodes.map((n) => n.name),
+    o.podsPerNode,
+  );
+  if (overlay) {
+    await step(o, 'pod specs (app=echo) and the Service echo over them in the registry', async () => {
+      const service = await writeDemo(s, jobs);
+      await update(s, (f) => void (f.service = service));
+    });
+  }
+  await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, () =>
+    inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
+  );
   await update(s, (f) => delete f.building);
 }
 
 /** Runs `fn` over `items`, `width` at a time; after a failure it starts no more and waits for those running. */
-async function inBatches<T>(items: T[], width: number, fn: (t: T) => Promise<unknown>): Promise<void> {
+export async function inBatches<T>(items: T[], width: number, fn: (t: T) => Promise<unknown>): Promise<void> {
   const queue = [...items];
   let failure: { error: unknown } | undefined;
   await Promise.all(
@@ -264,24 +272,37 @@ async function teardownNode(s: LabState, node: NodeState): Promise<void> {
   rmSync(nodeDir(s.name, node.name), { recursive: true, force: true });
 }
 
+/** CNI_ARGS as kubelet passes them: the agent registers the pod under this name for Services. */
+export const podCniArgs = (pod: { name: string; namespace?: string }) =>
+  `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace ?? 'default'};K8S_POD_NAME=${pod.name}`;
+
 /** The runtime's view of a pod on `node`: that node's conflist and cache, its plugins run inside it. */
-function runtimeFor(s: LabState, node: NodeState, pod: string): { list: NetworkList; opts: RuntimeOptions } {
+function runtimeFor(s: LabState, node: NodeState, pod: { name: string; namespace?: string }): { list: NetworkList; opts: RuntimeOptions } {
   const dir = nodeDir(s.name, node.name);
   return {
     list: loadNetworkList(join(dir, 'cni.conflist')),
     opts: {
       cniPath: [join(labDir(s.name), 'bin')],
       cacheDir: join(dir, 'cni-cache'),
-      containerId: pod,
-      netns: netnsPath(nsName(s.name, pod)),
+      containerId: pod.name,
+      netns: netnsPath(nsName(s.name, pod.name)),
       ifname: 'eth0',
+      args: podCniArgs(pod),
       wrap: ['nsenter', `--net=${netnsPath(node.ns)}`],
     },
   };
 }
 
+export interface PodOptions extends OpOptions {
+  sidecar?: boolean;
+  /** Its Kubernetes namespace; default `default`. */
+  namespace?: string;
+  /** Ports its app listens on besides 80. */
+  ports?: AppPort[];
+}
+
 /** A pod: its namespace, wired by the CNI plugin as a runtime would, and its containers. */
-export async function addPod(s: LabState, name: string, node: string, o: OpOptions & { sidecar?: boolean } = {}): Promise<PodState> {
+export async function addPod(s: LabState, name: string, node: string, o: PodOptions = {}): Promise<PodState> {
   validatePodName(name);
   const pod = await update(s, (f) => {
     refuseTaken(f, name);
@@ -289,7 +310,16 @@ export async function addPod(s: LabState, name: string, node: string, o: OpOptio
     if (!n) throw new LabError('no-node', `node ${node} is not in lab ${f.name}; its nodes are ${f.nodes.map((x) => x.name).join(', ') || 'none'}`);
     if (n.pending)
       throw new LabError('no-node', `node ${node} was not made completely (an interrupted node add); remove it with: weft lab node rm ${node}${flag(f)}`);
-    const p: PodState = { name, node, ns: nsName(f.name, name), ip: '', containers: o.sidecar ? ['app', 'sidecar'] : ['app'], pending: true };
+    const p: PodState = {
+      name,
+      node,
+      ns: nsName(f.name, name),
+      ip: '',
+      containers: o.sidecar ? ['app', 'sidecar'] : ['app'],
+      ...(o.namespace && o.namespace !== 'default' ? { namespace: o.namespace } : {}),
+      ...(o.ports?.length ? { ports: o.ports } : {}),
+      pending: true,
+    };
     f.pods.push(p);
     return p;
   });
@@ -301,7 +331,7 @@ export async function addPod(s: LabState, name: string, node: string, o: OpOptio
       const { list, opts } = runtimeFor(
         s,
         s.nodes.find((x) => x.name === node)!,
-        name,
+        pod,
       );
       const result = (await addNetworkList(list, opts)) as { ips?: { address: string }[]; interfaces?: { mtu?: number }[] };
       interrupted(o.signal);
@@ -327,7 +357,7 @@ export async function addPod(s: LabState, name: string, node: string, o: OpOptio
 async function teardownPod(s: LabState, pod: PodState): Promise<void> {
   const node = readState(s.name).nodes.find((n) => n.name === pod.node);
   if (node && existsSync(netnsPath(node.ns)) && existsSync(nodeFiles(s, node).conflist)) {
-    const { list, opts } = runtimeFor(s, node, pod.name);
+    const { list, opts } = runtimeFor(s, node, pod);
     await delNetworkList(list, opts);
   }
   await deleteNetns(pod.ns);

@@ -4,6 +4,7 @@ import { createConnection } from 'node:net';
 import { waitFor } from '../util/wait.js';
 import { containerLog, etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD, subnetOf, underlayPods, workloadArgv } from './build.js';
 import { controlSocket, LabError, podDir, type LabState, type NodeState } from './state.js';
+import type { AppPort } from './workload.js';
 
 /** A process of the lab: it outlives the command that started it; `exited` is set if it ends while we watch. */
 interface Daemon {
@@ -81,11 +82,15 @@ export async function startEtcd(s: LabState, signal?: AbortSignal): Promise<void
 }
 
 /** A pod's containers (or the outside world's one): ready when each answers on its control socket. */
-export async function startContainers(s: LabState, pod: { name: string; node: string; ns: string; containers: string[] }, signal?: AbortSignal): Promise<void> {
+export async function startContainers(
+  s: LabState,
+  pod: { name: string; node: string; ns: string; containers: string[]; ports?: AppPort[] },
+  signal?: AbortSignal,
+): Promise<void> {
   mkdirSync(podDir(s.name, pod.name), { recursive: true });
   await Promise.all(
     pod.containers.map((c) => {
-      const d = daemon(pod.ns, workloadArgv(s, pod.name, pod.node, c), containerLog(s, pod.name, c));
+      const d = daemon(pod.ns, workloadArgv(s, pod.name, pod.node, c, pod.ports), containerLog(s, pod.name, c));
       return until(`container ${c} of ${pod.name}`, () => socketAnswers(controlSocket(s.name, pod.name, c)), {
         timeoutMs: 15_000,
         log: containerLog(s, pod.name, c),

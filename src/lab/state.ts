@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { flockExclusive, funlock } from '../cni/ipam/flock.js';
 import { writeFileAtomic } from '../util/file.js';
 import { LAB_ROOT } from '../util/paths.js';
+import type { AppPort } from './workload.js';
 
 /**
  * What a lab has, in /run/weft/lab/<lab>/state.json. Every change is a read-modify-write under the
@@ -35,7 +36,20 @@ export interface PodState {
   ip: string;
   mtu?: number;
   containers: string[];
+  /** Its Kubernetes namespace (CNI_ARGS K8S_POD_NAMESPACE; the pod's name is K8S_POD_NAME); absent: default. */
+  namespace?: string;
+  /** Ports the app listens on besides 80 (TCP and UDP): the containerPorts of its manifest. */
+  ports?: AppPort[];
   pending?: true;
+}
+
+/** The Service `lab up` makes over its pods, as its summary shows it. */
+export interface DemoService {
+  namespace: string;
+  name: string;
+  clusterIP: string;
+  ports: string;
+  selector: string;
 }
 
 export interface LabState {
@@ -49,6 +63,8 @@ export interface LabState {
   underlay: { ns: string };
   nodes: NodeState[];
   pods: PodState[];
+  /** Overlay labs only: there is no service proxy without agents. */
+  service?: DemoService;
 }
 
 export class LabError extends Error {

@@ -5,6 +5,7 @@ import { nodeFiles } from './build.js';
 import { storedLeases, etcdHealthy, type StoredLease } from './etcd.js';
 import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
 import { socketAnswers } from './procs.js';
+import { serviceChecks } from './verify-services.js';
 import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
 
 /** One check of the Kubernetes network model, with the evidence for its verdict. */
@@ -14,6 +15,8 @@ export interface CheckResult {
   from: string;
   to: string;
   ok: boolean;
+  /** Not applicable to this lab (e.g. Services in underlay mode): neither passed nor failed. */
+  skipped?: boolean;
   evidence: string;
 }
 
@@ -308,6 +311,7 @@ export async function verify(lab: string): Promise<{ state: LabState; results: C
   }
   const cross = pairs(s, false)[0];
   if (cross) results.push(...(await pathMtu(cross)));
+  results.push(...(await serviceChecks(s)));
   return { state: s, results };
 }
 
@@ -319,9 +323,10 @@ export function formatVerify(s: LabState, results: CheckResult[]): string {
       group = r.group;
       lines.push('', `${group}`);
     }
-    lines.push(`  ${r.ok ? '✓' : '✗'} ${r.check.padEnd(14)} ${`${r.from} → ${r.to}`.padEnd(48)} ${r.evidence}`);
+    lines.push(`  ${r.skipped ? '-' : r.ok ? '✓' : '✗'} ${r.check.padEnd(16)} ${`${r.from} → ${r.to}`.padEnd(48)} ${r.evidence}`);
   }
   const failed = results.filter((r) => !r.ok).length;
-  lines.push('', `${results.length - failed} passed, ${failed} failed`);
+  const skipped = results.filter((r) => r.skipped).length;
+  lines.push('', `${results.length - failed - skipped} passed, ${failed} failed${skipped ? `, ${skipped} not applicable` : ''}`);
   return lines.join('\n');
 }

@@ -5,8 +5,8 @@ import { createConnection, createServer } from 'node:net';
 import { dirname } from 'node:path';
 
 /**
- * A lab pod's containers. The app answers HTTP (TCP) and UDP on APP_PORT with who it is and the
- * client address it sees; the sidecar answers HTTP on localhost only. Both take probe requests from `weft verify`
+ * A lab pod's containers. The app answers HTTP (TCP) and UDP on APP_PORT, and on its pod's
+ * containerPorts, with who it is, the port asked and the client address it sees; the sidecar answers HTTP on localhost only. Both take probe requests from `weft verify`
  * on a unix socket (the filesystem is shared across namespaces), so checks originate inside the pod.
  */
 export const APP_PORT = 80;
@@ -23,14 +23,27 @@ export interface Seen {
   node: string;
   container: string;
   proto: 'tcp' | 'udp';
+  /** The port the request arrived on (a Service's targetPort after DNAT). */
+  port: number;
   client: string;
+}
+
+/** A port the app listens on besides APP_PORT (a containerPort of the pod's manifest). */
+export interface AppPort {
+  port: number;
+  protocol: 'TCP' | 'UDP';
 }
 
 export type Probe = { proto: 'tcp' | 'udp'; host: string; port: number; timeoutMs?: number };
 
 export type ProbeResult = { ok: true; seen: Seen; ms: number } | { ok: false; error: string; ms: number };
 
-const seenBy = (id: Identity, proto: Seen['proto'], client: string | undefined): Seen => ({ ...id, proto, client: (client ?? '?').replace(/^::ffff:/, '') });
+const seenBy = (id: Identity, proto: Seen['proto'], port: number, client: string | undefined): Seen => ({
+  ...id,
+  proto,
+  port,
+  client: (client ?? '?').replace(/^::ffff:/, ''),
+});
 
 /** One exchange from this namespace: an HTTP GET over TCP, or a UDP datagram; the peer says what it saw. */
 export function probe(p: Probe): Promise<ProbeResult> {
@@ -59,9 +72,11 @@ export function probe(p: Probe): Promise<ProbeResult> {
       release = () => sock.close();
       sock.on('message', (m) => parse(m.toString()));
       sock.on('error', (e) => finish({ ok: false, error: e.message }));
-      sock.send('who', p.port, p.host);
+      // Connected, so that an ICMP port unreachable comes back as ECONNREFUSED instead of silence.
+      sock.connect(p.port, p.host, () => sock.send('who'));
     } else {
-      const req = request({ host: p.host, port: p.port, path: '/' }, (res) => {
+      // A new connection each time (no keep-alive agent): each probe is one connection through a Service.
+      const req = request({ host: p.host, port: p.port, path: '/', agent: false }, (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
         res.on('end', () => parse(body));
@@ -97,19 +112,42 @@ function controlServer(path: string): void {
 const http = (id: Identity) =>
   createHttpServer((req, res) => {
     res.setHeader('content-type', 'application/json');
-    res.end(`${JSON.stringify(seenBy(id, 'tcp', req.socket.remoteAddress))}\n`);
+    res.end(`${JSON.stringify(seenBy(id, 'tcp', req.socket.localPort ?? 0, req.socket.remoteAddress))}\n`);
   });
 
-export function runContainer(id: Identity, control: string): void {
+function udpServer(id: Identity, port: number): void {
+  const udp = createSocket('udp4');
+  udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', port, rinfo.address)), rinfo.port, rinfo.address));
+  udp.bind(port, '0.0.0.0');
+}
+
+export function runContainer(id: Identity, control: string, ports: AppPort[] = []): void {
   if (id.container === 'sidecar') {
     http(id).listen(SIDECAR_PORT, '127.0.0.1');
   } else {
-    http(id).listen(APP_PORT, '0.0.0.0');
-    const udp = createSocket('udp4');
-    udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', rinfo.address)), rinfo.port, rinfo.address));
-    udp.bind(APP_PORT, '0.0.0.0');
+    const all = [{ port: APP_PORT, protocol: 'TCP' }, { port: APP_PORT, protocol: 'UDP' }, ...ports];
+    const unique = new Map(all.map((p) => [`${p.port}/${p.protocol}`, p]));
+    for (const p of unique.values()) {
+      if (p.protocol === 'TCP') http(id).listen(p.port, '0.0.0.0');
+      else udpServer(id, p.port);
+    }
   }
   controlServer(control);
+}
+
+/** `--ports` of workload-main: `8080/TCP,53/UDP`. */
+export const formatPorts = (ports: AppPort[]) => ports.map((p) => `${p.port}/${p.protocol}`).join(',');
+
+export function parsePorts(text: string): AppPort[] {
+  return text
+    .split(',')
+    .filter(Boolean)
+    .map((item) => {
+      const m = /^(\d+)\/(TCP|UDP)$/.exec(item);
+      const port = Number(m?.[1]);
+      if (!m || port < 1 || port > 65535) throw new Error(`--ports takes PORT/TCP or PORT/UDP items separated by commas, not "${item}"`);
+      return { port, protocol: m[2] as AppPort['protocol'] };
+    });
 }
 
 /** Asks the container behind `control` to run a probe from inside its pod. */

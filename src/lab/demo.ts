@@ -1,0 +1,54 @@
+import { parseManifests } from '../service/manifest.js';
+import { formatLabels, formatPorts, registryCall } from './registry.js';
+import type { DemoService, LabState } from './state.js';
+
+/**
+ * What `lab up` writes to the registry before it makes its pods: each pod's spec (label app=echo,
+ * container ports http 80/TCP and udp 80/UDP, its node) and one Service `echo` over them. The same
+ * Kubernetes manifests a user would apply, so they pass the same validation.
+ */
+export const DEMO_LABEL = { app: 'echo' };
+
+export function demoManifests(pods: { pod: string; node: string }[]): object[] {
+  return [
+    ...pods.map(({ pod, node }) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: pod, namespace: 'default', labels: DEMO_LABEL },
+      spec: {
+        nodeName: node,
+        containers: [
+          {
+            name: 'app',
+            ports: [
+              { name: 'http', containerPort: 80, protocol: 'TCP' },
+              { name: 'udp', containerPort: 80, protocol: 'UDP' },
+            ],
+          },
+        ],
+      },
+    })),
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'echo', namespace: 'default' },
+      spec: {
+        selector: DEMO_LABEL,
+        ports: [
+          { name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' },
+          { name: 'udp', protocol: 'UDP', port: 80, targetPort: 'udp' },
+        ],
+      },
+    },
+  ];
+}
+
+/** JSON documents are YAML too: one per `---`. */
+export const manifestText = (docs: object[]) => docs.map((d) => JSON.stringify(d)).join('\n---\n');
+
+/** Writes the pod specs and the demo Service; returns the Service as the summary shows it. */
+export async function writeDemo(s: LabState, pods: { pod: string; node: string }[]): Promise<DemoService> {
+  const r = await registryCall(s, { op: 'apply', docs: parseManifests(manifestText(demoManifests(pods)), 'lab up') });
+  const svc = r.services.find((x) => x.name === 'echo')!;
+  return { namespace: svc.namespace, name: svc.name, clusterIP: svc.clusterIP ?? '', ports: formatPorts(svc), selector: formatLabels(svc.selector) };
+}

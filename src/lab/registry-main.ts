@@ -1,0 +1,66 @@
+import { contains, parseAddr, parseCidr } from '../ip/cidr.js';
+import { endpointsOf } from '../service/endpoints.js';
+import { DEFAULT_REGISTRY_PREFIX, Registry } from '../service/registry.js';
+import { serviceKey, type Service } from '../service/types.js';
+import { EtcdStore } from '../store/etcd.js';
+import { docId, type RegistryReply, type RegistryRequest, type RegistryView } from './registry.js';
+
+/** The process behind registry.ts's registryCall, in etcd's namespace: one JSON request on stdin, one JSON reply on stdout. */
+async function view(registry: Registry, network: EtcdStore): Promise<RegistryView> {
+  const snap = await registry.snapshot();
+  // flannel's lease keys: subnets/10.244.3.0-24.
+  const subnets = (await network.list('subnets/')).items.map((kv) => parseCidr(kv.key.slice('subnets/'.length).replace('-', '/')));
+  const live = (ip: string) => subnets.some((c) => contains(c, parseAddr(ip)));
+  const pods = [...snap.pods.values()];
+  const slices = [...snap.slices.values()];
+  const services = [...snap.services.values()];
+  const endpoints = Object.fromEntries(services.map((svc) => [serviceKey(svc), endpointsOf(svc, { pods, slices }, live)]));
+  return { services, pods, slices, endpoints };
+}
+
+async function serve(endpoint: string, req: RegistryRequest): Promise<RegistryReply> {
+  const store = new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX });
+  const network = new EtcdStore({ endpoints: [endpoint], prefix: '/coreos.com/network' });
+  const registry = new Registry(store);
+  try {
+    if (req.op === 'view') return { op: 'view', ...(await view(registry, network)) };
+    if (req.op === 'apply') {
+      const results = await registry.applyManifests(req.docs);
+      const services = await Promise.all(results.filter((r) => r.kind === 'Service').map((r) => registry.getService(r.namespace, r.name)));
+      return { op: 'apply', results, services: services.filter((x): x is Service => x !== undefined) };
+    }
+    const results = await Promise.all(
+      req.docs.map(async (m) => {
+        const id = docId(m);
+        const deleted =
+          m.kind === 'Service'
+            ? await registry.deleteService(id.namespace, id.name)
+            : m.kind === 'EndpointSlice'
+              ? await registry.deleteSlice(id.namespace, id.name)
+              : await registry.deletePod(id.namespace, id.name);
+        return { ...id, deleted };
+      }),
+    );
+    return { op: 'delete', results };
+  } finally {
+    await Promise.all([store.close(), network.close()]).catch(() => undefined);
+  }
+}
+
+async function main(): Promise<void> {
+  const endpoint = process.argv[2];
+  if (!endpoint) {
+    console.error('usage: registry-main.js ETCD_ENDPOINT < request.json');
+    process.exit(2);
+  }
+  let text = '';
+  for await (const chunk of process.stdin) text += String(chunk);
+  try {
+    process.stdout.write(JSON.stringify(await serve(endpoint, JSON.parse(text) as RegistryRequest)));
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exitCode = 1;
+  }
+}
+
+await main();

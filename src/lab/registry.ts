@@ -1,0 +1,60 @@
+import { fileURLToPath } from 'node:url';
+import { run } from '../kernel/exec.js';
+import type { Manifest } from '../service/manifest.js';
+import type { Endpoint, EndpointSliceRecord, PodRecord, Service } from '../service/types.js';
+import { LabError, type LabState } from './state.js';
+
+/**
+ * The lab's hands on its Service registry. The lab's etcd answers only inside the lab's namespaces,
+ * so `weft lab apply/get/delete` and `weft verify` run registry-main.js in etcd's namespace: one JSON
+ * request on its stdin, one JSON reply on its stdout.
+ */
+export type RegistryRequest = { op: 'apply'; docs: Manifest[] } | { op: 'delete'; docs: Manifest[] } | { op: 'view' };
+
+export interface Applied {
+  kind: string;
+  namespace: string;
+  name: string;
+  action: string;
+}
+
+export interface RegistryView {
+  services: Service[];
+  pods: PodRecord[];
+  slices: EndpointSliceRecord[];
+  /** Per Service (serviceKey): its endpoints, counting pods only on nodes that hold a lease, as the agents do. */
+  endpoints: Record<string, Endpoint[]>;
+}
+
+export type RegistryReply =
+  | { op: 'apply'; results: Applied[]; services: Service[] }
+  | { op: 'delete'; results: (Omit<Applied, 'action'> & { deleted: boolean })[] }
+  | ({ op: 'view' } & RegistryView);
+
+/** Namespace and name of a document, whatever its kind. */
+export function docId(m: Manifest): { kind: string; namespace: string; name: string } {
+  const of = m.kind === 'Service' ? m.service : m.kind === 'EndpointSlice' ? m.slice : m.pod;
+  return { kind: m.kind, namespace: of.namespace, name: of.name };
+}
+
+/** `80/TCP,8080:30080/TCP` (port, NodePort, protocol), as kubectl shows them. */
+export const formatPorts = (svc: Service) => svc.ports.map((p) => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`).join(',');
+
+export const formatLabels = (labels: Record<string, string> | undefined) =>
+  Object.entries(labels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+
+const REGISTRY_MAIN = fileURLToPath(new URL('./registry-main.js', import.meta.url));
+
+/** Runs one request against the lab's Service registry (in etcd's namespace: only the lab reaches its etcd). */
+export async function registryCall<R extends RegistryRequest>(s: LabState, req: R): Promise<Extract<RegistryReply, { op: R['op'] }>> {
+  if (s.backend === 'macvlan') throw new LabError('no-services', `lab ${s.name} runs in underlay mode: it has no etcd and no agents, so no Services`);
+  try {
+    const r = await run(['ip', 'netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint], JSON.stringify(req));
+    return JSON.parse(r.stdout) as Extract<RegistryReply, { op: R['op'] }>;
+  } catch (e) {
+    const why = (e as Error).message.replace(/^.*registry-main\.js \S+: /s, '');
+    throw new LabError('registry', why);
+  }
+}
