@@ -17,8 +17,8 @@ import type { Netns } from '../kernel/exec.js';
 import { errno as lastErrno, libc, strerror } from '../kernel/libc.js';
 import { Sock } from '../kernel/socket.js';
 import { parseCidr } from '../ip/cidr.js';
-import type { ProxyOp, Shape } from './diff.js';
-import { MAPS, PROXY_TABLE, verdictText, type Match, type MapName, type Statement, type Verdict } from './rules.js';
+import type { ProxyOp } from './diff.js';
+import { MAPS, PROXY_TABLES, verdictText, type Match, type MapName, type Statement, type Verdict } from './rules.js';
 
 /**
  * The proxy's changes as nfnetlink batches, written here rather than by `nft -f`: nft reads its
@@ -34,6 +34,7 @@ const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 
 const MSG = {
+  GETTABLE: 1,
   NEWCHAIN: 3,
   GETCHAIN: 4,
   DELCHAIN: 5,
@@ -67,6 +68,8 @@ const NFT_GOTO = -4;
 const REG_VERDICT = 0;
 const REG1 = 1;
 const REG2 = 2;
+/** The 32-bit register where a hash's `ip saddr . th sport` starts (reg 2's first word, as nft does). */
+const REG32_SADDR = 12;
 const NFT_SET_TIMEOUT = 0x10;
 const NFT_SET_EVAL = 0x20;
 const NFT_SET_ANONYMOUS = 0x1;
@@ -118,10 +121,10 @@ const verdictData = (v: Verdict): Attr[] => [
 const str = (s: string): Buffer => Buffer.from(`${s}\0`);
 const ip4 = (ip: string): Buffer => ipBytes(ip).bytes;
 
-const payload = (base: number, offset: number, len: number): [string, Attr[]] => [
+const payload = (base: number, offset: number, len: number, reg = REG1): [string, Attr[]] => [
   'payload',
   [
-    [1, be32(REG1)],
+    [1, be32(reg)],
     [2, be32(base)],
     [3, be32(offset)],
     [4, be32(len)],
@@ -187,18 +190,24 @@ function matchExprs(m: Match): [string, Attr[]][] {
         cmp('eq', rtnLocal),
       ];
     }
-    case 'random': {
-      const zero = Buffer.alloc(4);
+    case 'pick': {
+      const want = Buffer.alloc(4);
+      want.writeUInt32LE(m.value);
       return [
+        payload(NH, 12, 4, REG32_SADDR),
+        payload(TH, 0, 2, REG32_SADDR + 1),
         [
-          'numgen',
+          'hash',
           [
-            [1, be32(REG1)],
-            [2, be32(m.mod)],
-            [3, be32(1)],
+            [1, be32(REG32_SADDR)],
+            [2, be32(REG1)],
+            [3, be32(8)],
+            [4, be32(m.mod)],
+            [5, be32(m.seed)],
+            [7, be32(0)],
           ],
         ],
-        cmp('eq', zero),
+        cmp('eq', want),
       ];
     }
     case 'saddrIn':
@@ -231,6 +240,19 @@ function statementExprs(s: Statement): [string, Attr[]][] {
       return [
         metaL4proto,
         cmp('eq', Buffer.from([PROTO[s.proto.toLowerCase()]!])),
+        ...(s.remember
+          ? ([
+              payload(NH, 12, 4),
+              [
+                'dynset',
+                [
+                  [1, str(s.remember)],
+                  [3, be32(1)],
+                  [4, be32(REG1)],
+                ],
+              ],
+            ] as [string, Attr[]][])
+          : []),
         [
           'immediate',
           [
@@ -252,18 +274,6 @@ function statementExprs(s: Statement): [string, Attr[]][] {
             [2, be32(NFPROTO_IPV4)],
             [3, be32(REG1)],
             [5, be32(REG2)],
-          ],
-        ],
-      ];
-    case 'remember':
-      return [
-        payload(NH, 12, 4),
-        [
-          'dynset',
-          [
-            [1, str(s.set)],
-            [3, be32(1)],
-            [4, be32(REG1)],
           ],
         ],
       ];
@@ -297,7 +307,7 @@ function keyText(map: MapName, b: Buffer): string[] {
 }
 
 function encode(o: ProxyOp, setId: number): Writer {
-  const t = PROXY_TABLE;
+  const t = o.table;
   switch (o.op) {
     case 'addChain':
       return message(MSG.NEWCHAIN, NLM_F_CREATE).str(CHAIN.TABLE, t).str(CHAIN.NAME, o.name);
@@ -506,66 +516,79 @@ function verdictOf(data: Buffer | undefined): string {
   return code === NF_DROP ? 'drop' : code === 1 ? 'accept' : String(code);
 }
 
-/** The proxy's table as the kernel holds it; undefined when there is none. */
+/** One of the proxy's tables as the kernel holds it. */
 export interface TableState {
-  /** Chain name → its rules' comments joined by commas (as Shape.chains); base chains too. */
+  /** Chain name → its rules' comments joined by commas (as Shape.chains); fixed chains too. */
   chains: Map<string, string>;
   /** Base chains' hooks: `type hook priority`. */
   hooks: Map<string, string>;
   /** Named sets that are not maps. */
   sets: Set<string>;
-  /** Our maps that exist, and their elements. */
+  /** Our maps that exist, with their elements: `map key` → element. */
   maps: Set<MapName>;
-  elements: Shape['elements'];
+  elements: Map<string, { map: MapName; key: string[]; value: string }>;
 }
 
 const HOOKS = ['prerouting', 'input', 'forward', 'output', 'postrouting'];
 
-export function readTable(ns: Netns): TableState | undefined {
+/** The proxy's tables that exist in `ns` (PROXY_TABLES), by name. */
+export function readTables(ns: Netns): Map<string, TableState> {
   return withSock(ns, (sock) => {
-    const chains = new Map<string, string[]>();
-    const hooks = new Map<string, string>();
+    const ours = new Set(PROXY_TABLES);
+    const out = new Map<string, TableState>();
+    const rules = new Map<string, Map<string, string[]>>();
+    for (const m of dump(sock, message(MSG.GETTABLE, 0))) {
+      const name = text(m.tb, 1);
+      if (!ours.has(name)) continue;
+      out.set(name, { chains: new Map(), hooks: new Map(), sets: new Set(), maps: new Set(), elements: new Map() });
+      rules.set(name, new Map());
+    }
     for (const m of dump(sock, message(MSG.GETCHAIN, 0))) {
-      if (text(m.tb, CHAIN.TABLE) !== PROXY_TABLE) continue;
+      const table = text(m.tb, CHAIN.TABLE);
+      const t = out.get(table);
+      if (!t) continue;
       const name = text(m.tb, CHAIN.NAME);
-      chains.set(name, []);
+      rules.get(table)!.set(name, []);
       const hook = nested(m.tb.get(CHAIN.HOOK));
-      if (hook.has(1)) hooks.set(name, `${cstr(m.tb.get(7) ?? Buffer.alloc(0))} ${HOOKS[hook.get(1)!.readUInt32BE(0)]} ${hook.get(2)?.readInt32BE(0) ?? 0}`);
+      if (hook.has(1)) t.hooks.set(name, `${cstr(m.tb.get(7) ?? Buffer.alloc(0))} ${HOOKS[hook.get(1)!.readUInt32BE(0)]} ${hook.get(2)?.readInt32BE(0) ?? 0}`);
     }
-    if (chains.size === 0 && !tableExists(sock)) return undefined;
-    // One dump per chain: a dump of the whole table's rules restarts its walk over every chain at
+    // One dump per chain: a dump of a whole table's rules restarts its walk over every chain at
     // each reply buffer, which is quadratic (8 s at 90,000 chains against 1.5 s this way).
-    for (const [name, comments] of chains)
-      for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, PROXY_TABLE).str(RULE.CHAIN, name)))
-        comments.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
-    const sets = new Set<string>();
-    const maps = new Set<MapName>();
-    for (const m of dump(sock, message(MSG.GETSET, 0).str(SET.TABLE, PROXY_TABLE))) {
-      if (text(m.tb, SET.TABLE) !== PROXY_TABLE) continue;
-      const flags = m.tb.get(SET.FLAGS)?.readUInt32BE(0) ?? 0;
-      if (flags & NFT_SET_ANONYMOUS) continue;
-      const name = text(m.tb, SET.NAME);
-      if ((MAPS as readonly string[]).includes(name)) maps.add(name as MapName);
-      else sets.add(name);
+    for (const [table, chains] of rules) {
+      const t = out.get(table)!;
+      for (const [name, comments] of chains) {
+        for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, table).str(RULE.CHAIN, name)))
+          comments.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
+        t.chains.set(name, comments.join(','));
+      }
     }
-    const elements: Shape['elements'] = new Map();
-    for (const map of maps) {
-      for (const m of dump(sock, message(MSG.GETSETELEM, 0).str(ELEMS.TABLE, PROXY_TABLE).str(ELEMS.SET, map))) {
-        const list = m.tb.get(ELEMS.ELEMENTS);
-        for (let off = 0; list && off + 4 <= list.length;) {
-          const len = list.readUInt16LE(off);
-          if (len < 4) break;
-          const el = parseAttrs(list, off + 4, off + len);
-          const k = nested(el.get(ELEM.KEY)).get(DATA.VALUE);
-          if (k) {
-            const key = keyText(map, k);
-            elements.set(`${map} ${key.join(' . ')}`, { map, key, value: verdictOf(el.get(ELEM.DATA)) });
+    for (const [table, t] of out) {
+      for (const m of dump(sock, message(MSG.GETSET, 0).str(SET.TABLE, table))) {
+        if (text(m.tb, SET.TABLE) !== table) continue;
+        const flags = m.tb.get(SET.FLAGS)?.readUInt32BE(0) ?? 0;
+        if (flags & NFT_SET_ANONYMOUS) continue;
+        const name = text(m.tb, SET.NAME);
+        if ((MAPS as readonly string[]).includes(name)) t.maps.add(name as MapName);
+        else t.sets.add(name);
+      }
+      for (const map of t.maps) {
+        for (const m of dump(sock, message(MSG.GETSETELEM, 0).str(ELEMS.TABLE, table).str(ELEMS.SET, map))) {
+          const list = m.tb.get(ELEMS.ELEMENTS);
+          for (let off = 0; list && off + 4 <= list.length;) {
+            const len = list.readUInt16LE(off);
+            if (len < 4) break;
+            const el = parseAttrs(list, off + 4, off + len);
+            const k = nested(el.get(ELEM.KEY)).get(DATA.VALUE);
+            if (k) {
+              const key = keyText(map, k);
+              t.elements.set(`${map} ${key.join(' . ')}`, { map, key, value: verdictOf(el.get(ELEM.DATA)) });
+            }
+            off += (len + 3) & ~3;
           }
-          off += (len + 3) & ~3;
         }
       }
     }
-    return { chains: new Map([...chains].map(([k, v]) => [k, v.join(',')])), hooks, sets, maps, elements };
+    return out;
   });
 }
 
@@ -584,8 +607,4 @@ export async function generation(ns: Netns): Promise<number> {
   } finally {
     sock.close();
   }
-}
-
-function tableExists(sock: Sock): boolean {
-  return dump(sock, new Writer((SUBSYS << 8) | 1, 0).raw(Buffer.from([NFPROTO_IPV4, 0, 0, 0]))).some((m) => text(m.tb, 1) === PROXY_TABLE);
 }

@@ -7,7 +7,7 @@ import { serviceRules, type Fragment, type ProxyNode } from './rules.js';
 import { ProxyTable, type SyncResult } from './table.js';
 
 export { cleanupProxy } from './table.js';
-export { PROXY_TABLE, PROXY_FAMILY, serviceRules, desiredRuleset, type ProxyNode, type Fragment } from './rules.js';
+export { PROXY_TABLE, PROXY_TABLES, PROXY_FAMILY, serviceTable, serviceRules, desiredRuleset, type ProxyNode, type Fragment } from './rules.js';
 export { diff, shapeOf, toNftTx, type ProxyOp } from './diff.js';
 
 /** What the proxy reads: RegistryCache's maps and events. */
@@ -15,7 +15,7 @@ export interface ProxySource {
   readonly services: Map<string, Service>;
   readonly pods: Map<string, PodRecord>;
   readonly slices: Map<string, EndpointSliceRecord>;
-  on(listener: (e: RegistryEvent) => void): void;
+  on(listener: (e: RegistryEvent) => void): () => unknown;
 }
 
 export interface ProxyOptions {
@@ -65,6 +65,7 @@ export class ServiceProxy {
   private last: ProxyStatus['lastSync'];
   private lastFull: ProxyStatus['lastFullSync'];
   private error: string | undefined;
+  private unsubscribe: (() => unknown) | undefined;
 
   constructor(private readonly opts: ProxyOptions) {
     this.table = new ProxyTable(opts.ns);
@@ -72,7 +73,7 @@ export class ServiceProxy {
 
   /** Subscribes to the cache (already started and synced) and makes the full first sync. */
   async start(): Promise<void> {
-    this.opts.cache.on((e) => this.onEvent(e));
+    this.unsubscribe = this.opts.cache.on((e) => this.onEvent(e));
     await this.resync('start');
   }
 
@@ -98,6 +99,7 @@ export class ServiceProxy {
   /** Stops reacting to events; the table stays as it is (connections keep working). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unsubscribe?.();
     clearTimeout(this.retryTimer);
     await this.running;
   }

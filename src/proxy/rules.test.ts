@@ -4,7 +4,20 @@ import type { Endpoint, Service } from '../service/types.js';
 import { parseConntrack, staleFlows, strayFlows } from './conntrack.js';
 import { diff, emptyShape, shapeOf, toNftTx, type ProxyOp } from './diff.js';
 import { renderTx } from '../kernel/nft.js';
-import { baseChains, elementId, ruleText, serviceRules, verdictText, type Fragment, type ProxyNode } from './rules.js';
+import {
+  desiredRuleset,
+  baseTables,
+  elementId,
+  PROXY_TABLE,
+  PROXY_TABLES,
+  serviceTable,
+  SHARDS,
+  ruleText,
+  serviceRules,
+  verdictText,
+  type Fragment,
+  type ProxyNode,
+} from './rules.js';
 
 const node: ProxyNode = { name: 'n1', podNetwork: '10.244.0.0/16' };
 
@@ -40,7 +53,12 @@ const ep = (
 function view(f: Fragment): { chains: Record<string, string[]>; elements: string[] } {
   const short = (n: string) => n.replace(/^(\w+)-[0-9A-F]{8}-/, '$1:');
   const chains: Record<string, string[]> = {};
-  for (const [name, rules] of f.chains) chains[short(name)] = rules.map((r) => short(ruleText(r)).replace(/(goto |jump |@)(\w+)-[0-9A-F]{8}-/g, '$1$2:'));
+  for (const [name, rules] of f.chains)
+    chains[short(name)] = rules.map((r) =>
+      ruleText(r)
+        .replace(/(goto |jump |@)(\w+)-[0-9A-F]{8}-/g, '$1$2:')
+        .replace(/seed 0x[0-9a-f]{8}/, 'seed S'),
+    );
   return {
     chains,
     elements: f.elements.map((e) => `${e.map}: ${e.key.join(' . ')} -> ${short(verdictText(e.value)).replace(/(goto) (\w+)-[0-9A-F]{8}-/, '$1 $2:')}`),
@@ -48,28 +66,34 @@ function view(f: Fragment): { chains: Record<string, string[]>; elements: string
 }
 
 describe('serviceRules', () => {
-  it('ClusterIP: map element to the service chain, a uniform cascade over endpoint chains that DNAT', () => {
+  it('ClusterIP: map element to the service chain, which picks an endpoint by the flow hash, marks hairpin and DNATs', () => {
     const v = view(serviceRules(node, svc(), [ep('10.244.2.5', 'n2'), ep('10.244.1.5', 'n1')]));
     assert.deepEqual(v.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http']);
     assert.deepEqual(v.chains['service:default/web/tcp/http'], [
       'ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade',
-      'numgen random mod 2 0 goto endpoint:default/web/tcp/http__10.244.1.5/8080',
-      'goto endpoint:default/web/tcp/http__10.244.2.5/8080',
+      'jhash ip saddr . th sport mod 2 seed S 0 ip saddr 10.244.1.5 jump mark-for-masquerade',
+      'jhash ip saddr . th sport mod 2 seed S 0 meta l4proto tcp dnat to 10.244.1.5:8080',
+      'jhash ip saddr . th sport mod 2 seed S 1 ip saddr 10.244.2.5 jump mark-for-masquerade',
+      'jhash ip saddr . th sport mod 2 seed S 1 meta l4proto tcp dnat to 10.244.2.5:8080',
     ]);
-    assert.deepEqual(v.chains['endpoint:default/web/tcp/http__10.244.1.5/8080'], [
+    assert.equal(Object.keys(v.chains).length, 1);
+  });
+
+  it('one endpoint needs no pick; three get hash values 0, 1, 2 with a seed of their own per service port', () => {
+    const one = view(serviceRules(node, svc(), [ep('10.244.1.5', 'n1')]));
+    assert.deepEqual(one.chains['service:default/web/tcp/http']!.slice(1), [
       'ip saddr 10.244.1.5 jump mark-for-masquerade',
       'meta l4proto tcp dnat to 10.244.1.5:8080',
     ]);
-    assert.equal(Object.keys(v.chains).length, 3);
-  });
-
-  it('three endpoints: the cascade picks each with probability 1/3', () => {
     const f = serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1'), ep('10.244.1.7', 'n1')]);
-    const chain = [...f.chains].find(([n]) => n.startsWith('service-'))![1];
+    const picks = [...f.chains.values()][0]!.flatMap((r) => r.match.filter((m) => m.m === 'pick'));
     assert.deepEqual(
-      chain.slice(1).map((r) => r.match),
-      [[{ m: 'random', mod: 3 }], [{ m: 'random', mod: 2 }], []],
+      picks.map((m) => (m.m === 'pick' ? `${m.mod}:${m.value}` : '')),
+      ['3:0', '3:0', '3:1', '3:1', '3:2', '3:2'],
     );
+    const other = serviceRules(node, svc({ name: 'db' }), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1')]);
+    const seedOf = (x: Fragment) => [...x.chains.values()][0]!.flatMap((r) => r.match).find((m) => m.m === 'pick');
+    assert.notDeepEqual(seedOf(f), seedOf(other));
   });
 
   it('no endpoints: a reject verdict in no-endpoint-services and no chains', () => {
@@ -79,17 +103,11 @@ describe('serviceRules', () => {
   });
 
   it('terminating endpoints serve only when no endpoint is ready', () => {
-    const both = view(serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1', 'terminating')]));
-    assert.deepEqual(
-      Object.keys(both.chains).filter((c) => c.startsWith('endpoint')),
-      ['endpoint:default/web/tcp/http__10.244.1.5/8080'],
-    );
-    const only = view(serviceRules(node, svc(), [ep('10.244.1.6', 'n1', 'terminating'), ep('10.244.1.7', 'n1', 'notready')]));
-    assert.deepEqual(
-      Object.keys(only.chains).filter((c) => c.startsWith('endpoint')),
-      ['endpoint:default/web/tcp/http__10.244.1.6/8080'],
-    );
-    assert.deepEqual(only.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http']);
+    const targets = (f: Fragment) => [...f.chains.values()].flat().flatMap((r) => (r.then.s === 'dnat' ? [`${r.then.ip}:${r.then.port}`] : []));
+    assert.deepEqual(targets(serviceRules(node, svc(), [ep('10.244.1.5', 'n1'), ep('10.244.1.6', 'n1', 'terminating')])), ['10.244.1.5:8080']);
+    const only = serviceRules(node, svc(), [ep('10.244.1.6', 'n1', 'terminating'), ep('10.244.1.7', 'n1', 'notready')]);
+    assert.deepEqual(targets(only), ['10.244.1.6:8080']);
+    assert.deepEqual(view(only).elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto service:default/web/tcp/http']);
   });
 
   it("internalTrafficPolicy Local: only this node's endpoints; none here drops (others exist)", () => {
@@ -98,7 +116,8 @@ describe('serviceRules', () => {
     assert.deepEqual(here.elements, ['service-ips: 10.96.0.10 . tcp . 80 -> goto local:default/web/tcp/http']);
     assert.deepEqual(here.chains['local:default/web/tcp/http'], [
       'ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade',
-      'goto endpoint:default/web/tcp/http__10.244.1.5/8080',
+      'ip saddr 10.244.1.5 jump mark-for-masquerade',
+      'meta l4proto tcp dnat to 10.244.1.5:8080',
     ]);
     assert.equal(here.chains['service:default/web/tcp/http'], undefined);
     const none = view(serviceRules(node, s, [ep('10.244.2.5', 'n2')]));
@@ -125,7 +144,7 @@ describe('serviceRules', () => {
       'fib saddr type local goto service:default/web/tcp/http',
       'goto local:default/web/tcp/http',
     ]);
-    assert.deepEqual(here.chains['local:default/web/tcp/http'], ['goto endpoint:default/web/tcp/http__10.244.1.5/8080']);
+    assert.deepEqual(here.chains['local:default/web/tcp/http'], ['ip saddr 10.244.1.5 jump mark-for-masquerade', 'meta l4proto tcp dnat to 10.244.1.5:8080']);
     const none = view(serviceRules(node, s, [ep('10.244.2.5', 'n2')]));
     assert.ok(none.elements.includes('no-endpoint-nodeports: tcp . 30080 -> drop'));
     assert.ok(none.elements.includes('service-nodeports: tcp . 30080 -> goto external:default/web/tcp/http'));
@@ -137,11 +156,15 @@ describe('serviceRules', () => {
     const f = serviceRules(node, svc({ sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 30 }), [ep('10.244.1.5', 'n1'), ep('10.244.2.5', 'n2')]);
     assert.deepEqual([...f.sets.values()], [30, 30]);
     const v = view(f);
+    const a = 'affinity:default/web/tcp/http__10.244.1.5/8080@30';
     assert.deepEqual(v.chains['service:default/web/tcp/http']!.slice(1, 3), [
-      'ip saddr @affinity:default/web/tcp/http__10.244.1.5/8080@30 goto endpoint:default/web/tcp/http__10.244.1.5/8080',
-      'ip saddr @affinity:default/web/tcp/http__10.244.2.5/8080@30 goto endpoint:default/web/tcp/http__10.244.2.5/8080',
+      `ip saddr @${a} ip saddr 10.244.1.5 jump mark-for-masquerade`,
+      `ip saddr @${a} meta l4proto tcp update @${a} { ip saddr } dnat to 10.244.1.5:8080`,
     ]);
-    assert.equal(v.chains['endpoint:default/web/tcp/http__10.244.1.5/8080']![1], 'update @affinity:default/web/tcp/http__10.244.1.5/8080@30 { ip saddr }');
+    assert.equal(
+      v.chains['service:default/web/tcp/http']![6],
+      `jhash ip saddr . th sport mod 2 seed S 0 meta l4proto tcp update @${a} { ip saddr } dnat to 10.244.1.5:8080`,
+    );
   });
 
   it('headless and ExternalName Services have no rules; endpoints without the port are left out', () => {
@@ -150,6 +173,15 @@ describe('serviceRules', () => {
     assert.equal(serviceRules(node, { ...rest, type: 'ExternalName', externalName: 'example.com' }, []).chains.size, 0);
     const f = serviceRules(node, svc(), [ep('10.244.1.5', 'n1', 'ready', [{ name: 'other', port: 9, protocol: 'TCP' }])]);
     assert.equal(f.elements[0]!.map, 'no-endpoint-services');
+  });
+
+  it('desiredRuleset: one fragment per Service, keyed as given', () => {
+    const all = desiredRuleset(node, [
+      ['default/web', { service: svc(), endpoints: [ep('10.244.1.5', 'n1')] }],
+      ['default/db', { service: svc({ name: 'db', clusterIP: '10.96.0.11' }), endpoints: [] }],
+    ]);
+    assert.deepEqual([...all.keys()], ['default/web', 'default/db']);
+    assert.equal(all.get('default/db')!.elements[0]!.map, 'no-endpoint-services');
   });
 
   it('UDP ports record their endpoints for conntrack cleanup', () => {
@@ -163,21 +195,30 @@ describe('serviceRules', () => {
     for (const name of f.chains.keys()) assert.match(name, /^[a-z][A-Za-z0-9_.\-/]{1,254}$/);
   });
 
-  it('the base: filter hooks before DNAT, nat hooks at dstnat/srcnat, masquerade on mark 0x4000', () => {
-    const b = baseChains();
-    assert.deepEqual(
-      b.filter((c) => c.hook).map((c) => `${c.name} ${c.hook!.type} ${c.hook!.hook} ${c.hook!.priority}`),
-      [
-        'filter-input filter input -110',
-        'filter-forward filter forward -110',
-        'filter-output filter output -110',
-        'nat-prerouting nat prerouting -100',
-        'nat-output nat output -100',
-        'nat-postrouting nat postrouting 100',
-      ],
-    );
-    assert.ok(b.find((c) => c.name === 'services')!.rules.some((r) => r.startsWith('fib daddr type local')));
-    assert.deepEqual(b.find((c) => c.name === 'mark-for-masquerade')!.rules, ['meta mark set meta mark | 0x00004000']);
+  it('the base: filter hooks before DNAT and masquerading in the front table, nat dispatch in each shard', () => {
+    const tables = baseTables();
+    assert.equal(tables.length, SHARDS + 1);
+    const hooks = (t: (typeof tables)[number]) => t.chains.filter((c) => c.hook).map((c) => `${c.name} ${c.hook!.type} ${c.hook!.hook} ${c.hook!.priority}`);
+    assert.deepEqual(hooks(tables[0]!), [
+      'filter-input filter input -110',
+      'filter-forward filter forward -110',
+      'filter-output filter output -110',
+      'nat-postrouting nat postrouting 100',
+    ]);
+    assert.deepEqual(hooks(tables[1]!), ['nat-prerouting nat prerouting -100', 'nat-output nat output -100']);
+    assert.deepEqual(tables[0]!.maps, ['no-endpoint-services', 'no-endpoint-nodeports']);
+    assert.deepEqual(tables[5]!.maps, ['service-ips', 'service-nodeports']);
+    const shard = tables[1]!.chains;
+    assert.ok(shard.find((c) => c.name === 'services')!.rules.some((r) => r.startsWith('fib daddr type local')));
+    assert.deepEqual(shard.find((c) => c.name === 'mark-for-masquerade')!.rules, ['meta mark set meta mark | 0x00004000']);
+  });
+
+  it('each Service lives in one shard table, the same on every node', () => {
+    const t = serviceTable('default', 'web');
+    assert.ok(PROXY_TABLES.includes(t) && t !== PROXY_TABLE);
+    assert.equal(serviceRules(node, svc(), []).table, t);
+    const spread = new Set(Array.from({ length: 200 }, (_, i) => serviceTable('default', `s${i}`)));
+    assert.ok(spread.size > SHARDS / 2);
   });
 });
 
@@ -191,27 +232,18 @@ describe('diff', () => {
     const firstRule = kinds(ops).indexOf('addRule');
     assert.ok(kinds(ops).lastIndexOf('addChain') < firstRule);
     assert.ok(kinds(ops).indexOf('addElement') > kinds(ops).lastIndexOf('addRule'));
-    assert.equal(ops.filter((o) => o.op === 'addChain').length, 3);
+    assert.equal(ops.filter((o) => o.op === 'addChain').length, 1);
   });
 
   it('the same rules: no ops', () => {
     assert.deepEqual(diff(shapeOf([a(), other()]), [a(), other()]), []);
   });
 
-  it('moving one endpoint touches only that Service: the service chain is flushed and refilled, the old endpoint chain flushed then deleted', () => {
+  it('moving one endpoint touches only that Service: its chain is flushed and refilled, nothing else', () => {
     const moved = serviceRules(node, svc(), [ep('10.244.1.6', 'n1'), ep('10.244.2.5', 'n2')]);
-    const ops = diff(shapeOf([a()]), [moved]);
-    assert.deepEqual(
-      ops.filter((o) => o.op !== 'addRule').map((o) => `${o.op} ${'name' in o ? o.name.replace(/-[0-9A-F]{8}-/, ':') : ''}`),
-      [
-        'addChain endpoint:default/web/tcp/http__10.244.1.6/8080',
-        'flushChain service:default/web/tcp/http',
-        'flushChain endpoint:default/web/tcp/http__10.244.1.5/8080',
-        'delChain endpoint:default/web/tcp/http__10.244.1.5/8080',
-      ],
-    );
-    assert.equal(ops.filter((o) => o.op === 'addRule').length, 5);
-    assert.ok(ops.every((o) => !JSON.stringify(o).includes('/db/')));
+    const ops = diff(shapeOf([a(), other()]), [moved, other()]);
+    assert.deepEqual(kinds(ops), ['flushChain', 'addRule', 'addRule', 'addRule', 'addRule', 'addRule']);
+    assert.ok(ops.every((o) => o.table === serviceTable('default', 'web') && !JSON.stringify(o).includes('/db/')));
   });
 
   it('a changed verdict is a delete and an add of the element; a gone Service leaves nothing', () => {
@@ -221,22 +253,26 @@ describe('diff', () => {
       ops.filter((o) => o.op === 'addElement' || o.op === 'delElement').map((o) => `${o.op} ${elementId(o as { map: string; key: string[] })}`),
       ['delElement service-ips 10.96.0.10 . tcp . 80', 'addElement no-endpoint-services 10.96.0.10 . tcp . 80'],
     );
+    assert.deepEqual(
+      ops.filter((o) => o.op.endsWith('Element')).map((o) => o.table),
+      [serviceTable('default', 'web'), PROXY_TABLE],
+    );
     const gone = diff(shapeOf([a()]), []);
     assert.deepEqual(new Set(kinds(gone)), new Set(['delElement', 'flushChain', 'delChain']));
   });
 
   it('a chain whose comments differ (edited by hand) is rewritten in place', () => {
     const shape = shapeOf([a()]);
-    const name = [...shape.chains.keys()][0]!;
-    shape.chains.set(name, 'deadbeef:0');
+    const [id, chain] = [...shape.chains][0]!;
+    shape.chains.set(id, { ...chain, comments: 'deadbeef:0' });
     assert.deepEqual(kinds(diff(shape, [a()])).slice(0, 1), ['flushChain']);
   });
 
   it('renders as an nft script', () => {
     const text = renderTx(toNftTx(diff(emptyShape(), [a()])));
-    assert.match(text, /^add chain ip weft-proxy service-[0-9A-F]{8}-default\/web\/tcp\/http$/m);
-    assert.match(text, /add element ip weft-proxy service-ips \{ 10\.96\.0\.10 \. tcp \. 80 : goto service-/);
-    assert.match(text, /dnat to 10\.244\.1\.5:8080 comment "[0-9a-f]{8}:1"/);
+    assert.match(text, /^add chain ip weft-proxy-\d+ service-[0-9A-F]{8}-default\/web\/tcp\/http$/m);
+    assert.match(text, /add element ip weft-proxy-\d+ service-ips \{ 10\.96\.0\.10 \. tcp \. 80 : goto service-/);
+    assert.match(text, /jhash ip saddr \. th sport mod 2 seed 0x[0-9a-f]{8} 0 meta l4proto tcp dnat to 10\.244\.1\.5:8080 comment "[0-9a-f]{8}:2"/);
   });
 });
 

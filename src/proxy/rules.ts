@@ -2,17 +2,36 @@ import { createHash } from 'node:crypto';
 import type { Endpoint, Protocol, Service, ServicePort } from '../service/types.js';
 
 /**
- * The service proxy's nftables table as plain data, after kube-proxy's nftables mode: hook chains
- * jump to `services`, which looks `ip daddr . meta l4proto . th dport` up in the verdict map
- * `service-ips` (and, for packets to a local address, `meta l4proto . th dport` in
- * `service-nodeports`); the verdict goes to a per-service-port chain that picks an endpoint chain,
- * which DNATs. Services without endpoints are rejected from filter hooks that run before the DNAT.
+ * The service proxy's nftables tables as plain data, after kube-proxy's nftables mode: nat hook
+ * chains jump to `services`, which looks `ip daddr . meta l4proto . th dport` up in the verdict
+ * map `service-ips` (and, for packets to a local address, `meta l4proto . th dport` in
+ * `service-nodeports`); the verdict goes to a per-service-port chain that picks an endpoint and
+ * DNATs. Services without endpoints are rejected from filter hooks that run before the DNAT.
+ *
+ * Unlike kube-proxy there are no per-endpoint chains: the kernel walks every chain of the
+ * namespace on each commit, so chains are what a change costs at scale. The endpoint is picked by
+ * a hash of the flow (`jhash ip saddr . th sport`), which every rule of the chain computes alike,
+ * so an endpoint is two rules (hairpin mark, DNAT) in its service chain.
  *
  * Everything a Service contributes is computed from that Service and its endpoints alone (a
  * Fragment), so one change is recomputed and diffed in O(its size), not O(table).
  */
 export const PROXY_TABLE = 'weft-proxy';
 export const PROXY_FAMILY = 'ip';
+/**
+ * The kernel re-validates a whole table (every chain reachable from its hooks) on each transaction
+ * that adds a rule or a goto, so one table of 30,000 Services makes every change cost ~190 ms.
+ * Services are spread over this many shard tables, each with its own nat hooks, dispatch maps and
+ * the chains of its Services; a change validates one shard. The front table `weft-proxy` holds
+ * the filter hooks (reject/drop without endpoints) and masquerading, which every packet crosses once.
+ */
+export const SHARDS = 32;
+export const shardTable = (i: number): string => `${PROXY_TABLE}-${i}`;
+export const PROXY_TABLES: readonly string[] = [PROXY_TABLE, ...Array.from({ length: SHARDS }, (_, i) => shardTable(i))];
+
+/** The shard table of a Service (where its ClusterIP element in `service-ips` and its chains are). */
+export const serviceTable = (namespace: string, name: string): string =>
+  shardTable(createHash('sha256').update(`${namespace}/${name}`).digest().readUInt32BE(0) % SHARDS);
 /** kube-proxy's masquerade bit. */
 export const MASQ_MARK = 0x4000;
 
@@ -22,6 +41,8 @@ export const NO_ENDPOINT_SERVICES = 'no-endpoint-services';
 export const NO_ENDPOINT_NODEPORTS = 'no-endpoint-nodeports';
 export const MAPS = [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS] as const;
 export type MapName = (typeof MAPS)[number];
+/** The table an element of `map` lives in, for a Service in shard table `shard`. */
+export const mapTable = (map: MapName, shard: string): string => (map === NO_ENDPOINT_SERVICES || map === NO_ENDPOINT_NODEPORTS ? PROXY_TABLE : shard);
 export const MARK_MASQ_CHAIN = 'mark-for-masquerade';
 export const REJECT_CHAIN = 'reject-chain';
 
@@ -42,23 +63,28 @@ export type Match =
   /** `tcp dport N` (the protocol test included). */
   | { m: 'dport'; proto: Protocol; port: number }
   | { m: 'fibSaddrLocal' }
-  /** `numgen random mod MOD 0`: true with probability 1/MOD. */
-  | { m: 'random'; mod: number }
+  /**
+   * `jhash ip saddr . th sport mod MOD seed SEED VALUE`: the flow's hash picks one of MOD endpoints.
+   * Unlike `numgen random`, every rule computes the same pick, so an endpoint's hairpin mark and its
+   * DNAT can be two rules of the service chain instead of an endpoint chain of their own.
+   */
+  | { m: 'pick'; mod: number; seed: number; value: number }
   | { m: 'saddrIn'; set: string };
 
 export type Statement =
   | { s: 'verdict'; v: Verdict }
-  | { s: 'dnat'; proto: Protocol; ip: string; port: number }
-  /** `update @SET { ip saddr }`: refreshes the client's entry (session affinity). */
-  | { s: 'remember'; set: string };
+  /** DNAT to the endpoint; with `remember`, first `update @SET { ip saddr }` (session affinity). */
+  | { s: 'dnat'; proto: Protocol; ip: string; port: number; remember?: string };
 
 export interface Rule {
   match: Match[];
   then: Statement;
 }
 
-/** What one Service puts in the table. */
+/** What one Service puts in the tables. */
 export interface Fragment {
+  /** Its shard table: chains, sets, and the service-ips/service-nodeports elements (see mapTable). */
+  table: string;
   /** Regular chains and their rules. */
   chains: Map<string, Rule[]>;
   /** Affinity sets (ipv4_addr, dynamic, with the timeout in seconds). */
@@ -85,7 +111,7 @@ export interface UdpTarget {
   endpoints: string[];
 }
 
-export const emptyFragment = (): Fragment => ({ chains: new Map(), sets: new Map(), elements: [], udp: [], endpoints: 0 });
+const emptyFragment = (table: string): Fragment => ({ table, chains: new Map(), sets: new Map(), elements: [], udp: [], endpoints: 0 });
 
 // ---- text ---------------------------------------------------------------------------------------
 
@@ -101,8 +127,8 @@ function matchText(m: Match): string {
       return `${m.proto.toLowerCase()} dport ${m.port}`;
     case 'fibSaddrLocal':
       return 'fib saddr type local';
-    case 'random':
-      return `numgen random mod ${m.mod} 0`;
+    case 'pick':
+      return `jhash ip saddr . th sport mod ${m.mod} seed 0x${m.seed.toString(16).padStart(8, '0')} ${m.value}`;
     case 'saddrIn':
       return `ip saddr @${m.set}`;
   }
@@ -113,9 +139,7 @@ function statementText(s: Statement): string {
     case 'verdict':
       return verdictText(s.v);
     case 'dnat':
-      return `meta l4proto ${s.proto.toLowerCase()} dnat to ${s.ip}:${s.port}`;
-    case 'remember':
-      return `update @${s.set} { ip saddr }`;
+      return `meta l4proto ${s.proto.toLowerCase()} ${s.remember ? `update @${s.remember} { ip saddr } ` : ''}dnat to ${s.ip}:${s.port}`;
   }
 }
 
@@ -180,11 +204,11 @@ const jump = (chain: string): Statement => ({ s: 'verdict', v: { kind: 'jump', c
 
 /**
  * The rules of one Service on `node`: for each port a `service-` chain (Cluster policy), a `local-`
- * chain (Local policies), an `external-` chain (NodePort), an `endpoint-` chain per endpoint, and
- * the map elements that lead there (or to the reject/drop verdicts when nothing serves).
+ * chain (Local policies) and an `external-` chain (NodePort), affinity sets for ClientIP, and the
+ * map elements that lead there (or to the reject/drop verdicts when nothing serves).
  */
 export function serviceRules(node: ProxyNode, svc: Service, endpoints: Endpoint[]): Fragment {
-  const f = emptyFragment();
+  const f = emptyFragment(serviceTable(svc.namespace, svc.name));
   if (svc.type === 'ExternalName' || svc.clusterIP === undefined || svc.clusterIP === 'None') return f;
   const clusterIP = svc.clusterIP;
   const affinity = svc.sessionAffinity === 'ClientIP';
@@ -206,20 +230,12 @@ export function serviceRules(node: ProxyNode, svc: Service, endpoints: Endpoint[
     const serviceChain = named('service-', base);
     const localChain = named('local-', base);
     const externalChain = named('external-', base);
-    const epChain = (e: PortEndpoint) => named('endpoint-', `${base}__${e.ip}/${e.port}`);
     const affinitySet = (e: PortEndpoint) => named('affinity-', `${base}__${e.ip}/${e.port}@${svc.affinityTimeoutSeconds}`);
+    const seed = createHash('sha256').update(base).digest().readUInt32BE(0);
 
     const reachable = new Map<string, PortEndpoint>();
     for (const e of [...(usesCluster ? cluster : []), ...(usesLocal ? local : [])]) reachable.set(`${e.ip}:${e.port}`, e);
-    for (const e of reachable.values()) {
-      const rules: Rule[] = [{ match: [{ m: 'saddr', addr: e.ip }], then: jump(MARK_MASQ_CHAIN) }];
-      if (affinity) {
-        f.sets.set(affinitySet(e), svc.affinityTimeoutSeconds);
-        rules.push({ match: [], then: { s: 'remember', set: affinitySet(e) } });
-      }
-      rules.push({ match: [], then: { s: 'dnat', proto: sp.protocol, ip: e.ip, port: e.port } });
-      f.chains.set(epChain(e), rules);
-    }
+    if (affinity) for (const e of reachable.values()) f.sets.set(affinitySet(e), svc.affinityTimeoutSeconds);
 
     // Traffic to the ClusterIP from outside the pod Network (the node itself, other hosts routed here) is masqueraded.
     const internalMasq: Rule = {
@@ -230,9 +246,14 @@ export function serviceRules(node: ProxyNode, svc: Service, endpoints: Endpoint[
       ],
       then: jump(MARK_MASQ_CHAIN),
     };
+    /** Per endpoint: a pod reaching itself is masqueraded (hairpin), then DNAT; a client with affinity first goes where it went before. */
+    const toEndpoint = (e: PortEndpoint, when: Match[]): Rule[] => [
+      { match: [...when, { m: 'saddr', addr: e.ip }], then: jump(MARK_MASQ_CHAIN) },
+      { match: when, then: { s: 'dnat', proto: sp.protocol, ip: e.ip, port: e.port, ...(affinity ? { remember: affinitySet(e) } : {}) } },
+    ];
     const pick = (eps: PortEndpoint[]): Rule[] => [
-      ...(affinity ? eps.map((e): Rule => ({ match: [{ m: 'saddrIn', set: affinitySet(e) }], then: goto(epChain(e)) })) : []),
-      ...eps.map((e, i): Rule => ({ match: i < eps.length - 1 ? [{ m: 'random', mod: eps.length - i }] : [], then: goto(epChain(e)) })),
+      ...(affinity ? eps.flatMap((e) => toEndpoint(e, [{ m: 'saddrIn', set: affinitySet(e) }])) : []),
+      ...eps.flatMap((e, i) => toEndpoint(e, eps.length > 1 ? [{ m: 'pick', mod: eps.length, seed, value: i }] : [])),
     ];
     if (usesCluster) f.chains.set(serviceChain, [...(internalLocal ? [] : [internalMasq]), ...pick(cluster)]);
     if (usesLocal) f.chains.set(localChain, [...(internalLocal ? [internalMasq] : []), ...pick(local)]);
@@ -292,23 +313,39 @@ const SRCNAT = 100;
 const LOOKUP_IPS = 'ip daddr . meta l4proto . th dport vmap';
 const LOOKUP_NODEPORTS = 'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap';
 
-/** The chains every node has whatever its Services: hooks, dispatch, masquerading, reject. */
-export function baseChains(): BaseChain[] {
+/** The front table's chains: no-endpoint checks in the filter hooks, reject, masquerading. */
+export function frontChains(): BaseChain[] {
   const mark = `0x${MASQ_MARK.toString(16).padStart(8, '0')}`;
   const check = 'ct state new jump endpoints-check';
   return [
     { name: 'filter-input', hook: { type: 'filter', hook: 'input', priority: FILTER_PRIORITY }, rules: [check] },
     { name: 'filter-forward', hook: { type: 'filter', hook: 'forward', priority: FILTER_PRIORITY }, rules: [check] },
     { name: 'filter-output', hook: { type: 'filter', hook: 'output', priority: FILTER_PRIORITY }, rules: [check] },
-    { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', priority: DSTNAT }, rules: ['jump services'] },
-    { name: 'nat-output', hook: { type: 'nat', hook: 'output', priority: DSTNAT }, rules: ['jump services'] },
     { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', priority: SRCNAT }, rules: ['jump masquerading'] },
     { name: 'endpoints-check', rules: [`${LOOKUP_IPS} @${NO_ENDPOINT_SERVICES}`, `${LOOKUP_NODEPORTS} @${NO_ENDPOINT_NODEPORTS}`] },
-    { name: 'services', rules: [`${LOOKUP_IPS} @${SERVICE_IPS}`, `${LOOKUP_NODEPORTS} @${SERVICE_NODEPORTS}`] },
     { name: 'masquerading', rules: [`meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random'] },
-    { name: MARK_MASQ_CHAIN, rules: [`meta mark set meta mark | ${mark}`] },
     { name: REJECT_CHAIN, rules: ['reject'] },
   ];
+}
+
+/** A shard table's fixed chains: its nat hooks and the dispatch through its maps. */
+export function shardChains(): BaseChain[] {
+  const mark = `0x${MASQ_MARK.toString(16).padStart(8, '0')}`;
+  return [
+    { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', priority: DSTNAT }, rules: ['jump services'] },
+    { name: 'nat-output', hook: { type: 'nat', hook: 'output', priority: DSTNAT }, rules: ['jump services'] },
+    { name: 'services', rules: [`${LOOKUP_IPS} @${SERVICE_IPS}`, `${LOOKUP_NODEPORTS} @${SERVICE_NODEPORTS}`] },
+    { name: MARK_MASQ_CHAIN, rules: [`meta mark set meta mark | ${mark}`] },
+  ];
+}
+
+/** Every table's fixed part: its chains and its maps. */
+export function baseTables(): { table: string; chains: BaseChain[]; maps: MapName[] }[] {
+  return PROXY_TABLES.map((table) =>
+    table === PROXY_TABLE
+      ? { table, chains: frontChains(), maps: [NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS] }
+      : { table, chains: shardChains(), maps: [SERVICE_IPS, SERVICE_NODEPORTS] },
+  );
 }
 
 export const MAP_TYPES: Record<MapName, string[]> = {

@@ -4,9 +4,9 @@ import { apply, Plan } from '../kernel/plan.js';
 import { nftTx } from '../kernel/nft.js';
 import { baseTx } from './base.js';
 import { clearFlows, listUdp, staleFlows, strayFlows, type Flow } from './conntrack.js';
-import { diff, emptyShape, shapeOf, type ProxyOp, type Shape } from './diff.js';
-import { applyOps, generation, readTable } from './netlink.js';
-import { baseChains, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
+import { diff, emptyShape, objectId, shapeOf, type ProxyOp, type Shape } from './diff.js';
+import { applyOps, generation, readTables } from './netlink.js';
+import { baseTables, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
 
 /** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
 export const SYNC_CHUNK = 50_000;
@@ -72,18 +72,22 @@ export class ProxyTable {
   async sync(all: Map<string, Fragment>): Promise<SyncResult> {
     const gen = await generation(this.ns);
     if (gen === this.trusted) return this.update(changedFrom(this.applied, all));
-    const state = readTable(this.ns);
+    const states = readTables(this.ns);
     const changes: string[] = [];
-    const base = baseTx(state);
+    const base = baseTx(states);
     if (!base.tx.empty) await apply(new Plan().add(op.nft({ ns: this.ns, tx: base.tx })));
     changes.push(...base.changes);
-    const fixed = new Set(baseChains().map((c) => c.name));
     const have: Shape = emptyShape();
-    for (const [name, comments] of state?.chains ?? []) if (!fixed.has(name)) have.chains.set(name, comments);
-    for (const name of state?.sets ?? []) have.sets.add(name);
-    for (const [id, e] of state?.elements ?? []) have.elements.set(id, e);
+    for (const { table, chains } of baseTables()) {
+      const state = states.get(table);
+      if (!state) continue;
+      const fixed = new Set(chains.map((c) => c.name));
+      for (const [name, comments] of state.chains) if (!fixed.has(name)) have.chains.set(objectId(table, name), { table, name, comments });
+      for (const name of state.sets) have.sets.set(objectId(table, name), { table, name });
+      for (const [id, e] of state.elements) have.elements.set(objectId(table, id), { table, ...e });
+    }
     const ops = diff(have, all.values());
-    if (state) changes.push(...summarize(ops));
+    if (states.size) changes.push(...summarize(ops));
     const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
     const after = await generation(this.ns);
     const ours = transactions + (base.tx.empty ? 0 : 1);
@@ -138,7 +142,10 @@ function summarize(ops: ProxyOp[]): string[] {
 
 /** Removes the proxy's table (`weft agent --cleanup`); a missing table is fine. */
 export async function cleanupProxy(ns: Netns): Promise<boolean> {
-  if (!readTable(ns)) return false;
-  await apply(new Plan().add(op.nft({ ns, tx: nftTx(PROXY_FAMILY, PROXY_TABLE).delete({ type: 'table' }), tolerate: 'missing' })));
+  const present = [...readTables(ns).keys()];
+  if (present.length === 0) return false;
+  const tx = nftTx(PROXY_FAMILY, PROXY_TABLE);
+  for (const table of present) tx.delete({ table, type: 'table' });
+  await apply(new Plan().add(op.nft({ ns, tx, tolerate: 'missing' })));
   return true;
 }
