@@ -1,0 +1,176 @@
+/**
+ * The service proxy's tables against a real kernel, in disposable namespaces: what the netlink
+ * encoder writes lists (nft) exactly as the rules' text; a real connection from the node through a
+ * ClusterIP reaches a pod; a Service without endpoints refuses at once; one change is one
+ * transaction that leaves other Services' rules alone; a full sync repairs drift made by hand;
+ * stale UDP conntrack entries go with their endpoint; cleanup removes every table.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import * as op from '../src/kernel/ops.js';
+import { apply, Plan } from '../src/kernel/plan.js';
+import { generation } from '../src/proxy/netlink.js';
+import { PROXY_TABLES, ruleText, serviceRules, serviceTable, type Fragment, type ProxyNode } from '../src/proxy/rules.js';
+import { cleanupProxy, ProxyTable } from '../src/proxy/table.js';
+import type { Endpoint, Service } from '../src/service/types.js';
+import { Topology } from '../src/topo/topology.js';
+
+const node: ProxyNode = { name: 'n1', podNetwork: '10.244.0.0/16' };
+const POD = '10.244.1.5';
+const POD2 = '10.244.1.6';
+
+const svc = (name: string, clusterIP: string, o: Partial<Service> = {}): Service => ({
+  namespace: 'default',
+  name,
+  labels: {},
+  type: 'ClusterIP',
+  clusterIP,
+  ports: [
+    { name: 'http', protocol: 'TCP', port: 80, targetPort: 8080 },
+    { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 },
+  ],
+  sessionAffinity: 'None',
+  affinityTimeoutSeconds: 10800,
+  externalTrafficPolicy: 'Cluster',
+  internalTrafficPolicy: 'Cluster',
+  uid: name,
+  creationTimestamp: '2026-01-01T00:00:00Z',
+  ...o,
+});
+const ep = (ip: string): Endpoint => ({
+  ip,
+  nodeName: 'n1',
+  conditions: { ready: true, serving: true, terminating: false },
+  ports: [
+    { name: 'http', port: 8080, protocol: 'TCP' },
+    { name: 'dns', port: 5353, protocol: 'UDP' },
+  ],
+});
+
+let topo: Topology;
+let ns: string;
+let table: ProxyTable;
+
+const nft = async (...args: string[]) => {
+  const r = await topo.exec('node', ['nft', ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
+};
+const ruleset = async () => (await Promise.all(PROXY_TABLES.map((t) => nft('list', 'table', 'ip', t)))).join('');
+
+/** A TCP connect from the node to ip:port: what came back, or the error code. */
+async function connect(ip: string, port: number): Promise<{ ok?: string; error?: string; ms: number }> {
+  const script = `const s=require('net').connect(${port},'${ip}');const t=Date.now();s.setTimeout(5000,()=>{console.log(JSON.stringify({error:'timeout',ms:Date.now()-t}));process.exit()});let d='';s.on('data',x=>d+=x);s.on('end',()=>{console.log(JSON.stringify({ok:d,ms:Date.now()-t}))});s.on('error',e=>console.log(JSON.stringify({error:e.code,ms:Date.now()-t})))`;
+  const r = await topo.exec('node', [process.execPath, '-e', script]);
+  return JSON.parse(r.stdout) as { ok?: string; error?: string; ms: number };
+}
+
+async function udpSend(ip: string, port: number): Promise<void> {
+  const script = `const s=require('dgram').createSocket('udp4');s.bind(40053,()=>s.send('x',${port},'${ip}',()=>setTimeout(()=>process.exit(),200)))`;
+  await topo.exec('node', [process.execPath, '-e', script]);
+}
+
+before(async () => {
+  topo = await Topology.create();
+  ns = await topo.netns('node');
+  const pod = await topo.netns('pod');
+  await apply(
+    new Plan().add(
+      op.addVeth({ ns, name: 'cni0', peer: { name: 'eth0', netns: pod } }),
+      op.addAddr({ ns, addr: '10.244.1.1/24', dev: 'cni0' }),
+      op.setLink({ ns, dev: 'cni0', up: true }),
+      op.addAddr({ ns: pod, addr: `${POD}/24`, dev: 'eth0' }),
+      op.addAddr({ ns: pod, addr: `${POD2}/24`, dev: 'eth0' }),
+      op.setLink({ ns: pod, dev: 'eth0', up: true }),
+      op.addRoute({ ns: pod, dst: 'default', via: '10.244.1.1' }),
+      // The node reaches ClusterIPs through some route, as it would through its default route.
+      op.addRoute({ ns, dst: '10.96.0.0/12', dev: 'cni0' }),
+    ),
+  );
+  topo.spawn('pod', [process.execPath, '-e', `require('net').createServer(s=>s.end('hello from '+s.localAddress)).listen(8080,'0.0.0.0')`]);
+  topo.spawn('pod', [process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(5353)`]);
+  table = new ProxyTable(ns);
+  for (let i = 0; i < 50 && !(await connect(POD, 8080)).ok; i++) await new Promise((r) => setTimeout(r, 100));
+});
+
+after(async () => {
+  await topo.destroy();
+});
+
+describe('proxy tables in a kernel', () => {
+  const web = () => serviceRules(node, svc('web', '10.96.0.10'), [ep(POD)]);
+  const db = () => serviceRules(node, svc('db', '10.96.0.11'), [ep(POD), ep(POD2)]);
+  const empty = () => serviceRules(node, svc('none', '10.96.0.12'), []);
+  const all = (...fs: Fragment[]) => new Map(fs.map((f, i) => [String(i), f]));
+
+  it('a full sync creates every table; each rule lists exactly as its text', async () => {
+    const r = await table.sync(all(web(), db(), empty()));
+    assert.ok(r.transactions >= 2);
+    for (const f of [web(), db()])
+      for (const [chain, rules] of f.chains) {
+        const listed = (await nft('list', 'chain', 'ip', f.table, chain))
+          .split('\n')
+          .filter((l) => l.includes(' comment "'))
+          .map((l) => l.trim().replace(/ comment ".*"$/, ''));
+        assert.deepEqual(listed, rules.map(ruleText));
+      }
+    assert.deepEqual((await table.sync(all(web(), db(), empty()))).ops, 0);
+  });
+
+  it('the node reaches a pod through a ClusterIP; a Service without endpoints refuses at once', async () => {
+    const r = await connect('10.96.0.10', 80);
+    assert.equal(r.ok, `hello from ${POD}`);
+    const seen = new Set<string>();
+    for (let i = 0; i < 20; i++) seen.add((await connect('10.96.0.11', 80)).ok ?? 'failed');
+    assert.deepEqual([...seen].sort(), [`hello from ${POD}`, `hello from ${POD2}`]);
+    const refused = await connect('10.96.0.12', 80);
+    assert.equal(refused.error, 'ECONNREFUSED');
+    assert.ok(refused.ms < 1000, `refused after ${refused.ms} ms`);
+  });
+
+  it('one change is one transaction and leaves the other Services rules (their handles) alone', async () => {
+    const handles = async () => (await nft('-a', 'list', 'table', 'ip', serviceTable('default', 'db'))).match(/# handle \d+/g)!.join(',');
+    const dbBefore = await handles();
+    const gen = await generation(ns);
+    const moved = serviceRules(node, svc('web', '10.96.0.10'), [ep(POD2)]);
+    const r = await table.update(new Map([['0', moved]]));
+    assert.equal(r.transactions, 1);
+    assert.equal(await generation(ns), gen + 1);
+    if (serviceTable('default', 'web') !== serviceTable('default', 'db')) assert.equal(await handles(), dbBefore);
+    assert.equal((await connect('10.96.0.10', 80)).ok, `hello from ${POD2}`);
+    await table.update(new Map([['0', web()]]));
+  });
+
+  it('a full sync repairs drift made by hand: a deleted rule, a deleted element, a stray chain, a deleted shard table', async () => {
+    const want = await ruleset();
+    const dbTable = serviceTable('default', 'db');
+    const webTable = serviceTable('default', 'web');
+    const [webChain] = [...web().chains.keys()];
+    const handle = /comment "[^"]*" # handle (\d+)/.exec(await nft('-a', 'list', 'chain', 'ip', webTable, webChain!))![1]!;
+    await nft('delete', 'rule', 'ip', webTable, webChain!, 'handle', handle);
+    await nft('delete', 'element', 'ip', 'weft-proxy', 'no-endpoint-services', '{', '10.96.0.12', '.', 'tcp', '.', '80', '}');
+    await nft('add', 'chain', 'ip', webTable, 'service-DEADBEEF-x/y/tcp/z');
+    if (dbTable !== webTable) await nft('delete', 'table', 'ip', dbTable);
+    const r = await table.sync(all(web(), db(), empty()));
+    assert.ok(r.changes.length > 0);
+    assert.match(r.changes.join('\n'), /del chain: 1 \(service-DEADBEEF-x\/y\/tcp\/z\)/);
+    assert.equal(await ruleset(), want);
+    assert.equal((await connect('10.96.0.11', 80)).ok?.startsWith('hello from'), true);
+  });
+
+  it('a UDP endpoint that goes away takes its conntrack entries with it', async () => {
+    await udpSend('10.96.0.10', 53);
+    const listed = await topo.exec('node', ['conntrack', '-L', '-p', 'udp', '--orig-dst', '10.96.0.10']);
+    assert.match(listed.stdout, new RegExp(`src=${POD.replace(/\./g, '\\.')} dst=\\S+ sport=5353`));
+    const r = await table.update(new Map([['0', serviceRules(node, svc('web', '10.96.0.10'), [ep(POD2)])]]));
+    assert.ok(r.conntrackDeleted >= 1, `deleted ${r.conntrackDeleted}`);
+    const afterwards = await topo.exec('node', ['conntrack', '-L', '-p', 'udp', '--orig-dst', '10.96.0.10']);
+    assert.doesNotMatch(afterwards.stdout, new RegExp(`src=${POD.replace(/\./g, '\\.')} `));
+  });
+
+  it('cleanup removes every table', async () => {
+    assert.equal(await cleanupProxy(ns), true);
+    assert.doesNotMatch(await nft('list', 'tables'), /weft-proxy/);
+    assert.equal(await cleanupProxy(ns), false);
+  });
+});
