@@ -84,7 +84,7 @@ export class RegistryCache {
   }
 
   private mapOf(kind: RegistryEntry['kind']): Map<string, RegistryEntry['record']> {
-    return this[kind] as Map<string, RegistryEntry['record']>;
+    return this[kind];
   }
 
   private onEvent(e: WatchEvent): void {

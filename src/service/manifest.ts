@@ -55,7 +55,7 @@ export function parseManifests(text: string, source: string): Manifest[] {
   const list = Array.isArray(docs) ? docs : [];
   if (!Array.isArray(docs)) issues.push({ path: '', message: 'is not a YAML document stream' });
   for (const [i, d] of list.entries()) {
-    const doc: DocSource = { source, index: i + 1, line: lines.linePos(d.range[0]).line };
+    const doc: DocSource = { source, index: i + 1, line: lines.linePos(d.contents?.range[0] ?? d.range[0]).line };
     if (d.errors.length > 0) {
       for (const e of d.errors)
         issues.push({ doc: { ...doc, line: lines.linePos(e.pos[0]).line }, path: '', message: `not valid YAML: ${e.message.split('\n')[0]}` });

@@ -251,7 +251,7 @@ export class Registry {
 
   private async listOf<T>(prefix: string): Promise<T[]> {
     const listing = await this.store.list(prefix);
-    return listing.items.map((kv) => decodeRecord<T>(kv.value)).filter((v): v is Awaited<T> => v !== undefined) as T[];
+    return listing.items.map((kv) => decodeRecord<T>(kv.value)).filter((v): v is T => v !== undefined);
   }
 
   private async changePod(ns: string, name: string, fn: (cur: PodRecord) => PodRecord): Promise<PodRecord> {
@@ -449,7 +449,7 @@ export function parseEntry(key: string, value: string): RegistryEntry | undefine
   if (!kind) return undefined;
   const record = decodeRecord<Service & PodRecord & EndpointSliceRecord>(value);
   if (!record) return undefined;
-  return { kind, id: key.slice(key.indexOf('/') + 1), record } as RegistryEntry;
+  return { kind, id: key.slice(key.indexOf('/') + 1), record };
 }
 
 export function entryKind(key: string): RegistryEntry['kind'] | undefined {

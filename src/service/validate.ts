@@ -69,7 +69,7 @@ export class Checker {
 
   array(path: string, v: unknown): unknown[] | undefined {
     if (!Array.isArray(v)) return this.fail(path, `must be a list, not ${describe(v)}`);
-    return v;
+    return v as unknown[];
   }
 
   int(path: string, v: unknown, min: number, max: number, what: string): number | undefined {
@@ -99,7 +99,7 @@ export class Checker {
 
   labels(path: string, v: unknown): Record<string, string> {
     if (v === undefined || v === null) return {};
-    const o = this.object(path, v, Object.keys(v as object));
+    const o = this.object(path, v, Object.keys(v));
     if (!o) return {};
     const out: Record<string, string> = {};
     for (const [key, value] of Object.entries(o)) {
@@ -419,7 +419,7 @@ export function checkEndpointSlice(c: Checker, doc: Record<string, unknown>): En
     const hostname = e.hostname === undefined ? undefined : c.name(`${at}.hostname`, e.hostname, 'label');
     if (ips.every((ip) => ip !== undefined))
       endpoints.push({
-        addresses: ips as string[],
+        addresses: ips,
         conditions: { ready, serving, terminating },
         ...(nodeName !== undefined && { nodeName }),
         ...(hostname !== undefined && { hostname }),
