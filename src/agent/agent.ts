@@ -18,6 +18,7 @@ import { StoreHealth } from './health.js';
 import type { Logger } from './log.js';
 import { AgentError, checkNetworkForNode, discoverNode, stableVtepMac } from './node.js';
 import { ReconcileScheduler } from './scheduler.js';
+import { AgentServices } from './services.js';
 import { leaseView, serveStatus, STATUS_SOCKET, writeStatusFile, type AgentStatus } from './status.js';
 
 export interface AgentOptions {
@@ -27,6 +28,8 @@ export interface AgentOptions {
   etcdEndpoints: string[];
   etcdPrefix: string;
   etcdTls?: EtcdTlsOptions;
+  /** Where Services and pods live in etcd (Weft's own prefix, default /weft). */
+  registryPrefix: string;
   subnetFile: string;
   stateDir: string;
   leaseTtlSeconds?: number;
@@ -64,6 +67,7 @@ export class Agent {
   private backend!: Backend;
   private node!: NodeInfo;
   private leases: LeaseManager | undefined;
+  private services: AgentServices | undefined;
   private readonly scheduler: ReconcileScheduler;
   private readonly health: StoreHealth;
   private stopped = false;
@@ -85,7 +89,10 @@ export class Agent {
     this.scheduler = new ReconcileScheduler((reason) => this.reconcileOnce(reason), {
       resyncMs: o.resyncSeconds * 1000,
       retryMs: RECONCILE_RETRY_MS,
-      onResync: () => this.probeStore(),
+      onResync: () => {
+        this.probeStore();
+        this.services?.resync();
+      },
     });
   }
 
@@ -143,9 +150,19 @@ export class Agent {
     this.log.info('wrote subnet file', { file: o.subnetFile });
     await this.untilDone('list the leases', () => leases.watch());
     this.scheduler.start('initial');
+    const services = new AgentServices({
+      node: o.node,
+      podNetwork: formatNetwork(this.config.network),
+      etcd: { endpoints: o.etcdEndpoints, prefix: o.registryPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) },
+      leases: () => [...(leases.ownLease ? [leases.ownLease] : []), ...leases.remoteLeases()],
+      log: this.log,
+    });
+    this.services = services;
+    // In the background: routes, CNI and status do not wait for the registry or the first proxy sync.
+    services.start().catch((err: Error) => this.fail(new AgentError('fatal', `the service proxy cannot start: ${err.message}`)));
     this.statusServer = await serveStatus(o.stateDir, () => this.status(true));
     if (o.cniSocket) {
-      this.cniServer = await serveCni(o.cniSocket, (m) => this.log.debug(`cni ${m}`));
+      this.cniServer = await serveCni(o.cniSocket, (m) => this.log.debug(`cni ${m}`), services.cniHooks());
       this.log.info('serving CNI', { socket: o.cniSocket });
     }
     this.log.info('running', { subnet: formatNetwork(own.subnet), resync: `${o.resyncSeconds}s` });
@@ -157,6 +174,7 @@ export class Agent {
     this.stopped = true;
     await this.leases?.stop();
     await this.scheduler.stop();
+    await this.services?.stop();
     await new Promise<void>((r) => (this.cniServer ? this.cniServer.close(() => r()) : r()));
     await new Promise<void>((r) => (this.statusServer ? this.statusServer.close(() => r()) : r()));
     if (this.statusServer) rmSync(join(this.o.stateDir, STATUS_SOCKET), { force: true });
@@ -167,7 +185,7 @@ export class Agent {
       this.log.info('stopped; devices, routes and the lease stay, but cross-node pod traffic pauses until the agent runs again (udp: the agent carries it)');
       return;
     }
-    this.log.info('stopped; devices, routes and the lease stay so pod traffic keeps flowing');
+    this.log.info('stopped; devices, routes, service rules and the lease stay so pod traffic keeps flowing');
   }
 
   /**
@@ -211,6 +229,7 @@ export class Agent {
           publicIP: e.lease.attrs.publicIP,
         });
         this.scheduler.request(`lease ${e.type}`);
+        this.services?.leasesChanged();
         return;
       case 'renewed':
         this.health.up();
@@ -345,6 +364,7 @@ export class Agent {
       ...(plan ? { plan } : {}),
       ...(this.lastReconcile ? { lastReconcile: this.lastReconcile } : {}),
       ...(this.backend?.datapath ? { datapath: this.backend.datapath.status() } : {}),
+      ...(this.services ? { services: this.services.status() } : {}),
       store: this.health.view(),
       source: live ? 'live' : 'file',
       at: new Date().toISOString(),

@@ -2,6 +2,7 @@ import { teardown } from '../backend/reconcile.js';
 import { formatNetwork } from '../ip/cidr.js';
 import { apply } from '../kernel/plan.js';
 import { links, nftRuleset, routes } from '../kernel/state.js';
+import { cleanupProxy, PROXY_TABLE } from '../proxy/proxy.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { readSubnetEnv } from '../subnet/env.js';
 import { decodeLeaseAttrs, subnetKey } from '../subnet/lease.js';
@@ -10,7 +11,7 @@ import { discoverNode } from './node.js';
 
 /**
  * `weft agent --cleanup`: removes what the agent programmed in this namespace (its VXLAN devices
- * with their neighbours and fdb entries, its routes, its nftables rules) and, when etcd is given,
+ * with their neighbours and fdb entries, its routes, its nftables rules, the service proxy's tables) and, when etcd is given,
  * gives up this node's lease so other nodes drop their routes to it at once. The lease is deleted
  * only if it still holds exactly what was read (one compare-and-delete transaction) and carries
  * this node's PublicIP, so a lease another node took in the meantime stays. subnet.env stays, so
@@ -28,6 +29,7 @@ export async function cleanup(
   if (!env) log.warn(`no readable ${subnetFile}: removing devices and nftables rules, but not routes (which need the network from it)`);
   const { plan, changes } = teardown(undefined, network, own, { links: linkList, routes: env ? routeList : [], ruleset });
   await apply(plan);
+  if (await cleanupProxy(undefined)) changes.push(`delete the service proxy's tables (ip ${PROXY_TABLE}*)`);
   for (const c of changes) log.info(c);
   if (lease && env) {
     const store = new EtcdStore({

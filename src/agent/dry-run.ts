@@ -2,11 +2,14 @@ import { createBackend } from '../backend/index.js';
 import { readActual, reconcile } from '../backend/reconcile.js';
 import { formatCidr, formatNetwork, withAddr } from '../ip/cidr.js';
 import { links } from '../kernel/state.js';
+import { PROXY_TABLE } from '../proxy/proxy.js';
+import { SERVICES_PREFIX } from '../service/registry.js';
 import { EtcdStore } from '../store/etcd.js';
 import { chooseLease } from '../subnet/allocate.js';
 import { readSubnetEnv } from '../subnet/env.js';
 import { decodeLeaseAttrs, encodeLeaseAttrs, parseSubnetKey, readNetworkConfig, subnetKey, SUBNETS_PREFIX, type Lease } from '../subnet/lease.js';
 import type { AgentOptions } from './agent.js';
+import { BRIDGE_NF_SYSCTL } from './services.js';
 import { checkNetworkForNode, chooseVtepMac, discoverNode } from './node.js';
 
 /**
@@ -67,8 +70,20 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
           .split('\n')
           .map((l) => `  ${l}`),
       );
+    out.push(await proxyPlan(o));
     return out.join('\n');
   } finally {
     await store.close();
+  }
+}
+
+/** The service proxy's part of the dry run: what it would program from the registry. */
+async function proxyPlan(o: AgentOptions): Promise<string> {
+  const registry = new EtcdStore({ endpoints: o.etcdEndpoints, prefix: o.registryPrefix, timeoutMs: 5000, ...(o.etcdTls ? { tls: o.etcdTls } : {}) });
+  try {
+    const services = (await registry.list(SERVICES_PREFIX)).items.length;
+    return `service proxy: would program nftables tables ip ${PROXY_TABLE}* for the ${services} Service(s) under ${o.registryPrefix}, and set ${BRIDGE_NF_SYSCTL}=1`;
+  } finally {
+    await registry.close();
   }
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { DatapathStatus, DesiredState } from '../backend/types.js';
 import { formatNetwork } from '../ip/cidr.js';
 import type { Lease } from '../subnet/lease.js';
+import type { ServicesStatus } from './services.js';
 import { writeFileAtomic } from '../util/file.js';
 
 export const STATUS_SOCKET = 'agent.sock';
@@ -34,6 +35,8 @@ export interface AgentStatus {
   lastReconcile?: { at: string; changes: string[]; error?: string };
   /** The udp packet loop: attached to its device, and its counters (drops included). */
   datapath?: DatapathStatus;
+  /** The service proxy: Services, endpoints and chains programmed, and its last syncs. */
+  services?: ServicesStatus;
   /** `reset`: the last time the store was found to have lost its data (or to be another cluster). */
   store: { healthy: boolean; since: string; reset?: { at: string; reason: string } };
   /** Where the data came from: a live query of the running agent, or its last state file. */
@@ -149,6 +152,7 @@ export function formatStatus(s: AgentStatus, note?: string): string {
       `packet loop: ${s.datapath.attached ? 'attached' : 'NOT ATTACHED'}; tx ${c.txPackets ?? 0} pkts, rx ${c.rxPackets ?? 0} pkts; dropped: ${c.droppedUnknownSource ?? 0} from sources without a lease, ${c.droppedMalformed ?? 0} malformed, ${c.droppedNotLocal ?? 0} not for this node, ${c.ttlExpired ?? 0} TTL expired; ${c.netUnreachable ?? 0} net unreachable`,
     );
   }
+  if (s.services) out.push(...formatServices(s.services));
   out.push(s.drift.length === 0 ? 'programmed: in sync with desired' : `programmed: ${s.drift.length} difference(s) from desired:`);
   for (const c of s.drift) out.push(`  - ${c}`);
   if (s.plan) out.push('the next reconcile would run:', ...s.plan.split('\n').map((l) => `  ${l}`));
@@ -157,4 +161,20 @@ export function formatStatus(s: AgentStatus, note?: string): string {
       `last reconcile: ${s.lastReconcile.at}${s.lastReconcile.error ? ` FAILED: ${s.lastReconcile.error}` : `, ${s.lastReconcile.changes.length} change(s)`}`,
     );
   return out.join('\n');
+}
+
+function formatServices(v: ServicesStatus): string[] {
+  const out: string[] = [];
+  if (!v.started) out.push(`services: not synced yet (registry ${v.registryPrefix})`);
+  else out.push(`services: ${v.services} Services, ${v.endpoints} endpoints, ${v.chains} chains (registry ${v.registryPrefix})`);
+  if (v.lastSync) out.push(`  last sync: ${v.lastSync.at}, ${v.lastSync.ms} ms, ${v.lastSync.changes} change(s) (${v.lastSync.reason})`);
+  if (v.lastFullSync) out.push(`  last full sync: ${v.lastFullSync.at}, ${v.lastFullSync.ms} ms`);
+  if (v.error) out.push(`  FAILING: ${v.error}`);
+  if (v.bridgeNf !== '1')
+    out.push(
+      v.bridgeNf === 'missing'
+        ? '  net.bridge.bridge-nf-call-iptables is missing (load br_netfilter): same-node replies through a Service are not un-NATed'
+        : '  net.bridge.bridge-nf-call-iptables is 0: same-node replies through a Service are not un-NATed',
+    );
+  return out;
 }

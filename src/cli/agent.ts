@@ -23,21 +23,29 @@ function checkEndpoints(text: string): void {
   }
 }
 
-const ETCD_ENDPOINTS: OptionSpec = {
+export const ETCD_ENDPOINTS: OptionSpec = {
   name: 'etcd-endpoints',
   value: 'URL[,URL]',
   check: checkEndpoints,
   description: 'etcd to keep leases in, e.g. http://127.0.0.1:2379',
 };
 
-const ETCD_OPTIONS: OptionSpec[] = [
+export const ETCD_OPTIONS: OptionSpec[] = [
   { name: 'etcd-prefix', value: 'PREFIX', default: DEFAULT_PREFIX, description: "key prefix (flannel's)" },
   { name: 'etcd-cafile', value: 'FILE', description: 'CA that signed the etcd server (turns on TLS)' },
   { name: 'etcd-certfile', value: 'FILE', description: 'client certificate (with --etcd-keyfile and --etcd-cafile)' },
   { name: 'etcd-keyfile', value: 'FILE', description: 'client key (with --etcd-certfile)' },
 ];
 
-function etcdOf(a: Args): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
+/** Where Weft keeps Services and pods in etcd: its own prefix, never inside flannel's. */
+export const REGISTRY_PREFIX: OptionSpec = {
+  name: 'registry-prefix',
+  value: 'PREFIX',
+  default: '/weft',
+  description: "key prefix of Weft's Services and pods (beside flannel's --etcd-prefix, never inside it)",
+};
+
+export function etcdOf(a: Args): { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions } {
   const endpoints = endpointsOf(a.str('etcd-endpoints')!);
   const [ca, cert, key] = [a.str('etcd-cafile'), a.str('etcd-certfile'), a.str('etcd-keyfile')];
   if ((cert === undefined) !== (key === undefined)) throw new UsageError('give both --etcd-certfile and --etcd-keyfile, or neither');
@@ -50,12 +58,14 @@ export const agentCommands: CommandSpec[] = [
   {
     path: ['agent'],
     summary: 'the node agent (flanneld-compatible)',
-    details: 'SIGTERM or SIGINT stops it; the routes stay, so pod traffic survives a restart.',
+    details:
+      'It also runs the service proxy: Services and pods from --registry-prefix become nftables rules (tables ip weft-proxy*). SIGTERM or SIGINT stops it; the routes and the service rules stay, so pod traffic and connections through Services survive a restart.',
     options: [
       { name: 'node', value: 'NAME', required: true, brief: true, description: "this node's name (kept in its lease)" },
       { ...ETCD_ENDPOINTS, required: true, brief: true },
       { name: 'state-dir', value: 'DIR', required: true, brief: true, description: 'for the status socket and the VtepMAC' },
       ...ETCD_OPTIONS,
+      REGISTRY_PREFIX,
       { name: 'subnet-file', value: 'PATH', default: DEFAULT_SUBNET_FILE, description: "where to write flannel's subnet.env" },
       { name: 'iface', value: 'DEV', description: 'the underlay interface (default: the one with the default route)' },
       {
@@ -77,7 +87,7 @@ export const agentCommands: CommandSpec[] = [
       {
         name: 'cleanup',
         mode: 'remove what the agent programmed',
-        description: 'remove what the agent programmed (read from --subnet-file) and, with --etcd-endpoints, release its lease',
+        description: 'remove what the agent programmed (read from --subnet-file; the service proxy tables too) and, with --etcd-endpoints, release its lease',
       },
     ],
     run: agentCommand,
@@ -128,6 +138,9 @@ async function agentCommand(a: Args): Promise<number> {
     return 0;
   }
   const etcd = etcdOf(a);
+  const registryPrefix = a.str('registry-prefix')!;
+  if (`${registryPrefix}/`.startsWith(`${etcd.prefix.replace(/\/+$/, '')}/`))
+    throw new UsageError(`--registry-prefix ${registryPrefix} lies inside flannel's --etcd-prefix ${etcd.prefix}; give Weft its own, e.g. /weft`);
   const ttl = a.num('lease-ttl');
   const cniSocket = a.str('cni-socket');
   const agent = new Agent({
@@ -137,6 +150,7 @@ async function agentCommand(a: Args): Promise<number> {
     etcdEndpoints: etcd.endpoints,
     etcdPrefix: etcd.prefix,
     ...(etcd.tls ? { etcdTls: etcd.tls } : {}),
+    registryPrefix,
     subnetFile: a.str('subnet-file')!,
     stateDir: a.str('state-dir')!,
     ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),

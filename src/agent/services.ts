@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import { contains, parseAddr, type Cidr } from '../ip/cidr.js';
+import type { CniHooks } from '../cni/serve.js';
+import { setSysctl } from '../kernel/ops.js';
+import { apply, Plan } from '../kernel/plan.js';
+import { ServiceProxy, type ProxyStatus } from '../proxy/proxy.js';
+import { RegistryCache } from '../service/cache.js';
+import { Registry } from '../service/registry.js';
+import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
+import { isStoreUnavailable } from '../store/store.js';
+import type { Lease } from '../subnet/lease.js';
+import type { Logger } from './log.js';
+
+/** kube-proxy's and kubelet's requirement: bridged traffic passes the IP hooks, so a same-node reply to DNATed traffic is un-NATed. */
+export const BRIDGE_NF_SYSCTL = 'net.bridge.bridge-nf-call-iptables';
+const BRIDGE_NF_PATH = `/proc/sys/${BRIDGE_NF_SYSCTL.replace(/\./g, '/')}`;
+
+export interface ServicesOptions {
+  node: string;
+  /** The pod Network (CIDR), as the network config has it. */
+  podNetwork: string;
+  etcd: { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions };
+  /** This node's lease and the remote ones, as the agent's LeaseManager holds them right now. */
+  leases: () => Lease[];
+  log: Logger;
+}
+
+/** What `weft agent status` shows of the Services part. */
+export interface ServicesStatus extends Partial<ProxyStatus> {
+  registryPrefix: string;
+  /** The registry's first full list is in and the proxy made its first sync. */
+  started: boolean;
+  /** `net.bridge.bridge-nf-call-iptables` as last read ('missing': br_netfilter is not loaded). */
+  bridgeNf: '0' | '1' | 'missing';
+}
+
+/** A pod's identity from CNI_ARGS (`K8S_POD_NAMESPACE=..;K8S_POD_NAME=..`), as kubelet passes it; undefined without one. */
+export function podOfCniArgs(args: string | undefined): { namespace: string; name: string } | undefined {
+  const kv = new Map<string, string>();
+  for (const part of (args ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) kv.set(part.slice(0, eq), part.slice(eq + 1));
+  }
+  const name = kv.get('K8S_POD_NAME');
+  if (!name) return undefined;
+  return { namespace: kv.get('K8S_POD_NAMESPACE') || 'default', name };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The agent's Services part: its own etcd client on Weft's registry prefix, the registry cache,
+ * and the service proxy programming this node's `weft-proxy` table. An endpoint counts only while
+ * its IP lies in a subnet some node holds a lease for (`live`): a node whose lease is gone takes
+ * its pods' endpoints with it. Pods are registered from the served CNI path (cniHooks).
+ */
+export class AgentServices {
+  private readonly store: EtcdStore;
+  readonly registry: Registry;
+  private readonly cache: RegistryCache;
+  private readonly proxy: ServiceProxy;
+  private subnets: Cidr[] = [];
+  private started = false;
+  private stopped = false;
+  private bridgeNf: ServicesStatus['bridgeNf'] = 'missing';
+  private warnedBridgeNf = false;
+
+  constructor(private readonly o: ServicesOptions) {
+    this.store = new EtcdStore({ endpoints: o.etcd.endpoints, prefix: o.etcd.prefix, ...(o.etcd.tls ? { tls: o.etcd.tls } : {}) });
+    this.registry = new Registry(this.store);
+    this.cache = new RegistryCache(this.store, (m) => o.log.warn(m));
+    this.refreshSubnets();
+    this.proxy = new ServiceProxy({
+      node: { name: o.node, podNetwork: o.podNetwork },
+      cache: this.cache,
+      live: (ip) => this.live(ip),
+      log: o.log,
+    });
+  }
+
+  /**
+   * Sets the bridge sysctl, lists the registry (retrying while etcd is out of reach) and makes the
+   * proxy's first full sync. Runs in the background of the agent's start: routes and CNI do not wait for it.
+   */
+  async start(): Promise<void> {
+    await this.ensureBridgeNf();
+    let delay = 200;
+    for (;;) {
+      if (this.stopped) return;
+      try {
+        await this.cache.start();
+        break;
+      } catch (err) {
+        if (!isStoreUnavailable(err)) throw err;
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+    if (this.stopped) return;
+    await this.proxy.start();
+    this.started = true;
+    this.o.log.info('service proxy running', { registry: this.o.etcd.prefix, services: this.cache.services.size, pods: this.cache.pods.size });
+  }
+
+  /** Leases came or went: endpoints on nodes without a lease stop counting, and come back with it. */
+  leasesChanged(): void {
+    this.refreshSubnets();
+    if (this.started) this.proxy.leasesChanged();
+  }
+
+  /** The agent's resync tick: the proxy reads its table back and repairs drift; the sysctl is checked again. */
+  resync(): void {
+    if (!this.started || this.stopped) return;
+    void this.ensureBridgeNf();
+    void this.proxy.resync();
+  }
+
+  /** For serveCni: a pod wired by ADD is registered (IP, container, this node); DEL unregisters it. Failures are logged, never fail CNI. */
+  cniHooks(): CniHooks {
+    const warn = (what: string, pod: { namespace: string; name: string }) => (err: Error) =>
+      this.o.log.warn(`cannot ${what} pod in the registry; its Services miss it until it is added again`, {
+        pod: `${pod.namespace}/${pod.name}`,
+        error: err.message,
+      });
+    return {
+      added: async (env, ip) => {
+        const pod = podOfCniArgs(env.CNI_ARGS);
+        if (!pod || !ip) return;
+        await this.registry
+          .registerPod({ ...pod, ip, containerID: env.CNI_CONTAINERID ?? '', node: this.o.node })
+          .then(() => this.o.log.info('pod registered', { pod: `${pod.namespace}/${pod.name}`, ip }), warn('register', pod));
+      },
+      deleted: async (env) => {
+        const pod = podOfCniArgs(env.CNI_ARGS);
+        if (!pod) return;
+        await this.registry
+          .unregisterPod({ ...pod, containerID: env.CNI_CONTAINERID ?? '' })
+          .then((gone) => gone && this.o.log.info('pod unregistered', { pod: `${pod.namespace}/${pod.name}` }), warn('unregister', pod));
+      },
+    };
+  }
+
+  status(): ServicesStatus {
+    return { registryPrefix: this.o.etcd.prefix, started: this.started, bridgeNf: this.bridgeNf, ...(this.started ? this.proxy.status() : {}) };
+  }
+
+  /** Stops following the registry; the proxy's rules stay, so connections through Services keep working. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.proxy.stop();
+    this.cache.stop();
+    await this.store.close().catch(() => undefined);
+  }
+
+  private refreshSubnets(): void {
+    this.subnets = this.o.leases().map((l) => l.subnet);
+  }
+
+  private live(ip: string): boolean {
+    const a = parseAddr(ip);
+    return this.subnets.some((s) => contains(s, a));
+  }
+
+  private async ensureBridgeNf(): Promise<void> {
+    try {
+      this.bridgeNf = readFileSync(BRIDGE_NF_PATH, 'utf8').trim() === '1' ? '1' : '0';
+    } catch {
+      this.bridgeNf = 'missing';
+      if (!this.warnedBridgeNf)
+        this.o.log.warn(
+          `${BRIDGE_NF_SYSCTL} is missing (the br_netfilter module is not loaded): a pod reaching a pod on its own node through a Service gets no reply; run modprobe br_netfilter`,
+        );
+      this.warnedBridgeNf = true;
+      return;
+    }
+    if (this.bridgeNf === '1') return;
+    try {
+      await apply(new Plan().add(setSysctl({ ns: undefined, key: BRIDGE_NF_SYSCTL, value: '1' })));
+      this.bridgeNf = '1';
+      this.o.log.info(`set ${BRIDGE_NF_SYSCTL}=1`);
+    } catch (err) {
+      this.o.log.warn(`cannot set ${BRIDGE_NF_SYSCTL}=1`, { error: (err as Error).message });
+    }
+  }
+}
