@@ -5,11 +5,13 @@ import { fileURLToPath } from 'node:url';
 import { netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { nftSetKeys } from '../kernel/nfnl.js';
 import { down, execIn, readState, up, type LabState, type NodeState, type PodState } from '../lab/lab.js';
+import { nodeFiles } from '../lab/build.js';
 import { startNodeDaemon } from '../lab/procs.js';
+import { readStatus } from '../agent/status.js';
+import { cleanupProxy, PROXY_FAMILY, PROXY_TABLE, PROXY_TABLES } from '../proxy/proxy.js';
 import { APP_PORT } from '../lab/workload.js';
 import { Topology } from '../topo/topology.js';
 import { table } from '../cli/format.js';
-import { collect } from '../util/proc.js';
 import { waitFor } from '../util/wait.js';
 import { iperf } from './datapath.js';
 import { missing, outcome, percentile, type Bar, type Outcome } from './report.js';
@@ -30,7 +32,8 @@ import type { Reply, Request, ServiceSpec } from './services-driver.js';
  *   `iperf`: one endpoint, pod-2b:5201 (iperf3's control and data connections must meet one server)
  */
 const DRIVER = fileURLToPath(new URL('./services-driver.js', import.meta.url));
-const PROXY_TABLE = 'weft-proxy';
+/** The proxy's shard tables, each with its own `service-ips` map (the front table has none). */
+const SHARD_TABLES = PROXY_TABLES.filter((t) => t !== PROXY_TABLE);
 const SERVICE_MAP = 'service-ips';
 const IPERF_PORT = 5201;
 /** Bench ClusterIPs come from here (inside the default 10.96.0.0/12), skipping any already taken. */
@@ -75,8 +78,12 @@ export interface ServicesRow {
   addMaxMs: number;
   moveMs: number;
   moveMaxMs: number;
-  /** node1's agent restarted on an empty table, until the table has every Service again. */
+  /** The agents' own time per change (the slower node's `lastSync.ms`), median over every change. */
+  agentChangeMs: number;
+  /** node1's agent restarted on empty tables, until its tables have every Service again (the agent's start included). */
   fullSyncSeconds: number;
+  /** The agent's own time for that full sync (`weft agent status`: services.lastFullSync.ms). */
+  agentFullSyncMs: number;
   clusterIpGbps: number;
   podIpGbps: number;
   throughputRatio: number;
@@ -156,11 +163,12 @@ function rssMiB(pid: number): number {
 }
 
 /**
- * `ip:port` of the TCP keys in the node's service map (none while the table is not there), read over
- * netlink: `nft list` would load every chain of the table first, seconds at 30,000 Services.
+ * `ip:port` of the TCP keys in the node's service maps (one per shard table; none while the tables
+ * are not there), read over netlink: `nft list` would load every chain first, seconds at 30,000 Services.
  */
 async function programmed(node: NodeState): Promise<Set<string>> {
-  const keys = await nftSetKeys(netnsPath(node.ns), 'ip', PROXY_TABLE, SERVICE_MAP).catch(() => []);
+  const ns = netnsPath(node.ns);
+  const keys = (await Promise.all(SHARD_TABLES.map((t) => nftSetKeys(ns, PROXY_FAMILY, t, SERVICE_MAP).catch(() => [])))).flat();
   // ipv4_addr . inet_proto . inet_service: each field padded to 4 bytes.
   return new Set(keys.filter((k) => k.length === 12 && k[4] === IPPROTO_TCP).map((k) => `${k[0]}.${k[1]}.${k[2]}.${k[3]}:${k.readUInt16BE(8)}`));
 }
@@ -179,7 +187,7 @@ async function untilProgrammed(nodes: NodeState[], services: ServiceSpec[], prog
       }
       return have.every((h) => h === want.length);
     },
-    { timeoutMs, intervalMs: 500, what: `every node's ${PROXY_TABLE} ${SERVICE_MAP} map to hold all ${want.length} Services` },
+    { timeoutMs, intervalMs: 500, what: `every node's ${SERVICE_MAP} maps to hold all ${want.length} Services` },
   );
 }
 
@@ -188,18 +196,33 @@ async function agentRssMiB(nodes: NodeState[]): Promise<number> {
   return Math.max(...pids.map(rssMiB));
 }
 
-/** The size of node1's table: bytes as `nft list` prints it, and its chains, rules and set/map elements. */
+/** Which table a block of `nft list ruleset` is: `table ip NAME {` at the start of a line. */
+const TABLE_LINE = /^table (\S+) (\S+) \{$/;
+
+/** The size of node1's proxy tables (front and shards): bytes as `nft list` prints them, and their chains, rules and set/map elements. */
 async function ruleset(node: NodeState): Promise<Pick<ServicesRow, 'rulesetBytes' | 'chains' | 'rules' | 'elements'>> {
-  const text = await execIn(node.ns, ['nft', 'list', 'table', 'ip', PROXY_TABLE]);
-  const json = await execIn(node.ns, ['nft', '-j', 'list', 'table', 'ip', PROXY_TABLE]);
-  const items = (JSON.parse(json.stdout) as { nftables: Record<string, { elem?: unknown[] }>[] }).nftables;
-  const count = (kind: string) => items.filter((i) => kind in i).length;
-  const elements = items.reduce((sum, i) => sum + (i.map?.elem?.length ?? 0) + (i.set?.elem?.length ?? 0), 0);
-  return { rulesetBytes: Buffer.byteLength(text.stdout), chains: count('chain'), rules: count('rule'), elements };
+  const ours = (family: string, table: string) => family === PROXY_FAMILY && PROXY_TABLES.includes(table);
+  let mine = false;
+  let rulesetBytes = 0;
+  for (const line of (await execIn(node.ns, ['nft', 'list', 'ruleset'])).stdout.split('\n')) {
+    const m = TABLE_LINE.exec(line);
+    if (m) mine = ours(m[1]!, m[2]!);
+    if (mine) rulesetBytes += Buffer.byteLength(line) + 1;
+  }
+  type Item = { family?: string; table?: string; elem?: unknown[] };
+  const items = (JSON.parse((await execIn(node.ns, ['nft', '-j', 'list', 'ruleset'])).stdout) as { nftables: Record<string, Item>[] }).nftables
+    .map((i) => Object.entries(i)[0]!)
+    .filter(([, v]) => ours(v.family ?? '', v.table ?? ''));
+  const count = (kind: string) => items.filter(([k]) => k === kind).length;
+  const elements = items.reduce((sum, [k, v]) => sum + (k === 'map' || k === 'set' ? (v.elem?.length ?? 0) : 0), 0);
+  return { rulesetBytes, chains: count('chain'), rules: count('rule'), elements };
 }
 
-/** A change, timed from its write until a client on every node gets an answer from `want` (any backend when absent). */
-async function timedChange(writer: Driver, clients: Driver[], change: ServiceSpec, want?: string): Promise<number> {
+/**
+ * A change, timed from its write until a client on every node gets an answer from `want` (any backend
+ * when absent); and the slower agent's own time for its last update (`lastSync.ms` in its status).
+ */
+async function timedChange(s: LabState, writer: Driver, clients: Driver[], change: ServiceSpec, want?: string): Promise<{ ms: number; agentMs: number }> {
   const armed: Promise<void>[] = [];
   const seen = clients.map((c) => {
     let onArmed!: () => void;
@@ -212,18 +235,32 @@ async function timedChange(writer: Driver, clients: Driver[], change: ServiceSpe
   await Promise.all(armed);
   const w = await writer.ask<Extract<Done, { startNs: string }>>({ op: 'write', services: [change], chunk: 1 });
   const at = await Promise.all(seen);
-  return Math.max(...at.map((x) => msSince(w.startNs, x.atNs)));
+  const agents = await Promise.all(s.nodes.map(async (n) => (await readStatus(nodeFiles(s, n).dir)).status.services?.lastSync?.ms ?? NaN));
+  return { ms: Math.max(...at.map((x) => msSince(w.startNs, x.atNs))), agentMs: Math.max(...agents) };
 }
 
-/** node1's agent stopped, its table deleted, started again: seconds until the table has every Service. */
-async function fullSync(s: LabState, node: NodeState, services: ServiceSpec[], progress: (step: string) => void): Promise<number> {
+/**
+ * node1's agent stopped, its proxy tables deleted, started again: seconds until its tables have every
+ * Service, and the agent's own figure for that first full sync (its status).
+ */
+async function fullSync(
+  s: LabState,
+  node: NodeState,
+  services: ServiceSpec[],
+  progress: (step: string) => void,
+): Promise<{ seconds: number; agentMs: number }> {
   await signalNetns(node.ns, 'SIGTERM');
   await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 20_000, what: `the agent on ${node.name} to stop` });
-  await collect(['ip', 'netns', 'exec', node.ns, 'nft', 'delete', 'table', 'ip', PROXY_TABLE]);
+  await cleanupProxy(netnsPath(node.ns));
   const started = performance.now();
   await startNodeDaemon(s, node);
   await untilProgrammed([node], services, progress);
-  return (performance.now() - started) / 1000;
+  const seconds = (performance.now() - started) / 1000;
+  const status = await waitFor(async () => (await readStatus(nodeFiles(s, node).dir)).status.services?.lastFullSync, {
+    timeoutMs: 30_000,
+    what: `${node.name}'s agent to report its full sync`,
+  });
+  return { seconds, agentMs: status.ms };
 }
 
 interface Cast {
@@ -300,13 +337,17 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
       o.progress(`N=${n}: ${o.changes} rounds of adding a Service and of moving an endpoint`);
       const adds: number[] = [];
       const moves: number[] = [];
+      const agentMs: number[] = [];
       for (let r = 0; r < o.changes; r++) {
         const added = svc(`add-${n}-${r}`, [b1, b2]);
-        adds.push(await timedChange(writer, clients, added));
+        const add = await timedChange(s, writer, clients, added);
         all.push(added);
         const to = move.endpoints[1]!.ip === b2.ip ? b3 : b2;
         move.endpoints = [ep(b1), ep(to)];
-        moves.push(await timedChange(writer, clients, move, to.name));
+        const moved = await timedChange(s, writer, clients, move, to.name);
+        adds.push(add.ms);
+        moves.push(moved.ms);
+        agentMs.push(add.agentMs, moved.agentMs);
       }
 
       o.progress(`N=${n}: iperf3 ${c1.name} → ${b2.name}, by ClusterIP and by its own IP (${o.iperfRounds} x ${o.iperfSeconds} s each)`);
@@ -318,7 +359,7 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
       }
 
       o.progress(`N=${n}: full sync: ${nodes[0].name}'s agent restarted on an empty table`);
-      const fullSyncSeconds = await fullSync(s, nodes[0], all, o.progress);
+      const full = await fullSync(s, nodes[0], all, o.progress);
       const [clusterIpGbps, podIpGbps] = [median(viaCluster), median(viaIp)];
       rows.push({
         services: n,
@@ -333,7 +374,9 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
         addMaxMs: Math.max(...adds),
         moveMs: median(moves),
         moveMaxMs: Math.max(...moves),
-        fullSyncSeconds,
+        agentChangeMs: median(agentMs),
+        fullSyncSeconds: full.seconds,
+        agentFullSyncMs: full.agentMs,
         clusterIpGbps,
         podIpGbps,
         throughputRatio: clusterIpGbps / podIpGbps,
@@ -393,9 +436,9 @@ export function formatServicesReport(r: ServicesReport): string {
   return [
     `weft bench services: 2 nodes, N Services of 2 endpoints each; every figure against N=${base?.services ?? '?'} in the same run`,
     `connect: ${r.connects} TCP connects pod-1a → the probe's ClusterIP (node2 backends), alternating with the same to one backend's own IP ("direct")`,
-    `add/move: median of ${r.changes} rounds of the slower node, from the etcd write until a pod on each node gets an answer through it`,
+    `add/move: median of ${r.changes} rounds of the slower node, from the etcd write until a pod on each node gets an answer through it; agent ms: the proxy's own time per change`,
     table(
-      ['N', 'connect p50 ms', 'vs 10', 'p99 ms', 'vs 10', 'direct p50', 'add ms', 'vs 10', 'max', 'move ms', 'vs 10', 'max'],
+      ['N', 'connect p50 ms', 'vs 10', 'p99 ms', 'vs 10', 'direct p50', 'p99', 'add ms', 'vs 10', 'max', 'move ms', 'vs 10', 'max', 'agent ms'],
       r.rows.map((x) => [
         String(x.services),
         x.connectP50Ms,
@@ -403,22 +446,40 @@ export function formatServicesReport(r: ServicesReport): string {
         x.connectP99Ms,
         x10(x.connectP99Ms, 'connectP99Ms'),
         x.directP50Ms,
+        x.directP99Ms,
         x.addMs,
         x10(x.addMs, 'addMs'),
         x.addMaxMs,
         x.moveMs,
         x10(x.moveMs, 'moveMs'),
         x.moveMaxMs,
+        x.agentChangeMs,
       ]),
     ),
     '',
     table(
-      ['N', 'write s', 'on nodes s', 'full sync s', 'svc Gbit/s', 'pod Gbit/s', 'svc/pod', 'agent MiB', 'vs 10', 'nft KiB', 'chains', 'rules', 'elements'],
+      [
+        'N',
+        'write s',
+        'on nodes s',
+        'full sync s',
+        'agent ms',
+        'svc Gbit/s',
+        'pod Gbit/s',
+        'svc/pod',
+        'agent MiB',
+        'vs 10',
+        'nft KiB',
+        'chains',
+        'rules',
+        'elements',
+      ],
       r.rows.map((x) => [
         String(x.services),
         x.writeSeconds,
         x.programmedSeconds,
         x.fullSyncSeconds,
+        x.agentFullSyncMs,
         x.clusterIpGbps,
         x.podIpGbps,
         x.throughputRatio.toFixed(2),
