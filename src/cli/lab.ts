@@ -71,7 +71,7 @@ const readManifest = (file: string) => {
 
 const KINDS = ['pods', 'services', 'endpoints'] as const;
 const ref = (x: { kind: string; namespace: string; name: string }) =>
-  `${x.kind.toLowerCase()}/${x.name}${x.namespace === 'default' ? '' : ` -n ${x.namespace}`}`;
+  `${x.kind.toLowerCase()}/${x.name}${x.namespace === 'default' ? '' : ` in ${x.namespace}`}`;
 
 function viewTable(kind: (typeof KINDS)[number], v: LabView): string {
   if (kind === 'pods') {

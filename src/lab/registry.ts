@@ -47,9 +47,13 @@ export const formatLabels = (labels: Record<string, string> | undefined) =>
 
 const REGISTRY_MAIN = fileURLToPath(new URL('./registry-main.js', import.meta.url));
 
+export function refuseUnderlay(s: LabState): void {
+  if (s.backend === 'macvlan') throw new LabError('no-services', `lab ${s.name} runs in underlay mode: it has no etcd and no agents, so no Services`);
+}
+
 /** Runs one request against the lab's Service registry (in etcd's namespace: only the lab reaches its etcd). */
 export async function registryCall<R extends RegistryRequest>(s: LabState, req: R): Promise<Extract<RegistryReply, { op: R['op'] }>> {
-  if (s.backend === 'macvlan') throw new LabError('no-services', `lab ${s.name} runs in underlay mode: it has no etcd and no agents, so no Services`);
+  refuseUnderlay(s);
   try {
     const r = await run(['ip', 'netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint], JSON.stringify(req));
     return JSON.parse(r.stdout) as Extract<RegistryReply, { op: R['op'] }>;

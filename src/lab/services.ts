@@ -1,7 +1,7 @@
 import { ManifestError, parseManifests, type Manifest, type PodSpecInput } from '../service/manifest.js';
 import { serviceKey, type Endpoint, type PodRecord, type Service } from '../service/types.js';
 import { addPod, inBatches, removePod, type OpOptions } from './lab.js';
-import { registryCall } from './registry.js';
+import { refuseUnderlay, registryCall } from './registry.js';
 import { LabError, readState, validatePodName, type LabState, type PodState } from './state.js';
 
 /**
@@ -64,6 +64,7 @@ function place(s: LabState, pods: PodSpecInput[]): { spec: PodSpecInput; node: s
 export async function applyManifests(lab: string, text: string, source: string, o: OpOptions = {}): Promise<ApplyResult[]> {
   const docs = parse(text, source);
   const s = readState(lab);
+  refuseUnderlay(s);
   const pods = place(
     s,
     docs.flatMap((m) => (m.kind === 'Pod' ? [m.pod] : [])),
@@ -105,6 +106,7 @@ export async function deleteManifests(
 ): Promise<{ kind: string; namespace: string; name: string; deleted: boolean }[]> {
   const docs = parse(text, source);
   const s = readState(lab);
+  refuseUnderlay(s);
   const removed = new Set<string>();
   for (const m of docs) {
     if (m.kind !== 'Pod') continue;
