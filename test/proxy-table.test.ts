@@ -12,7 +12,11 @@ import { apply, Plan } from '../src/kernel/plan.js';
 import { generation } from '../src/proxy/netlink.js';
 import { PROXY_TABLES, ruleText, serviceRules, serviceTable, type Fragment, type ProxyNode } from '../src/proxy/rules.js';
 import { cleanupProxy, ProxyTable } from '../src/proxy/table.js';
-import type { Endpoint, Service } from '../src/service/types.js';
+import { ServiceProxy, type ProxySource } from '../src/proxy/proxy.js';
+import { createLogger } from '../src/agent/log.js';
+import type { RegistryEvent } from '../src/service/cache.js';
+import type { Endpoint, EndpointSliceRecord, PodRecord, Service } from '../src/service/types.js';
+import { waitFor } from '../src/util/wait.js';
 import { Topology } from '../src/topo/topology.js';
 
 const node: ProxyNode = { name: 'n1', podNetwork: '10.244.0.0/16' };
@@ -172,5 +176,118 @@ describe('proxy tables in a kernel', () => {
     assert.equal(await cleanupProxy(ns), true);
     assert.doesNotMatch(await nft('list', 'tables'), /weft-proxy/);
     assert.equal(await cleanupProxy(ns), false);
+  });
+});
+
+/** RegistryCache's surface, driven by hand. */
+class FakeCache implements ProxySource {
+  readonly services = new Map<string, Service>();
+  readonly pods = new Map<string, PodRecord>();
+  readonly slices = new Map<string, EndpointSliceRecord>();
+  private readonly listeners = new Set<(e: RegistryEvent) => void>();
+  on(l: (e: RegistryEvent) => void): () => boolean {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+  putPod(p: PodRecord): void {
+    const key = `${p.namespace}/${p.name}`;
+    const old = this.pods.get(key);
+    this.pods.set(key, p);
+    for (const l of this.listeners) l({ kind: 'pod', type: 'put', key, ...(old ? { old } : {}), now: p });
+  }
+  putService(s: Service): void {
+    const key = `${s.namespace}/${s.name}`;
+    this.services.set(key, s);
+    for (const l of this.listeners) l({ kind: 'service', type: 'put', key, now: s });
+  }
+  deleteService(key: string): void {
+    const old = this.services.get(key);
+    this.services.delete(key);
+    for (const l of this.listeners) l({ kind: 'service', type: 'delete', key, ...(old ? { old } : {}) });
+  }
+}
+
+describe('ServiceProxy in a kernel', () => {
+  const pod = (name: string, ip: string, o: Partial<PodRecord> = {}): PodRecord => ({
+    namespace: 'default',
+    name,
+    labels: { app: 'web' },
+    ports: [],
+    node: 'n1',
+    ip,
+    ready: true,
+    terminating: false,
+    uid: name,
+    creationTimestamp: '2026-01-01T00:00:00Z',
+    ...o,
+  });
+  const cache = new FakeCache();
+  const dead = new Set<string>();
+  const logs: string[] = [];
+  let proxy: ServiceProxy;
+  const served = async (ip: string, n = 12) => {
+    const seen = new Set<string>();
+    for (let i = 0; i < n; i++) seen.add((await connect(ip, 80)).ok?.replace('hello from ', '') ?? 'none');
+    return [...seen].sort().join(',');
+  };
+
+  before(async () => {
+    cache.services.set('default/web', svc('web', '10.96.0.20', { selector: { app: 'web' } }));
+    cache.pods.set('default/p1', pod('p1', POD));
+    proxy = new ServiceProxy({ node, cache, live: (ip) => !dead.has(ip), log: createLogger({ level: 'debug', write: (l) => logs.push(l) }), ns });
+    await proxy.start();
+  });
+
+  after(async () => {
+    await proxy.stop();
+  });
+
+  it('start: a full sync of what the cache holds', async () => {
+    const st = proxy.status();
+    assert.equal(st.services, 1);
+    assert.equal(st.endpoints, 2);
+    assert.ok(st.lastFullSync && st.lastSync?.reason === 'start');
+    assert.equal(await served('10.96.0.20'), POD);
+  });
+
+  it('a pod event recomputes the Services selecting it, in one transaction', async () => {
+    cache.putPod(pod('p2', POD2));
+    await waitFor(() => proxy.status().endpoints === 4, { timeoutMs: 10_000, what: 'p2 in the rules' });
+    assert.equal(proxy.status().lastSync?.transactions, 1);
+    assert.equal(await served('10.96.0.20', 20), `${POD},${POD2}`);
+    cache.putPod(pod('p1', POD, { ready: false, terminating: true }));
+    await waitFor(() => proxy.status().endpoints === 2, { timeoutMs: 10_000, what: 'p1 out of the rules' });
+    assert.equal(await served('10.96.0.20'), POD2);
+  });
+
+  it('leasesChanged drops endpoints whose node lease is gone', async () => {
+    cache.putPod(pod('p1', POD));
+    await waitFor(() => proxy.status().endpoints === 4, { timeoutMs: 10_000, what: 'p1 back' });
+    dead.add(POD2);
+    proxy.leasesChanged();
+    await waitFor(() => proxy.status().endpoints === 2, { timeoutMs: 10_000, what: 'p2 gone with its lease' });
+    assert.equal(await served('10.96.0.20'), POD);
+    dead.delete(POD2);
+    proxy.leasesChanged();
+    await waitFor(() => proxy.status().endpoints === 4, { timeoutMs: 10_000, what: 'p2 back with its lease' });
+  });
+
+  it('resync repairs a table deleted by hand', async () => {
+    await nft('delete', 'table', 'ip', serviceTable('default', 'web'));
+    assert.equal((await connect('10.96.0.20', 80)).ok, undefined);
+    await proxy.resync();
+    assert.ok(proxy.status().lastSync!.changes > 0);
+    assert.equal(await served('10.96.0.20', 20), `${POD},${POD2}`);
+  });
+
+  it('a deleted Service leaves the tables; after stop, events change nothing', async () => {
+    cache.deleteService('default/web');
+    await waitFor(() => proxy.status().services === 0, { timeoutMs: 10_000, what: 'web gone' });
+    assert.doesNotMatch(await nft('list', 'map', 'ip', serviceTable('default', 'web'), 'service-ips'), /10\.96\.0\.20/);
+    await proxy.stop();
+    cache.putService(svc('web', '10.96.0.20', { selector: { app: 'web' } }));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(proxy.status().services, 0);
+    assert.ok(!logs.some((l) => l.includes('ERROR')), logs.join('\n'));
   });
 });

@@ -32,7 +32,7 @@ export interface ProxyStatus {
   endpoints: number;
   chains: number;
   /** The last transaction (incremental or full). */
-  lastSync?: { at: string; ms: number; reason: string; changes: number };
+  lastSync?: { at: string; ms: number; reason: string; changes: number; transactions: number };
   lastFullSync?: { at: string; ms: number };
   /** The last failure, until a full sync succeeds. */
   error?: string;
@@ -144,6 +144,8 @@ export class ServiceProxy {
   }
 
   private async loop(): Promise<void> {
+    // Events that arrive together (one watch response) go into one transaction.
+    await new Promise((resolve) => setImmediate(resolve));
     while (!this.stopped && (this.full !== undefined || (this.dirty.size > 0 && this.retryTimer === undefined))) {
       const started = performance.now();
       const full = this.full;
@@ -188,7 +190,8 @@ export class ServiceProxy {
   }
 
   private record(reason: string, ms: number, r: SyncResult): void {
-    this.last = { at: new Date().toISOString(), ms: Math.round(ms), reason, changes: r.ops + r.conntrackDeleted };
+    this.last = { at: new Date().toISOString(), ms: Math.round(ms), reason, changes: r.ops + r.conntrackDeleted, transactions: r.transactions };
+    if (r.conntrackError) this.opts.log.warn('service proxy could not delete stale UDP conntrack entries', { error: r.conntrackError });
   }
 
   /** A failed transaction changed nothing; a full sync (which reads the kernel) follows, with backoff. */

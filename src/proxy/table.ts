@@ -18,6 +18,17 @@ export interface SyncResult {
   /** Human-readable lines for a full sync's repairs (what differed from the wanted table). */
   changes: string[];
   conntrackDeleted: number;
+  /** Why stale UDP flows could not be deleted (the rules are applied regardless). */
+  conntrackError?: string;
+}
+
+/** Conntrack cleanup never fails a sync: the rules are what matters, the flows are retried on the next full sync. */
+async function conntrack(fn: () => Promise<number>): Promise<{ deleted: number; error?: string }> {
+  try {
+    return { deleted: await fn() };
+  } catch (e) {
+    return { deleted: 0, error: e instanceof Error ? e.message : String(e) };
+  }
 }
 
 /**
@@ -52,15 +63,18 @@ export class ProxyTable {
     }
     const ops = diff(old, now);
     const before = await generation(this.ns);
+    const wasTrusted = this.trusted === before;
+    // Until it is known how a transaction ended, what the kernel holds is known only by reading it.
+    this.trusted = undefined;
     const transactions = applyOps(this.ns, ops);
     const after = await generation(this.ns);
-    this.trusted = this.trusted === before && after === before + transactions ? after : undefined;
+    if (wasTrusted && after === before + transactions) this.trusted = after;
     for (const [key, f] of changed) {
       if (f) this.applied.set(key, f);
       else this.applied.delete(key);
     }
-    const conntrackDeleted = flows.length ? await clearFlows(this.ns, flows) : 0;
-    return { ops: ops.length, transactions, changes: [], conntrackDeleted };
+    const { deleted, error } = await conntrack(() => (flows.length ? clearFlows(this.ns, flows) : Promise.resolve(0)));
+    return { ops: ops.length, transactions, changes: [], conntrackDeleted: deleted, ...(error ? { conntrackError: error } : {}) };
   }
 
   /**
@@ -88,6 +102,7 @@ export class ProxyTable {
     }
     const ops = diff(have, all.values());
     if (states.size) changes.push(...summarize(ops));
+    this.trusted = undefined;
     const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
     const after = await generation(this.ns);
     const ours = transactions + (base.tx.empty ? 0 : 1);
@@ -95,10 +110,18 @@ export class ProxyTable {
     this.applied.clear();
     for (const [k, f] of all) this.applied.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
-    const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
-    const conntrackDeleted = stray.length ? await clearFlows(this.ns, stray) : 0;
+    const { deleted: conntrackDeleted, error } = await conntrack(async () => {
+      const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
+      return stray.length ? clearFlows(this.ns, stray) : 0;
+    });
     if (conntrackDeleted) changes.push(`delete ${conntrackDeleted} stale UDP conntrack entries`);
-    return { ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length), transactions: ours, changes, conntrackDeleted };
+    return {
+      ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length),
+      transactions: ours,
+      changes,
+      conntrackDeleted,
+      ...(error ? { conntrackError: error } : {}),
+    };
   }
 }
 
