@@ -127,9 +127,12 @@ describe('proxy tables in a kernel', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 20; i++) seen.add((await connect('10.96.0.11', 80)).ok ?? 'failed');
     assert.deepEqual([...seen].sort(), [`hello from ${POD}`, `hello from ${POD2}`]);
-    const refused = await connect('10.96.0.12', 80);
-    assert.equal(refused.error, 'ECONNREFUSED');
-    assert.ok(refused.ms < 1000, `refused after ${refused.ms} ms`);
+    // More than the kernel's ICMP burst: every one is refused at once (a TCP reset).
+    for (let i = 0; i < 12; i++) {
+      const refused = await connect('10.96.0.12', 80);
+      assert.equal(refused.error, 'ECONNREFUSED');
+      assert.ok(refused.ms < 500, `refused after ${refused.ms} ms`);
+    }
   });
 
   it('one change is one transaction and leaves the other Services rules (their handles) alone', async () => {

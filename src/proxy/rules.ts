@@ -324,7 +324,9 @@ export function frontChains(): BaseChain[] {
     { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', priority: SRCNAT }, rules: ['jump masquerading'] },
     { name: 'endpoints-check', rules: [`${LOOKUP_IPS} @${NO_ENDPOINT_SERVICES}`, `${LOOKUP_NODEPORTS} @${NO_ENDPOINT_NODEPORTS}`] },
     { name: 'masquerading', rules: [`meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random'] },
-    { name: REJECT_CHAIN, rules: ['reject'] },
+    // TCP gets a reset: the kernel rate-limits ICMP errors per destination (6, then 1/s), and a SYN
+    // that gets no answer waits for retransmits instead of failing at once.
+    { name: REJECT_CHAIN, rules: ['meta l4proto tcp reject with tcp reset', 'reject'] },
   ];
 }
 
