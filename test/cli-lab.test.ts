@@ -86,3 +86,26 @@ test('lab up interrupted by SIGINT removes what it made and exits 130', async ()
   );
   assert.ok(!existsSync(`/run/weft/lab/${name}/state.json`), 'a state file left behind');
 });
+
+test('lab apply, get and delete: usage errors exit 2, a missing lab exits 1, before anything runs', () => {
+  const bad = weft('lab', 'get', 'nodes');
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /lab get shows pods, services, endpoints, not "nodes"/);
+  const format = weft('lab', 'get', 'pods', '-o', 'xml');
+  assert.equal(format.status, 2);
+  assert.match(format.stderr, /--output is json or yaml, not "xml"/);
+  for (const cmd of ['apply', 'delete']) {
+    const r = weft('lab', cmd);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`lab ${cmd} needs --filename FILE`));
+  }
+  const unreadable = weft('lab', 'apply', '-f', `/nonexistent/${lab}.yaml`);
+  assert.equal(unreadable.status, 2);
+  assert.match(unreadable.stderr, /cannot read \/nonexistent/);
+  const noLab = weft('lab', 'get', 'services', '--name', `${lab}x`);
+  assert.equal(noLab.status, 1);
+  assert.match(noLab.stderr, /no lab named "\w+x" is running/);
+  const help = weft('lab', '--help');
+  assert.match(help.stdout, /weft lab apply --filename FILE/);
+  assert.match(help.stdout, /weft lab get pods\|services\|endpoints/);
+});

@@ -58,6 +58,7 @@ const FILE: OptionSpec = {
   short: 'f',
   value: 'FILE',
   required: true,
+  brief: true,
   description: 'Kubernetes manifests (YAML or JSON; Service, EndpointSlice, Pod); - reads stdin',
 };
 
@@ -139,7 +140,8 @@ export const labCommands: CommandSpec[] = [
       { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
     ],
-    details: 'On a lab whose processes died, brings them back with their saved state. SIGINT or SIGTERM removes what this run made.',
+    details:
+      'Overlay labs: the pods carry the label app=echo and one Service, echo, spreads over them (weft lab get services). On a lab whose processes died, brings them back with their saved state. SIGINT or SIGTERM removes what this run made.',
     run: async (a) => {
       const name = a.str('name')!;
       const say = progressTo(a.bool('json'));
@@ -288,7 +290,7 @@ export const labCommands: CommandSpec[] = [
     ],
     details: 'Endpoints count pods only on nodes that hold a lease, as the agents program them.',
     options: [
-      { name: 'output', short: 'o', value: 'FORMAT', choices: ['json'], description: 'json: the records as JSON (as --json)' },
+      { name: 'output', short: 'o', value: 'FORMAT', choices: ['json', 'yaml'], description: 'the records as JSON (as --json) or YAML, instead of a table' },
       { name: 'namespace', short: 'n', value: 'NS', description: 'only this Kubernetes namespace (default: all)' },
       NAME,
       JSON_OPTION,
@@ -301,7 +303,9 @@ export const labCommands: CommandSpec[] = [
       const v = { pods: all.pods.filter((p) => !ns || p.namespace === ns), services: all.services.filter((x) => !ns || x.namespace === ns) };
       const value =
         kind === 'pods' ? v.pods : kind === 'services' ? v.services : v.services.map((x) => ({ namespace: x.namespace, name: x.name, endpoints: x.endpoints }));
-      if (a.str('output') === 'json' || a.bool('json')) printJson(value);
+      const output = a.bool('json') ? 'json' : a.str('output');
+      if (output === 'json') printJson(value);
+      else if (output === 'yaml') print((await import('yaml')).stringify(value).trimEnd());
       else print(viewTable(kind, v));
       return 0;
     },
