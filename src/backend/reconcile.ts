@@ -5,6 +5,7 @@ import * as op from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
 import { nftRuleset, snapshot, type FdbEntry, type Link, type Neighbour, type NftTableState, type Route } from '../kernel/state.js';
 import { contains, overlaps, parseAddr, parseCidr } from '../ip/cidr.js';
+import { PROXY_TABLE } from '../proxy/rules.js';
 import { FAMILY, firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, PEER_SET, TABLE, type ForeignForward } from './firewall.js';
 import type { DesiredRoute, DesiredState, TunDevice, VxlanDevice } from './types.js';
 
@@ -34,7 +35,8 @@ export interface ActualState {
  */
 export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'>): Promise<ActualState> {
   const name = desired.device?.name;
-  const [k, ruleset] = await Promise.all([snapshot(ns), nftRuleset(ns)]);
+  // The service proxy's tables are not the agent's to read: at 30k Services dumping their rules takes seconds.
+  const [k, ruleset] = await Promise.all([snapshot(ns), nftRuleset(ns, (t) => t.startsWith(PROXY_TABLE))]);
   const device = name === undefined ? undefined : k.links.find((l) => l.name === name);
   const table = ruleset.find((t) => t.family === FAMILY && t.name === TABLE);
   const actual: ActualState = {

@@ -113,13 +113,13 @@ function setKeys(sock: Sock, familyNum: number, table: string, set: string): Buf
   return keys;
 }
 
-function read(sock: Sock, only?: { family: string; name: string }): NftTableState[] {
+function read(sock: Sock, only?: { family: string; name: string }, skip?: (table: string) => boolean): NftTableState[] {
   const fam = only ? (FAMILY_NUM[only.family] ?? 0) : 0;
   const tables = new Map<string, NftTableState>();
   const key = (family: string, name: string) => `${family} ${name}`;
   for (const m of dump(sock, request(NFT_MSG_GETTABLE, fam))) {
     const name = str(m.tb, NFTA_TABLE_NAME);
-    if (only && name !== only.name) continue;
+    if ((only && name !== only.name) || skip?.(name)) continue;
     tables.set(key(m.family, name), { family: m.family, name, chains: new Map(), sets: new Map(), counters: new Map() });
   }
   for (const m of dump(sock, request(NFT_MSG_GETCHAIN, fam))) {
@@ -136,7 +136,11 @@ function read(sock: Sock, only?: { family: string; name: string }): NftTableStat
     }
     t.chains.set(chain.name, chain);
   }
-  for (const m of dump(sock, request(NFT_MSG_GETRULE, fam))) {
+  // With tables skipped, rules are dumped per kept table: the kernel filters by table, so a huge skipped one costs nothing.
+  const ruleDumps = skip
+    ? [...tables.values()].map((t) => request(NFT_MSG_GETRULE, FAMILY_NUM[t.family] ?? 0).str(NFTA_RULE_TABLE, t.name))
+    : [request(NFT_MSG_GETRULE, fam)];
+  for (const m of ruleDumps.flatMap((r) => dump(sock, r))) {
     const chain = tables.get(key(m.family, str(m.tb, NFTA_RULE_TABLE)))?.chains.get(str(m.tb, NFTA_RULE_CHAIN));
     if (!chain) continue;
     const c = comment(m.tb.get(NFTA_RULE_USERDATA));
@@ -189,9 +193,9 @@ export function nftSetKeys(ns: Netns, family: string, table: string, set: string
   return new Promise((resolve) => resolve(withNfnl(ns, (s) => setKeys(s, FAMILY_NUM[family] ?? 0, table, set))));
 }
 
-/** Every table of the namespace. */
-export function nftRuleset(ns: Netns): Promise<NftTableState[]> {
-  return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s))));
+/** Every table of the namespace, but those `skip` names (not even listed). */
+export function nftRuleset(ns: Netns, skip?: (table: string) => boolean): Promise<NftTableState[]> {
+  return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s, undefined, skip))));
 }
 
 /**
