@@ -67,6 +67,10 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
     assert.match(r.stdout, /^ {2}ip link add name flannel\.1 .*type vxlan id 1 local 198\.18\.0\.12 dev eth0 dstport 8472/m);
     assert.match(r.stdout, /^ {2}ip route (add|replace) 10\.244\.\d+\.0\/24 via 10\.244\.\d+\.0 dev flannel\.1 onlink/m);
     assert.match(r.stdout, /^ {2}add table ip weft$/m);
+    assert.match(
+      r.stdout,
+      /^service proxy: would program nftables tables ip weft-proxy\* for the 0 Service\(s\) under \/weft, and set net\.bridge\.bridge-nf-call-iptables=1$/m,
+    );
     assert.deepEqual(await snapshot(n2), before);
   });
 
