@@ -166,6 +166,10 @@ export function nodeConflist(s: LabState, node: NodeState): object {
 
 export const OUTSIDE_POD = 'outside';
 
+/** CNI_ARGS as kubelet passes them: the agent registers the pod under this namespace and name for Services. */
+export const podCniArgs = (pod: { name: string; namespace?: string }) =>
+  `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace ?? 'default'};K8S_POD_NAME=${pod.name}`;
+
 export function workloadArgv(s: LabState, pod: string, node: string, container: string, ports: AppPort[] = []): string[] {
   const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
   return container === 'app' && ports.length ? [...argv, '--ports', formatPorts(ports)] : argv;

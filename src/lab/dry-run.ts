@@ -10,6 +10,7 @@ import {
   nodeIp,
   nodePlan,
   OUTSIDE_POD,
+  podCniArgs,
   portName,
   shell,
   switchPlan,
@@ -17,6 +18,7 @@ import {
   upPods,
   workloadArgv,
 } from './build.js';
+import { demoManifests, manifestText } from './demo.js';
 import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
@@ -65,11 +67,21 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`,
     );
   }
+  if (overlay) {
+    lines.push(
+      '',
+      `# the Service registry (etcd prefix /weft), written from ${s.etcd.ns}: each pod's spec, then the Service echo over them`,
+      manifestText(demoManifests(pods)),
+    );
+  }
   if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers");
   for (const p of pods) {
     const ns = nsName(o.name, p.pod);
     const node = nodes.find((n) => n.name === p.node)!;
-    lines.push(`ip netns add ${ns}`, `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0`);
+    lines.push(
+      `ip netns add ${ns}`,
+      `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0, CNI_ARGS ${podCniArgs({ name: p.pod })}`,
+    );
     for (const c of p.sidecar ? ['app', 'sidecar'] : ['app']) lines.push(bg(ns, workloadArgv(s, p.pod, p.node, c)));
   }
   return lines.join('\n');

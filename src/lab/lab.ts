@@ -7,7 +7,7 @@ import { installPlugins } from '../cni/install.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
-import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeIp, nodePlan, portName, switchPlan, upPods } from './build.js';
+import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeIp, nodePlan, podCniArgs, portName, switchPlan, upPods } from './build.js';
 import { planUp } from './dry-run.js';
 import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
@@ -271,10 +271,6 @@ async function teardownNode(s: LabState, node: NodeState): Promise<void> {
   }
   rmSync(nodeDir(s.name, node.name), { recursive: true, force: true });
 }
-
-/** CNI_ARGS as kubelet passes them: the agent registers the pod under this name for Services. */
-export const podCniArgs = (pod: { name: string; namespace?: string }) =>
-  `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace ?? 'default'};K8S_POD_NAME=${pod.name}`;
 
 /** The runtime's view of a pod on `node`: that node's conflist and cache, its plugins run inside it. */
 function runtimeFor(s: LabState, node: NodeState, pod: { name: string; namespace?: string }): { list: NetworkList; opts: RuntimeOptions } {
