@@ -317,6 +317,17 @@ test('agent status shows service counts and sync times', async () => {
   assert.match(text, /^ {2}last full sync: \S+, \d+ ms$/m);
 });
 
+test('the agent keeps net.bridge.bridge-nf-call-iptables=1 in its node (same-node replies through a Service need it)', async () => {
+  const same = await service('same', ['pod-1a']);
+  await lab.until('pod-1b', 'tcp', clusterIP(same), 80, ['pod-1a']);
+  const read = async () => (await lab.inNode('node1', ['cat', '/proc/sys/net/bridge/bridge-nf-call-iptables'])).trim();
+  await lab.inNode('node1', ['sysctl', '-q', '-w', 'net.bridge.bridge-nf-call-iptables=0']);
+  assert.equal(await read(), '0');
+  await waitFor(async () => (await read()) === '1', { timeoutMs: 30_000, what: 'the agent to set bridge-nf-call-iptables back to 1 on its resync' });
+  assert.equal((await lab.agentStatus('node1')).services?.bridgeNf, '1');
+  await lab.until('pod-1b', 'tcp', clusterIP(same), 80, ['pod-1a']);
+});
+
 test('SIGTERM leaves the rules: connections through a Service keep working while the agent is down and across its restart', async () => {
   const surv = await service('surv', ['pod-2a']);
   const ip = clusterIP(surv);
