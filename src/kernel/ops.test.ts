@@ -21,6 +21,7 @@ describe('ops render to the iproute2/bridge/nft commands that make the same chan
       op.setLink({ ns: '/proc/7/ns/net', dev: 'v0', master: 'cni0', alias: 'weft:a b', up: true, hairpin: true }),
       op.setLink({ ns: undefined, dev: 'v0', master: null, up: false }),
       op.addTun({ ns: undefined, name: 'flannel0', tolerate: 'exists' }),
+      op.addDummy({ ns: '/run/netns/a', name: 'weft-dns', tolerate: 'exists' }),
     );
     assert.equal(
       p.render(),
@@ -32,6 +33,7 @@ describe('ops render to the iproute2/bridge/nft commands that make the same chan
         'nsenter --net=/proc/7/ns/net ip link set dev v0 type bridge_slave hairpin on',
         'ip link set dev v0 nomaster down',
         'ip tuntap add dev flannel0 mode tun',
+        'ip -n a link add name weft-dns type dummy',
       ].join('\n'),
     );
   });

@@ -27,6 +27,7 @@ export type LinkKind =
   | { kind: 'veth'; peer: VethPeer }
   | { kind: 'vxlan'; vni: number; local: string; dev: string; port: number; learning: boolean }
   | { kind: 'macvlan'; parent: string; mode: 'bridge' }
+  | { kind: 'dummy' }
   | { kind: 'tun' };
 
 export interface AddLink extends Target {
@@ -121,6 +122,8 @@ export const addMacvlan = (o: LinkBase & { parent: string; netns?: Netns }): Add
   const { parent, ...rest } = o;
   return opt({ op: 'addLink', ...rest, link: { kind: 'macvlan', parent, mode: 'bridge' } });
 };
+/** A device that drops what it is sent: a home for local addresses (node-local DNS) that no other link owns. */
+export const addDummy = (o: LinkBase): AddLink => opt({ op: 'addLink', ...o, link: { kind: 'dummy' } });
 /** A persistent TUN device without packet information (IFF_TUN | IFF_NO_PI), as `ip tuntap` makes it. */
 export const addTun = (o: Target & { name: string }): AddLink => opt({ op: 'addLink', ...o, link: { kind: 'tun' } });
 export const setLink = (o: With<SetLink>): SetLink => opt({ op: 'setLink', ...o });
@@ -203,6 +206,8 @@ export function commands(op: Op): Command[] {
           ];
         case 'macvlan':
           return [ip('link', 'add', 'link', l.parent, 'name', op.name, ...mtuMac(op), ...into, 'type', 'macvlan', 'mode', l.mode)];
+        case 'dummy':
+          return [ip('link', 'add', 'name', op.name, ...mtuMac(op), 'type', 'dummy')];
         case 'tun':
           return [ip('tuntap', 'add', 'dev', op.name, 'mode', 'tun')];
       }
