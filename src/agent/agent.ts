@@ -18,7 +18,8 @@ import { StoreHealth } from './health.js';
 import type { Logger } from './log.js';
 import { AgentError, checkNetworkForNode, discoverNode, stableVtepMac } from './node.js';
 import { ReconcileScheduler } from './scheduler.js';
-import { AgentServices } from './services.js';
+import { removeNodeDns } from './dns.js';
+import { AgentServices, type NodeDnsOptions } from './services.js';
 import { leaseView, serveStatus, STATUS_SOCKET, writeStatusFile, type AgentStatus } from './status.js';
 
 export interface AgentOptions {
@@ -36,6 +37,8 @@ export interface AgentOptions {
   resyncSeconds: number;
   cniSocket?: string;
   ipMasq: boolean;
+  /** Serve the cluster DNS on this node (absent: --no-dns; a DNS device left from before is removed, so queries take the kube-dns Service). */
+  dns?: NodeDnsOptions;
   /** Make other tables' forward hooks pass the pod Network (default true). */
   forwardRules?: boolean;
   /** Print the lease it would take or keep and the first reconcile's plan; change nothing. */
@@ -155,8 +158,10 @@ export class Agent {
       podNetwork: formatNetwork(this.config.network),
       etcd: { endpoints: o.etcdEndpoints, prefix: o.registryPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) },
       leases: () => [...(leases.ownLease ? [leases.ownLease] : []), ...leases.remoteLeases()],
+      ...(o.dns ? { dns: o.dns } : {}),
       log: this.log,
     });
+    if (!o.dns) for (const c of await removeNodeDns(undefined)) this.log.info(`--no-dns: ${c}`);
     this.services = services;
     // In the background: routes, CNI and status do not wait for the registry or the first proxy sync.
     services.start().catch((err: Error) => this.fail(new AgentError('fatal', `the service proxy cannot start: ${err.message}`)));

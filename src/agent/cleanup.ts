@@ -6,6 +6,7 @@ import { cleanupProxy, PROXY_TABLE } from '../proxy/proxy.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { readSubnetEnv } from '../subnet/env.js';
 import { decodeLeaseAttrs, subnetKey } from '../subnet/lease.js';
+import { removeNodeDns } from './dns.js';
 import type { Logger } from './log.js';
 import { discoverNode } from './node.js';
 
@@ -30,6 +31,7 @@ export async function cleanup(
   const { plan, changes } = teardown(undefined, network, own, { links: linkList, routes: env ? routeList : [], ruleset });
   await apply(plan);
   if (await cleanupProxy(undefined)) changes.push(`delete the service proxy's tables (ip ${PROXY_TABLE}*)`);
+  changes.push(...(await removeNodeDns(undefined)));
   for (const c of changes) log.info(c);
   if (lease && env) {
     const store = new EtcdStore({

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { contains, parseAddr, type Cidr } from '../ip/cidr.js';
 import type { CniHooks } from '../cni/serve.js';
+import { ClusterDns, type DnsStats } from '../dns/server.js';
 import { setSysctl } from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { ServiceProxy, type ProxyStatus } from '../proxy/proxy.js';
@@ -9,6 +10,7 @@ import { Registry } from '../service/registry.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable } from '../store/store.js';
 import type { Lease } from '../subnet/lease.js';
+import { DNS_PORT, ensureNodeDns } from './dns.js';
 import type { Logger } from './log.js';
 
 /** kube-proxy's and kubelet's requirement: bridged traffic passes the IP hooks, so a same-node reply to DNATed traffic is un-NATed. */
@@ -22,7 +24,18 @@ export interface ServicesOptions {
   etcd: { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions };
   /** This node's lease and the remote ones, as the agent's LeaseManager holds them right now. */
   leases: () => Lease[];
+  /** Serve the cluster DNS on this node (absent: --no-dns). */
+  dns?: NodeDnsOptions;
   log: Logger;
+}
+
+export interface NodeDnsOptions {
+  /** The cluster DNS IP (kube-dns's ClusterIP), put on the dummy device. */
+  ip: string;
+  zone: string;
+  ttl?: number;
+  /** Resolvers for names outside the zone (absent: the node's /etc/resolv.conf). */
+  upstreams?: string[];
 }
 
 /** What `weft agent status` shows of the Services part. */
@@ -32,6 +45,8 @@ export interface ServicesStatus extends Partial<ProxyStatus> {
   started: boolean;
   /** `net.bridge.bridge-nf-call-iptables` as last read ('missing': br_netfilter is not loaded). */
   bridgeNf: '0' | '1' | 'missing';
+  /** The node-local DNS server, when it runs. */
+  dns?: { ip: string; zone: string } & Partial<DnsStats>;
 }
 
 /** A pod's identity from CNI_ARGS (`K8S_POD_NAMESPACE=..;K8S_POD_NAME=..`), as kubelet passes it; undefined without one. */
@@ -59,6 +74,8 @@ export class AgentServices {
   readonly registry: Registry;
   private readonly cache: RegistryCache;
   private readonly proxy: ServiceProxy;
+  private readonly dns: ClusterDns | undefined;
+  private dnsStarted = false;
   private subnets: Cidr[] = [];
   private started = false;
   private stopped = false;
@@ -76,6 +93,18 @@ export class AgentServices {
       live: (ip) => this.live(ip),
       log: o.log,
     });
+    if (o.dns)
+      this.dns = new ClusterDns({
+        cache: this.cache,
+        zone: o.dns.zone,
+        ...(o.dns.ttl !== undefined ? { ttl: o.dns.ttl } : {}),
+        ...(o.dns.upstreams ? { upstreams: o.dns.upstreams } : {}),
+        // Pods, and the node itself (which reaches a local address from that address).
+        allow: [o.podNetwork, `${o.dns.ip}/32`, '127.0.0.0/8'],
+        listen: [{ address: o.dns.ip, port: DNS_PORT }],
+        live: (ip) => this.live(ip),
+        log: o.log,
+      });
   }
 
   /**
@@ -84,6 +113,7 @@ export class AgentServices {
    */
   async start(): Promise<void> {
     await this.ensureBridgeNf();
+    if (this.o.dns) for (const c of await ensureNodeDns(undefined, this.o.dns.ip)) this.o.log.info(c);
     let delay = 200;
     for (;;) {
       if (this.stopped) return;
@@ -97,6 +127,11 @@ export class AgentServices {
       }
     }
     if (this.stopped) return;
+    if (this.dns) {
+      await this.dns.start();
+      this.dnsStarted = true;
+      this.o.log.info('cluster DNS serving', { ip: this.o.dns!.ip, port: DNS_PORT, zone: this.o.dns!.zone });
+    }
     await this.proxy.start();
     this.started = true;
     this.o.log.info('service proxy running', { registry: this.o.etcd.prefix, services: this.cache.services.size, pods: this.cache.pods.size });
@@ -105,6 +140,7 @@ export class AgentServices {
   /** Leases came or went: endpoints on nodes without a lease stop counting, and come back with it. */
   leasesChanged(): void {
     this.refreshSubnets();
+    if (this.dnsStarted) this.dns!.leasesChanged();
     if (this.started) this.proxy.leasesChanged();
   }
 
@@ -112,6 +148,7 @@ export class AgentServices {
   resync(): void {
     if (!this.started || this.stopped) return;
     void this.ensureBridgeNf();
+    void this.ensureDns();
     void this.proxy.resync();
   }
 
@@ -141,12 +178,17 @@ export class AgentServices {
   }
 
   status(): ServicesStatus {
-    return { registryPrefix: this.o.etcd.prefix, started: this.started, bridgeNf: this.bridgeNf, ...(this.started ? this.proxy.status() : {}) };
+    const dns = this.o.dns ? { dns: { ip: this.o.dns.ip, zone: this.o.dns.zone, ...(this.dnsStarted ? this.dns!.stats() : {}) } } : {};
+    return { registryPrefix: this.o.etcd.prefix, started: this.started, bridgeNf: this.bridgeNf, ...(this.started ? this.proxy.status() : {}), ...dns };
   }
 
-  /** Stops following the registry; the proxy's rules stay, so connections through Services keep working. */
+  /**
+   * Stops following the registry and serving DNS; the proxy's rules stay, so connections through
+   * Services keep working, and so does the DNS device (queries are refused until the agent is back).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.dnsStarted) await this.dns!.stop();
     await this.proxy.stop();
     this.cache.stop();
     await this.store.close().catch(() => undefined);
@@ -159,6 +201,16 @@ export class AgentServices {
   private live(ip: string): boolean {
     const a = parseAddr(ip);
     return this.subnets.some((s) => contains(s, a));
+  }
+
+  /** Someone removed the DNS device, its address or its table: put them back. */
+  private async ensureDns(): Promise<void> {
+    if (!this.o.dns) return;
+    try {
+      for (const c of await ensureNodeDns(undefined, this.o.dns.ip)) this.o.log.warn(`node-local DNS repaired: ${c}`);
+    } catch (err) {
+      this.o.log.warn('cannot repair the node-local DNS device or table', { error: (err as Error).message });
+    }
   }
 
   private async ensureBridgeNf(): Promise<void> {

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import type { Level } from '../agent/log.js';
+import type { NodeDnsOptions } from '../agent/services.js';
 import type { EtcdTlsOptions } from '../store/etcd.js';
 import { JSON_OPTION, type Args, type CommandSpec, type OptionSpec } from './command.js';
 import { print, printJson, warn } from './output.js';
@@ -59,7 +60,7 @@ export const agentCommands: CommandSpec[] = [
     path: ['agent'],
     summary: 'the node agent (flanneld-compatible)',
     details:
-      'It also runs the service proxy: Services and pods from --registry-prefix become nftables rules (tables ip weft-proxy*). SIGTERM or SIGINT stops it; the routes and the service rules stay, so pod traffic and connections through Services survive a restart.',
+      'It also runs the service proxy: Services and pods from --registry-prefix become nftables rules (tables ip weft-proxy*), and the cluster DNS on --cluster-dns (unless --no-dns). SIGTERM or SIGINT stops it; the routes and the service rules stay, so pod traffic and connections through Services survive a restart.',
     options: [
       { name: 'node', value: 'NAME', required: true, brief: true, description: "this node's name (kept in its lease)" },
       { ...ETCD_ENDPOINTS, required: true, brief: true },
@@ -80,6 +81,23 @@ export const agentCommands: CommandSpec[] = [
       { name: 'resync', value: 'SECONDS', number: { min: 0.1 }, default: '10', description: 'how often to compare the kernel with the desired state' },
       { name: 'cni-socket', value: 'PATH', description: 'also serve CNI requests on this socket (the fast path)' },
       { name: 'no-ip-masq', description: 'do not masquerade pod traffic leaving the Network' },
+      {
+        name: 'cluster-dns',
+        value: 'IP',
+        default: '10.96.0.10',
+        check: (ip) => {
+          if (!isIPv4(ip)) throw new Error(`--cluster-dns takes an IPv4 address, not "${ip}"`);
+        },
+        description: "serve the cluster DNS on this node at this IP (kube-dns's ClusterIP), on a dummy device weft-dns",
+      },
+      { name: 'cluster-domain', value: 'DOMAIN', default: 'cluster.local', description: 'the DNS zone of Services and pods' },
+      { name: 'dns-ttl', value: 'SECONDS', int: { min: 0, max: 3600 }, description: 'TTL of cluster DNS answers (default 5)' },
+      {
+        name: 'dns-upstream',
+        value: 'IP[:PORT][,...]',
+        description: "resolvers for names outside the zone (default: the node's /etc/resolv.conf)",
+      },
+      { name: 'no-dns', description: 'no node-local DNS: pods reach the kube-dns Service through the service proxy' },
       { name: 'no-forward-rules', description: "do not make other tables' forward hooks pass the pod Network (flannel's --iptables-forward-rules=false)" },
       { name: 'dry-run', description: 'print the lease it would take and the plan the first reconcile would apply; change nothing' },
       { name: 'log-format', value: 'FORMAT', choices: ['text', 'json'], default: 'text', description: 'log lines on stderr' },
@@ -87,7 +105,8 @@ export const agentCommands: CommandSpec[] = [
       {
         name: 'cleanup',
         mode: 'remove what the agent programmed',
-        description: 'remove what the agent programmed (read from --subnet-file; the service proxy tables too) and, with --etcd-endpoints, release its lease',
+        description:
+          'remove what the agent programmed (read from --subnet-file; the service proxy tables and the DNS device too) and, with --etcd-endpoints, release its lease',
       },
     ],
     run: agentCommand,
@@ -158,6 +177,7 @@ async function agentCommand(a: Args): Promise<number> {
     ...(cniSocket ? { cniSocket } : {}),
     ipMasq: !a.bool('no-ip-masq'),
     forwardRules: !a.bool('no-forward-rules'),
+    ...(a.bool('no-dns') ? {} : { dns: dnsOf(a) }),
     dryRun: a.bool('dry-run'),
     out: print,
     log,
@@ -187,6 +207,17 @@ async function agentCommand(a: Args): Promise<number> {
     await agent.stop();
     throw err;
   }
+}
+
+function dnsOf(a: Args): NodeDnsOptions {
+  const ttl = a.num('dns-ttl');
+  const upstreams = a.str('dns-upstream');
+  return {
+    ip: a.str('cluster-dns')!,
+    zone: a.str('cluster-domain')!,
+    ...(ttl !== undefined ? { ttl } : {}),
+    ...(upstreams ? { upstreams: endpointsOf(upstreams) } : {}),
+  };
 }
 
 async function networkInit(a: Args): Promise<number> {
