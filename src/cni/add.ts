@@ -73,7 +73,9 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
     ips: ips.map((ip) => ({ ...ip, interface: interfaces.length - 1 })),
     routes: routeList,
   };
-  if (ipResult.dns) result.dns = ipResult.dns;
+  // IPAM's answer wins, as in the reference plugins; else the cluster DNS (config.ts podDns).
+  const dns = ipResult.dns?.nameservers?.length ? ipResult.dns : c.dns;
+  if (dns) result.dns = dns;
   return result;
 }
 

@@ -4,7 +4,7 @@ import { localLinkNames } from '../kernel/state.js';
 import type { Cidr } from '../ip/cidr.js';
 import { findPlugin } from './invoke.js';
 import * as ipam from './ipam/ipam.js';
-import { Code, CniError, type Env, type NetConf } from './spec.js';
+import { Code, CniError, type DNS, type Env, type NetConf } from './spec.js';
 
 /** The node's own namespace: the one the plugin runs in. */
 export const HOST: Netns = undefined;
@@ -23,6 +23,34 @@ export interface BridgeConf {
   /** The IPAM plugin to exec, or undefined when weft-ipam runs in this process. */
   ipamPlugin?: string;
   ipamConfig?: ipam.IpamConfig;
+  /** What the ADD result's `dns` carries (absent: none). */
+  dns?: DNS;
+}
+
+export const DEFAULT_CLUSTER_DNS = ['10.96.0.10'];
+export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
+
+/**
+ * The pod's resolver settings, as kubelet writes them for ClusterFirst pods: the cluster DNS, the
+ * search path of the pod's namespace (CNI_ARGS K8S_POD_NAMESPACE, default `default`), ndots:5.
+ * `clusterDNS` (default ["10.96.0.10"]; [] for none) and `clusterDomain` (default cluster.local)
+ * change it; a `dns` section in the config (the CNI spec's) is taken as it is instead.
+ */
+export function podDns(conf: NetConf, env: Env): DNS | undefined {
+  if (conf.dns !== undefined) {
+    if (typeof conf.dns !== 'object' || conf.dns === null || Array.isArray(conf.dns))
+      throw new CniError(Code.InvalidConfig, '"dns" must be an object', 'e.g. {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}');
+    return conf.dns;
+  }
+  const servers = conf.clusterDNS ?? DEFAULT_CLUSTER_DNS;
+  if (!Array.isArray(servers) || !servers.every((x) => typeof x === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(x)))
+    throw new CniError(Code.InvalidConfig, `"clusterDNS" ${JSON.stringify(servers)} is not a list of IPv4 addresses`, 'e.g. ["10.96.0.10"], or [] for none');
+  const zone = conf.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+  if (typeof zone !== 'string' || !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(zone))
+    throw new CniError(Code.InvalidConfig, `"clusterDomain" ${JSON.stringify(zone)} is not a DNS name`, 'e.g. "cluster.local"');
+  if (servers.length === 0) return undefined;
+  const ns = env.args.get('K8S_POD_NAMESPACE') || 'default';
+  return { nameservers: servers as string[], search: [`${ns}.svc.${zone}`, `svc.${zone}`, zone], options: ['ndots:5'] };
 }
 
 /**
@@ -95,6 +123,8 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     if (conf.ipMasq === undefined) out.ipMasq = !flannel.ipMasq;
   }
   if (mtu !== undefined) out.mtu = mtu;
+  const dns = podDns(conf, env);
+  if (dns) out.dns = dns;
   return out;
 }
 
