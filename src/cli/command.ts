@@ -187,6 +187,7 @@ export function parse(c: CommandSpec, argv: string[]): Args | undefined {
   for (const o of c.options) {
     const v = values[o.name];
     if (o.check && typeof v === 'string') checked(o.check, v);
+    else if (o.check && Array.isArray(v)) for (const x of v) checked(o.check, x);
   }
   for (const [i, p] of pos.entries()) {
     const check = c.positionals![Math.min(i, c.positionals!.length - 1)]!.check;

@@ -1,6 +1,7 @@
 import { agentCommands } from './agent.js';
 import { benchCommands, benchGroup } from './bench.js';
 import { cniCommands, cniGroup } from './cni.js';
+import { dnsCommands, dnsGroup } from './dns.js';
 import type { CommandSpec, GroupSpec } from './command.js';
 import { labCommands, labGroup, labNodeGroup, labPodGroup } from './lab.js';
 import { print } from './output.js';
@@ -13,6 +14,7 @@ export const COMMANDS: CommandSpec[] = [
   ...agentCommands,
   ...benchCommands,
   ...serviceCommands,
+  ...dnsCommands,
   {
     path: ['sweep'],
     summary: 'remove namespaces left by crashed test runs',
@@ -34,5 +36,6 @@ export const GROUPS: GroupSpec[] = [
   benchGroup,
   serviceGroup,
   podGroup,
+  dnsGroup,
   { path: ['network'], summary: 'the cluster-wide network config in etcd' },
 ];
