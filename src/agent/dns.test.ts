@@ -3,13 +3,13 @@ import { describe, it } from 'node:test';
 import { dnsDevicePlan, dnsTablePlan, notrackRules } from './dns.js';
 
 describe('node-local DNS: the device and the notrack table as commands', () => {
-  it('a dummy device with the cluster DNS IP as a /32, up; a wrong address is replaced', () => {
+  it('the device gets the cluster DNS IP as a /32 and is up; a wrong address is removed', () => {
     assert.equal(
-      dnsDevicePlan('/run/netns/n1', '10.96.0.10', { device: false, addrs: [] }).render(),
-      ['ip -n n1 link add name weft-dns type dummy', 'ip -n n1 addr replace 10.96.0.10/32 dev weft-dns', 'ip -n n1 link set dev weft-dns up'].join('\n'),
+      dnsDevicePlan('/run/netns/n1', '10.96.0.10', { addrs: [] }).render(),
+      ['ip -n n1 addr replace 10.96.0.10/32 dev weft-dns', 'ip -n n1 link set dev weft-dns up'].join('\n'),
     );
     assert.equal(
-      dnsDevicePlan(undefined, '10.96.0.10', { device: true, addrs: ['10.96.0.53', '10.96.0.10'] }).render(),
+      dnsDevicePlan(undefined, '10.96.0.10', { addrs: ['10.96.0.53', '10.96.0.10'] }).render(),
       ['ip addr del 10.96.0.53/32 dev weft-dns', 'ip link set dev weft-dns up'].join('\n'),
     );
   });

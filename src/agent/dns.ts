@@ -1,3 +1,4 @@
+import { KernelError } from '../kernel/errors.js';
 import type { Netns } from '../kernel/exec.js';
 import { nftTx } from '../kernel/nft.js';
 import * as op from '../kernel/ops.js';
@@ -6,7 +7,7 @@ import { addrs, link, nftRuleset } from '../kernel/state.js';
 
 /**
  * Node-local cluster DNS, after NodeLocal DNSCache: the cluster DNS IP (the kube-dns Service's
- * ClusterIP) is an address of a dummy device on every node, and the agent's DNS server listens on
+ * ClusterIP) is an address of a dummy device (`weft-dns`) on every node, and the agent's DNS server listens on
  * it, so a pod's query is answered on its own node. The address alone is not enough: the service
  * proxy's nat prerouting hook runs before routing finds the local address and would DNAT the query
  * to the Service's endpoints. So the `weft-dns` table marks DNS to and from that address `notrack`
@@ -41,10 +42,24 @@ export function dnsTablePlan(ns: Netns, ip: string): Plan {
   return new Plan().add(op.nft({ ns, tx }));
 }
 
-/** The device with the address, up. */
-export function dnsDevicePlan(ns: Netns, ip: string, have: { device: boolean; addrs: string[] }): Plan {
+/**
+ * Creates the device: a dummy, or where the kernel has no dummy driver (some VM kernels) an empty
+ * bridge, which holds a local address just as well. Returns what it made.
+ */
+export async function createDnsDevice(ns: Netns): Promise<string> {
+  try {
+    await apply(new Plan().add(op.addDummy({ ns, name: DNS_DEVICE, tolerate: 'exists' })));
+    return `create dummy device ${DNS_DEVICE}`;
+  } catch (e) {
+    if (!(e instanceof KernelError && e.kind === 'unsupported')) throw e;
+    await apply(new Plan().add(op.addBridge({ ns, name: DNS_DEVICE, tolerate: 'exists' })));
+    return `create device ${DNS_DEVICE} as an empty bridge (this kernel has no dummy driver)`;
+  }
+}
+
+/** The device's address and state: only `ip`, as a /32, up. */
+export function dnsDevicePlan(ns: Netns, ip: string, have: { addrs: string[] }): Plan {
   const plan = new Plan();
-  if (!have.device) plan.add(op.addDummy({ ns, name: DNS_DEVICE, tolerate: 'exists' }));
   for (const a of have.addrs) if (a !== ip) plan.add(op.delAddr({ ns, addr: `${a}/32`, dev: DNS_DEVICE, tolerate: 'missing' }));
   if (!have.addrs.includes(ip)) plan.add(op.replaceAddr({ ns, addr: `${ip}/32`, dev: DNS_DEVICE }));
   return plan.add(op.setLink({ ns, dev: DNS_DEVICE, up: true }));
@@ -69,9 +84,10 @@ export async function ensureNodeDns(ns: Netns, ip: string): Promise<string[]> {
   const have = await readDnsState(ns, ip);
   const changes: string[] = [];
   const plan = new Plan();
+  if (!have.device) changes.push(await createDnsDevice(ns));
   if (!have.device || !have.up || have.addrs.length !== 1 || have.addrs[0] !== ip) {
     plan.add(...dnsDevicePlan(ns, ip, have).ops);
-    changes.push(`${have.device ? 'set' : 'create'} dummy device ${DNS_DEVICE} with ${ip}/32`);
+    changes.push(`put ${ip}/32 on ${DNS_DEVICE}, up`);
   }
   if (!have.table) {
     plan.add(...dnsTablePlan(ns, ip).ops);
@@ -89,7 +105,7 @@ export async function removeNodeDns(ns: Netns): Promise<string[]> {
   const changes: string[] = [];
   if (dev) {
     plan.add(op.delLink({ ns, dev: DNS_DEVICE, tolerate: 'missing' }));
-    changes.push(`delete dummy device ${DNS_DEVICE}`);
+    changes.push(`delete device ${DNS_DEVICE}`);
   }
   if (table) {
     plan.add(op.nft({ ns, tx: nftTx(DNS_FAMILY, DNS_TABLE).delete({ type: 'table' }), tolerate: 'missing' }));

@@ -130,7 +130,6 @@ export class AgentServices {
     if (this.dns) {
       await this.dns.start();
       this.dnsStarted = true;
-      this.o.log.info('cluster DNS serving', { ip: this.o.dns!.ip, port: DNS_PORT, zone: this.o.dns!.zone });
     }
     await this.proxy.start();
     this.started = true;
