@@ -13,6 +13,10 @@ import { formatPorts, type AppPort } from './workload.js';
  *
  *   outside (198.18.0.1, 203.0.113.1) ─┐
  *   etcd (198.18.0.2) ─────────────────┼─ underlay: bridge br0 ─ portN ─ node eth0 198.18.0.(10+N) ─ cni0 ─ pods
+ *
+ * The outside world also answers DNS for a few names of its own (upstream.ts); each node's agent
+ * serves the cluster DNS on 10.96.0.10 and forwards other names there. Macvlan labs have no agents
+ * and so no cluster DNS: their pods get no resolv.conf.
  */
 export const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url));
 const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
@@ -134,6 +138,8 @@ export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
     f.dir,
     '--cni-socket',
     f.cniSocket,
+    '--dns-upstream',
+    GATEWAY_IP,
   ];
 }
 
@@ -152,6 +158,7 @@ export function nodeConflist(s: LabState, node: NodeState): object {
           master: 'eth0',
           socket: f.cniSocket,
           ipam: { type: 'weft-ipam', dataDir: join(f.dir, 'ipam'), ranges: [[range]], routes: [{ dst: '0.0.0.0/0' }] },
+          clusterDNS: [],
         },
       ],
     };
@@ -172,6 +179,8 @@ export const podCniArgs = (pod: { name: string; namespace?: string }) =>
 
 export function workloadArgv(s: LabState, pod: string, node: string, container: string, ports: AppPort[] = []): string[] {
   const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
+  // The outside world also runs the resolver the nodes' cluster DNS forwards to (upstream.ts).
+  if (pod === OUTSIDE_POD) argv.push('--dns');
   return container === 'app' && ports.length ? [...argv, '--ports', formatPorts(ports)] : argv;
 }
 

@@ -1,9 +1,10 @@
+import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { parseManifests } from '../service/manifest.js';
 import { formatLabels, formatPorts, registryCall } from './registry.js';
 import type { DemoService, LabState } from './state.js';
 
 /**
- * What `lab up` writes to the registry before it makes its pods: each pod's spec (label app=echo,
+ * What `lab up` writes to the registry before it makes its pods: the kube-dns Service, each pod's spec (label app=echo,
  * container ports http 80/TCP and udp 80/UDP, its node) and one Service `echo` over them. The same
  * Kubernetes manifests a user would apply, so they pass the same validation.
  */
@@ -43,11 +44,33 @@ export function demoManifests(pods: { pod: string; node: string }[]): object[] {
   ];
 }
 
+/**
+ * The cluster DNS Service as in every Kubernetes cluster: every node's agent serves its ClusterIP
+ * itself (node-local), and a node without Weft's DNS reaches it through the service proxy.
+ */
+export function kubeDnsManifest(clusterIP: string): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'kube-dns', namespace: 'kube-system', labels: { 'k8s-app': 'kube-dns' } },
+    spec: {
+      selector: { 'k8s-app': 'kube-dns' },
+      clusterIP,
+      ports: [
+        { name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 },
+        { name: 'dns-tcp', protocol: 'TCP', port: 53, targetPort: 53 },
+      ],
+    },
+  };
+}
+
 /** JSON documents are YAML too: one per `---`. */
 export const manifestText = (docs: object[]) => docs.map((d) => JSON.stringify(d)).join('\n---\n');
 
 /** Writes the pod specs and the demo Service; returns the Service as the summary shows it. */
 export async function writeDemo(s: LabState, pods: { pod: string; node: string }[]): Promise<DemoService> {
+  // First and alone, so that no Service allocated at random can take its address.
+  await registryCall(s, { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') });
   const r = await registryCall(s, { op: 'apply', docs: parseManifests(manifestText(demoManifests(pods)), 'lab up') });
   const svc = r.services.find((x) => x.name === 'echo')!;
   return { namespace: svc.namespace, name: svc.name, clusterIP: svc.clusterIP ?? '', ports: formatPorts(svc), selector: formatLabels(svc.selector) };

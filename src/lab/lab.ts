@@ -4,6 +4,7 @@ import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { apply } from '../kernel/plan.js';
 import { installPlugins } from '../cni/install.js';
+import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
@@ -12,6 +13,7 @@ import { planUp } from './dry-run.js';
 import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
+import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
 import {
   LAB_SIZE,
@@ -158,7 +160,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     o.podsPerNode,
   );
   if (overlay) {
-    await step(o, 'pod specs (app=echo) and the Service echo over them in the registry', async () => {
+    await step(o, 'kube-system/kube-dns, pod specs (app=echo) and the Service echo over them in the registry', async () => {
       const service = await writeDemo(s, jobs);
       await update(s, (f) => void (f.service = service));
     });
@@ -329,8 +331,9 @@ export async function addPod(s: LabState, name: string, node: string, o: PodOpti
         s.nodes.find((x) => x.name === node)!,
         pod,
       );
-      const result = (await addNetworkList(list, opts)) as { ips?: { address: string }[]; interfaces?: { mtu?: number }[] };
+      const result = (await addNetworkList(list, opts)) as { ips?: { address: string }[]; interfaces?: { mtu?: number }[]; dns?: DNS };
       interrupted(o.signal);
+      writeResolvConf(pod.ns, result.dns);
       const ip = result.ips![0]!.address.split('/')[0]!;
       const mtu = result.interfaces?.find((i) => i.mtu)?.mtu;
       await startContainers(s, pod, o.signal);
@@ -357,6 +360,7 @@ async function teardownPod(s: LabState, pod: PodState): Promise<void> {
     await delNetworkList(list, opts);
   }
   await deleteNetns(pod.ns);
+  removeResolvConfs(pod.ns, true);
   rmSync(podDir(s.name, pod.name), { recursive: true, force: true });
 }
 
@@ -384,6 +388,7 @@ export async function down(lab: string): Promise<string[]> {
   const prefix = nsName(lab, '');
   const gone = listNetns().filter((n) => n.startsWith(prefix));
   for (const ns of gone) await deleteNetns(ns);
+  removeResolvConfs(prefix);
   rmSync(labDir(lab), { recursive: true, force: true });
   return gone;
 }

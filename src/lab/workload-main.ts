@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { serveUpstream } from './upstream.js';
 import { parsePorts, runContainer } from './workload.js';
 
 /**
@@ -12,10 +13,11 @@ const { values } = parseArgs({
     container: { type: 'string', default: 'app' },
     control: { type: 'string' },
     ports: { type: 'string', default: '' },
+    dns: { type: 'boolean', default: false },
   },
 });
 if (!values.pod || !values.node || !values.control) {
-  console.error('usage: workload-main.js --pod NAME --node NAME [--container app|sidecar] --control SOCKET [--ports PORT/TCP,PORT/UDP,...]');
+  console.error('usage: workload-main.js --pod NAME --node NAME [--container app|sidecar] --control SOCKET [--ports PORT/TCP,PORT/UDP,...] [--dns]');
   process.exit(2);
 }
 let ports;
@@ -25,4 +27,6 @@ try {
   console.error((e as Error).message);
   process.exit(2);
 }
+// The outside world's resolver (--dns) is up before the control socket answers, so "ready" includes it.
+if (values.dns) await serveUpstream();
 runContainer({ pod: values.pod, node: values.node, container: values.container }, values.control, ports);

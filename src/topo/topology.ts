@@ -166,6 +166,17 @@ export async function sweep(): Promise<string[]> {
       removed.push(ns);
     }
   }
+  // Lab pods' resolv.conf files (lab/resolv.ts), whose namespaces are gone with their owner.
+  let etcNetns: string[] = [];
+  try {
+    etcNetns = readdirSync('/etc/netns');
+  } catch {
+    // none
+  }
+  for (const ns of etcNetns) {
+    const m = NAME.exec(ns);
+    if (m && !ownerAlive((m[1] ?? m[2])!)) rmSync(join('/etc/netns', ns), { recursive: true, force: true });
+  }
   let owners: string[] = [];
   try {
     owners = readdirSync(OWNERS);
