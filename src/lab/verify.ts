@@ -5,6 +5,7 @@ import { nodeFiles } from './build.js';
 import { storedLeases, etcdHealthy, type StoredLease } from './etcd.js';
 import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
 import { socketAnswers } from './procs.js';
+import { dnsChecks } from './verify-dns.js';
 import { serviceChecks } from './verify-services.js';
 import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
 
@@ -312,6 +313,7 @@ export async function verify(lab: string): Promise<{ state: LabState; results: C
   const cross = pairs(s, false)[0];
   if (cross) results.push(...(await pathMtu(cross)));
   results.push(...(await serviceChecks(s)));
+  results.push(...(await dnsChecks(s)));
   return { state: s, results };
 }
 
