@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { decode, type Answer, type Packet } from 'dns-packet';
+import { decode, type Packet } from 'dns-packet';
 import { TinyUpstream } from '../testing/dns-upstream.js';
 import { askTcp, askUdp, FakeRegistry, query } from '../testing/dns.js';
 import { ClusterDns } from './server.js';
