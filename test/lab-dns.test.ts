@@ -97,7 +97,7 @@ test('lab exec POD -- getent: glibc resolves a Service by short name, <svc>.<ns>
   }
   // TCP too, and the answer's own TTL (5 s) and authority.
   const tcp = exec('pod-1a', 'dig', '+tcp', '+noall', '+answer', 'echo.default.svc.cluster.local');
-  assert.match(tcp.stdout, new RegExp(`^echo\\.default\\.svc\\.cluster\\.local\\.\\s+5\\s+IN\\s+A\\s+${echo.clusterIP.replace(/\./g, '\\.')}$`), tcp.out);
+  assert.match(tcp.stdout, new RegExp(`^echo\\.default\\.svc\\.cluster\\.local\\.\\s+5\\s+IN\\s+A\\s+${echo.clusterIP!.replace(/\./g, '\\.')}$`), tcp.out);
 });
 
 test("a pod in another namespace searches its own first: its Service by short name, default's only as <svc>.default", () => {

@@ -23,9 +23,9 @@ describe('node-local DNS: the device and the notrack table as commands', () => {
         'flush table ip weft-dns',
         'add chain ip weft-dns prerouting { type filter hook prerouting priority raw; }',
         'add chain ip weft-dns output { type filter hook output priority raw; }',
-        'add rule ip weft-dns prerouting ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack',
-        'add rule ip weft-dns output ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack',
-        'add rule ip weft-dns output ip saddr 10.96.0.10 meta l4proto { tcp, udp } th sport 53 notrack',
+        'add rule ip weft-dns prerouting ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack comment "node-local DNS 10.96.0.10"',
+        'add rule ip weft-dns output ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack comment "node-local DNS 10.96.0.10"',
+        'add rule ip weft-dns output ip saddr 10.96.0.10 meta l4proto { tcp, udp } th sport 53 notrack comment "node-local DNS 10.96.0.10"',
         'EOF',
       ].join('\n'),
     );

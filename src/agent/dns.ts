@@ -33,12 +33,15 @@ export function notrackRules(ip: string): { chain: 'prerouting' | 'output'; rule
   ];
 }
 
+const ruleComment = (ip: string) => `node-local DNS ${ip}`;
+
 /** The whole `weft-dns` table, rewritten in one transaction (flushing it first, so a changed IP leaves nothing behind). */
 export function dnsTablePlan(ns: Netns, ip: string): Plan {
   const tx = nftTx(DNS_FAMILY, DNS_TABLE).add({ type: 'table', comment: 'weft node-local DNS: no conntrack, no DNAT' });
   tx.flush({ type: 'table' });
   for (const chain of ['prerouting', 'output'] as const) tx.add({ type: 'chain', name: chain, chainType: 'filter', hook: chain, priority: 'raw' });
-  for (const r of notrackRules(ip)) tx.add({ type: 'rule', chain: r.chain, rule: r.rule });
+  // The comment names the IP, so that reading the table back tells whether it is for this one.
+  for (const r of notrackRules(ip)) tx.add({ type: 'rule', chain: r.chain, rule: r.rule, comment: ruleComment(ip) });
   return new Plan().add(op.nft({ ns, tx }));
 }
 
@@ -72,7 +75,11 @@ export async function readDnsState(ns: Netns, ip: string): Promise<{ device: boo
   const table = (await nftRuleset(ns, (t) => t !== DNS_TABLE)).find((t) => t.family === DNS_FAMILY && t.name === DNS_TABLE);
   const rules = notrackRules(ip);
   const complete =
-    table !== undefined && (['prerouting', 'output'] as const).every((c) => table.chains.get(c)?.rules.length === rules.filter((r) => r.chain === c).length);
+    table !== undefined &&
+    (['prerouting', 'output'] as const).every((c) => {
+      const have = table.chains.get(c)?.rules ?? [];
+      return have.length === rules.filter((r) => r.chain === c).length && have.every((r) => r.comment === ruleComment(ip));
+    });
   return { device: dev !== undefined, up: dev?.up ?? false, addrs: list, table: complete };
 }
 
