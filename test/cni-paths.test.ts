@@ -56,7 +56,9 @@ describe('result shape next to the reference bridge', () => {
         { ...common, name: 'shape-weft', type: 'weft', bridge: 'brshape-weft', socket: served, ipam: ipam('10.39.2.0/24') },
       ),
     );
-    assert.deepEqual(shape(w, 'brshape-weft', ours.path), shape(r, 'brshape-ref', ref.path));
+    // The one difference: weft's result names the cluster DNS (the reference bridge's dns is empty).
+    assert.deepEqual(shape({ ...w, dns: r.dns }, 'brshape-weft', ours.path), shape(r, 'brshape-ref', ref.path));
+    assert.deepEqual(w.dns, { nameservers: ['10.96.0.10'], search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'], options: ['ndots:5'] });
     assert.deepEqual(w.ips, [{ address: '10.39.2.2/24', gateway: '10.39.2.1', interface: 2 }]);
     assert.deepEqual(w.routes, [{ dst: '10.96.0.0/12' }, { dst: '0.0.0.0/0', gw: '10.39.2.1' }]);
   });
@@ -174,7 +176,11 @@ for (const mode of ['direct', 'served'] as const) {
       assert.equal(cont.sandbox, pod.path);
       assert.deepEqual(result.ips, [{ address: `10.30.${third}.2/24`, gateway: `10.30.${third}.1`, interface: 2 }]);
       assert.deepEqual(result.routes, [{ dst: '10.30.0.0/16' }, { dst: '0.0.0.0/0', gw: `10.30.${third}.1` }]);
-      assert.deepEqual(result.dns, {});
+      assert.deepEqual(result.dns, {
+        nameservers: ['10.96.0.10'],
+        search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'],
+        options: ['ndots:5'],
+      });
 
       // What the result says is really there.
       const [eth0] = await lab.podAddrs(pod.path, 'eth0');
