@@ -71,6 +71,9 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
       r.stdout,
       /^service proxy: would program nftables tables ip weft-proxy\* for the 0 Service\(s\) under \/weft, and set net\.bridge\.bridge-nf-call-iptables=1$/m,
     );
+    assert.match(r.stdout, /^node-local DNS: would serve cluster\.local on 10\.96\.0\.10:53 \(UDP and TCP\), forwarding other names to /m);
+    assert.match(r.stdout, /^ {2}ip link add name weft-dns type dummy\n {2}ip addr replace 10\.96\.0\.10\/32 dev weft-dns$/m);
+    assert.match(r.stdout, /^ {2}add rule ip weft-dns prerouting ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack/m);
     assert.deepEqual(await snapshot(n2), before);
   });
 

@@ -1,6 +1,8 @@
 import { createBackend } from '../backend/index.js';
 import { readActual, reconcile } from '../backend/reconcile.js';
 import { formatCidr, formatNetwork, withAddr } from '../ip/cidr.js';
+import * as op from '../kernel/ops.js';
+import { Plan } from '../kernel/plan.js';
 import { links } from '../kernel/state.js';
 import { PROXY_TABLE } from '../proxy/proxy.js';
 import { SERVICES_PREFIX } from '../service/registry.js';
@@ -9,6 +11,7 @@ import { chooseLease } from '../subnet/allocate.js';
 import { readSubnetEnv } from '../subnet/env.js';
 import { decodeLeaseAttrs, encodeLeaseAttrs, parseSubnetKey, readNetworkConfig, subnetKey, SUBNETS_PREFIX, type Lease } from '../subnet/lease.js';
 import type { AgentOptions } from './agent.js';
+import { DNS_DEVICE, DNS_TABLE, dnsDevicePlan, dnsTablePlan, readDnsState } from './dns.js';
 import { BRIDGE_NF_SYSCTL } from './services.js';
 import { checkNetworkForNode, chooseVtepMac, discoverNode } from './node.js';
 
@@ -71,10 +74,31 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
           .map((l) => `  ${l}`),
       );
     out.push(await proxyPlan(o));
+    out.push(...(await dnsPlan(o)));
     return out.join('\n');
   } finally {
     await store.close();
   }
+}
+
+/** The node-local DNS part: the device and table changes it would make, and what it would serve. */
+async function dnsPlan(o: AgentOptions): Promise<string[]> {
+  if (!o.dns) return [`node-local DNS: off (--no-dns); would remove device ${DNS_DEVICE} and table ip ${DNS_TABLE} where present`];
+  const have = await readDnsState(undefined, o.dns.ip);
+  const plan = new Plan();
+  if (!have.device) plan.add(op.addDummy({ ns: undefined, name: DNS_DEVICE }));
+  if (!have.device || !have.up || have.addrs.length !== 1 || have.addrs[0] !== o.dns.ip) plan.add(...dnsDevicePlan(undefined, o.dns.ip, have).ops);
+  if (!have.table) plan.add(...dnsTablePlan(undefined, o.dns.ip).ops);
+  const serve = `node-local DNS: would serve ${o.dns.zone} on ${o.dns.ip}:53 (UDP and TCP), forwarding other names to ${o.dns.upstreams?.join(', ') ?? "the nameservers of this node's /etc/resolv.conf"}`;
+  return plan.empty
+    ? [serve, `  ${DNS_DEVICE} and table ip ${DNS_TABLE} are in place`]
+    : [
+        serve,
+        ...plan
+          .render()
+          .split('\n')
+          .map((l) => `  ${l}`),
+      ];
 }
 
 /** The service proxy's part of the dry run: what it would program from the registry. */

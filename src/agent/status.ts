@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { DatapathStatus, DesiredState } from '../backend/types.js';
 import { formatNetwork } from '../ip/cidr.js';
 import type { Lease } from '../subnet/lease.js';
+import { DNS_DEVICE } from './dns.js';
 import type { ServicesStatus } from './services.js';
 import { writeFileAtomic } from '../util/file.js';
 
@@ -163,6 +164,15 @@ export function formatStatus(s: AgentStatus, note?: string): string {
   return out.join('\n');
 }
 
+function formatDns(d: NonNullable<ServicesStatus['dns']>): string {
+  const head = `cluster DNS: ${d.ip}:53 on ${DNS_DEVICE}, zone ${d.zone}`;
+  if (!d.queries) return `${head}, not serving yet`;
+  const answered = Object.entries(d.rcodes ?? {})
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+  return `${head}, ${d.records?.names ?? 0} names; ${d.queries.udp} UDP + ${d.queries.tcp} TCP queries (${answered || 'none answered'}), ${d.forwarded ?? 0} forwarded to ${d.upstreams?.join(', ') || 'no upstream'}`;
+}
+
 function formatServices(v: ServicesStatus): string[] {
   const out: string[] = [];
   if (!v.started) out.push(`services: not synced yet (registry ${v.registryPrefix})`);
@@ -170,6 +180,7 @@ function formatServices(v: ServicesStatus): string[] {
   if (v.lastSync) out.push(`  last sync: ${v.lastSync.at}, ${v.lastSync.ms} ms, ${v.lastSync.changes} change(s) (${v.lastSync.reason})`);
   if (v.lastFullSync) out.push(`  last full sync: ${v.lastFullSync.at}, ${v.lastFullSync.ms} ms`);
   if (v.error) out.push(`  FAILING: ${v.error}`);
+  if (v.dns) out.push(formatDns(v.dns));
   if (v.bridgeNf !== '1')
     out.push(
       v.bridgeNf === 'missing'
