@@ -62,3 +62,12 @@ test('agent --help names the DNS options', async () => {
     assert.ok(h.stdout.includes(flag), flag);
   assert.match(h.stdout, /--cluster-dns IP .*\[default: 10\.96\.0\.10\]/);
 });
+
+test('lab up --dry-run shows kube-dns, the outside resolver, the agents forwarding to it and each pod resolv.conf', async () => {
+  const r = await topo.exec(undefined, [process.execPath, WEFT, 'lab', 'up', '--dry-run', '--name', topo.id, '--nodes', '1', '--pods-per-node', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /"name":"kube-dns","namespace":"kube-system".*"clusterIP":"10\.96\.0\.10"/);
+  assert.match(r.stdout, /workload-main\.js --pod outside .* --dns &$/m);
+  assert.match(r.stdout, /weft agent --node node1 .* --dns-upstream 198\.18\.0\.1 &$/m);
+  assert.match(r.stdout, new RegExp(`^# /etc/netns/wl\\.${topo.id}\\.pod-1a/resolv\\.conf: the ADD result's dns`, 'm'));
+});

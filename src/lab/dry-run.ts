@@ -18,7 +18,9 @@ import {
   upPods,
   workloadArgv,
 } from './build.js';
-import { demoManifests, manifestText } from './demo.js';
+import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
+import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
+import { resolvConfPath } from './resolv.js';
 import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
@@ -70,8 +72,8 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
   if (overlay) {
     lines.push(
       '',
-      `# the Service registry (etcd prefix /weft), written from ${s.etcd.ns}: each pod's spec, then the Service echo over them`,
-      manifestText(demoManifests(pods)),
+      `# the Service registry (etcd prefix /weft), written from ${s.etcd.ns}: kube-system/kube-dns first, then each pod's spec and the Service echo over them`,
+      manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS), ...demoManifests(pods)]),
     );
   }
   if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers");
@@ -81,6 +83,7 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
     lines.push(
       `ip netns add ${ns}`,
       `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0, CNI_ARGS ${podCniArgs({ name: p.pod })}`,
+      ...(overlay ? [`# ${resolvConfPath(ns)}: the ADD result's dns (nameserver, search, options)`] : []),
     );
     for (const c of p.sidecar ? ['app', 'sidecar'] : ['app']) lines.push(bg(ns, workloadArgv(s, p.pod, p.node, c)));
   }
