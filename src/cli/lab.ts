@@ -39,6 +39,7 @@ function nextSteps(s: LabState): string {
     `  weft verify${flag}                          check the Kubernetes network model`,
     ...(a && b ? [`  weft lab exec${flag} ${a.name} -- ping -c 3 ${b.name}    names resolve to IPs`] : []),
     ...(s.service && a ? [`  weft lab exec${flag} ${a.name} -- curl -s ${s.service.clusterIP}    the Service ${s.service.name}: one of its pods answers`] : []),
+    ...(s.service && a ? [`  weft lab exec${flag} ${a.name} -- getent hosts ${s.service.name}    its name, from the node's cluster DNS`] : []),
     ...(s.service ? [`  weft lab get endpoints${flag}                 the pods behind each Service`] : []),
     `  weft lab exec${flag} ${s.nodes[0]?.name ?? 'node1'} -- ip route            a node's routes`,
     `  weft lab status${flag}                      this table again`,
