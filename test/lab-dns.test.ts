@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { ETC_NETNS } from '../src/lab/resolv.js';
+import { nodeDir } from '../src/lab/state.js';
 import type { Service } from '../src/service/types.js';
 import { Topology } from '../src/topo/topology.js';
 
@@ -159,6 +160,21 @@ test('without the notrack table the service proxy takes the query (kube-dns has 
     assert.ok(performance.now() - started < 25_000, 'the agent repairs the table within two resyncs');
     spawnSync('sleep', ['0.5']);
   }
+});
+
+test("the node's DNS device outlives its agent: queries are refused at once while it is down and answered again when lab up brings it back", () => {
+  const ifindex = () => netnsExec('node1', 'cat', '/sys/class/net/weft-dns/ifindex').stdout.trim();
+  const before = ifindex();
+  const status = json<{ pid: number }>('agent', 'status', '--state-dir', nodeDir(lab, 'node1'), '--json');
+  process.kill(status.pid, 'SIGTERM');
+  const dig = () => exec('pod-1a', 'dig', '+time=1', '+tries=1', 'echo.default.svc.cluster.local');
+  const started = performance.now();
+  while (!/connection refused/.test(dig().out)) assert.ok(performance.now() - started < 15_000, 'the agent stops');
+  assert.equal(ifindex(), before);
+  assert.equal(weft('lab', 'up', '--name', lab).code, 0);
+  const back = performance.now();
+  while (!/status: NOERROR/.test(dig().out)) assert.ok(performance.now() - back < 15_000, 'the restarted agent serves DNS again');
+  assert.equal(ifindex(), before, 'the same device, not made again');
 });
 
 test("verify's Service discovery section passes, with evidence", () => {
