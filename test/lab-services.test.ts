@@ -98,7 +98,7 @@ test('verify passes its pod → Service checks, with evidence, and removes the S
     assert.ok(m && Number(m[1]) < 500, `${c}: ${by(c)[0]!.evidence}`);
   }
   assert.match(by('hairpin')[0]!.evidence, /reached itself through its Service/);
-  const left = json<Service[]>('lab', 'get', 'services', '--name', lab, '-o', 'json');
+  const left = json<Service[]>('lab', 'get', 'services', '--name', lab, '-n', 'default', '-o', 'json');
   assert.deepEqual(
     left.map((x) => x.name),
     ['echo'],
@@ -209,13 +209,13 @@ test('an invalid manifest is refused whole: the error names the document and fie
   assert.match(r.out, /document 5 .*spec\.ports\[0\]\.port/);
   assert.match(r.out, /nothing was applied/);
   assert.ok(!listNetns().includes(`wl.${lab}.web-1`));
-  const names = json<Service[]>('lab', 'get', 'services', '--name', lab, '--json').map((x) => x.name);
+  const names = json<Service[]>('lab', 'get', 'services', '--name', lab, '-n', 'default', '--json').map((x) => x.name);
   assert.deepEqual(names, ['echo']);
   const missing = weft('lab', 'apply', '-f', join(topo.dir, 'nope.yaml'), '--name', lab);
   assert.equal(missing.code, 2, missing.out);
 });
 
-test('underlay mode: verify says Services are not available there, and lab apply refuses', () => {
+test('underlay mode: verify says Services and their DNS are not available there, and lab apply refuses', () => {
   const under = `${lab}-u`;
   const up = weft('lab', 'up', '--name', under, '--mode', 'underlay', '--nodes', '1', '--pods-per-node', '2');
   assert.equal(up.code, 0, up.out);
@@ -223,7 +223,8 @@ test('underlay mode: verify says Services are not available there, and lab apply
   const v = weft('verify', '--name', under);
   assert.equal(v.code, 0, v.out);
   assert.match(v.out, /pod → Service\n +- services +verify → the lab +not available in underlay mode/);
-  assert.match(v.out, /1 not applicable/);
+  assert.match(v.out, /Service discovery\n +- dns +verify → the lab +not available in underlay mode/);
+  assert.match(v.out, /2 not applicable/);
   const apply = weft('lab', 'apply', '-f', manifest('web2.yaml', WEB), '--name', under);
   assert.equal(apply.code, 1);
   assert.match(apply.out, /underlay mode: it has no etcd and no agents, so no Services/);
