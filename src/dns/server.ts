@@ -95,6 +95,7 @@ export class ClusterDns {
   private readonly tcp: Server[] = [];
   private readonly conns = new Set<Socket>();
   private bound: Listen[] = [];
+  private stopped = false;
   private readonly zoneName: string;
   private readonly counters = {
     udp: 0,
@@ -163,6 +164,7 @@ export class ClusterDns {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.zone.stop();
     this.forwarder.close();
     for (const s of this.udp) s.close();
@@ -309,9 +311,10 @@ export class ClusterDns {
     udp.on('error', (err) => this.o.log?.warn('cluster DNS: UDP socket error', { error: err.message }));
     udp.on('message', (msg, rinfo) => {
       this.counters.udp++;
+      const send = (b: Buffer | undefined) => b && !this.stopped && udp.send(b, rinfo.port, rinfo.address);
       const out = this.respond(msg, rinfo.address, true);
-      if (out instanceof Promise) void out.then((b) => b && udp.send(b, rinfo.port, rinfo.address));
-      else if (out) udp.send(out, rinfo.port, rinfo.address);
+      if (out instanceof Promise) void out.then(send);
+      else send(out);
     });
     const port = udp.address().port;
     const tcp = createServer((sock) => this.onConnection(sock));
