@@ -96,6 +96,8 @@ export class ClusterDns {
   private readonly conns = new Set<Socket>();
   private bound: Listen[] = [];
   private stopped = false;
+  private nxdomain: Body | undefined;
+  private nodata: Body | undefined;
   private readonly zoneName: string;
   private readonly counters = {
     udp: 0,
@@ -200,6 +202,7 @@ export class ClusterDns {
       const found = this.zone.lookup(q.name, q.qtype);
       if (!found) return this.forward(msg, q, overUdp);
       if (found.cname !== undefined) return this.chase(msg, q, found, overUdp);
+      if (found.answers.length === 0) return this.finish(msg, q, this.negative(found), overUdp);
       const body = encodeBody(found);
       this.remember(q.name, q.qtype, body);
       return this.finish(msg, q, body, overUdp);
@@ -263,6 +266,12 @@ export class ClusterDns {
       break;
     }
     return this.finish(msg, q, encodeBody({ rcode, answers, authorities }), overUdp);
+  }
+
+  /** NXDOMAIN and NODATA bodies are the zone's SOA alone: encoded once each, whatever the name (random missing names would otherwise fill the cache). */
+  private negative(found: Lookup): Body {
+    if (found.rcode === RCODE.NXDOMAIN) return (this.nxdomain ??= encodeBody(found));
+    return (this.nodata ??= encodeBody(found));
   }
 
   private remember(name: string, qtype: number, body: Body): void {
