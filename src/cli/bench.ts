@@ -84,6 +84,29 @@ export const benchCommands: CommandSpec[] = [
     },
   },
   {
+    path: ['bench', 'dns'],
+    summary: "the cluster DNS's qps vs NSD serving the same records (dnsperf)",
+    options: [
+      QUICK,
+      {
+        name: 'services',
+        value: 'N',
+        int: { min: 1, max: 60_000 },
+        brief: true,
+        description: 'ClusterIP Services in the zone (default: 10000, or 1000 with --quick)',
+      },
+      { name: 'seconds', value: 'S', int: { min: 1, max: 600 }, description: 'dnsperf run per server (default: 10, or 2 with --quick)' },
+      JSON_OPTION,
+      REPORT,
+    ],
+    run: async (a) => {
+      const progress = progressTo(a.bool('json'));
+      const { benchDns, formatDnsReport } = await import('../bench/dns.js');
+      const report = await benchDns({ services: sized(a, 'services', 10_000, 1000), seconds: sized(a, 'seconds', 10, 2), progress });
+      return finish(a, report, formatDnsReport);
+    },
+  },
+  {
     path: ['bench', 'converge'],
     summary: "time until every node has a new lease's route",
     options: [
