@@ -167,6 +167,37 @@ test('no endpoints: TCP is reset and UDP gets port unreachable at once; the firs
   });
 });
 
+test('a Service without a selector takes its endpoints from an EndpointSlice; a selector picks pods of its own namespace only', async () => {
+  const target = lab.pod('pod-2b');
+  await lab.apply(
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'manual', namespace: 'default' },
+      spec: { ports: [{ name: 'web', protocol: 'TCP', port: 8080, targetPort: 80 }] },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'manual-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'manual' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'web', protocol: 'TCP', port: 80 }],
+      endpoints: [{ addresses: [target.ip], conditions: { ready: true }, nodeName: target.node }],
+    },
+  );
+  const manual = await lab.service('manual');
+  await lab.until('pod-1b', 'tcp', clusterIP(manual), 8080, ['pod-2b']);
+  // Same selector as `web` (whose pods are in `default`), in another namespace: no endpoints.
+  await lab.apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'web', namespace: 'shop' },
+    spec: { selector: { web: 'on' }, ports: [{ port: 80 }] },
+  });
+  const shop = await lab.service('web', 'shop');
+  await lab.until('pod-1b', 'tcp', clusterIP(shop), 80, ['!ECONNREFUSED']);
+});
+
 test('terminating endpoints serve only when no ready one is left', async () => {
   const term = await service('term', ['pod-1a', 'pod-2a']);
   const ip = clusterIP(term);
