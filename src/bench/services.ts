@@ -306,7 +306,7 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
     let fillers = 0;
     const rows: ServicesRow[] = [];
 
-    for (const n of o.sizes) {
+    const measure = async (n: number): Promise<ServicesRow> => {
       const fresh = all.length === 0 ? [iperfSvc, probe, move] : [];
       while (fillers < n - 2) fresh.push(svc(`s-${fillers++}`, [b1, b2]));
       o.progress(`N=${n}: writing ${fresh.length} Services with their EndpointSlices`);
@@ -361,7 +361,7 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
       o.progress(`N=${n}: full sync: ${nodes[0].name}'s agent restarted on an empty table`);
       const full = await fullSync(s, nodes[0], all, o.progress);
       const [clusterIpGbps, podIpGbps] = [median(viaCluster), median(viaIp)];
-      rows.push({
+      return {
         services: n,
         writeSeconds,
         programmedSeconds,
@@ -382,9 +382,28 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
         throughputRatio: clusterIpGbps / podIpGbps,
         agentRssMiB: agentRss,
         ...size,
-      });
+      };
+    };
+    // A size that fails ends the run, but what the smaller ones measured is still the report.
+    let failed: string[] = [];
+    for (const n of o.sizes) {
+      try {
+        rows.push(await measure(n));
+      } catch (e) {
+        failed = [`N=${n} failed, so it and any larger N are not in the report: ${(e as Error).message}`];
+        break;
+      }
     }
-    return { bench: 'services', connects: o.connects, changes: o.changes, iperfSeconds: o.iperfSeconds, iperfRounds: o.iperfRounds, rows, ...judge(rows) };
+    const { bars, problems } = judge(rows);
+    return {
+      bench: 'services',
+      connects: o.connects,
+      changes: o.changes,
+      iperfSeconds: o.iperfSeconds,
+      iperfRounds: o.iperfRounds,
+      rows,
+      ...outcome(bars, [...failed, ...problems]),
+    };
   } finally {
     for (const d of drivers) d.stop();
     await down(topo.id);
