@@ -1,5 +1,6 @@
 import { isIPv4 } from 'node:net';
 import type { Store } from '../store/store.js';
+import { createEach, mapLimit } from './batch.js';
 import { intToIp, ipToInt } from './endpoints.js';
 
 /**
@@ -69,24 +70,60 @@ export function release(store: Store, key: string, owner: string): Promise<boole
   return store.deleteIfValue(key, owner);
 }
 
-const RANDOM_TRIES = 64;
+/** Misses before a picker lists what is taken; and how many to take at once before it lists first. */
+const RANDOM_TRIES = 16;
+const LIST_FIRST = 16;
 
-/** A free ClusterIP taken for `owner`, avoiding `avoid` (addresses others in the same batch asked for). */
-export async function allocateClusterIp(store: Store, cidr: ServiceCidr, owner: string, avoid: Set<string>): Promise<string> {
-  for (let i = 0; i < RANDOM_TRIES; i++) {
-    const ip = cidr.random();
-    if (avoid.has(ip)) continue;
-    if ((await store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
+/**
+ * Takes free ClusterIPs at random. With many to take it first lists the taken ones, so the batched
+ * creates rarely meet a taken address; one that does is replaced, key by key, by another.
+ */
+export class ClusterIpPicker {
+  private taken = new Set<string>();
+  private listed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cidr: ServiceCidr,
+    private readonly avoid: Set<string>,
+  ) {}
+
+  async allocate(owners: string[]): Promise<string[]> {
+    if (owners.length > LIST_FIRST) await this.listTaken();
+    const ips = owners.map(() => this.candidate());
+    const created = await createEach(
+      this.store,
+      ips.map((ip, i) => ({ key: clusterIpKey(ip), value: owners[i]! })),
+    );
+    return mapLimit(ips, async (ip, i) => (created[i] ? ip : this.one(owners[i]!)));
   }
-  // The range is nearly full: look for the holes.
-  const taken = new Set((await store.list(CLUSTER_IP_PREFIX)).items.map((kv) => kv.key.slice(CLUSTER_IP_PREFIX.length)));
-  for (let i = 0; i < cidr.size; i++) {
-    const ip = cidr.random();
-    if (taken.has(ip) || avoid.has(ip)) continue;
-    if ((await store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
-    taken.add(ip);
+
+  private async one(owner: string): Promise<string> {
+    for (let misses = 0; ; misses++) {
+      if (misses === RANDOM_TRIES) await this.listTaken();
+      const ip = this.candidate();
+      if ((await this.store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
+    }
   }
-  throw new Error(`no free ClusterIP left in ${cidr.text}; delete Services you no longer need`);
+
+  private async listTaken(): Promise<void> {
+    if (this.listed) return;
+    this.listed = true;
+    for (const kv of (await this.store.list(CLUSTER_IP_PREFIX)).items) this.taken.add(kv.key.slice(CLUSTER_IP_PREFIX.length));
+  }
+
+  /** A random address not known to be taken (and marked taken now), or an error when none is left. */
+  private candidate(): string {
+    if (this.taken.size + this.avoid.size < this.cidr.size) {
+      for (let i = 0; i < RANDOM_TRIES * 16; i++) {
+        const ip = this.cidr.random();
+        if (this.taken.has(ip) || this.avoid.has(ip)) continue;
+        this.taken.add(ip);
+        return ip;
+      }
+    }
+    throw new Error(`no free ClusterIP left in ${this.cidr.text}; delete Services you no longer need`);
+  }
 }
 
 /** Picks free NodePorts from one listing of the taken ones; create-if-absent settles races with other writers. */

@@ -40,6 +40,9 @@ const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 export class Checker {
   readonly issues: Issue[] = [];
 
+  /** `defaultNamespace`: for objects whose metadata names none (kubectl's --namespace). */
+  constructor(readonly defaultNamespace = DEFAULT_NAMESPACE) {}
+
   fail(path: string, message: string): undefined {
     this.issues.push({ path, message });
     return undefined;
@@ -177,7 +180,7 @@ export function checkMetadata(c: Checker, v: unknown, nameKind: 'label1035' | 's
   const m = c.object('metadata', v, METADATA_FIELDS, { generateName: 'give metadata.name', ownerReferences: 'weft has no garbage collector; remove it' });
   if (!m) return undefined;
   const name = m.name === undefined ? c.fail('metadata.name', 'is required; give the object a name') : c.name('metadata.name', m.name, nameKind);
-  const namespace = m.namespace === undefined ? DEFAULT_NAMESPACE : c.name('metadata.namespace', m.namespace, 'label');
+  const namespace = m.namespace === undefined ? c.defaultNamespace : c.name('metadata.namespace', m.namespace, 'label');
   const labels = c.labels('metadata.labels', m.labels);
   if (m.annotations !== undefined) c.object('metadata.annotations', m.annotations, Object.keys(m.annotations as object));
   return name !== undefined && namespace !== undefined ? { name, namespace, labels } : undefined;

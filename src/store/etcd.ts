@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, Range, castGrpcError, isRecoverableError, type ICompare, type IKeyValue, type IOptions, type IWatchResponse } from 'etcd3';
-import { StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle } from './store.js';
+import { MAX_WRITE_OPS, StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle, type WriteOp } from './store.js';
 
 export interface EtcdTlsOptions {
   /** CA that signed the etcd server certificates. */
@@ -109,6 +109,23 @@ export class EtcdStore implements Store {
   async delete(key: string): Promise<boolean> {
     const res = await this.call(`delete ${key}`, () => this.client.kv.deleteRange({ key: this.full(key) }));
     return Number(res.deleted) > 0;
+  }
+
+  async writeMany(ops: WriteOp[]): Promise<number | false> {
+    if (ops.length > MAX_WRITE_OPS) throw new StoreError('failed', `${ops.length} writes in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    const res = await this.call(`write ${ops.length} keys`, () =>
+      this.client.kv.txn({
+        compare: ops
+          .filter((op) => op.type === 'create')
+          .map((op) => ({ key: this.full(op.key), target: 'Version' as const, result: 'Equal' as const, version: 0 })),
+        success: ops.map((op) =>
+          op.type === 'delete'
+            ? { request_delete_range: { key: this.full(op.key) } }
+            : { request_put: { key: this.full(op.key), value: Buffer.from(op.value) } },
+        ),
+      }),
+    );
+    return res.succeeded && Number(res.header.revision);
   }
 
   async watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle> {
