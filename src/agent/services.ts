@@ -60,6 +60,8 @@ export class AgentServices {
   private readonly cache: RegistryCache;
   private readonly proxy: ServiceProxy;
   private subnets: Cidr[] = [];
+  /** The proxy follows the cache (its first sync may still run). */
+  private following = false;
   private started = false;
   private stopped = false;
   private bridgeNf: ServicesStatus['bridgeNf'] = 'missing';
@@ -97,6 +99,7 @@ export class AgentServices {
       }
     }
     if (this.stopped) return;
+    this.following = true;
     await this.proxy.start();
     this.started = true;
     this.o.log.info('service proxy running', { registry: this.o.etcd.prefix, services: this.cache.services.size, pods: this.cache.pods.size });
@@ -105,12 +108,12 @@ export class AgentServices {
   /** Leases came or went: endpoints on nodes without a lease stop counting, and come back with it. */
   leasesChanged(): void {
     this.refreshSubnets();
-    if (this.started) this.proxy.leasesChanged();
+    if (this.following) this.proxy.leasesChanged();
   }
 
   /** The agent's resync tick: the proxy reads its table back and repairs drift; the sysctl is checked again. */
   resync(): void {
-    if (!this.started || this.stopped) return;
+    if (!this.following || this.stopped) return;
     void this.ensureBridgeNf();
     void this.proxy.resync();
   }
