@@ -41,6 +41,7 @@ export interface ProxyStatus {
 /** Services recomputed one by one above this many per batch share one index of pods and slices instead. */
 const INDEX_ABOVE = 20;
 const RETRY_MIN_MS = 500;
+const PERIODIC = 'resync';
 const RETRY_MAX_MS = 30_000;
 
 type View = (svc: Service) => { pods: Iterable<PodRecord>; slices: Iterable<EndpointSliceRecord> };
@@ -77,9 +78,13 @@ export class ServiceProxy {
     await this.resync('start');
   }
 
-  /** A full sync now (repairs drift); resolves when the proxy is idle again. */
-  async resync(reason = 'resync'): Promise<void> {
-    this.full = reason;
+  /**
+   * A full sync (repairs drift); resolves when the proxy is idle again. The periodic one (no
+   * reason given) first asks the kernel's nftables generation: when nothing but the proxy changed
+   * nftables since its last transaction, nothing can have drifted and it stops there.
+   */
+  async resync(reason?: string): Promise<void> {
+    this.full = reason ?? PERIODIC;
     await this.kick();
   }
 
@@ -163,6 +168,10 @@ export class ServiceProxy {
   }
 
   private async fullSync(reason: string, started: number): Promise<void> {
+    if (reason === PERIODIC && (await this.table.unchanged())) {
+      this.record(`${reason}: nftables unchanged`, performance.now() - started, { ops: 0, transactions: 0, changes: [], conntrackDeleted: 0 });
+      return;
+    }
     const all = new Map<string, Fragment>();
     this.liveness.clear();
     const view = this.index();

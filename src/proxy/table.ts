@@ -50,6 +50,11 @@ export class ProxyTable {
     return this.applied;
   }
 
+  /** Whether nothing has changed nftables in the namespace since our last transaction (so nothing drifted). */
+  async unchanged(): Promise<boolean> {
+    return this.trusted !== undefined && (await generation(this.ns)) === this.trusted;
+  }
+
   /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows. */
   async update(changed: Map<string, Fragment | undefined>): Promise<SyncResult> {
     const old = emptyShape();
