@@ -257,9 +257,13 @@ test('UDP: conntrack entries to an endpoint that went away are deleted, so the s
   await lab.until('pod-1b', 'udp', ip, 53, ['pod-1a', 'pod-2a']);
   // The flow's conntrack entry keeps it on pod-1a while pod-1a is an endpoint (the precondition of the bug).
   assert.deepEqual([await flow(), await flow(), await flow()], ['pod-1a', 'pod-1a', 'pod-1a']);
-  // Right after a full sync (which deletes stray flows too), so that only the update itself can move the flow in time.
-  const full = (await lab.agentStatus('node1')).services?.lastFullSync?.at;
-  await waitFor(async () => (await lab.agentStatus('node1')).services?.lastFullSync?.at !== full, { timeoutMs: 30_000, what: "node1's next full sync" });
+  // Right after a resync tick (whose full sync would delete stray flows too), so that only the update itself can move the flow in time.
+  const tick = async () => {
+    const last = (await lab.agentStatus('node1')).services?.lastSync;
+    return last?.reason.startsWith('resync') ? last.at : undefined;
+  };
+  const before = await tick();
+  await waitFor(async () => ((await tick()) ?? before) !== before, { timeoutMs: 30_000, what: "node1's next resync tick" });
   await lab.label('pod-1a', { dns: null });
   const started = Date.now();
   await waitFor(async () => (await flow()) === 'pod-2a', { timeoutMs: 5000, intervalMs: 100, what: 'the UDP flow to leave the removed endpoint' });
