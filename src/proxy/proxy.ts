@@ -175,7 +175,10 @@ export class ServiceProxy {
     const all = new Map<string, Fragment>();
     this.liveness.clear();
     const view = this.index();
-    for (const [key, svc] of this.opts.cache.services) all.set(key, this.compute(svc, view));
+    for (const [key, svc] of this.opts.cache.services) {
+      all.set(key, this.compute(svc, view));
+      if (all.size % 2000 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
     const r = await this.table.sync(all);
     const ms = performance.now() - started;
     this.error = undefined;

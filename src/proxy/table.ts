@@ -9,7 +9,7 @@ import { applyOps, generation, readTables } from './netlink.js';
 import { baseTables, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
 
 /** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
-export const SYNC_CHUNK = 50_000;
+export const SYNC_CHUNK = 20_000;
 
 export interface SyncResult {
   /** Kernel changes made (nft ops and conntrack flows deleted). */
@@ -71,7 +71,7 @@ export class ProxyTable {
     const wasTrusted = this.trusted === before;
     // Until it is known how a transaction ended, what the kernel holds is known only by reading it.
     this.trusted = undefined;
-    const transactions = applyOps(this.ns, ops);
+    const transactions = await applyOps(this.ns, ops);
     const after = await generation(this.ns);
     if (wasTrusted && after === before + transactions) this.trusted = after;
     for (const [key, f] of changed) {
@@ -91,7 +91,7 @@ export class ProxyTable {
   async sync(all: Map<string, Fragment>): Promise<SyncResult> {
     const gen = await generation(this.ns);
     if (gen === this.trusted) return this.update(changedFrom(this.applied, all));
-    const states = readTables(this.ns);
+    const states = await readTables(this.ns);
     const changes: string[] = [];
     const base = baseTx(states);
     if (!base.tx.empty) await apply(new Plan().add(op.nft({ ns: this.ns, tx: base.tx })));
@@ -108,7 +108,7 @@ export class ProxyTable {
     const ops = diff(have, all.values());
     if (states.size) changes.push(...summarize(ops));
     this.trusted = undefined;
-    const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
+    const transactions = await applyOps(this.ns, ops, SYNC_CHUNK);
     const after = await generation(this.ns);
     const ours = transactions + (base.tx.empty ? 0 : 1);
     this.trusted = after === gen + ours ? after : undefined;
@@ -170,7 +170,7 @@ function summarize(ops: ProxyOp[]): string[] {
 
 /** Removes the proxy's table (`weft agent --cleanup`); a missing table is fine. */
 export async function cleanupProxy(ns: Netns): Promise<boolean> {
-  const present = [...readTables(ns).keys()];
+  const present = [...(await readTables(ns)).keys()];
   if (present.length === 0) return false;
   const tx = nftTx(PROXY_FAMILY, PROXY_TABLE);
   for (const table of present) tx.delete({ table, type: 'table' });
