@@ -21,8 +21,8 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
-/** Keys per list request: a page of Weft's values (well under 1 KiB each) stays far below gRPC's 4 MiB message limit. */
-const LIST_PAGE = 2000;
+/** Keys per list request: a page of Weft's values (under 1 KiB each) stays far below the client's 64 MiB answer limit. */
+const LIST_PAGE = 5000;
 
 export class EtcdStore implements Store {
   private readonly client: Etcd3;
@@ -50,7 +50,8 @@ export class EtcdStore implements Store {
       dialTimeout: this.timeoutMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
       // Pings expose a silently dead peer under a long-lived watch stream; etcd accepts one every 5 s at most.
-      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000 },
+      // A list page of large values may pass gRPC's default 4 MiB answer limit; etcd itself sends up to 2 GiB.
+      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
     };
     if (options.tls) clientOptions.credentials = readTls(options.tls);
     this.client = new Etcd3(clientOptions);
@@ -62,7 +63,7 @@ export class EtcdStore implements Store {
     return kv ? this.toKeyValue(kv) : undefined;
   }
 
-  /** Read in pages at one revision: one answer for every key could pass gRPC's 4 MiB message limit (30,000 Services do). */
+  /** Read in pages at one revision, so 30,000 Services and their slices never make one huge answer. */
   async list(prefix: string): Promise<Listing> {
     const range = Range.prefix(this.full(prefix));
     const items: KeyValue[] = [];
