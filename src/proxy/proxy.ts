@@ -110,16 +110,8 @@ export class ServiceProxy {
   }
 
   status(): ProxyStatus {
-    let endpoints = 0;
-    let chains = 0;
-    for (const f of this.table.fragments.values()) {
-      endpoints += f.endpoints;
-      chains += f.chains.size;
-    }
     return {
-      services: this.table.fragments.size,
-      endpoints,
-      chains,
+      ...this.table.totals,
       ...(this.last ? { lastSync: this.last } : {}),
       ...(this.lastFull ? { lastFullSync: this.lastFull } : {}),
       ...(this.error ? { error: this.error } : {}),

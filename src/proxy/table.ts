@@ -46,8 +46,24 @@ export class ProxyTable {
 
   constructor(readonly ns: Netns) {}
 
-  get fragments(): ReadonlyMap<string, Fragment> {
-    return this.applied;
+  /** Totals over what is applied, kept as fragments come and go (status is asked often). */
+  readonly totals = { services: 0, endpoints: 0, chains: 0 };
+
+  private set(key: string, f: Fragment | undefined): void {
+    const old = this.applied.get(key);
+    if (old) {
+      this.totals.services--;
+      this.totals.endpoints -= old.endpoints;
+      this.totals.chains -= old.chains.size;
+    }
+    if (f) {
+      this.applied.set(key, f);
+      this.totals.services++;
+      this.totals.endpoints += f.endpoints;
+      this.totals.chains += f.chains.size;
+    } else {
+      this.applied.delete(key);
+    }
   }
 
   /** Whether nothing has changed nftables in the namespace since our last transaction (so nothing drifted). */
@@ -75,8 +91,7 @@ export class ProxyTable {
     const after = await generation(this.ns);
     if (wasTrusted && after === before + transactions) this.trusted = after;
     for (const [key, f] of changed) {
-      if (f) this.applied.set(key, f);
-      else this.applied.delete(key);
+      this.set(key, f);
     }
     const { deleted, error } = await conntrack(() => (flows.length ? clearFlows(this.ns, flows) : Promise.resolve(0)));
     return { ops: ops.length, transactions, changes: [], conntrackDeleted: deleted, ...(error ? { conntrackError: error } : {}) };
@@ -112,8 +127,8 @@ export class ProxyTable {
     const after = await generation(this.ns);
     const ours = transactions + (base.tx.empty ? 0 : 1);
     this.trusted = after === gen + ours ? after : undefined;
-    this.applied.clear();
-    for (const [k, f] of all) this.applied.set(k, f);
+    for (const k of [...this.applied.keys()]) if (!all.has(k)) this.set(k, undefined);
+    for (const [k, f] of all) this.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
     const { deleted: conntrackDeleted, error } = await conntrack(async () => {
       const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
