@@ -150,7 +150,7 @@ export class ServiceProxy {
       this.full = undefined;
       this.dirty.clear();
       try {
-        if (full !== undefined) await this.fullSync(full, started);
+        if (full !== undefined) await this.fullSync(full, started, keys);
         else await this.incremental(keys, started);
         this.retryMs = 0;
       } catch (e) {
@@ -159,8 +159,10 @@ export class ServiceProxy {
     }
   }
 
-  private async fullSync(reason: string, started: number): Promise<void> {
+  /** `dirty`: Services changed meanwhile; a periodic sync that stops at an unchanged generation still applies them. */
+  private async fullSync(reason: string, started: number, dirty: string[]): Promise<void> {
     if (reason === PERIODIC && (await this.table.unchanged())) {
+      if (dirty.length) return this.incremental(dirty, started);
       this.record(`${reason}: nftables unchanged`, performance.now() - started, { ops: 0, transactions: 0, changes: [], conntrackDeleted: 0 });
       return;
     }
