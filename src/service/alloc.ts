@@ -1,6 +1,6 @@
 import { isIPv4 } from 'node:net';
 import type { Store } from '../store/store.js';
-import { createEach, mapLimit } from './batch.js';
+import { createEach, readEach } from './batch.js';
 import { intToIp, ipToInt } from './endpoints.js';
 
 /**
@@ -70,16 +70,16 @@ export function release(store: Store, key: string, owner: string): Promise<boole
   return store.deleteIfValue(key, owner);
 }
 
-/** Misses before a picker lists what is taken; and how many to take at once before it lists first. */
-const RANDOM_TRIES = 16;
-const LIST_FIRST = 16;
+/** Rounds of random picks before a picker lists what is taken (the range is nearly full). */
+const ROUNDS = 16;
 
 /**
- * Takes free ClusterIPs at random. With many to take it first lists the taken ones, so the batched
- * creates rarely meet a taken address; one that does is replaced, key by key, by another.
+ * Takes free ClusterIPs at random, in batches: read which candidates are taken, create the free ones
+ * in transactions, pick again for the few that lost. A few store requests per 100 Services whatever
+ * the number of Services; only a nearly full range makes it list the taken addresses.
  */
 export class ClusterIpPicker {
-  private taken = new Set<string>();
+  private readonly taken = new Set<string>();
   private listed = false;
 
   constructor(
@@ -89,21 +89,21 @@ export class ClusterIpPicker {
   ) {}
 
   async allocate(owners: string[]): Promise<string[]> {
-    if (owners.length > LIST_FIRST) await this.listTaken();
-    const ips = owners.map(() => this.candidate());
-    const created = await createEach(
-      this.store,
-      ips.map((ip, i) => ({ key: clusterIpKey(ip), value: owners[i]! })),
-    );
-    return mapLimit(ips, async (ip, i) => (created[i] ? ip : this.one(owners[i]!)));
-  }
-
-  private async one(owner: string): Promise<string> {
-    for (let misses = 0; ; misses++) {
-      if (misses === RANDOM_TRIES) await this.listTaken();
-      const ip = this.candidate();
-      if ((await this.store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
+    const out = new Array<string>(owners.length);
+    let pending = owners.map((_, i) => i);
+    for (let round = 1; pending.length > 0; round++) {
+      if (round > ROUNDS) await this.listTaken();
+      const ips = pending.map(() => this.candidate());
+      const found = await readEach(this.store, ips.map(clusterIpKey));
+      const free = pending.map((i, j) => ({ i, ip: ips[j]! })).filter((_, j) => found[j] === undefined);
+      const created = await createEach(
+        this.store,
+        free.map((f) => ({ key: clusterIpKey(f.ip), value: owners[f.i]! })),
+      );
+      for (const [j, f] of free.entries()) if (created[j]) out[f.i] = f.ip;
+      pending = pending.filter((i) => out[i] === undefined);
     }
+    return out;
   }
 
   private async listTaken(): Promise<void> {
@@ -112,10 +112,10 @@ export class ClusterIpPicker {
     for (const kv of (await this.store.list(CLUSTER_IP_PREFIX)).items) this.taken.add(kv.key.slice(CLUSTER_IP_PREFIX.length));
   }
 
-  /** A random address not known to be taken (and marked taken now), or an error when none is left. */
+  /** A random address not known to be taken (marked taken now), or an error when none is left. */
   private candidate(): string {
     if (this.taken.size + this.avoid.size < this.cidr.size) {
-      for (let i = 0; i < RANDOM_TRIES * 16; i++) {
+      for (let i = 0; i < 256; i++) {
         const ip = this.cidr.random();
         if (this.taken.has(ip) || this.avoid.has(ip)) continue;
         this.taken.add(ip);

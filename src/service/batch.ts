@@ -2,8 +2,10 @@ import { MAX_WRITE_OPS, type Store, type WriteOp } from '../store/store.js';
 
 /** Requests in flight at once for bulk reads and writes: enough to keep etcd busy, few enough not to swamp it. */
 const PARALLEL = 64;
-/** Writes per transaction, below etcd's limit of MAX_WRITE_OPS. */
+/** Operations per transaction, below etcd's limit of MAX_WRITE_OPS. */
 export const BATCH = Math.min(100, MAX_WRITE_OPS);
+/** Transactions in flight at once: etcd commits concurrent ones together. */
+const PARALLEL_TXNS = 32;
 
 /** Runs `fn` over `items`, at most `parallel` at a time; results in input order. */
 export async function mapLimit<T, R>(items: T[], fn: (item: T, index: number) => Promise<R>, parallel = PARALLEL): Promise<R[]> {
@@ -25,9 +27,15 @@ export function chunks<T>(items: T[], size = BATCH): T[][] {
   return out;
 }
 
+/** The values of `keys`, BATCH to a request, in the order asked. */
+export async function readEach(store: Store, keys: string[]): Promise<(string | undefined)[]> {
+  const parts = await mapLimit(chunks(keys), async (part) => (await store.getMany(part)).map((kv) => kv?.value), PARALLEL_TXNS);
+  return parts.flat();
+}
+
 /** Unconditional writes, BATCH to a transaction (one disk sync each instead of one per key). */
 export async function writeAll(store: Store, ops: WriteOp[]): Promise<void> {
-  await mapLimit(chunks(ops), (part) => store.writeMany(part), 8);
+  await mapLimit(chunks(ops), (part) => store.writeMany(part), PARALLEL_TXNS);
 }
 
 /**
@@ -41,7 +49,7 @@ export async function createEach(store: Store, entries: { key: string; value: st
       if ((await store.writeMany(part.map((e) => ({ type: 'create', ...e })))) !== false) return part.map(() => true);
       return mapLimit(part, async (e) => (await store.createIfAbsent(e.key, e.value)) !== false);
     },
-    8,
+    PARALLEL_TXNS,
   );
   return parts.flat();
 }

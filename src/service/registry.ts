@@ -12,7 +12,7 @@ import {
   ServiceCidr,
   type Reservation,
 } from './alloc.js';
-import { createEach, mapLimit, writeAll } from './batch.js';
+import { createEach, mapLimit, readEach, writeAll } from './batch.js';
 import { ManifestError, type DocSource, type Manifest, type ManifestIssue } from './manifest.js';
 import { serviceKey, type EndpointSliceRecord, type PodRecord, type Service } from './types.js';
 import type { PodSpecInput, ServiceInput } from './validate.js';
@@ -26,9 +26,6 @@ export const SLICES_PREFIX = 'endpointslices/';
 export const serviceStoreKey = (ns: string, name: string) => `${SERVICES_PREFIX}${ns}/${name}`;
 export const podStoreKey = (ns: string, name: string) => `${PODS_PREFIX}${ns}/${name}`;
 export const sliceStoreKey = (ns: string, name: string) => `${SLICES_PREFIX}${ns}/${name}`;
-
-/** Above this many objects, apply lists what is stored rather than reading each one. */
-const LIST_ABOVE = 200;
 
 export type ApplyAction = 'created' | 'configured' | 'unchanged';
 
@@ -104,8 +101,8 @@ export class Registry {
       else seen.set(id, d.doc);
     }
     const services = docs.filter((d): d is Manifest & { kind: 'Service' } => d.kind === 'Service');
-    const existing = await this.readMany(
-      SERVICES_PREFIX,
+    const existing = await readEach(
+      this.store,
       services.map((d) => serviceStoreKey(d.service.namespace, d.service.name)),
     );
     const plans = services.map((d, i) => this.plan(d, existing[i] === undefined ? undefined : decodeRecord<Service>(existing[i]), issues));
@@ -132,8 +129,8 @@ export class Registry {
       if (result.action !== 'unchanged') writes.push({ type: 'put', key: serviceStoreKey(result.namespace, result.name), value });
     }
     const slices = docs.filter((d): d is Manifest & { kind: 'EndpointSlice' } => d.kind === 'EndpointSlice');
-    const oldSlices = await this.readMany(
-      SLICES_PREFIX,
+    const oldSlices = await readEach(
+      this.store,
       slices.map((d) => sliceStoreKey(d.slice.namespace, d.slice.name)),
     );
     for (const [i, d] of slices.entries()) {
@@ -382,13 +379,6 @@ export class Registry {
         reserved.push({ key: nodePortKey(q.nodePort), owner: p.owner });
       }
     }
-  }
-
-  /** The values of `keys` (all under `prefix`): one listing when there are many, else one read each. */
-  private async readMany(prefix: string, keys: string[]): Promise<(string | undefined)[]> {
-    if (keys.length <= LIST_ABOVE) return mapLimit(keys, async (k) => (await this.store.get(k))?.value);
-    const all = new Map((await this.store.list(prefix)).items.map((kv) => [kv.key, kv.value]));
-    return keys.map((k) => all.get(k));
   }
 
   private async undo(reserved: { key: string; owner: string }[]): Promise<void> {

@@ -63,6 +63,16 @@ export class EtcdStore implements Store {
     return kv ? this.toKeyValue(kv) : undefined;
   }
 
+  async getMany(keys: string[]): Promise<(KeyValue | undefined)[]> {
+    if (keys.length > MAX_WRITE_OPS) throw new StoreError('failed', `${keys.length} reads in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    if (keys.length === 0) return [];
+    const res = await this.call(`get ${keys.length} keys`, () => this.client.kv.txn({ success: keys.map((k) => ({ request_range: { key: this.full(k) } })) }));
+    return res.responses.map((r) => {
+      const kv = r.response_range?.kvs[0];
+      return kv ? this.toKeyValue(kv) : undefined;
+    });
+  }
+
   /** Read in pages at one revision, so 30,000 Services and their slices never make one huge answer. */
   async list(prefix: string): Promise<Listing> {
     const range = Range.prefix(this.full(prefix));

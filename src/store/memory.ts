@@ -81,6 +81,15 @@ export class MemoryStore implements Store {
     return entry && { key, value: entry.value, revision: entry.revision };
   }
 
+  async getMany(keys: string[]): Promise<(KeyValue | undefined)[]> {
+    await this.enter();
+    if (keys.length > MAX_WRITE_OPS) throw new StoreError('failed', `${keys.length} reads in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    return keys.map((key) => {
+      const entry = this.data.get(key);
+      return entry && { key, value: entry.value, revision: entry.revision };
+    });
+  }
+
   async list(prefix: string): Promise<Listing> {
     await this.enter();
     const items = [...this.data.entries()]

@@ -63,11 +63,13 @@ export function isStoreUnavailable(err: unknown): boolean {
 
 export type WriteOp = { type: 'put'; key: string; value: string } | { type: 'create'; key: string; value: string } | { type: 'delete'; key: string };
 
-/** etcd's default --max-txn-ops: the most operations one `writeMany` may carry. */
+/** etcd's default --max-txn-ops: the most operations one `writeMany` or `getMany` may carry. */
 export const MAX_WRITE_OPS = 128;
 
 export interface Store {
   get(key: string): Promise<KeyValue | undefined>;
+  /** Up to MAX_WRITE_OPS keys read in one request (etcd: one transaction), in the order asked. */
+  getMany(keys: string[]): Promise<(KeyValue | undefined)[]>;
   /** Every key starting with `prefix`, in key order, with the revision they were read at. */
   list(prefix: string): Promise<Listing>;
   /** Writes only if the key does not exist: the revision of the write, or false when it exists (someone else won). */
