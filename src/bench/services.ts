@@ -282,7 +282,7 @@ export async function benchServices(o: ServicesOptions): Promise<ServicesReport>
   const topo = await Topology.create();
   const drivers: Driver[] = [];
   try {
-    o.progress('a 2-node lab with 3 pods per node');
+    o.progress(`a 2-node lab of its own (${topo.id}) with 3 pods per node`);
     await up({ name: topo.id, nodes: 2, podsPerNode: 3, backend: 'vxlan', progress: (step, ms) => o.progress(`  ${step} (${(ms / 1000).toFixed(1)} s)`) });
     const { s, nodes, pod } = cast(readState(topo.id));
     const [c1, c2, b1, b2, b3] = ['pod-1a', 'pod-2a', 'pod-1b', 'pod-2b', 'pod-2c'].map(pod) as [PodState, PodState, PodState, PodState, PodState];
@@ -454,10 +454,27 @@ export function formatServicesReport(r: ServicesReport): string {
   const x10 = (v: number, k: keyof ServicesRow) => (base ? `${(v / base[k]).toFixed(2)}x` : '-');
   return [
     `weft bench services: 2 nodes, N Services of 2 endpoints each; every figure against N=${base?.services ?? '?'} in the same run`,
-    `connect: ${r.connects} TCP connects pod-1a → the probe's ClusterIP (node2 backends), alternating with the same to one backend's own IP ("direct")`,
+    `connect: ${r.connects} TCP connects pod-1a → the probe's ClusterIP (node2 backends), alternating with the same to one backend's own IP ("direct");`,
+    `  svc/direct vs 10: the ClusterIP's cost over the direct path at N against the same at 10, which the machine's load at either moment cancels out of`,
     `add/move: median of ${r.changes} rounds of the slower node, from the etcd write until a pod on each node gets an answer through it; agent ms: the proxy's own time per change`,
     table(
-      ['N', 'connect p50 ms', 'vs 10', 'p99 ms', 'vs 10', 'direct p50', 'p99', 'add ms', 'vs 10', 'max', 'move ms', 'vs 10', 'max', 'agent ms'],
+      [
+        'N',
+        'connect p50 ms',
+        'vs 10',
+        'p99 ms',
+        'vs 10',
+        'direct p50',
+        'p99',
+        'p50 svc/direct vs 10',
+        'add ms',
+        'vs 10',
+        'max',
+        'move ms',
+        'vs 10',
+        'max',
+        'agent ms',
+      ],
       r.rows.map((x) => [
         String(x.services),
         x.connectP50Ms,
@@ -466,6 +483,7 @@ export function formatServicesReport(r: ServicesReport): string {
         x10(x.connectP99Ms, 'connectP99Ms'),
         x.directP50Ms,
         x.directP99Ms,
+        base ? `${(x.connectP50Ms / x.directP50Ms / (base.connectP50Ms / base.directP50Ms)).toFixed(2)}x` : '-',
         x.addMs,
         x10(x.addMs, 'addMs'),
         x.addMaxMs,
