@@ -88,7 +88,8 @@ export class ClusterIpPicker {
     private readonly avoid: Set<string>,
   ) {}
 
-  async allocate(owners: string[]): Promise<string[]> {
+  /** One address per owner; each one taken is also recorded in `taken` at once, so a failure halfway can free them. */
+  async allocate(owners: string[], taken: { key: string; owner: string }[] = []): Promise<string[]> {
     const out = new Array<string>(owners.length);
     let pending = owners.map((_, i) => i);
     for (let round = 1; pending.length > 0; round++) {
@@ -100,7 +101,11 @@ export class ClusterIpPicker {
         this.store,
         free.map((f) => ({ key: clusterIpKey(f.ip), value: owners[f.i]! })),
       );
-      for (const [j, f] of free.entries()) if (created[j]) out[f.i] = f.ip;
+      for (const [j, f] of free.entries()) {
+        if (!created[j]) continue;
+        out[f.i] = f.ip;
+        taken.push({ key: clusterIpKey(f.ip), owner: owners[f.i]! });
+      }
       pending = pending.filter((i) => out[i] === undefined);
     }
     return out;

@@ -365,11 +365,11 @@ export class Registry {
     if (issues.length > 0) return;
     const askedIps = new Set(plans.map((p) => p.clusterIP).filter((ip): ip is string => ip !== undefined && ip !== 'None'));
     const needIp = plans.filter((p) => p.allocateIp);
-    const ips = await new ClusterIpPicker(this.store, this.cidr, askedIps).allocate(needIp.map((p) => p.owner));
-    for (const [i, p] of needIp.entries()) {
-      p.clusterIP = ips[i]!;
-      reserved.push({ key: clusterIpKey(p.clusterIP), owner: p.owner });
-    }
+    const ips = await new ClusterIpPicker(this.store, this.cidr, askedIps).allocate(
+      needIp.map((p) => p.owner),
+      reserved,
+    );
+    for (const [i, p] of needIp.entries()) p.clusterIP = ips[i]!;
     const askedPorts = new Set(plans.flatMap((p) => p.ports.map((q) => q.nodePort)).filter((n): n is number => n !== undefined));
     const picker = new NodePortPicker(this.store, askedPorts);
     for (const p of plans) {
