@@ -338,6 +338,16 @@ describe('ServiceProxy in a kernel', () => {
     assert.equal(await served('10.96.0.20', 20), `${POD},${POD2}`);
   });
 
+  it('a Service that changes together with a periodic resync is applied', async () => {
+    await proxy.resync();
+    cache.putService(svc('web2', '10.96.0.21', { selector: { app: 'web' } }));
+    await proxy.resync();
+    assert.equal(proxy.status().services, 2);
+    assert.ok(backend(await connect('10.96.0.21', 80)));
+    cache.deleteService('default/web2');
+    await waitFor(() => proxy.status().services === 1, { timeoutMs: 10_000, what: 'web2 gone' });
+  });
+
   it('a deleted Service leaves the tables; after stop, events change nothing', async () => {
     cache.deleteService('default/web');
     await waitFor(() => proxy.status().services === 0, { timeoutMs: 10_000, what: 'web gone' });
