@@ -187,6 +187,19 @@ test('a Service without a selector takes its endpoints from an EndpointSlice; a 
   );
   const manual = await lab.service('manual');
   await lab.until('pod-1b', 'tcp', clusterIP(manual), 8080, ['pod-2b']);
+  // An address outside the pod Network needs no lease: a Service in front of a server outside the cluster.
+  await lab.apply(
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'external', namespace: 'default' }, spec: { ports: [{ protocol: 'TCP', port: 80 }] } },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'external-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'external' } },
+      addressType: 'IPv4',
+      ports: [{ name: '', protocol: 'TCP', port: 80 }],
+      endpoints: [{ addresses: [lab.s.outside.ip], conditions: { ready: true } }],
+    },
+  );
+  await lab.until('pod-1b', 'tcp', clusterIP(await lab.service('external')), 80, [OUTSIDE]);
   // Same selector as `web` (whose pods are in `default`), in another namespace: no endpoints.
   await lab.apply({
     apiVersion: 'v1',

@@ -152,7 +152,7 @@ export class Agent {
     this.scheduler.start('initial');
     const services = new AgentServices({
       node: o.node,
-      podNetwork: formatNetwork(this.config.network),
+      network: this.config.network,
       etcd: { endpoints: o.etcdEndpoints, prefix: o.registryPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) },
       leases: () => [...(leases.ownLease ? [leases.ownLease] : []), ...leases.remoteLeases()],
       log: this.log,

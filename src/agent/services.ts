@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { contains, parseAddr, type Cidr } from '../ip/cidr.js';
+import { formatNetwork, type Cidr } from '../ip/cidr.js';
 import type { CniHooks } from '../cni/serve.js';
 import { setSysctl } from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { ServiceProxy, type ProxyStatus } from '../proxy/proxy.js';
 import { RegistryCache } from '../service/cache.js';
+import { livenessOf } from '../service/live.js';
 import { Registry } from '../service/registry.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable } from '../store/store.js';
@@ -17,8 +18,8 @@ const BRIDGE_NF_PATH = `/proc/sys/${BRIDGE_NF_SYSCTL.replace(/\./g, '/')}`;
 
 export interface ServicesOptions {
   node: string;
-  /** The pod Network (CIDR), as the network config has it. */
-  podNetwork: string;
+  /** The pod Network, as the network config has it. */
+  network: Cidr;
   etcd: { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions };
   /** This node's lease and the remote ones, as the agent's LeaseManager holds them right now. */
   leases: () => Lease[];
@@ -50,16 +51,17 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * The agent's Services part: its own etcd client on Weft's registry prefix, the registry cache,
- * and the service proxy programming this node's `weft-proxy` table. An endpoint counts only while
- * its IP lies in a subnet some node holds a lease for (`live`): a node whose lease is gone takes
- * its pods' endpoints with it. Pods are registered from the served CNI path (cniHooks).
+ * and the service proxy programming this node's `weft-proxy` tables. An endpoint inside the pod
+ * Network counts only while its IP lies in a subnet some node holds a lease for: a node whose lease
+ * is gone takes its pods' endpoints with it (an address outside the Network, from an EndpointSlice,
+ * always counts). Pods are registered from the served CNI path (cniHooks).
  */
 export class AgentServices {
   private readonly store: EtcdStore;
   readonly registry: Registry;
   private readonly cache: RegistryCache;
   private readonly proxy: ServiceProxy;
-  private subnets: Cidr[] = [];
+  private live!: (ip: string) => boolean;
   /** The proxy follows the cache (its first sync may still run). */
   private following = false;
   private started = false;
@@ -73,7 +75,7 @@ export class AgentServices {
     this.cache = new RegistryCache(this.store, (m) => o.log.warn(m));
     this.refreshSubnets();
     this.proxy = new ServiceProxy({
-      node: { name: o.node, podNetwork: o.podNetwork },
+      node: { name: o.node, podNetwork: formatNetwork(o.network) },
       cache: this.cache,
       live: (ip) => this.live(ip),
       log: o.log,
@@ -156,12 +158,10 @@ export class AgentServices {
   }
 
   private refreshSubnets(): void {
-    this.subnets = this.o.leases().map((l) => l.subnet);
-  }
-
-  private live(ip: string): boolean {
-    const a = parseAddr(ip);
-    return this.subnets.some((s) => contains(s, a));
+    this.live = livenessOf(
+      this.o.network,
+      this.o.leases().map((l) => l.subnet),
+    );
   }
 
   private async ensureBridgeNf(): Promise<void> {
