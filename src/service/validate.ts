@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import type { ContainerPort, EndpointSliceRecord, Protocol, Service, ServicePort, ServiceType, TrafficPolicy } from './types.js';
+import type { ContainerPort, EndpointSliceRecord, PodRecord, Protocol, Service, ServicePort, ServiceType, TrafficPolicy } from './types.js';
 
 /**
  * Validation of Service, EndpointSlice and Pod objects as the Kubernetes API server does it (the
@@ -11,14 +11,7 @@ import type { ContainerPort, EndpointSliceRecord, Protocol, Service, ServicePort
 export type ServiceInput = Omit<Service, 'uid' | 'creationTimestamp'>;
 
 /** A Pod manifest's part that networking needs: metadata, spec.nodeName, spec.hostname, spec.containers[].ports[]. */
-export interface PodSpecInput {
-  namespace: string;
-  name: string;
-  labels: Record<string, string>;
-  ports: ContainerPort[];
-  node?: string;
-  hostname?: string;
-}
+export type PodSpecInput = Pick<PodRecord, 'namespace' | 'name' | 'labels' | 'ports' | 'node' | 'hostname'>;
 
 export interface Issue {
   /** `spec.ports[1].port`; '' for the document as a whole. */
