@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { Driver, type Done } from '../src/bench/services.js';
+import { Driver, type Done, type ServicesReport } from '../src/bench/services.js';
+import { listNetns } from '../src/kernel/netns.js';
 import { nftSetKeys } from '../src/kernel/nfnl.js';
 import { Topology } from '../src/topo/topology.js';
 
@@ -85,4 +88,32 @@ test("nftSetKeys reads one map's keys, each field of a concatenation padded to 4
   const keys = await nftSetKeys(topo.path('a'), 'ip', 't', 'm');
   assert.deepEqual(keys.map((k) => k.toString('hex')).sort(), ['0a6400010600000000500000', '0a6401021100000014510000']);
   await assert.rejects(nftSetKeys(topo.path('a'), 'ip', 't', 'absent'), /No such file/);
+});
+
+test('weft bench services --quick, made small: a report for N=10 and 1000 with every figure, and its lab gone', () => {
+  const weft = fileURLToPath(new URL('../../bin/weft', import.meta.url));
+  const r = spawnSync(process.execPath, [weft, 'bench', 'services', '--quick', '--connects', '50', '--rounds', '1', '--seconds', '1', '--json'], {
+    encoding: 'utf8',
+    timeout: 600_000,
+  });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  const report = JSON.parse(r.stdout) as ServicesReport;
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(
+    report.rows.map((x) => x.services),
+    [10, 1000],
+  );
+  for (const x of report.rows) {
+    assert.ok(x.elements >= x.services, `N=${x.services}: ${x.elements} elements`);
+    assert.ok(x.throughputRatio > 0 && x.addMs > 0 && x.moveMs > 0 && x.fullSyncSeconds > 0);
+  }
+  assert.ok(report.bars.some((b) => b.what === 'connect p50 at 1000 vs 10'));
+  assert.match(r.stderr, /N=1000: writing 990 Services/);
+  const lab = /a 2-node lab of its own \((\w+)\)/.exec(r.stderr)?.[1];
+  assert.ok(lab);
+  assert.deepEqual(
+    listNetns().filter((n) => n.startsWith(`wl.${lab}.`)),
+    [],
+    'the bench removed its lab',
+  );
 });

@@ -104,8 +104,9 @@ test('verify passes its pod → Service checks, with evidence, and removes the S
     ['echo'],
     'verify left its Services behind',
   );
-  // The whole verify of a 2-node lab, network model and Services together.
-  assert.ok(ms < 30_000, `verify took ${ms} ms`);
+  // The whole verify of a 2-node lab, network model and Services together: about 5 s on an idle
+  // 2-CPU machine, 30 s at a load average of 14 there.
+  assert.ok(ms < 60_000, `verify took ${ms} ms`);
 });
 
 const WEB = `

@@ -62,10 +62,14 @@ const nft = async (...args: string[]) => {
 };
 const ruleset = async () => (await Promise.all(PROXY_TABLES.map((t) => nft('list', 'table', 'ip', t)))).join('');
 
+/** The backend that answered, and the client address it saw. */
+const backend = (r: { ok?: string }) => /hello from (\S+)/.exec(r.ok ?? '')?.[1];
+const clientSeen = (r: { ok?: string }) => / to (\S+)/.exec(r.ok ?? '')?.[1];
+
 /** A TCP connect from the node to ip:port: what came back, or the error code. */
-async function connect(ip: string, port: number): Promise<{ ok?: string; error?: string; ms: number }> {
+async function connect(ip: string, port: number, from = 'node'): Promise<{ ok?: string; error?: string; ms: number }> {
   const script = `const s=require('net').connect(${port},'${ip}');const t=Date.now();s.setTimeout(5000,()=>{console.log(JSON.stringify({error:'timeout',ms:Date.now()-t}));process.exit()});let d='';s.on('data',x=>d+=x);s.on('end',()=>{console.log(JSON.stringify({ok:d,ms:Date.now()-t}))});s.on('error',e=>console.log(JSON.stringify({error:e.code,ms:Date.now()-t})))`;
-  const r = await topo.exec('node', [process.execPath, '-e', script]);
+  const r = await topo.exec(from, [process.execPath, '-e', script]);
   return JSON.parse(r.stdout) as { ok?: string; error?: string; ms: number };
 }
 
@@ -78,6 +82,7 @@ before(async () => {
   topo = await Topology.create();
   ns = await topo.netns('node');
   const pod = await topo.netns('pod');
+  const client = await topo.netns('client');
   await apply(
     new Plan().add(
       op.addVeth({ ns, name: 'cni0', peer: { name: 'eth0', netns: pod } }),
@@ -89,9 +94,23 @@ before(async () => {
       op.addRoute({ ns: pod, dst: 'default', via: '10.244.1.1' }),
       // The node reaches ClusterIPs through some route, as it would through its default route.
       op.addRoute({ ns, dst: '10.96.0.0/12', dev: 'cni0' }),
+      // A client outside the pod Network, on a link of its own.
+      op.addVeth({ ns, name: 'ext0', peer: { name: 'eth0', netns: client } }),
+      op.addAddr({ ns, addr: '198.18.9.1/24', dev: 'ext0' }),
+      op.addAddr({ ns, addr: '10.244.2.1/24', dev: 'ext0' }),
+      op.setLink({ ns, dev: 'ext0', up: true }),
+      op.addAddr({ ns: client, addr: '198.18.9.9/24', dev: 'eth0' }),
+      op.addAddr({ ns: client, addr: '10.244.2.9/24', dev: 'eth0' }),
+      op.setLink({ ns: client, dev: 'eth0', up: true }),
+      op.addRoute({ ns: client, dst: 'default', via: '10.244.2.1' }),
+      op.setSysctl({ ns, key: 'net.ipv4.ip_forward', value: '1' }),
     ),
   );
-  topo.spawn('pod', [process.execPath, '-e', `require('net').createServer(s=>s.end('hello from '+s.localAddress)).listen(8080,'0.0.0.0')`]);
+  topo.spawn('pod', [
+    process.execPath,
+    '-e',
+    `require('net').createServer(s=>s.end('hello from '+s.localAddress+' to '+s.remoteAddress)).listen(8080,'0.0.0.0')`,
+  ]);
   topo.spawn('pod', [process.execPath, '-e', `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(5353)`]);
   table = new ProxyTable(ns);
   for (let i = 0; i < 50 && !(await connect(POD, 8080)).ok; i++) await new Promise((r) => setTimeout(r, 100));
@@ -123,10 +142,10 @@ describe('proxy tables in a kernel', () => {
 
   it('the node reaches a pod through a ClusterIP; a Service without endpoints refuses at once', async () => {
     const r = await connect('10.96.0.10', 80);
-    assert.equal(r.ok, `hello from ${POD}`);
+    assert.equal(backend(r), POD);
     const seen = new Set<string>();
-    for (let i = 0; i < 20; i++) seen.add((await connect('10.96.0.11', 80)).ok ?? 'failed');
-    assert.deepEqual([...seen].sort(), [`hello from ${POD}`, `hello from ${POD2}`]);
+    for (let i = 0; i < 20; i++) seen.add(backend(await connect('10.96.0.11', 80)) ?? 'failed');
+    assert.deepEqual([...seen].sort(), [POD, POD2]);
     // More than the kernel's ICMP burst: every one is refused at once (a TCP reset).
     for (let i = 0; i < 12; i++) {
       const refused = await connect('10.96.0.12', 80);
@@ -144,7 +163,7 @@ describe('proxy tables in a kernel', () => {
     assert.equal(r.transactions, 1);
     assert.equal(await generation(ns), gen + 1);
     if (serviceTable('default', 'web') !== serviceTable('default', 'db')) assert.equal(await handles(), dbBefore);
-    assert.equal((await connect('10.96.0.10', 80)).ok, `hello from ${POD2}`);
+    assert.equal(backend(await connect('10.96.0.10', 80)), POD2);
     await table.update(new Map([['0', web()]]));
   });
 
@@ -162,7 +181,7 @@ describe('proxy tables in a kernel', () => {
     assert.ok(r.changes.length > 0);
     assert.match(r.changes.join('\n'), /del chain: 1 \(service-DEADBEEF-x\/y\/tcp\/z\)/);
     assert.equal(await ruleset(), want);
-    assert.equal((await connect('10.96.0.11', 80)).ok?.startsWith('hello from'), true);
+    assert.ok(backend(await connect('10.96.0.11', 80)));
   });
 
   it('a UDP endpoint that goes away takes its conntrack entries with it', async () => {
@@ -173,6 +192,42 @@ describe('proxy tables in a kernel', () => {
     assert.ok(r.conntrackDeleted >= 1, `deleted ${r.conntrackDeleted}`);
     const afterwards = await topo.exec('node', ['conntrack', '-L', '-p', 'udp', '--orig-dst', '10.96.0.10']);
     assert.doesNotMatch(afterwards.stdout, new RegExp(`src=${POD.replace(/\./g, '\\.')} `));
+    await table.update(new Map([['0', web()]]));
+  });
+
+  it('a pod client keeps its IP; a pod reaching itself is masqueraded (hairpin)', async () => {
+    const fromPod = await connect('10.96.0.10', 80, 'client');
+    assert.deepEqual([backend(fromPod), clientSeen(fromPod)], [POD, '10.244.2.9']);
+    const self = await connect('10.96.0.10', 80, 'pod');
+    assert.deepEqual([backend(self), clientSeen(self)], [POD, '10.244.1.1']);
+  });
+
+  it('NodePort from outside: masqueraded with externalTrafficPolicy Cluster, client IP kept with Local', async () => {
+    const np = (name: string, ip: string, nodePort: number, etp: 'Cluster' | 'Local') =>
+      serviceRules(
+        node,
+        svc(name, ip, { type: 'NodePort', externalTrafficPolicy: etp, ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, nodePort }] }),
+        [ep(POD)],
+      );
+    await table.update(
+      new Map([
+        ['np', np('np', '10.96.0.13', 30080, 'Cluster')],
+        ['npl', np('npl', '10.96.0.14', 30081, 'Local')],
+      ]),
+    );
+    const cluster = await connect('198.18.9.1', 30080, 'client');
+    assert.deepEqual([backend(cluster), clientSeen(cluster)], [POD, '10.244.1.1']);
+    const local = await connect('198.18.9.1', 30081, 'client');
+    assert.deepEqual([backend(local), clientSeen(local)], [POD, '198.18.9.9']);
+  });
+
+  it('ClientIP affinity sticks to one endpoint', async () => {
+    const aff = serviceRules(node, svc('aff', '10.96.0.15', { sessionAffinity: 'ClientIP', affinityTimeoutSeconds: 60 }), [ep(POD), ep(POD2)]);
+    await table.update(new Map([['aff', aff]]));
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) seen.add(backend(await connect('10.96.0.15', 80, 'client')) ?? 'none');
+    assert.equal(seen.size, 1, [...seen].join(','));
+    assert.ok(!seen.has('none'));
   });
 
   it('cleanup removes every table', async () => {
@@ -230,7 +285,7 @@ describe('ServiceProxy in a kernel', () => {
   let proxy: ServiceProxy;
   const served = async (ip: string, n = 12) => {
     const seen = new Set<string>();
-    for (let i = 0; i < n; i++) seen.add((await connect(ip, 80)).ok?.replace('hello from ', '') ?? 'none');
+    for (let i = 0; i < n; i++) seen.add(backend(await connect(ip, 80)) ?? 'none');
     return [...seen].sort().join(',');
   };
 
@@ -281,6 +336,16 @@ describe('ServiceProxy in a kernel', () => {
     await proxy.resync();
     assert.ok(proxy.status().lastSync!.changes > 0);
     assert.equal(await served('10.96.0.20', 20), `${POD},${POD2}`);
+  });
+
+  it('a Service that changes together with a periodic resync is applied', async () => {
+    await proxy.resync();
+    cache.putService(svc('web2', '10.96.0.21', { selector: { app: 'web' } }));
+    await proxy.resync();
+    assert.equal(proxy.status().services, 2);
+    assert.ok(backend(await connect('10.96.0.21', 80)));
+    cache.deleteService('default/web2');
+    await waitFor(() => proxy.status().services === 1, { timeoutMs: 10_000, what: 'web2 gone' });
   });
 
   it('a deleted Service leaves the tables; after stop, events change nothing', async () => {

@@ -167,6 +167,50 @@ test('no endpoints: TCP is reset and UDP gets port unreachable at once; the firs
   });
 });
 
+test('a Service without a selector takes its endpoints from an EndpointSlice; a selector picks pods of its own namespace only', async () => {
+  const target = lab.pod('pod-2b');
+  await lab.apply(
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'manual', namespace: 'default' },
+      spec: { ports: [{ name: 'web', protocol: 'TCP', port: 8080, targetPort: 80 }] },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'manual-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'manual' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'web', protocol: 'TCP', port: 80 }],
+      endpoints: [{ addresses: [target.ip], conditions: { ready: true }, nodeName: target.node }],
+    },
+  );
+  const manual = await lab.service('manual');
+  await lab.until('pod-1b', 'tcp', clusterIP(manual), 8080, ['pod-2b']);
+  // An address outside the pod Network needs no lease: a Service in front of a server outside the cluster.
+  await lab.apply(
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'external', namespace: 'default' }, spec: { ports: [{ protocol: 'TCP', port: 80 }] } },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'external-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'external' } },
+      addressType: 'IPv4',
+      ports: [{ name: '', protocol: 'TCP', port: 80 }],
+      endpoints: [{ addresses: [lab.s.outside.ip], conditions: { ready: true } }],
+    },
+  );
+  await lab.until('pod-1b', 'tcp', clusterIP(await lab.service('external')), 80, [OUTSIDE]);
+  // Same selector as `web` (whose pods are in `default`), in another namespace: no endpoints.
+  await lab.apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'web', namespace: 'shop' },
+    spec: { selector: { web: 'on' }, ports: [{ port: 80 }] },
+  });
+  const shop = await lab.service('web', 'shop');
+  await lab.until('pod-1b', 'tcp', clusterIP(shop), 80, ['!ECONNREFUSED']);
+});
+
 test('terminating endpoints serve only when no ready one is left', async () => {
   const term = await service('term', ['pod-1a', 'pod-2a']);
   const ip = clusterIP(term);
@@ -226,9 +270,13 @@ test('UDP: conntrack entries to an endpoint that went away are deleted, so the s
   await lab.until('pod-1b', 'udp', ip, 53, ['pod-1a', 'pod-2a']);
   // The flow's conntrack entry keeps it on pod-1a while pod-1a is an endpoint (the precondition of the bug).
   assert.deepEqual([await flow(), await flow(), await flow()], ['pod-1a', 'pod-1a', 'pod-1a']);
-  // Right after a full sync (which deletes stray flows too), so that only the update itself can move the flow in time.
-  const full = (await lab.agentStatus('node1')).services?.lastFullSync?.at;
-  await waitFor(async () => (await lab.agentStatus('node1')).services?.lastFullSync?.at !== full, { timeoutMs: 30_000, what: "node1's next full sync" });
+  // Right after a resync tick (whose full sync would delete stray flows too), so that only the update itself can move the flow in time.
+  const tick = async () => {
+    const last = (await lab.agentStatus('node1')).services?.lastSync;
+    return last?.reason.startsWith('resync') ? last.at : undefined;
+  };
+  const before = await tick();
+  await waitFor(async () => ((await tick()) ?? before) !== before, { timeoutMs: 30_000, what: "node1's next resync tick" });
   await lab.label('pod-1a', { dns: null });
   const started = Date.now();
   await waitFor(async () => (await flow()) === 'pod-2a', { timeoutMs: 5000, intervalMs: 100, what: 'the UDP flow to leave the removed endpoint' });

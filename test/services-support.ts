@@ -176,8 +176,8 @@ export class ServicesLab {
         return last === key;
       },
       { timeoutMs, intervalMs: 200, what: `${proto} ${host}:${port} from ${from} answered by [${key}]` },
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}; last answered by [${last}]`);
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}; last answered by [${last}]\n${await this.proxyReport()}`);
     });
   }
 
@@ -216,6 +216,25 @@ export class ServicesLab {
   async tableOf(node: string, svc: string): Promise<string> {
     for (const [name, text] of await this.tables(node)) if (name.startsWith(TABLE) && text.includes(`-default/${svc}/`)) return name;
     throw new Error(`no ${TABLE} table on ${node} holds Service ${svc}`);
+  }
+
+  /** Each agent's proxy status and the end of its log, for a failure message. */
+  async proxyReport(): Promise<string> {
+    const out: string[] = [];
+    for (const n of this.s.nodes) {
+      const status = await this.agentStatus(n.name).then(
+        (st) => JSON.stringify(st.services),
+        (e: Error) => e.message,
+      );
+      let log: string;
+      try {
+        log = this.agentLog(n.name).trim().split('\n').slice(-15).join('\n  ');
+      } catch (e) {
+        log = (e as Error).message;
+      }
+      out.push(`${n.name} proxy: ${status}\n  ${log}`);
+    }
+    return out.join('\n');
   }
 
   async agentStatus(node: string) {

@@ -155,7 +155,7 @@ export class Agent {
     this.scheduler.start('initial');
     const services = new AgentServices({
       node: o.node,
-      podNetwork: formatNetwork(this.config.network),
+      network: this.config.network,
       etcd: { endpoints: o.etcdEndpoints, prefix: o.registryPrefix, ...(o.etcdTls ? { tls: o.etcdTls } : {}) },
       leases: () => [...(leases.ownLease ? [leases.ownLease] : []), ...leases.remoteLeases()],
       ...(o.dns ? { dns: o.dns } : {}),

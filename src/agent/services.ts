@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { contains, parseAddr, type Cidr } from '../ip/cidr.js';
+import { formatNetwork, type Cidr } from '../ip/cidr.js';
 import type { CniHooks } from '../cni/serve.js';
 import { ClusterDns, type DnsStats } from '../dns/server.js';
 import { setSysctl } from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { ServiceProxy, type ProxyStatus } from '../proxy/proxy.js';
 import { RegistryCache } from '../service/cache.js';
+import { livenessOf } from '../service/live.js';
 import { Registry } from '../service/registry.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable } from '../store/store.js';
@@ -19,8 +20,8 @@ const BRIDGE_NF_PATH = `/proc/sys/${BRIDGE_NF_SYSCTL.replace(/\./g, '/')}`;
 
 export interface ServicesOptions {
   node: string;
-  /** The pod Network (CIDR), as the network config has it. */
-  podNetwork: string;
+  /** The pod Network, as the network config has it. */
+  network: Cidr;
   etcd: { endpoints: string[]; prefix: string; tls?: EtcdTlsOptions };
   /** This node's lease and the remote ones, as the agent's LeaseManager holds them right now. */
   leases: () => Lease[];
@@ -65,9 +66,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * The agent's Services part: its own etcd client on Weft's registry prefix, the registry cache,
- * and the service proxy programming this node's `weft-proxy` table. An endpoint counts only while
- * its IP lies in a subnet some node holds a lease for (`live`): a node whose lease is gone takes
- * its pods' endpoints with it. Pods are registered from the served CNI path (cniHooks).
+ * and the service proxy programming this node's `weft-proxy` tables. An endpoint inside the pod
+ * Network counts only while its IP lies in a subnet some node holds a lease for: a node whose lease
+ * is gone takes its pods' endpoints with it (an address outside the Network, from an EndpointSlice,
+ * always counts). Pods are registered from the served CNI path (cniHooks).
  */
 export class AgentServices {
   private readonly store: EtcdStore;
@@ -76,7 +78,9 @@ export class AgentServices {
   private readonly proxy: ServiceProxy;
   private readonly dns: ClusterDns | undefined;
   private dnsStarted = false;
-  private subnets: Cidr[] = [];
+  private live!: (ip: string) => boolean;
+  /** The proxy follows the cache (its first sync may still run). */
+  private following = false;
   private started = false;
   private stopped = false;
   private bridgeNf: ServicesStatus['bridgeNf'] = 'missing';
@@ -88,7 +92,7 @@ export class AgentServices {
     this.cache = new RegistryCache(this.store, (m) => o.log.warn(m));
     this.refreshSubnets();
     this.proxy = new ServiceProxy({
-      node: { name: o.node, podNetwork: o.podNetwork },
+      node: { name: o.node, podNetwork: formatNetwork(o.network) },
       cache: this.cache,
       live: (ip) => this.live(ip),
       log: o.log,
@@ -100,7 +104,7 @@ export class AgentServices {
         ...(o.dns.ttl !== undefined ? { ttl: o.dns.ttl } : {}),
         ...(o.dns.upstreams ? { upstreams: o.dns.upstreams } : {}),
         // Pods, and the node itself (which reaches a local address from that address).
-        allow: [o.podNetwork, `${o.dns.ip}/32`, '127.0.0.0/8'],
+        allow: [formatNetwork(o.network), `${o.dns.ip}/32`, '127.0.0.0/8'],
         listen: [{ address: o.dns.ip, port: DNS_PORT }],
         live: (ip) => this.live(ip),
         log: o.log,
@@ -131,6 +135,7 @@ export class AgentServices {
       await this.dns.start();
       this.dnsStarted = true;
     }
+    this.following = true;
     await this.proxy.start();
     this.started = true;
     this.o.log.info('service proxy running', { registry: this.o.etcd.prefix, services: this.cache.services.size, pods: this.cache.pods.size });
@@ -140,12 +145,12 @@ export class AgentServices {
   leasesChanged(): void {
     this.refreshSubnets();
     if (this.dnsStarted) this.dns!.leasesChanged();
-    if (this.started) this.proxy.leasesChanged();
+    if (this.following) this.proxy.leasesChanged();
   }
 
   /** The agent's resync tick: the proxy reads its table back and repairs drift; the sysctl is checked again. */
   resync(): void {
-    if (!this.started || this.stopped) return;
+    if (!this.following || this.stopped) return;
     void this.ensureBridgeNf();
     void this.ensureDns();
     void this.proxy.resync();
@@ -194,12 +199,10 @@ export class AgentServices {
   }
 
   private refreshSubnets(): void {
-    this.subnets = this.o.leases().map((l) => l.subnet);
-  }
-
-  private live(ip: string): boolean {
-    const a = parseAddr(ip);
-    return this.subnets.some((s) => contains(s, a));
+    this.live = livenessOf(
+      this.o.network,
+      this.o.leases().map((l) => l.subnet),
+    );
   }
 
   /** Someone removed the DNS device, its address or its table: put them back. */

@@ -142,7 +142,7 @@ export const serviceCommands: CommandSpec[] = [
       }
       const { ManifestError, parseManifests } = await import('../service/manifest.js');
       try {
-        const docs = parseManifests(text, file === '-' ? 'stdin' : file);
+        const docs = parseManifests(text, file === '-' ? 'stdin' : file, a.str('namespace'));
         const results = await withRegistry(a, (r) => r.applyManifests(docs));
         if (a.bool('json')) printJson(results);
         else

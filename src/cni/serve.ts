@@ -28,7 +28,7 @@ export function parseRequest(data: Buffer): { plugin: PluginName; env: Record<st
 const HOOK_WAIT_MS = 2000;
 
 /** Runs the hook before the answer, so a pod is registered when ADD returns; a slow or failing store never fails the call. */
-async function runHooks(hooks: CniHooks, env: Record<string, string>, stdout: string, log: (msg: string) => void): Promise<void> {
+export async function runHooks(hooks: CniHooks, env: Record<string, string>, stdout: string, log: (msg: string) => void, waitMs = HOOK_WAIT_MS): Promise<void> {
   const what = `${env.CNI_COMMAND} hook for ${env.CNI_CONTAINERID ?? ''}`;
   const run = (async () => {
     if (env.CNI_COMMAND === 'ADD') await hooks.added?.(env, resultIp(stdout));
@@ -37,9 +37,9 @@ async function runHooks(hooks: CniHooks, env: Record<string, string>, stdout: st
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<void>((resolve) => {
     timer = setTimeout(() => {
-      log(`${what} still running after ${HOOK_WAIT_MS} ms; answering`);
+      log(`${what} still running after ${waitMs} ms; answering`);
       resolve();
-    }, HOOK_WAIT_MS);
+    }, waitMs);
   });
   await Promise.race([run, late]);
   clearTimeout(timer);

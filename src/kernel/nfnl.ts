@@ -122,7 +122,10 @@ function read(sock: Sock, only?: { family: string; name: string }, skip?: (table
     if ((only && name !== only.name) || skip?.(name)) continue;
     tables.set(key(m.family, name), { family: m.family, name, chains: new Map(), sets: new Map(), counters: new Map() });
   }
-  for (const m of dump(sock, request(NFT_MSG_GETCHAIN, fam))) {
+  // With tables skipped, chains and rules are dumped per kept table: the kernel filters by table, so a huge skipped one costs nothing.
+  const perTable = (type: number, attr: number) =>
+    skip ? [...tables.values()].map((t) => request(type, FAMILY_NUM[t.family] ?? 0).str(attr, t.name)) : [request(type, fam)];
+  for (const m of perTable(NFT_MSG_GETCHAIN, NFTA_CHAIN_TABLE).flatMap((r) => dump(sock, r))) {
     const t = tables.get(key(m.family, str(m.tb, NFTA_CHAIN_TABLE)));
     if (!t) continue;
     const chain: NftChainState = { name: str(m.tb, NFTA_CHAIN_NAME), rules: [] };
@@ -136,11 +139,7 @@ function read(sock: Sock, only?: { family: string; name: string }, skip?: (table
     }
     t.chains.set(chain.name, chain);
   }
-  // With tables skipped, rules are dumped per kept table: the kernel filters by table, so a huge skipped one costs nothing.
-  const ruleDumps = skip
-    ? [...tables.values()].map((t) => request(NFT_MSG_GETRULE, FAMILY_NUM[t.family] ?? 0).str(NFTA_RULE_TABLE, t.name))
-    : [request(NFT_MSG_GETRULE, fam)];
-  for (const m of ruleDumps.flatMap((r) => dump(sock, r))) {
+  for (const m of perTable(NFT_MSG_GETRULE, NFTA_RULE_TABLE).flatMap((r) => dump(sock, r))) {
     const chain = tables.get(key(m.family, str(m.tb, NFTA_RULE_TABLE)))?.chains.get(str(m.tb, NFTA_RULE_CHAIN));
     if (!chain) continue;
     const c = comment(m.tb.get(NFTA_RULE_USERDATA));

@@ -5,7 +5,7 @@ import { netnsPath } from '../kernel/netns.js';
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
 import { controlSocket, labDir, nodeDir, nsName, podDir, type LabState, type NodeState } from './state.js';
-import { formatPorts, type AppPort } from './workload.js';
+import { portsArg, type AppPort } from './workload.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
@@ -181,7 +181,7 @@ export function workloadArgv(s: LabState, pod: string, node: string, container: 
   const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
   // The outside world also runs the resolver the nodes' cluster DNS forwards to (upstream.ts).
   if (pod === OUTSIDE_POD) argv.push('--dns');
-  return container === 'app' && ports.length ? [...argv, '--ports', formatPorts(ports)] : argv;
+  return container === 'app' && ports.length ? [...argv, '--ports', portsArg(ports)] : argv;
 }
 
 export const containerLog = (s: LabState, pod: string, container: string) => join(podDir(s.name, pod), `${container}.log`);

@@ -1,4 +1,4 @@
-import { parseManifests } from '../service/manifest.js';
+import { parseManifests, type Manifest } from '../service/manifest.js';
 import type { Service } from '../service/types.js';
 import { manifestText } from './demo.js';
 import { execIn } from './lab.js';
@@ -90,13 +90,13 @@ async function until(probe: () => Promise<ProbeResult>, good: (r: ProbeResult) =
 
 const answered = (r: ProbeResult) => r.ok;
 
-/** `count` probes, `width` at a time. */
-async function many(count: number, width: number, probe: () => Promise<ProbeResult>): Promise<ProbeResult[]> {
+/** Up to `count` probes, `width` at a time; none starts once `enough` holds for those done. */
+async function many(count: number, width: number, probe: () => Promise<ProbeResult>, enough = (_: ProbeResult[]) => false): Promise<ProbeResult[]> {
   const out: ProbeResult[] = [];
   let started = 0;
   await Promise.all(
     Array.from({ length: Math.min(width, count) }, async () => {
-      while (started < count) {
+      while (started < count && !enough(out)) {
         started++;
         out.push(await probe());
       }
@@ -129,36 +129,60 @@ async function fromNode(node: NodeState, host: string, port: number): Promise<Pr
   }
 }
 
-export async function serviceChecks(s: LabState): Promise<CheckResult[]> {
+/**
+ * Reads the registry and makes verify's Services at once, so that the agents program them while the
+ * rest of verify runs; probes once `go` resolves, then removes them. Never rejects: a registry out of
+ * reach is a failed check.
+ */
+export async function serviceChecks(s: LabState, go: Promise<void>): Promise<CheckResult[]> {
   const note = (evidence: string): CheckResult[] => [{ group: GROUP, check: 'services', from: 'verify', to: 'the lab', ok: true, skipped: true, evidence }];
+  const broken = (what: string, e: unknown): CheckResult => ({
+    group: GROUP,
+    check: 'registry',
+    from: 'verify',
+    to: `etcd ${s.etcd.endpoint}`,
+    ok: false,
+    evidence: `${what}: ${(e as Error).message}`,
+  });
   if (s.backend === 'macvlan')
     return note('not available in underlay mode: it has no agents, so no service proxy (use an overlay lab: weft lab up --mode overlay)');
-  const view = await labView(s);
-  const labPods = new Map(s.pods.map((p) => [`${p.namespace ?? 'default'}/${p.name}`, p]));
-  const backends = view.pods
-    .filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip)
-    .map((p) => labPods.get(`${p.namespace}/${p.name}`))
-    .filter((p): p is PodState => p !== undefined);
-  if (backends.length === 0) return note('no pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
-  const others = s.pods.filter((p) => !backends.includes(p));
-  const client = others[0] ?? backends[0]!;
-  // The ETP Local Service's endpoints are on one node only, so that the other nodes show the drop.
-  const local = backends.filter((b) => b.node === backends[0]!.node);
-  const docs = parseManifests(manifestText(manifests(client, local)), 'weft verify');
-  const made = await registryCall(s, { op: 'apply', docs });
+  let made: { docs: Manifest[]; services: Service[]; client: PodState; backends: PodState[]; local: PodState[] } | undefined;
   try {
-    const svc = (name: string) => made.services.find((x) => x.name === name)!;
-    return await checks(s, client, backends, local, {
-      main: svc(NAMES.main),
-      nodePort: svc(NAMES.nodePort),
-      local: svc(NAMES.local),
-      affinity: svc(NAMES.affinity),
-      empty: svc(NAMES.empty),
-      hairpin: svc(NAMES.hairpin),
-    });
-  } finally {
-    await registryCall(s, { op: 'delete', docs });
+    const view = await labView(s);
+    const labPods = new Map(s.pods.map((p) => [`${p.namespace ?? 'default'}/${p.name}`, p]));
+    const backends = view.pods
+      .filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip)
+      .map((p) => labPods.get(`${p.namespace}/${p.name}`))
+      .filter((p): p is PodState => p !== undefined);
+    if (backends.length === 0) {
+      await go;
+      return note('no pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
+    }
+    const client = s.pods.find((p) => !backends.includes(p)) ?? backends[0]!;
+    // The ETP Local Service's endpoints are on one node only, so that the other nodes show the drop.
+    const local = backends.filter((b) => b.node === backends[0]!.node);
+    const docs = parseManifests(manifestText(manifests(client, local)), 'weft verify');
+    made = { docs, services: (await registryCall(s, { op: 'apply', docs })).services, client, backends, local };
+  } catch (e) {
+    await go;
+    return [broken("verify's Services could not be made", e)];
   }
+  const { docs, services, client, backends, local } = made;
+  await go;
+  const svc = (name: string) => services.find((x) => x.name === name)!;
+  const out = await checks(s, client, backends, local, {
+    main: svc(NAMES.main),
+    nodePort: svc(NAMES.nodePort),
+    local: svc(NAMES.local),
+    affinity: svc(NAMES.affinity),
+    empty: svc(NAMES.empty),
+    hairpin: svc(NAMES.hairpin),
+  });
+  const removed = await registryCall(s, { op: 'delete', docs }).then(
+    () => undefined,
+    (e: unknown) => broken(`verify's Services (${Object.values(NAMES).join(', ')}) could not be removed`, e),
+  );
+  return removed ? [...out, removed] : out;
 }
 
 async function checks(
@@ -180,10 +204,14 @@ async function checks(
   const seen = (r: ProbeResult) => (r.ok ? `${r.seen.pod} answered on :${r.seen.port} and saw the client as ${r.seen.client}` : r.error);
   const nodePortOf = (x: Service) => x.ports[0]!.nodePort!;
 
-  // Spread: every backend answers at least once.
+  // Spread: every backend answers at least once. With B equally likely backends, B·ln(B·10⁵) connections
+  // miss one only once in 10⁵ runs; it stops early once each has answered (and 2 per backend were made).
   const first = await until(() => pod({ proto: 'tcp', host: ip(svc.main), port: PORT }), answered);
-  const count = Math.min(60, Math.max(20, backends.length * 6));
-  const spread = first.ok ? [first, ...(await many(count - 1, 8, () => pod({ proto: 'tcp', host: ip(svc.main), port: PORT })))] : [first];
+  const b = backends.length;
+  const everyOne = (rs: ProbeResult[]) => rs.length + 1 >= 2 * b && tally([first, ...rs]).size >= b;
+  const spread = first.ok
+    ? [first, ...(await many(Math.max(20, Math.ceil(b * Math.log(b * 1e5))), 8, () => pod({ proto: 'tcp', host: ip(svc.main), port: PORT }), everyOne))]
+    : [first];
   const hits = tally(spread);
   const missing = backends.filter((b) => !hits.has(b.name)).map((b) => b.name);
   const failed = spread.filter((r) => !r.ok);

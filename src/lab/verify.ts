@@ -287,6 +287,21 @@ export async function verify(lab: string): Promise<{ state: LabState; results: C
   const results: CheckResult[] = await controlPlane(all);
   // The data plane of what is made: pending entries are reported above.
   const s = { ...all, nodes: all.nodes.filter((n) => !n.pending), pods: all.pods.filter((p) => !p.pending) };
+  let othersDone = () => undefined as void;
+  // Its Services are made now, so the agents program them while the checks below run; it probes after them.
+  const services = serviceChecks(s, new Promise<void>((r) => (othersDone = r)));
+  try {
+    await networkModel(s, results);
+  } finally {
+    othersDone();
+  }
+  results.push(...(await services));
+  results.push(...(await dnsChecks(s)));
+  return { state: s, results };
+}
+
+/** The pod network checks, after the control plane's. */
+async function networkModel(s: LabState, results: CheckResult[]): Promise<void> {
   results.push(...(await podToPod(s, 'pod → pod, same node', pairs(s, true))));
   results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs(s, false))));
   const seenAs = new Map<string, Set<string>>();
@@ -312,9 +327,6 @@ export async function verify(lab: string): Promise<{ state: LabState; results: C
   }
   const cross = pairs(s, false)[0];
   if (cross) results.push(...(await pathMtu(cross)));
-  results.push(...(await serviceChecks(s)));
-  results.push(...(await dnsChecks(s)));
-  return { state: s, results };
 }
 
 export function formatVerify(s: LabState, results: CheckResult[]): string {

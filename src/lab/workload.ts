@@ -136,7 +136,7 @@ export function runContainer(id: Identity, control: string, ports: AppPort[] = [
 }
 
 /** `--ports` of workload-main: `8080/TCP,53/UDP`. */
-export const formatPorts = (ports: AppPort[]) => ports.map((p) => `${p.port}/${p.protocol}`).join(',');
+export const portsArg = (ports: AppPort[]) => ports.map((p) => `${p.port}/${p.protocol}`).join(',');
 
 export function parsePorts(text: string): AppPort[] {
   return text

@@ -1,7 +1,7 @@
 import {
   bytesIp,
   cstr,
-  ipBytes,
+  NLM_F_REQUEST,
   nested,
   NLM_F_ACK,
   NLM_F_ACK_TLVS,
@@ -79,9 +79,15 @@ const PROTO_NAME: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 const SO_SNDBUFFORCE = 32;
 const SOL_SOCKET = 1;
 
+/** Small values (registers, types, lengths) recur in every rule: their encodings are made once. */
+const be32s = new Map<number, Buffer>();
 const be32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(v | 0);
+  let b = be32s.get(v);
+  if (!b) {
+    b = Buffer.alloc(4);
+    b.writeInt32BE(v | 0);
+    if (v >= -8 && v < 64) be32s.set(v, b);
+  }
   return b;
 };
 const be16 = (v: number): Buffer => {
@@ -97,17 +103,6 @@ function message(type: number, flags: number): Writer {
 /** An nftables expression: its name and its attributes (each a number and its bytes, or a nest). */
 type Attr = [number, Buffer | Attr[]];
 
-function putAttrs(w: Writer, attrs: Attr[]): void {
-  for (const [type, v] of attrs) {
-    if (Buffer.isBuffer(v)) w.attr(type, v);
-    else {
-      const at = w.begin(type | NLA_F_NESTED);
-      putAttrs(w, v);
-      w.end(at);
-    }
-  }
-}
-
 const value = (b: Buffer): Attr[] => [[DATA.VALUE, b]];
 const verdictData = (v: Verdict): Attr[] => [
   [
@@ -119,7 +114,7 @@ const verdictData = (v: Verdict): Attr[] => [
   ],
 ];
 const str = (s: string): Buffer => Buffer.from(`${s}\0`);
-const ip4 = (ip: string): Buffer => ipBytes(ip).bytes;
+const ip4 = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
 
 const payload = (base: number, offset: number, len: number, reg = REG1): [string, Attr[]] => [
   'payload',
@@ -306,58 +301,117 @@ function keyText(map: MapName, b: Buffer): string[] {
   return [...(withIp ? [bytesIp(b.subarray(0, 4))] : []), PROTO_NAME[proto] ?? String(proto), String(b.readUInt16BE(at + 4))];
 }
 
-function encode(o: ProxyOp, setId: number): Writer {
-  const t = o.table;
+/** One batch message: its nftables message type, netlink flags and attributes. */
+interface Message {
+  msg: number;
+  flags: number;
+  attrs: Attr[];
+}
+
+function encode(o: ProxyOp, setId: number): Message {
+  const t: Attr = [1, str(o.table)];
   switch (o.op) {
     case 'addChain':
-      return message(MSG.NEWCHAIN, NLM_F_CREATE).str(CHAIN.TABLE, t).str(CHAIN.NAME, o.name);
+      return { msg: MSG.NEWCHAIN, flags: NLM_F_CREATE, attrs: [t, [CHAIN.NAME, str(o.name)]] };
     case 'delChain':
-      return message(MSG.DELCHAIN, 0).str(CHAIN.TABLE, t).str(CHAIN.NAME, o.name);
+      return { msg: MSG.DELCHAIN, flags: 0, attrs: [t, [CHAIN.NAME, str(o.name)]] };
     case 'flushChain':
-      return message(MSG.DELRULE, 0).str(RULE.TABLE, t).str(RULE.CHAIN, o.name);
+      return { msg: MSG.DELRULE, flags: 0, attrs: [t, [RULE.CHAIN, str(o.name)]] };
     case 'addRule': {
-      const w = message(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND)
-        .str(RULE.TABLE, t)
-        .str(RULE.CHAIN, o.chain);
       const exprs = [...o.rule.match.flatMap(matchExprs), ...statementExprs(o.rule.then)];
-      putAttrs(w, [
+      const list = exprs.map(([name, data]): Attr => [
+        LIST_ELEM,
         [
-          RULE.EXPRESSIONS,
-          exprs.map(([name, data]): Attr => [
-            LIST_ELEM,
-            [
-              [EXPR.NAME, str(name)],
-              [EXPR.DATA, data],
-            ],
-          ]),
+          [EXPR.NAME, str(name)],
+          [EXPR.DATA, data],
         ],
       ]);
-      return w.attr(RULE.USERDATA, commentUdata(o.comment));
+      return {
+        msg: MSG.NEWRULE,
+        flags: NLM_F_CREATE | NLM_F_APPEND,
+        attrs: [t, [RULE.CHAIN, str(o.chain)], [RULE.EXPRESSIONS, list], [RULE.USERDATA, commentUdata(o.comment)]],
+      };
     }
     case 'addSet': {
-      const w = message(MSG.NEWSET, NLM_F_CREATE).str(SET.TABLE, t).str(SET.NAME, o.name);
       const timeout = Buffer.alloc(8);
       timeout.writeBigUInt64BE(BigInt(o.timeoutSeconds) * 1000n);
-      putAttrs(w, [
-        [SET.FLAGS, be32(NFT_SET_TIMEOUT | NFT_SET_EVAL)],
-        [SET.KEY_TYPE, be32(TYPE_IPADDR)],
-        [SET.KEY_LEN, be32(4)],
-        [SET.ID, be32(setId)],
-        [SET.TIMEOUT, timeout],
-      ]);
-      return w;
+      return {
+        msg: MSG.NEWSET,
+        flags: NLM_F_CREATE,
+        attrs: [
+          t,
+          [SET.NAME, str(o.name)],
+          [SET.FLAGS, be32(NFT_SET_TIMEOUT | NFT_SET_EVAL)],
+          [SET.KEY_TYPE, be32(TYPE_IPADDR)],
+          [SET.KEY_LEN, be32(4)],
+          [SET.ID, be32(setId)],
+          [SET.TIMEOUT, timeout],
+        ],
+      };
     }
     case 'delSet':
-      return message(MSG.DELSET, 0).str(SET.TABLE, t).str(SET.NAME, o.name);
+      return { msg: MSG.DELSET, flags: 0, attrs: [t, [SET.NAME, str(o.name)]] };
     case 'addElement':
     case 'delElement': {
-      const w = message(o.op === 'addElement' ? MSG.NEWSETELEM : MSG.DELSETELEM, o.op === 'addElement' ? NLM_F_CREATE : 0)
-        .str(ELEMS.TABLE, t)
-        .str(ELEMS.SET, o.map);
       const elem: Attr[] = [[ELEM.KEY, value(keyBytes(o.key))]];
       if (o.op === 'addElement') elem.push([ELEM.DATA, verdictData(o.value)]);
-      putAttrs(w, [[ELEMS.ELEMENTS, [[LIST_ELEM, elem]]]]);
-      return w;
+      return {
+        msg: o.op === 'addElement' ? MSG.NEWSETELEM : MSG.DELSETELEM,
+        flags: o.op === 'addElement' ? NLM_F_CREATE : 0,
+        attrs: [t, [ELEMS.SET, str(o.map)], [ELEMS.ELEMENTS, [[LIST_ELEM, elem]]]],
+      };
+    }
+  }
+}
+
+/** A batch written straight into one growing buffer: no buffer per message, no copy to join them. */
+class Out {
+  buf = Buffer.allocUnsafe(1 << 16);
+  off = 0;
+
+  private room(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + n));
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
+
+  /** nlmsghdr and nfgenmsg; returns where the message starts. */
+  begin(type: number, flags: number, seq: number, resId = 0): number {
+    this.room(20);
+    const at = this.off;
+    this.buf.writeUInt16LE(type, at + 4);
+    this.buf.writeUInt16LE(flags | NLM_F_REQUEST, at + 6);
+    this.buf.writeUInt32LE(seq >>> 0, at + 8);
+    this.buf.writeUInt32LE(0, at + 12);
+    this.buf.writeUInt8(NFPROTO_IPV4, at + 16);
+    this.buf.writeUInt8(0, at + 17);
+    this.buf.writeUInt16BE(resId, at + 18);
+    this.off += 20;
+    return at;
+  }
+
+  end(at: number): void {
+    this.buf.writeUInt32LE(this.off - at, at);
+  }
+
+  attrs(list: Attr[]): void {
+    for (const [type, v] of list) {
+      this.room(4);
+      const at = this.off;
+      this.off += 4;
+      if (Buffer.isBuffer(v)) {
+        this.room(v.length + 3);
+        v.copy(this.buf, this.off);
+        this.off += v.length;
+        this.buf.writeUInt16LE(4 + v.length, at);
+        this.buf.writeUInt16LE(type, at + 2);
+        while (this.off & 3) this.buf[this.off++] = 0;
+      } else {
+        this.attrs(v);
+        this.buf.writeUInt16LE(this.off - at, at);
+        this.buf.writeUInt16LE(type | NLA_F_NESTED, at + 2);
+      }
     }
   }
 }
@@ -365,16 +419,6 @@ function encode(o: ProxyOp, setId: number): Writer {
 /** Batches stay well inside the socket buffer the kernel allows for one message. */
 const BATCH_BYTES = 16 << 20;
 const RBUF = Buffer.allocUnsafe(1 << 16);
-
-function marker(type: number, seq: number): Buffer {
-  const b = Buffer.alloc(20);
-  b.writeUInt32LE(20, 0);
-  b.writeUInt16LE(type, 4);
-  b.writeUInt16LE(1, 6);
-  b.writeUInt32LE(seq >>> 0, 8);
-  b.writeUInt16BE(SUBSYS, 18);
-  return b;
-}
 
 let seqCounter = Math.floor(Date.now() / 1000) & 0x3fffffff;
 
@@ -386,23 +430,23 @@ let seqCounter = Math.floor(Date.now() / 1000) & 0x3fffffff;
  */
 function sendBatch(sock: Sock, ops: ProxyOp[], from: number, max: number): number {
   for (let attempt = 0; ; attempt++) {
+    const out = new Out();
     const first = ++seqCounter;
-    const parts: Buffer[] = [marker(NFNL_MSG_BATCH_BEGIN, first)];
-    let bytes = 0;
+    out.end(out.begin(NFNL_MSG_BATCH_BEGIN, 0, first, SUBSYS));
     let i = from;
-    for (; i < ops.length && i - from < max && bytes < BATCH_BYTES; i++) {
-      const m = encode(ops[i]!, i - from + 1).finish(first + 1 + i - from, 0);
-      bytes += m.length;
-      parts.push(Buffer.from(m));
+    let lastAt = 0;
+    for (; i < ops.length && i - from < max && out.off < BATCH_BYTES; i++) {
+      const m = encode(ops[i]!, i - from + 1);
+      lastAt = out.begin((SUBSYS << 8) | m.msg, m.flags, first + 1 + i - from);
+      out.attrs(m.attrs);
+      out.end(lastAt);
     }
     const last = first + i - from;
-    const tail = parts[parts.length - 1]!;
-    tail.writeUInt16LE(tail.readUInt16LE(6) | NLM_F_ACK, 6);
+    out.buf.writeUInt16LE(out.buf.readUInt16LE(lastAt + 6) | NLM_F_ACK, lastAt + 6);
     seqCounter = last + 1;
-    parts.push(marker(NFNL_MSG_BATCH_END, seqCounter));
-    const all = Buffer.concat(parts);
-    const sent = libc.send(sock.fd, all, all.length, 0) as number;
-    if (sent !== all.length) throw new KernelError(`nftables batch send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
+    out.end(out.begin(NFNL_MSG_BATCH_END, 0, seqCounter, SUBSYS));
+    const sent = libc.send(sock.fd, out.buf, out.off, 0) as number;
+    if (sent !== out.off) throw new KernelError(`nftables batch send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
     const failure = answer(sock.fd, first + 1, last);
     if (!failure) return i;
     if (failure.errno === 11 && attempt < 3) continue;
@@ -460,28 +504,34 @@ export function describeOp(o: ProxyOp): string {
   }
 }
 
-function withSock<T>(ns: Netns, fn: (s: Sock) => T): T {
+async function withSock<T>(ns: Netns, fn: (s: Sock) => T | Promise<T>): Promise<T> {
   const sock = Sock.open(ns, 'netfilter');
   try {
     const size = Buffer.alloc(4);
     size.writeInt32LE(BATCH_BYTES * 2);
     libc.setsockopt(sock.fd, SOL_SOCKET, SO_SNDBUFFORCE, size, 4);
-    return fn(sock);
+    return await fn(sock);
   } finally {
     sock.close();
   }
 }
+
+/** Lets the event loop run (etcd keepalives, watch events, the status socket) between long synchronous steps. */
+const breathe = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * Applies ops in `ns` as one transaction, or for a very large change (an initial sync) as
  * consecutive transactions of at most `chunk` ops: the diff's order puts everything an op needs
  * before it, so each transaction finds what it refers to. Returns the number of transactions.
  */
-export function applyOps(ns: Netns, ops: ProxyOp[], chunk = Infinity): number {
+export async function applyOps(ns: Netns, ops: ProxyOp[], chunk = Infinity): Promise<number> {
   if (ops.length === 0) return 0;
-  return withSock(ns, (sock) => {
+  return withSock(ns, async (sock) => {
     let batches = 0;
-    for (let at = 0; at < ops.length; batches++) at = sendBatch(sock, ops, at, chunk);
+    for (let at = 0; at < ops.length; batches++) {
+      if (batches > 0) await breathe();
+      at = sendBatch(sock, ops, at, chunk);
+    }
     return batches;
   });
 }
@@ -532,8 +582,8 @@ export interface TableState {
 const HOOKS = ['prerouting', 'input', 'forward', 'output', 'postrouting'];
 
 /** The proxy's tables that exist in `ns` (PROXY_TABLES), by name. */
-export function readTables(ns: Netns): Map<string, TableState> {
-  return withSock(ns, (sock) => {
+export function readTables(ns: Netns): Promise<Map<string, TableState>> {
+  return withSock(ns, async (sock) => {
     const ours = new Set(PROXY_TABLES);
     const out = new Map<string, TableState>();
     const rules = new Map<string, Map<string, string[]>>();
@@ -554,9 +604,11 @@ export function readTables(ns: Netns): Map<string, TableState> {
     }
     // One dump per chain: a dump of a whole table's rules restarts its walk over every chain at
     // each reply buffer, which is quadratic (8 s at 90,000 chains against 1.5 s this way).
+    let dumped = 0;
     for (const [table, chains] of rules) {
       const t = out.get(table)!;
       for (const [name, comments] of chains) {
+        if (++dumped % 2000 === 0) await breathe();
         for (const m of dump(sock, message(MSG.GETRULE, 0).str(RULE.TABLE, table).str(RULE.CHAIN, name)))
           comments.push(ruleComment(m.tb.get(RULE.USERDATA)) ?? '');
         t.chains.set(name, comments.join(','));

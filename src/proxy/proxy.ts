@@ -41,6 +41,7 @@ export interface ProxyStatus {
 /** Services recomputed one by one above this many per batch share one index of pods and slices instead. */
 const INDEX_ABOVE = 20;
 const RETRY_MIN_MS = 500;
+const PERIODIC = 'resync';
 const RETRY_MAX_MS = 30_000;
 
 type View = (svc: Service) => { pods: Iterable<PodRecord>; slices: Iterable<EndpointSliceRecord> };
@@ -77,9 +78,13 @@ export class ServiceProxy {
     await this.resync('start');
   }
 
-  /** A full sync now (repairs drift); resolves when the proxy is idle again. */
-  async resync(reason = 'resync'): Promise<void> {
-    this.full = reason;
+  /**
+   * A full sync (repairs drift); resolves when the proxy is idle again. The periodic one (no
+   * reason given) first asks the kernel's nftables generation: when nothing but the proxy changed
+   * nftables since its last transaction, nothing can have drifted and it stops there.
+   */
+  async resync(reason?: string): Promise<void> {
+    this.full = reason ?? PERIODIC;
     await this.kick();
   }
 
@@ -105,16 +110,8 @@ export class ServiceProxy {
   }
 
   status(): ProxyStatus {
-    let endpoints = 0;
-    let chains = 0;
-    for (const f of this.table.fragments.values()) {
-      endpoints += f.endpoints;
-      chains += f.chains.size;
-    }
     return {
-      services: this.table.fragments.size,
-      endpoints,
-      chains,
+      ...this.table.totals,
       ...(this.last ? { lastSync: this.last } : {}),
       ...(this.lastFull ? { lastFullSync: this.lastFull } : {}),
       ...(this.error ? { error: this.error } : {}),
@@ -153,7 +150,7 @@ export class ServiceProxy {
       this.full = undefined;
       this.dirty.clear();
       try {
-        if (full !== undefined) await this.fullSync(full, started);
+        if (full !== undefined) await this.fullSync(full, started, keys);
         else await this.incremental(keys, started);
         this.retryMs = 0;
       } catch (e) {
@@ -162,11 +159,20 @@ export class ServiceProxy {
     }
   }
 
-  private async fullSync(reason: string, started: number): Promise<void> {
+  /** `dirty`: Services changed meanwhile; a periodic sync that stops at an unchanged generation still applies them. */
+  private async fullSync(reason: string, started: number, dirty: string[]): Promise<void> {
+    if (reason === PERIODIC && (await this.table.unchanged())) {
+      if (dirty.length) return this.incremental(dirty, started);
+      this.record(`${reason}: nftables unchanged`, performance.now() - started, { ops: 0, transactions: 0, changes: [], conntrackDeleted: 0 });
+      return;
+    }
     const all = new Map<string, Fragment>();
     this.liveness.clear();
     const view = this.index();
-    for (const [key, svc] of this.opts.cache.services) all.set(key, this.compute(svc, view));
+    for (const [key, svc] of this.opts.cache.services) {
+      all.set(key, this.compute(svc, view));
+      if (all.size % 2000 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
     const r = await this.table.sync(all);
     const ms = performance.now() - started;
     this.error = undefined;

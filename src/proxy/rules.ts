@@ -154,9 +154,16 @@ export const elementId = (e: { map: string; key: string[] }): string => `${e.map
  * mismatch) without parsing rules back.
  */
 export function chainComments(rules: readonly Rule[]): string[] {
-  const hash = createHash('sha256').update(rules.map(ruleText).join('\n')).digest('hex').slice(0, 8);
-  return rules.map((_, i) => `${hash}:${i}`);
+  let out = commentsOf.get(rules);
+  if (!out) {
+    const hash = createHash('sha256').update(rules.map(ruleText).join('\n')).digest('hex').slice(0, 8);
+    commentsOf.set(rules, (out = rules.map((_, i) => `${hash}:${i}`)));
+  }
+  return out;
 }
+
+/** A chain's rules are never changed once made, so their comments are computed once. */
+const commentsOf = new WeakMap<readonly Rule[], string[]>();
 
 // ---- names --------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import { applyOps, generation, readTables } from './netlink.js';
 import { baseTables, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
 
 /** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
-export const SYNC_CHUNK = 50_000;
+export const SYNC_CHUNK = 20_000;
 
 export interface SyncResult {
   /** Kernel changes made (nft ops and conntrack flows deleted). */
@@ -46,8 +46,29 @@ export class ProxyTable {
 
   constructor(readonly ns: Netns) {}
 
-  get fragments(): ReadonlyMap<string, Fragment> {
-    return this.applied;
+  /** Totals over what is applied, kept as fragments come and go (status is asked often). */
+  readonly totals = { services: 0, endpoints: 0, chains: 0 };
+
+  private set(key: string, f: Fragment | undefined): void {
+    const old = this.applied.get(key);
+    if (old) {
+      this.totals.services--;
+      this.totals.endpoints -= old.endpoints;
+      this.totals.chains -= old.chains.size;
+    }
+    if (f) {
+      this.applied.set(key, f);
+      this.totals.services++;
+      this.totals.endpoints += f.endpoints;
+      this.totals.chains += f.chains.size;
+    } else {
+      this.applied.delete(key);
+    }
+  }
+
+  /** Whether nothing has changed nftables in the namespace since our last transaction (so nothing drifted). */
+  async unchanged(): Promise<boolean> {
+    return this.trusted !== undefined && (await generation(this.ns)) === this.trusted;
   }
 
   /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows. */
@@ -66,12 +87,11 @@ export class ProxyTable {
     const wasTrusted = this.trusted === before;
     // Until it is known how a transaction ended, what the kernel holds is known only by reading it.
     this.trusted = undefined;
-    const transactions = applyOps(this.ns, ops);
+    const transactions = await applyOps(this.ns, ops);
     const after = await generation(this.ns);
     if (wasTrusted && after === before + transactions) this.trusted = after;
     for (const [key, f] of changed) {
-      if (f) this.applied.set(key, f);
-      else this.applied.delete(key);
+      this.set(key, f);
     }
     const { deleted, error } = await conntrack(() => (flows.length ? clearFlows(this.ns, flows) : Promise.resolve(0)));
     return { ops: ops.length, transactions, changes: [], conntrackDeleted: deleted, ...(error ? { conntrackError: error } : {}) };
@@ -86,7 +106,7 @@ export class ProxyTable {
   async sync(all: Map<string, Fragment>): Promise<SyncResult> {
     const gen = await generation(this.ns);
     if (gen === this.trusted) return this.update(changedFrom(this.applied, all));
-    const states = readTables(this.ns);
+    const states = await readTables(this.ns);
     const changes: string[] = [];
     const base = baseTx(states);
     if (!base.tx.empty) await apply(new Plan().add(op.nft({ ns: this.ns, tx: base.tx })));
@@ -103,12 +123,12 @@ export class ProxyTable {
     const ops = diff(have, all.values());
     if (states.size) changes.push(...summarize(ops));
     this.trusted = undefined;
-    const transactions = applyOps(this.ns, ops, SYNC_CHUNK);
+    const transactions = await applyOps(this.ns, ops, SYNC_CHUNK);
     const after = await generation(this.ns);
     const ours = transactions + (base.tx.empty ? 0 : 1);
     this.trusted = after === gen + ours ? after : undefined;
-    this.applied.clear();
-    for (const [k, f] of all) this.applied.set(k, f);
+    for (const k of [...this.applied.keys()]) if (!all.has(k)) this.set(k, undefined);
+    for (const [k, f] of all) this.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
     const { deleted: conntrackDeleted, error } = await conntrack(async () => {
       const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
@@ -165,7 +185,7 @@ function summarize(ops: ProxyOp[]): string[] {
 
 /** Removes the proxy's table (`weft agent --cleanup`); a missing table is fine. */
 export async function cleanupProxy(ns: Netns): Promise<boolean> {
-  const present = [...readTables(ns).keys()];
+  const present = [...(await readTables(ns)).keys()];
   if (present.length === 0) return false;
   const tx = nftTx(PROXY_FAMILY, PROXY_TABLE);
   for (const table of present) tx.delete({ table, type: 'table' });

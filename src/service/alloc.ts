@@ -1,5 +1,6 @@
 import { isIPv4 } from 'node:net';
 import type { Store } from '../store/store.js';
+import { createEach, readEach } from './batch.js';
 import { intToIp, ipToInt } from './endpoints.js';
 
 /**
@@ -69,24 +70,65 @@ export function release(store: Store, key: string, owner: string): Promise<boole
   return store.deleteIfValue(key, owner);
 }
 
-const RANDOM_TRIES = 64;
+/** Rounds of random picks before a picker lists what is taken (the range is nearly full). */
+const ROUNDS = 16;
 
-/** A free ClusterIP taken for `owner`, avoiding `avoid` (addresses others in the same batch asked for). */
-export async function allocateClusterIp(store: Store, cidr: ServiceCidr, owner: string, avoid: Set<string>): Promise<string> {
-  for (let i = 0; i < RANDOM_TRIES; i++) {
-    const ip = cidr.random();
-    if (avoid.has(ip)) continue;
-    if ((await store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
+/**
+ * Takes free ClusterIPs at random, in batches: read which candidates are taken, create the free ones
+ * in transactions, pick again for the few that lost. A few store requests per 100 Services whatever
+ * the number of Services; only a nearly full range makes it list the taken addresses.
+ */
+export class ClusterIpPicker {
+  private readonly taken = new Set<string>();
+  private listed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cidr: ServiceCidr,
+    private readonly avoid: Set<string>,
+  ) {}
+
+  /** One address per owner; each one taken is also recorded in `taken` at once, so a failure halfway can free them. */
+  async allocate(owners: string[], taken: { key: string; owner: string }[] = []): Promise<string[]> {
+    const out = new Array<string>(owners.length);
+    let pending = owners.map((_, i) => i);
+    for (let round = 1; pending.length > 0; round++) {
+      if (round > ROUNDS) await this.listTaken();
+      const ips = pending.map(() => this.candidate());
+      const found = await readEach(this.store, ips.map(clusterIpKey));
+      const free = pending.map((i, j) => ({ i, ip: ips[j]! })).filter((_, j) => found[j] === undefined);
+      const created = await createEach(
+        this.store,
+        free.map((f) => ({ key: clusterIpKey(f.ip), value: owners[f.i]! })),
+      );
+      for (const [j, f] of free.entries()) {
+        if (!created[j]) continue;
+        out[f.i] = f.ip;
+        taken.push({ key: clusterIpKey(f.ip), owner: owners[f.i]! });
+      }
+      pending = pending.filter((i) => out[i] === undefined);
+    }
+    return out;
   }
-  // The range is nearly full: look for the holes.
-  const taken = new Set((await store.list(CLUSTER_IP_PREFIX)).items.map((kv) => kv.key.slice(CLUSTER_IP_PREFIX.length)));
-  for (let i = 0; i < cidr.size; i++) {
-    const ip = cidr.random();
-    if (taken.has(ip) || avoid.has(ip)) continue;
-    if ((await store.createIfAbsent(clusterIpKey(ip), owner)) !== false) return ip;
-    taken.add(ip);
+
+  private async listTaken(): Promise<void> {
+    if (this.listed) return;
+    this.listed = true;
+    for (const kv of (await this.store.list(CLUSTER_IP_PREFIX)).items) this.taken.add(kv.key.slice(CLUSTER_IP_PREFIX.length));
   }
-  throw new Error(`no free ClusterIP left in ${cidr.text}; delete Services you no longer need`);
+
+  /** A random address not known to be taken (marked taken now), or an error when none is left. */
+  private candidate(): string {
+    if (this.taken.size + this.avoid.size < this.cidr.size) {
+      for (let i = 0; i < 256; i++) {
+        const ip = this.cidr.random();
+        if (this.taken.has(ip) || this.avoid.has(ip)) continue;
+        this.taken.add(ip);
+        return ip;
+      }
+    }
+    throw new Error(`no free ClusterIP left in ${this.cidr.text}; delete Services you no longer need`);
+  }
 }
 
 /** Picks free NodePorts from one listing of the taken ones; create-if-absent settles races with other writers. */

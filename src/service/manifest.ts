@@ -1,6 +1,6 @@
 import { LineCounter, parseAllDocuments } from 'yaml';
 import type { EndpointSliceRecord, Service } from './types.js';
-import { Checker, checkEndpointSlice, checkPod, checkService, type Issue, type PodSpecInput, type ServiceInput } from './validate.js';
+import { Checker, checkEndpointSlice, DEFAULT_NAMESPACE, checkPod, checkService, type Issue, type PodSpecInput, type ServiceInput } from './validate.js';
 
 export type { PodSpecInput, ServiceInput } from './validate.js';
 
@@ -45,25 +45,20 @@ const KINDS: Record<string, string> = { Service: 'v1', Pod: 'v1', EndpointSlice:
 /**
  * Parses a file of Kubernetes manifests (YAML, one or several documents separated by `---`, or
  * JSON) into validated Service, EndpointSlice and Pod inputs. Throws a ManifestError listing every
- * problem of every document when any is invalid, so a caller writes all or nothing.
+ * problem of every document when any is invalid, so a caller writes all or nothing. Objects
+ * without metadata.namespace go to `defaultNamespace`.
  */
-export function parseManifests(text: string, source: string): Manifest[] {
-  const lines = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+export function parseManifests(text: string, source: string, defaultNamespace = DEFAULT_NAMESPACE): Manifest[] {
   const issues: ManifestIssue[] = [];
   const out: Manifest[] = [];
-  const list = Array.isArray(docs) ? docs : [];
-  if (!Array.isArray(docs)) issues.push({ path: '', message: 'is not a YAML document stream' });
-  for (const [i, d] of list.entries()) {
-    const doc: DocSource = { source, index: i + 1, line: lines.linePos(d.contents?.range[0] ?? d.range[0]).line };
-    if (d.errors.length > 0) {
-      for (const e of d.errors)
-        issues.push({ doc: { ...doc, line: lines.linePos(e.pos[0]).line }, path: '', message: `not valid YAML: ${e.message.split('\n')[0]}` });
+  for (const d of jsonDocuments(text) ?? yamlDocuments(text)) {
+    const doc: DocSource = { source, index: d.index, line: d.line };
+    if ('errors' in d) {
+      for (const e of d.errors) issues.push({ doc: { ...doc, line: e.line }, path: '', message: `not valid YAML: ${e.message}` });
       continue;
     }
-    const value: unknown = d.toJS({ maxAliasCount: 100 });
-    if (value === null || value === undefined) continue;
-    const m = checkDocument(value);
+    if (d.value === null || d.value === undefined) continue;
+    const m = checkDocument(d.value, defaultNamespace);
     if ('issues' in m) issues.push(...m.issues.map((x) => ({ ...x, doc, ...(m.object && { object: m.object }) })));
     else out.push({ ...m.manifest, doc });
   }
@@ -73,7 +68,62 @@ export function parseManifests(text: string, source: string): Manifest[] {
   return out;
 }
 
-function checkDocument(value: unknown): { manifest: Manifest } | { issues: Issue[]; object?: string } {
+type RawDocument = { index: number; line: number } & ({ value: unknown } | { errors: { line: number; message: string }[] });
+
+function yamlDocuments(text: string): RawDocument[] {
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (!Array.isArray(docs)) return [{ index: 1, line: 1, errors: [{ line: 1, message: 'not a YAML document stream' }] }];
+  return docs.map((d, i) => {
+    const at = { index: i + 1, line: lines.linePos(d.contents?.range[0] ?? d.range[0]).line };
+    if (d.errors.length > 0) return { ...at, errors: d.errors.map((e) => ({ line: lines.linePos(e.pos[0]).line, message: e.message.split('\n')[0]! })) };
+    return { ...at, value: d.toJS({ maxAliasCount: 100 }) as unknown };
+  });
+}
+
+/**
+ * The fast path for generated input (30,000 Services as JSON documents between `---` lines): JSON.parse
+ * is some hundred times faster than a YAML parser. Undefined, for the YAML parser to read and report
+ * on, unless every document is a JSON object.
+ */
+function jsonDocuments(text: string): RawDocument[] | undefined {
+  if (!/^\s*(---[ \t]*\n\s*)?\{/.test(text)) return undefined;
+  const out: RawDocument[] = [];
+  const separator = /^---[ \t]*$/gm;
+  let start = 0;
+  let line = 1;
+  const pieces: { body: string; line: number }[] = [];
+  for (let m = separator.exec(text); ; m = separator.exec(text)) {
+    const end = m ? m.index : text.length;
+    pieces.push({ body: text.slice(start, end), line });
+    if (!m) break;
+    line += countLines(text, start, m.index + m[0].length);
+    start = m.index + m[0].length;
+  }
+  let last = pieces.length - 1;
+  while (last > 0 && pieces[last]!.body.trim() === '') last--;
+  for (const [i, p] of pieces.entries()) {
+    const body = p.body.trim();
+    if (body === '' && (i === 0 || i > last)) continue;
+    if (!body.startsWith('{')) return undefined;
+    let value: unknown;
+    try {
+      value = JSON.parse(body);
+    } catch {
+      return undefined;
+    }
+    out.push({ index: out.length + 1, line: p.line + countLines(p.body, 0, p.body.length - p.body.trimStart().length), value });
+  }
+  return out;
+}
+
+function countLines(text: string, from: number, to: number): number {
+  let n = 0;
+  for (let i = text.indexOf('\n', from); i >= 0 && i < to; i = text.indexOf('\n', i + 1)) n++;
+  return n;
+}
+
+function checkDocument(value: unknown, defaultNamespace: string): { manifest: Manifest } | { issues: Issue[]; object?: string } {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { issues: [{ path: '', message: 'must be a mapping with apiVersion, kind and metadata (a Kubernetes object)' }] };
   }
@@ -90,8 +140,8 @@ function checkDocument(value: unknown): { manifest: Manifest } | { issues: Issue
     };
   }
   const meta = doc.metadata as { name?: unknown; namespace?: unknown } | undefined;
-  const object = typeof meta?.name === 'string' ? `${kind} ${typeof meta.namespace === 'string' ? meta.namespace : 'default'}/${meta.name}` : kind;
-  const c = new Checker();
+  const object = typeof meta?.name === 'string' ? `${kind} ${typeof meta.namespace === 'string' ? meta.namespace : defaultNamespace}/${meta.name}` : kind;
+  const c = new Checker(defaultNamespace);
   const fields =
     kind === 'EndpointSlice' ? ['apiVersion', 'kind', 'metadata', 'addressType', 'endpoints', 'ports'] : ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
   c.object('', value, fields);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryStore } from '../store/memory.js';
 import { waitFor } from '../util/wait.js';
-import { allocateClusterIp, clusterIpKey, NodePortPicker, nodePortKey, ServiceCidr } from './alloc.js';
+import { ClusterIpPicker, clusterIpKey, NodePortPicker, nodePortKey, ServiceCidr } from './alloc.js';
 import { RegistryCache, type RegistryEvent } from './cache.js';
 import { ManifestError, parseManifests } from './manifest.js';
 import { Registry, RegistryError } from './registry.js';
@@ -39,10 +39,10 @@ describe('ServiceCidr and allocation', () => {
     const store = new MemoryStore();
     const cidr = new ServiceCidr('10.96.0.0/29');
     const got = new Set<string>();
-    for (let i = 0; i < cidr.size; i++) got.add(await allocateClusterIp(store, cidr, `default/s${i}`, new Set()));
+    for (let i = 0; i < cidr.size; i++) got.add((await new ClusterIpPicker(store, cidr, new Set()).allocate([`default/s${i}`]))[0]!);
     assert.equal(got.size, 6);
     assert.ok(!got.has('10.96.0.0') && !got.has('10.96.0.7'));
-    await assert.rejects(allocateClusterIp(store, cidr, 'default/late', new Set()), /no free ClusterIP left in 10\.96\.0\.0\/29/);
+    await assert.rejects(new ClusterIpPicker(store, cidr, new Set()).allocate(['default/late']), /no free ClusterIP left in 10\.96\.0\.0\/29/);
   });
 
   it('takes a ClusterIP with a few store calls whatever the number of Services', async () => {
@@ -50,8 +50,13 @@ describe('ServiceCidr and allocation', () => {
     const cidr = new ServiceCidr('10.96.0.0/12');
     for (let i = 0; i < 3000; i++) await store.createIfAbsent(clusterIpKey(cidr.random()), 'x/y');
     const before = store.writes.length;
-    await allocateClusterIp(store, cidr, 'default/new', new Set());
+    await new ClusterIpPicker(store, cidr, new Set()).allocate(['default/new']);
     assert.ok(store.writes.length - before <= 2, `${store.writes.length - before} writes`);
+    const taken = new Set((await store.list('alloc/')).items.map((kv) => kv.key));
+    const many = await new ClusterIpPicker(store, cidr, new Set(['10.96.0.1'])).allocate(Array.from({ length: 500 }, (_, i) => `default/m${i}`));
+    assert.equal(new Set(many).size, 500);
+    assert.ok(many.every((ip) => !taken.has(clusterIpKey(ip)) && ip !== '10.96.0.1'));
+    assert.equal((await store.get(clusterIpKey(many[7]!)))?.value, 'default/m7');
   });
 
   it('picks free NodePorts in 30000-32767, none twice, avoiding taken and asked-for ones', async () => {

@@ -1,6 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import type { Store } from '../store/store.js';
-import { allocateClusterIp, clusterIpKey, NODE_PORT_RANGE, nodePortKey, NodePortPicker, release, reserve, ServiceCidr, DEFAULT_SERVICE_CIDR } from './alloc.js';
+import type { Store, WriteOp } from '../store/store.js';
+import {
+  ClusterIpPicker,
+  clusterIpKey,
+  DEFAULT_SERVICE_CIDR,
+  NODE_PORT_RANGE,
+  nodePortKey,
+  NodePortPicker,
+  release,
+  reserve,
+  ServiceCidr,
+  type Reservation,
+} from './alloc.js';
+import { createEach, mapLimit, readEach, writeAll } from './batch.js';
 import { ManifestError, type DocSource, type Manifest, type ManifestIssue } from './manifest.js';
 import { serviceKey, type EndpointSliceRecord, type PodRecord, type Service } from './types.js';
 import type { PodSpecInput, ServiceInput } from './validate.js';
@@ -14,9 +26,6 @@ export const SLICES_PREFIX = 'endpointslices/';
 export const serviceStoreKey = (ns: string, name: string) => `${SERVICES_PREFIX}${ns}/${name}`;
 export const podStoreKey = (ns: string, name: string) => `${PODS_PREFIX}${ns}/${name}`;
 export const sliceStoreKey = (ns: string, name: string) => `${SLICES_PREFIX}${ns}/${name}`;
-
-/** Bounded parallelism for bulk writes: enough to keep etcd busy, few enough not to swamp it. */
-const PARALLEL = 64;
 
 export type ApplyAction = 'created' | 'configured' | 'unchanged';
 
@@ -92,8 +101,11 @@ export class Registry {
       else seen.set(id, d.doc);
     }
     const services = docs.filter((d): d is Manifest & { kind: 'Service' } => d.kind === 'Service');
-    const existing = await mapLimit(services, async (d) => this.getService(d.service.namespace, d.service.name));
-    const plans = services.map((d, i) => this.plan(d, existing[i], issues));
+    const existing = await readEach(
+      this.store,
+      services.map((d) => serviceStoreKey(d.service.namespace, d.service.name)),
+    );
+    const plans = services.map((d, i) => this.plan(d, existing[i] === undefined ? undefined : decodeRecord<Service>(existing[i]), issues));
     checkBatchClashes(plans, issues);
     if (issues.length > 0) throw new ManifestError(issues);
 
@@ -110,14 +122,27 @@ export class Registry {
     }
 
     const results = new Map<Manifest, ApplyResult>();
-    await mapLimit(plans, async (p) => results.set(p.doc, await this.writeService(p)));
+    const writes: WriteOp[] = [];
+    for (const p of plans) {
+      const { result, value } = serviceRecord(p);
+      results.set(p.doc, result);
+      if (result.action !== 'unchanged') writes.push({ type: 'put', key: serviceStoreKey(result.namespace, result.name), value });
+    }
+    const slices = docs.filter((d): d is Manifest & { kind: 'EndpointSlice' } => d.kind === 'EndpointSlice');
+    const oldSlices = await readEach(
+      this.store,
+      slices.map((d) => sliceStoreKey(d.slice.namespace, d.slice.name)),
+    );
+    for (const [i, d] of slices.entries()) {
+      const value = JSON.stringify(d.slice);
+      const action = oldSlices[i] === value ? 'unchanged' : oldSlices[i] === undefined ? 'created' : 'configured';
+      results.set(d, { kind: d.kind, namespace: d.slice.namespace, name: d.slice.name, action });
+      if (action !== 'unchanged') writes.push({ type: 'put', key: sliceStoreKey(d.slice.namespace, d.slice.name), value });
+    }
+    await writeAll(this.store, writes);
     await mapLimit(
-      docs.filter((d) => d.kind !== 'Service'),
-      async (d) => {
-        if (d.kind === 'EndpointSlice')
-          results.set(d, { kind: d.kind, namespace: d.slice.namespace, name: d.slice.name, action: await this.putSlice(d.slice) });
-        else if (d.kind === 'Pod') results.set(d, { kind: d.kind, namespace: d.pod.namespace, name: d.pod.name, action: await this.putPodSpec(d.pod) });
-      },
+      docs.filter((d): d is Manifest & { kind: 'Pod' } => d.kind === 'Pod'),
+      async (d) => results.set(d, { kind: d.kind, namespace: d.pod.namespace, name: d.pod.name, action: await this.putPodSpec(d.pod) }),
     );
     await mapLimit(
       plans.flatMap((p) => p.free.map((key) => ({ key, owner: p.owner }))),
@@ -281,7 +306,7 @@ export class Registry {
     const input = doc.service;
     const owner = serviceKey(input);
     const fail = (path: string, message: string) => issues.push(issue(doc, path, message));
-    const plan: ServicePlan = { doc, input, old, owner, ports: input.ports.map((p) => ({ ...p })), free: [], allocateIp: false };
+    const plan: ServicePlan = { doc, input, old, owner, ports: input.ports.map((p) => ({ ...p })), free: [], reserve: [], allocateIp: false };
     const oldIp = old?.type === 'ExternalName' ? undefined : old?.clusterIP;
     if (input.type !== 'ExternalName') {
       if (input.clusterIP !== undefined) {
@@ -290,6 +315,7 @@ export class Registry {
         else if (input.clusterIP !== 'None') {
           const why = this.cidr.refuse(input.clusterIP);
           if (why) fail('spec.clusterIP', `${why}; leave spec.clusterIP out to get one allocated, or pick one inside ${this.cidr.text}`);
+          else if (oldIp === undefined) plan.reserve.push({ key: clusterIpKey(input.clusterIP), path: 'spec.clusterIP', what: `clusterIP ${input.clusterIP}` });
         }
         plan.clusterIP = input.clusterIP;
       } else if (oldIp !== undefined) {
@@ -314,34 +340,39 @@ export class Registry {
         if (kept !== undefined) p.nodePort = kept;
       }
     }
+    const held = new Set(oldPorts.map((q) => q.nodePort));
+    for (const [i, p] of plan.ports.entries()) {
+      if (p.nodePort !== undefined && !held.has(p.nodePort) && !plan.ports.slice(0, i).some((o) => o.nodePort === p.nodePort))
+        plan.reserve.push({ key: nodePortKey(p.nodePort), path: `spec.ports[${i}].nodePort`, what: `nodePort ${p.nodePort}` });
+    }
     const keep = new Set(plan.ports.map((p) => p.nodePort).filter((n) => n !== undefined));
     for (const q of oldPorts) if (q.nodePort !== undefined && !keep.has(q.nodePort)) plan.free.push(nodePortKey(q.nodePort));
     return plan;
   }
 
   private async reserveAll(plans: ServicePlan[], reserved: { key: string; owner: string }[], issues: ManifestIssue[]): Promise<void> {
-    const askedIps = new Set(plans.map((p) => p.clusterIP).filter((ip): ip is string => ip !== undefined && ip !== 'None'));
-    const askedPorts = new Set(plans.flatMap((p) => p.ports.map((q) => q.nodePort)).filter((n): n is number => n !== undefined));
-    await mapLimit(plans, async (p) => {
-      const take = async (key: string, path: string, what: string) => {
-        const r = await reserve(this.store, key, p.owner);
-        if (r.result === 'new') reserved.push({ key, owner: p.owner });
-        if (r.result === 'taken')
-          issues.push(issue(p.doc, path, `${what} is already taken by Service ${r.by}; leave it out to get a free one allocated, or pick another`));
-      };
-      if (p.clusterIP !== undefined && p.clusterIP !== 'None') await take(clusterIpKey(p.clusterIP), 'spec.clusterIP', `clusterIP ${p.clusterIP}`);
-      for (const [i, q] of p.ports.entries()) {
-        if (q.nodePort !== undefined && !p.ports.slice(0, i).some((o) => o.nodePort === q.nodePort))
-          await take(nodePortKey(q.nodePort), `spec.ports[${i}].nodePort`, `nodePort ${q.nodePort}`);
-      }
+    const wanted = plans.flatMap((p) => p.reserve.map((r) => ({ ...r, p })));
+    const created = await createEach(
+      this.store,
+      wanted.map((w) => ({ key: w.key, value: w.p.owner })),
+    );
+    await mapLimit(wanted, async (w, i) => {
+      const r: Reservation = created[i] ? { result: 'new' } : await reserve(this.store, w.key, w.p.owner);
+      if (r.result === 'new') reserved.push({ key: w.key, owner: w.p.owner });
+      if (r.result === 'taken')
+        issues.push(issue(w.p.doc, w.path, `${w.what} is already taken by Service ${r.by}; leave it out to get a free one allocated, or pick another`));
     });
     if (issues.length > 0) return;
+    const askedIps = new Set(plans.map((p) => p.clusterIP).filter((ip): ip is string => ip !== undefined && ip !== 'None'));
+    const needIp = plans.filter((p) => p.allocateIp);
+    const ips = await new ClusterIpPicker(this.store, this.cidr, askedIps).allocate(
+      needIp.map((p) => p.owner),
+      reserved,
+    );
+    for (const [i, p] of needIp.entries()) p.clusterIP = ips[i]!;
+    const askedPorts = new Set(plans.flatMap((p) => p.ports.map((q) => q.nodePort)).filter((n): n is number => n !== undefined));
     const picker = new NodePortPicker(this.store, askedPorts);
     for (const p of plans) {
-      if (p.allocateIp) {
-        p.clusterIP = await allocateClusterIp(this.store, this.cidr, p.owner, askedIps);
-        reserved.push({ key: clusterIpKey(p.clusterIP), owner: p.owner });
-      }
       for (const q of p.ports) {
         if (p.input.type !== 'NodePort' || q.nodePort !== undefined) continue;
         q.nodePort = await picker.allocate(p.owner);
@@ -353,31 +384,30 @@ export class Registry {
   private async undo(reserved: { key: string; owner: string }[]): Promise<void> {
     await mapLimit(reserved, ({ key, owner }) => release(this.store, key, owner).catch(() => false));
   }
+}
 
-  private async writeService(p: ServicePlan): Promise<ApplyResult> {
-    const { input, old } = p;
-    const svc: Service = {
-      namespace: input.namespace,
-      name: input.name,
-      labels: input.labels,
-      type: input.type,
-      ...(p.clusterIP !== undefined && { clusterIP: p.clusterIP }),
-      ports: p.ports,
-      ...(input.selector && { selector: input.selector }),
-      sessionAffinity: input.sessionAffinity,
-      affinityTimeoutSeconds: input.affinityTimeoutSeconds,
-      externalTrafficPolicy: input.externalTrafficPolicy,
-      internalTrafficPolicy: input.internalTrafficPolicy,
-      ...(input.externalName !== undefined && { externalName: input.externalName }),
-      uid: old?.uid ?? randomUUID(),
-      creationTimestamp: old?.creationTimestamp ?? new Date().toISOString(),
-    };
-    const value = JSON.stringify(svc);
-    const result = { kind: 'Service' as const, namespace: svc.namespace, name: svc.name, service: svc };
-    if (old && JSON.stringify(old) === value) return { ...result, action: 'unchanged' };
-    await this.store.put(serviceStoreKey(svc.namespace, svc.name), value);
-    return { ...result, action: old ? 'configured' : 'created' };
-  }
+/** The stored form of a planned Service, and whether writing it changes anything. */
+function serviceRecord(p: ServicePlan): { result: ApplyResult; value: string } {
+  const { input, old } = p;
+  const svc: Service = {
+    namespace: input.namespace,
+    name: input.name,
+    labels: input.labels,
+    type: input.type,
+    ...(p.clusterIP !== undefined && { clusterIP: p.clusterIP }),
+    ports: p.ports,
+    ...(input.selector && { selector: input.selector }),
+    sessionAffinity: input.sessionAffinity,
+    affinityTimeoutSeconds: input.affinityTimeoutSeconds,
+    externalTrafficPolicy: input.externalTrafficPolicy,
+    internalTrafficPolicy: input.internalTrafficPolicy,
+    ...(input.externalName !== undefined && { externalName: input.externalName }),
+    uid: old?.uid ?? randomUUID(),
+    creationTimestamp: old?.creationTimestamp ?? new Date().toISOString(),
+  };
+  const value = JSON.stringify(svc);
+  const action: ApplyAction = !old ? 'created' : JSON.stringify(old) === value ? 'unchanged' : 'configured';
+  return { result: { kind: 'Service', namespace: svc.namespace, name: svc.name, action, service: svc }, value };
 }
 
 interface ServicePlan {
@@ -390,6 +420,8 @@ interface ServicePlan {
   ports: Service['ports'];
   /** Allocation keys the old version held and the new one does not. */
   free: string[];
+  /** Asked-for ClusterIP and NodePorts the Service does not hold yet. */
+  reserve: { key: string; path: string; what: string }[];
 }
 
 /** Two documents of one apply asking for the same ClusterIP or NodePort. */
@@ -457,18 +489,4 @@ export function entryKind(key: string): RegistryEntry['kind'] | undefined {
   if (key.startsWith(PODS_PREFIX)) return 'pods';
   if (key.startsWith(SLICES_PREFIX)) return 'slices';
   return undefined;
-}
-
-/** Runs `fn` over `items`, at most PARALLEL at a time; results in input order. */
-export async function mapLimit<T, R>(items: T[], fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
-  return out;
 }

@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import type { ContainerPort, EndpointSliceRecord, Protocol, Service, ServicePort, ServiceType, TrafficPolicy } from './types.js';
+import type { ContainerPort, EndpointSliceRecord, PodRecord, Protocol, Service, ServicePort, ServiceType, TrafficPolicy } from './types.js';
 
 /**
  * Validation of Service, EndpointSlice and Pod objects as the Kubernetes API server does it (the
@@ -11,14 +11,7 @@ import type { ContainerPort, EndpointSliceRecord, Protocol, Service, ServicePort
 export type ServiceInput = Omit<Service, 'uid' | 'creationTimestamp'>;
 
 /** A Pod manifest's part that networking needs: metadata, spec.nodeName, spec.hostname, spec.containers[].ports[]. */
-export interface PodSpecInput {
-  namespace: string;
-  name: string;
-  labels: Record<string, string>;
-  ports: ContainerPort[];
-  node?: string;
-  hostname?: string;
-}
+export type PodSpecInput = Pick<PodRecord, 'namespace' | 'name' | 'labels' | 'ports' | 'node' | 'hostname'>;
 
 export interface Issue {
   /** `spec.ports[1].port`; '' for the document as a whole. */
@@ -39,6 +32,9 @@ const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 /** Walks one object, recording issues against field paths. */
 export class Checker {
   readonly issues: Issue[] = [];
+
+  /** `defaultNamespace`: for objects whose metadata names none (kubectl's --namespace). */
+  constructor(readonly defaultNamespace = DEFAULT_NAMESPACE) {}
 
   fail(path: string, message: string): undefined {
     this.issues.push({ path, message });
@@ -177,7 +173,7 @@ export function checkMetadata(c: Checker, v: unknown, nameKind: 'label1035' | 's
   const m = c.object('metadata', v, METADATA_FIELDS, { generateName: 'give metadata.name', ownerReferences: 'weft has no garbage collector; remove it' });
   if (!m) return undefined;
   const name = m.name === undefined ? c.fail('metadata.name', 'is required; give the object a name') : c.name('metadata.name', m.name, nameKind);
-  const namespace = m.namespace === undefined ? DEFAULT_NAMESPACE : c.name('metadata.namespace', m.namespace, 'label');
+  const namespace = m.namespace === undefined ? c.defaultNamespace : c.name('metadata.namespace', m.namespace, 'label');
   const labels = c.labels('metadata.labels', m.labels);
   if (m.annotations !== undefined) c.object('metadata.annotations', m.annotations, Object.keys(m.annotations as object));
   return name !== undefined && namespace !== undefined ? { name, namespace, labels } : undefined;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, Range, castGrpcError, isRecoverableError, type ICompare, type IKeyValue, type IOptions, type IWatchResponse } from 'etcd3';
-import { StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle } from './store.js';
+import { MAX_WRITE_OPS, StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle, type WriteOp } from './store.js';
 
 export interface EtcdTlsOptions {
   /** CA that signed the etcd server certificates. */
@@ -21,8 +21,8 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
-/** Keys per list request: a page of Weft's values (well under 1 KiB each) stays far below gRPC's 4 MiB message limit. */
-const LIST_PAGE = 2000;
+/** Keys per list request: a page of Weft's values (under 1 KiB each) stays far below the client's 64 MiB answer limit. */
+const LIST_PAGE = 5000;
 
 export class EtcdStore implements Store {
   private readonly client: Etcd3;
@@ -50,7 +50,8 @@ export class EtcdStore implements Store {
       dialTimeout: this.timeoutMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
       // Pings expose a silently dead peer under a long-lived watch stream; etcd accepts one every 5 s at most.
-      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000 },
+      // A list page of large values may pass gRPC's default 4 MiB answer limit; etcd itself sends up to 2 GiB.
+      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
     };
     if (options.tls) clientOptions.credentials = readTls(options.tls);
     this.client = new Etcd3(clientOptions);
@@ -62,7 +63,17 @@ export class EtcdStore implements Store {
     return kv ? this.toKeyValue(kv) : undefined;
   }
 
-  /** Read in pages at one revision: one answer for every key could pass gRPC's 4 MiB message limit (30,000 Services do). */
+  async getMany(keys: string[]): Promise<(KeyValue | undefined)[]> {
+    if (keys.length > MAX_WRITE_OPS) throw new StoreError('failed', `${keys.length} reads in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    if (keys.length === 0) return [];
+    const res = await this.call(`get ${keys.length} keys`, () => this.client.kv.txn({ success: keys.map((k) => ({ request_range: { key: this.full(k) } })) }));
+    return res.responses.map((r) => {
+      const kv = r.response_range?.kvs[0];
+      return kv ? this.toKeyValue(kv) : undefined;
+    });
+  }
+
+  /** Read in pages at one revision, so 30,000 Services and their slices never make one huge answer. */
   async list(prefix: string): Promise<Listing> {
     const range = Range.prefix(this.full(prefix));
     const items: KeyValue[] = [];
@@ -109,6 +120,23 @@ export class EtcdStore implements Store {
   async delete(key: string): Promise<boolean> {
     const res = await this.call(`delete ${key}`, () => this.client.kv.deleteRange({ key: this.full(key) }));
     return Number(res.deleted) > 0;
+  }
+
+  async writeMany(ops: WriteOp[]): Promise<number | false> {
+    if (ops.length > MAX_WRITE_OPS) throw new StoreError('failed', `${ops.length} writes in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    const res = await this.call(`write ${ops.length} keys`, () =>
+      this.client.kv.txn({
+        compare: ops
+          .filter((op) => op.type === 'create')
+          .map((op) => ({ key: this.full(op.key), target: 'Version' as const, result: 'Equal' as const, version: 0 })),
+        success: ops.map((op) =>
+          op.type === 'delete'
+            ? { request_delete_range: { key: this.full(op.key) } }
+            : { request_put: { key: this.full(op.key), value: Buffer.from(op.value) } },
+        ),
+      }),
+    );
+    return res.succeeded && Number(res.header.revision);
   }
 
   async watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle> {

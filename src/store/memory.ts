@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle } from './store.js';
+import { MAX_WRITE_OPS, StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle, type WriteOp } from './store.js';
 
 interface Entry {
   value: string;
@@ -81,6 +81,15 @@ export class MemoryStore implements Store {
     return entry && { key, value: entry.value, revision: entry.revision };
   }
 
+  async getMany(keys: string[]): Promise<(KeyValue | undefined)[]> {
+    await this.enter();
+    if (keys.length > MAX_WRITE_OPS) throw new StoreError('failed', `${keys.length} reads in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    return keys.map((key) => {
+      const entry = this.data.get(key);
+      return entry && { key, value: entry.value, revision: entry.revision };
+    });
+  }
+
   async list(prefix: string): Promise<Listing> {
     await this.enter();
     const items = [...this.data.entries()]
@@ -122,6 +131,19 @@ export class MemoryStore implements Store {
     if (!this.data.has(key)) return false;
     this.remove(key);
     return true;
+  }
+
+  async writeMany(ops: WriteOp[]): Promise<number | false> {
+    await this.enter();
+    if (ops.length > MAX_WRITE_OPS) throw new StoreError('failed', `${ops.length} writes in one transaction; etcd takes at most ${MAX_WRITE_OPS}`);
+    if (ops.some((op) => op.type === 'create' && this.data.has(op.key))) return false;
+    // etcd gives a transaction's writes one revision; separate ones change nothing a reader here relies on.
+    for (const op of ops) {
+      if (op.type === 'delete') {
+        if (this.data.has(op.key)) this.remove(op.key);
+      } else this.write(op.key, op.value, undefined);
+    }
+    return this.revision;
   }
 
   async watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle> {

@@ -61,8 +61,15 @@ export function isStoreUnavailable(err: unknown): boolean {
   return err instanceof StoreError && err.code === 'unavailable';
 }
 
+export type WriteOp = { type: 'put'; key: string; value: string } | { type: 'create'; key: string; value: string } | { type: 'delete'; key: string };
+
+/** etcd's default --max-txn-ops: the most operations one `writeMany` or `getMany` may carry. */
+export const MAX_WRITE_OPS = 128;
+
 export interface Store {
   get(key: string): Promise<KeyValue | undefined>;
+  /** Up to MAX_WRITE_OPS keys read in one request (etcd: one transaction), in the order asked. */
+  getMany(keys: string[]): Promise<(KeyValue | undefined)[]>;
   /** Every key starting with `prefix`, in key order, with the revision they were read at. */
   list(prefix: string): Promise<Listing>;
   /** Writes only if the key does not exist: the revision of the write, or false when it exists (someone else won). */
@@ -75,6 +82,12 @@ export interface Store {
   put(key: string, value: string, ttlSeconds?: number): Promise<number>;
   /** True when the key existed. */
   delete(key: string): Promise<boolean>;
+  /**
+   * Up to MAX_WRITE_OPS writes in one transaction (for etcd one commit, so bulk writes cost one disk
+   * sync per batch instead of one per key): all of them, the revision of the write, or, when a
+   * `create` finds its key present, none of them and false.
+   */
+  writeMany(ops: WriteOp[]): Promise<number | false>;
   /**
    * Delivers every change to keys under `prefix` from `fromRevision` on, in revision order.
    * Resolves once the store has accepted the watch (rejects with a StoreError if it cannot).
