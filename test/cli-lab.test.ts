@@ -107,5 +107,5 @@ test('lab apply, get and delete: usage errors exit 2, a missing lab exits 1, bef
   assert.match(noLab.stderr, /no lab named "\w+x" is running/);
   const help = weft('lab', '--help');
   assert.match(help.stdout, /weft lab apply --filename FILE/);
-  assert.match(help.stdout, /weft lab get pods\|services\|endpoints/);
+  assert.match(help.stdout, /weft lab get KIND/);
 });

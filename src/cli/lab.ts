@@ -283,13 +283,13 @@ export const labCommands: CommandSpec[] = [
     summary: "the lab's pods, Services or endpoints, as the registry holds them",
     positionals: [
       {
-        name: 'pods|services|endpoints',
+        name: 'KIND',
         check: (v) => {
           if (!(KINDS as readonly string[]).includes(v)) throw new Error(`lab get shows ${KINDS.join(', ')}, not "${v}"`);
         },
       },
     ],
-    details: 'Endpoints count pods only on nodes that hold a lease, as the agents program them.',
+    details: 'KIND is pods, services or endpoints. Endpoints count pods only on nodes that hold a lease, as the agents program them.',
     options: [
       { name: 'output', short: 'o', value: 'FORMAT', choices: ['json', 'yaml'], description: 'the records as JSON (as --json) or YAML, instead of a table' },
       { name: 'namespace', short: 'n', value: 'NS', description: 'only this Kubernetes namespace (default: all)' },
