@@ -6,8 +6,8 @@ import type { DnsReport } from '../src/bench/dns.js';
 
 const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 
-test('weft bench dns --quick --json: both servers measured on the same records, the ratio and the memory reported', () => {
-  const r = spawnSync(process.execPath, [WEFT, 'bench', 'dns', '--quick', '--services', '200', '--seconds', '1', '--json'], {
+test('weft bench dns --quick --json: both servers measured on the same records (qps, lost, p50/p99), the ratio, the memory, and apply → resolvable in a lab', () => {
+  const r = spawnSync(process.execPath, [WEFT, 'bench', 'dns', '--quick', '--services', '200', '--seconds', '1', '--rounds', '3', '--json'], {
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -18,9 +18,18 @@ test('weft bench dns --quick --json: both servers measured on the same records, 
   for (const run of [report.weft, report.nsd]) {
     assert.ok(run.qps > 100 && run.sent > 100, JSON.stringify(run));
     assert.ok(run.lost < run.sent / 10, JSON.stringify(run));
+    assert.ok(run.p50Ms > 0 && run.p99Ms >= run.p50Ms, JSON.stringify(run));
   }
   assert.ok(Math.abs(report.ratio - report.weft.qps / report.nsd.qps) < 1e-9);
-  assert.equal(report.bars[0]!.what, 'qps vs NSD');
+  assert.deepEqual(
+    report.bars.map((b) => b.what),
+    ['qps vs NSD', 'apply→resolvable p95'],
+  );
+  assert.equal(report.rounds, 3);
+  assert.ok(report.resolvableP50Ms <= report.resolvableP95Ms && report.resolvableP95Ms <= report.resolvableMaxMs, JSON.stringify(report));
+  assert.ok(report.resolvableMaxMs < 10_000);
+  assert.ok(report.writeP50Ms > 0 && report.fromStartP95Ms >= report.resolvableP95Ms, JSON.stringify(report));
   assert.ok(report.weftHeapMB > 0);
   assert.match(r.stderr, /weft: 200 Services/);
+  assert.match(r.stderr, /apply → resolvable on every node, 3 rounds/);
 });

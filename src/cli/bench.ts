@@ -85,7 +85,7 @@ export const benchCommands: CommandSpec[] = [
   },
   {
     path: ['bench', 'dns'],
-    summary: "the cluster DNS's qps vs NSD serving the same records (dnsperf)",
+    summary: "the cluster DNS's qps and latency vs NSD serving the same records (dnsperf), and apply → resolvable in a 2-node lab",
     options: [
       QUICK,
       {
@@ -96,13 +96,25 @@ export const benchCommands: CommandSpec[] = [
         description: 'ClusterIP Services in the zone (default: 10000, or 1000 with --quick)',
       },
       { name: 'seconds', value: 'S', int: { min: 1, max: 600 }, description: 'dnsperf run per server (default: 10, or 2 with --quick)' },
+      {
+        name: 'rounds',
+        value: 'N',
+        int: { min: 1, max: 200 },
+        description: 'Services applied, each timed until every node resolves it (default: 20, or 5 with --quick)',
+      },
       JSON_OPTION,
       REPORT,
     ],
     run: async (a) => {
       const progress = progressTo(a.bool('json'));
       const { benchDns, formatDnsReport } = await import('../bench/dns.js');
-      const report = await benchDns({ services: sized(a, 'services', 10_000, 1000), seconds: sized(a, 'seconds', 10, 2), progress });
+      const report = await benchDns({
+        services: sized(a, 'services', 10_000, 1000),
+        seconds: sized(a, 'seconds', 10, 2),
+        latencySeconds: a.bool('quick') ? 1 : 3,
+        rounds: sized(a, 'rounds', 20, 5),
+        progress,
+      });
       return finish(a, report, formatDnsReport);
     },
   },
