@@ -1,5 +1,4 @@
-import type { Netns } from '../kernel/exec.js';
-import { collect } from '../util/proc.js';
+import type { ConntrackFilter, UdpEntry } from '../kernel/conntrack.js';
 import type { Fragment, UdpTarget } from './rules.js';
 
 /**
@@ -13,7 +12,7 @@ import type { Fragment, UdpTarget } from './rules.js';
  * - on a full resync, any flow to a service port whose reply source is not one of its endpoints
  *   (what an agent that was down, or a failed delete, left behind).
  */
-export type Flow = string[];
+export type Flow = ConntrackFilter;
 
 const tid = (t: UdpTarget): string => `${t.clusterIP}:${t.port}`;
 
@@ -46,43 +45,6 @@ export function staleFlows(old: Fragment | undefined, now: Fragment | undefined)
   return out;
 }
 
-const argv = (ns: Netns, args: string[]): string[] => (ns === undefined ? ['conntrack', ...args] : ['nsenter', `--net=${ns}`, 'conntrack', ...args]);
-
-/** Deletes the flows; returns how many entries went. conntrack exits 1 when nothing matched, which is fine. */
-export async function clearFlows(ns: Netns, flows: Flow[]): Promise<number> {
-  let deleted = 0;
-  for (const f of flows) {
-    const r = await collect(argv(ns, ['-D', ...f]), { timeoutMs: 10_000 });
-    const m = /(\d+) flow entries have been deleted/.exec(r.stderr);
-    if (!m) throw new Error(`conntrack -D ${f.join(' ')}: ${r.stderr.trim() || `exit ${r.code ?? r.signal}`}`);
-    deleted += Number(m[1]);
-  }
-  return deleted;
-}
-
-/** One UDP conntrack entry: original destination and the reply's source. */
-export interface UdpEntry {
-  origSrc: string;
-  origDst: string;
-  sport: number;
-  dport: number;
-  replySrc: string;
-  replySport: number;
-}
-
-export function parseConntrack(text: string): UdpEntry[] {
-  const out: UdpEntry[] = [];
-  for (const line of text.split('\n')) {
-    const src = [...line.matchAll(/\bsrc=(\S+)/g)].map((m) => m[1]!);
-    const dst = [...line.matchAll(/\bdst=(\S+)/g)].map((m) => m[1]!);
-    const sport = [...line.matchAll(/\bsport=(\d+)/g)].map((m) => Number(m[1]));
-    const dport = [...line.matchAll(/\bdport=(\d+)/g)].map((m) => Number(m[1]));
-    if (src.length < 2 || dst.length < 1 || sport.length < 2 || dport.length < 1) continue;
-    out.push({ origSrc: src[0]!, origDst: dst[0]!, sport: sport[0]!, dport: dport[0]!, replySrc: src[1]!, replySport: sport[1]! });
-  }
-  return out;
-}
-
 /**
  * The full check: every UDP flow to a ClusterIP:port or NodePort of `targets` whose reply does not
  * come from one of that port's endpoints, as exact 5-tuple filters.
@@ -101,10 +63,4 @@ export function strayFlows(entries: UdpEntry[], targets: Iterable<UdpTarget>): F
     out.push(['-p', 'udp', '--orig-src', e.origSrc, '--orig-dst', e.origDst, '--sport', String(e.sport), '--dport', String(e.dport)]);
   }
   return out;
-}
-
-export async function listUdp(ns: Netns): Promise<UdpEntry[]> {
-  const r = await collect(argv(ns, ['-L', '-p', 'udp']), { timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`conntrack -L: ${r.stderr.trim() || `exit ${r.code ?? r.signal}`}`);
-  return parseConntrack(r.stdout);
 }

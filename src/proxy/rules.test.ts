@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Endpoint, Service } from '../service/types.js';
-import { parseConntrack, staleFlows, strayFlows } from './conntrack.js';
+import { parseConntrack } from '../kernel/conntrack.js';
+import { staleFlows, strayFlows } from './conntrack.js';
 import { diff, emptyShape, shapeOf, toNftTx, type ProxyOp } from './diff.js';
 import { renderTx } from '../kernel/nft.js';
 import {
