@@ -7,6 +7,7 @@ import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
 import { interruptSignal, print, printJson, progressTo } from './output.js';
+import type { MonitoringStatus } from '../lab/monitoring.js';
 import type { Endpoint } from '../service/types.js';
 import { UsageError } from './usage.js';
 
@@ -28,6 +29,18 @@ function summary(s: LabState): string {
       s.pods.map((p) => [p.name, p.node, p.pending ? 'pending' : p.ip, p.containers.join('+')]),
     ),
     ...(svc ? ['', table(['service', 'cluster IP', 'ports', 'selector'], [[`${svc.namespace}/${svc.name}`, svc.clusterIP, svc.ports, svc.selector]])] : []),
+  ].join('\n');
+}
+
+/** Where the lab's Prometheus is, whether it answers, and how to reach it from here. */
+function monitoringLine(s: LabState, st: MonitoringStatus): string {
+  const m = s.monitoring!;
+  const flag = s.name === 'weft' ? '' : ` --name ${s.name}`;
+  if (!st.ready) return `Prometheus ${m.ip}:${m.port} in ${m.ns} is NOT answering; weft lab up${flag} restarts it`;
+  const agents = st.agents ? `, ${st.agents.up}/${st.agents.total} agents up` : '';
+  return [
+    `Prometheus ${m.ip}:${m.port} in ${m.ns} (ready${agents}); from this machine through its socket:`,
+    `  curl -s --unix-socket ${m.socket} 'http://prometheus/api/v1/query?query=up'`,
   ].join('\n');
 }
 
@@ -137,6 +150,7 @@ export const labCommands: CommandSpec[] = [
         default: 'overlay',
         description: "overlay: pods behind the agents' backend; underlay: macvlan pods on the node network",
       },
+      { name: 'monitoring', description: 'also run Prometheus in the lab, scraping every agent (on a lab that exists: add it)' },
       NAME,
       { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
@@ -145,6 +159,8 @@ export const labCommands: CommandSpec[] = [
       'Overlay labs: the pods carry the label app=echo and one Service, echo, spreads over them (weft lab get services). On a lab whose processes died, brings them back with their saved state. SIGINT or SIGTERM removes what this run made.',
     run: async (a) => {
       const name = a.str('name')!;
+      if (a.bool('monitoring') && a.str('mode') === 'underlay')
+        throw new UsageError('--monitoring needs an overlay lab: underlay labs have no agents to scrape');
       const say = progressTo(a.bool('json'));
       const { up } = await lab();
       const options = {
@@ -152,6 +168,7 @@ export const labCommands: CommandSpec[] = [
         nodes: a.num('nodes')!,
         podsPerNode: a.num('pods-per-node')!,
         backend: a.str('mode') === 'underlay' ? ('macvlan' as const) : (a.str('backend') as Backend),
+        monitoring: a.bool('monitoring'),
         progress: (step: string, ms: number) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       };
       if (a.bool('dry-run')) {
@@ -161,17 +178,29 @@ export const labCommands: CommandSpec[] = [
       const started = performance.now();
       say(`Creating lab "${name}"`);
       const s = await up({ ...options, signal: interruptSignal() });
-      return result(a, s, () => `Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}\n\n${nextSteps(s)}`);
+      const where = s.monitoring ? `\n\n${monitoringLine(s, { ready: true })}` : '';
+      return result(
+        a,
+        s,
+        () => `Lab "${s.name}" is ready in ${((performance.now() - started) / 1000).toFixed(1)} s\n\n${summary(s)}${where}\n\n${nextSteps(s)}`,
+      );
     },
   },
   {
     path: ['lab', 'status'],
     summary: "the lab's nodes, subnets and pods",
+    details: "With monitoring, says whether the lab's Prometheus answers and how many agents it scrapes (--json: monitoring.status).",
     options: [NAME, JSON_OPTION],
-    run: (a) => {
+    run: async (a) => {
       const s = readState(a.str('name')!);
       const etcd = s.backend === 'macvlan' ? '' : `, etcd ${s.etcd.endpoint}`;
-      return result(a, s, () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}`);
+      const mon = s.monitoring && (await (await import('../lab/monitoring.js')).monitoringStatus(s));
+      const value = s.monitoring && mon ? { ...s, monitoring: { ...s.monitoring, status: mon } } : s;
+      return result(
+        a,
+        value,
+        () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}${mon ? `\n\n${monitoringLine(s, mon)}` : ''}`,
+      );
     },
   },
   {

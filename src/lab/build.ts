@@ -28,11 +28,13 @@ const POD_NETWORK = '10.244.0.0/16';
 const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
 export const MAX_NODE_INDEX = 240;
+/** Where each lab agent serves /metrics, on its node's IP (the lab's Prometheus scrapes it: monitoring.ts). */
+export const AGENT_METRICS_PORT = 9402;
 /** The node's veth on the switch: from its index, so two long node names never share one. */
 export const portName = (index: number) => `port${index}`;
 
 /** Plugs namespace `ns` into the underlay switch as `eth0` with `ip`. */
-function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
+export function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
   const u = netnsPath(s.underlay.ns);
   const p = netnsPath(ns);
   plan.add(

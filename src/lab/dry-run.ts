@@ -20,6 +20,7 @@ import {
 } from './build.js';
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
+import { agentTargets, forwarderArgv, monitoringFiles, monitoringPlan, newMonitoring, prometheusArgv, prometheusConfig } from './monitoring.js';
 import { resolvConfPath } from './resolv.js';
 import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
@@ -28,10 +29,10 @@ import { labDir, nsName, readState, statePath, type LabBackend, type NodeState }
  * plans rendered as commands, the processes with their argv, the files), built from the same plans
  * and argv as `up` itself. Changes nothing.
  */
-export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend }): string {
+export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean }): string {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
-    return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers) with their saved state, and remove what interrupted commands left half made; --nodes, --pods-per-node and --backend would not apply.`;
+    return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node and --backend would not apply.`;
   }
   const s = newLab(o.name, o.backend);
   const overlay = o.backend !== 'macvlan';
@@ -58,6 +59,24 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
     bg(s.outside.ns, workloadArgv(s, OUTSIDE_POD, OUTSIDE_POD, 'app')),
     ...(overlay ? [bg(s.etcd.ns, etcdArgv(s)), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
   ];
+  const m = o.monitoring ? newMonitoring(o.name) : undefined;
+  if (m) {
+    s.monitoring = m;
+    const f = monitoringFiles(o.name);
+    lines.push(
+      '',
+      `# monitoring: Prometheus on ${m.ip}:${m.port}, reached from this namespace through ${m.socket}; ${f.targets} lists every node's agent (rewritten as nodes join and leave)`,
+      `ip netns add ${m.ns}`,
+      monitoringPlan(s, m).render(),
+      `# ${f.config}:`,
+      ...prometheusConfig(s)
+        .trimEnd()
+        .split('\n')
+        .map((l) => `#   ${l}`),
+      bg(m.ns, prometheusArgv(s, m)),
+      bg(m.ns, forwarderArgv(m)),
+    );
+  }
   for (const n of nodes) {
     s.nodes.push(n);
     lines.push(
@@ -69,6 +88,7 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`,
     );
   }
+  if (m) lines.push('', `# ${monitoringFiles(o.name).targets}: ${JSON.stringify(agentTargets(s))}`);
   if (overlay) {
     lines.push(
       '',

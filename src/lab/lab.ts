@@ -12,6 +12,7 @@ import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeI
 import { planUp } from './dry-run.js';
 import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
+import { addMonitoring, writeTargets } from './monitoring.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
 import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
@@ -72,6 +73,8 @@ export interface UpOptions {
   signal?: AbortSignal;
   /** Change nothing; return the plan of what `up` would make, as text. */
   dryRun?: boolean;
+  /** Run Prometheus on the underlay, scraping every agent (monitoring.ts); on a lab that exists, adds it. */
+  monitoring?: boolean;
 }
 
 export interface OpOptions {
@@ -102,6 +105,8 @@ export function up(o: UpOptions): Promise<LabState>;
 export async function up(o: UpOptions): Promise<LabState | string> {
   validateLabName(o.name);
   validateSize(o);
+  if (o.monitoring && o.backend === 'macvlan')
+    throw new LabError('no-agents', 'underlay labs have no agents for Prometheus to scrape; --monitoring needs an overlay lab');
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
@@ -110,7 +115,9 @@ export async function up(o: UpOptions): Promise<LabState | string> {
         'half-built',
         `lab "${o.name}" is being built by another lab up, or was left half built by an interrupted one; if none is running, remove it with: weft lab down --name ${o.name}, then run lab up again`,
       );
-    return revive(s, o, () => dropPending(s));
+    await revive(s, o, () => dropPending(s));
+    if (o.monitoring && !s.monitoring) await step(o, prometheusStep, () => addMonitoring(s, o.signal));
+    return s;
   }
   if (listNetns().some((n) => n.startsWith(nsName(o.name, '')))) {
     throw new LabError(
@@ -136,6 +143,8 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   }
 }
 
+const prometheusStep = 'Prometheus in its own namespace on the underlay, scraping every agent every 2 s';
+
 async function build(s: LabState, o: UpOptions): Promise<void> {
   const overlay = o.backend !== 'macvlan';
   await step(o, `underlay switch${overlay ? ', etcd' : ''} and outside-world namespaces`, async () => {
@@ -149,6 +158,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
       await execIn(s.etcd.ns, networkInitArgv(s));
     });
   }
+  if (o.monitoring) await step(o, prometheusStep, () => addMonitoring(s, o.signal));
   interrupted(o.signal);
   installPlugins(join(labDir(o.name), 'bin'));
   const what = overlay ? 'a weft agent each' : 'a CNI server and a macvlan shim each';
@@ -245,6 +255,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
         const n = f.nodes.find((x) => x.name === name)!;
         if (subnet) n.subnet = subnet;
         delete n.pending;
+        writeTargets(f);
         return n;
       });
     },
@@ -379,7 +390,10 @@ export async function removeNode(s: LabState, name: string): Promise<void> {
   if (!node) throw new LabError('no-node', `node ${name} is not in lab ${s.name}`);
   for (const p of fresh.pods.filter((x) => x.node === name)) await removePod(s, p.name);
   await teardownNode(s, node);
-  await update(s, (f) => void (f.nodes = f.nodes.filter((n) => n.name !== name)));
+  await update(s, (f) => {
+    f.nodes = f.nodes.filter((n) => n.name !== name);
+    writeTargets(f);
+  });
 }
 
 /** Removes every namespace (and so every process) of the lab, and its state; fine to run twice. */

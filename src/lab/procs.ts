@@ -13,7 +13,7 @@ interface Daemon {
 }
 
 /** Starts `argv` inside namespace `ns`, detached from this command, logging to `log`. */
-function daemon(ns: string, argv: string[], log: string): Daemon {
+export function daemon(ns: string, argv: string[], log: string): Daemon {
   const fd = openSync(log, 'a');
   // `ip netns exec` execs argv in place, so the pid is the process's own.
   const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { waitFor } from '../util/wait.js';
+import { reviveMonitoring } from './monitoring.js';
 import { nodeDaemonAnswers, outsidePod, socketAnswers, startContainers, startEtcd, startNodeDaemon } from './procs.js';
 import { controlSocket, LabError, update, type LabState, type NodeState } from './state.js';
 
 /**
- * `lab up` on a lab that exists: whatever of it died (etcd, agents, pod containers) starts again from
+ * `lab up` on a lab that exists: whatever of it died (etcd, agents, pod containers, Prometheus) starts again from
  * the saved state. etcd keeps its data dir, so each agent finds its own lease and keeps its subnet;
  * the kernel side (namespaces, links, routes) never went away. Namespaces that are gone (the machine
  * restarted) cannot be brought back this way.
@@ -68,6 +69,7 @@ export async function revive(
     }),
   );
   if (containers) done.push(`restarted ${containers} pod container${containers === 1 ? '' : 's'}`);
+  if (await reviveMonitoring(s, o.signal)) done.push('restarted Prometheus');
   o.progress(
     done.length ? `lab "${s.name}" existed: ${done.join('; ')}` : `lab "${s.name}" exists and every process of it answers; nothing to restart`,
     performance.now() - started,

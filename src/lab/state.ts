@@ -43,6 +43,14 @@ export interface PodState {
   pending?: true;
 }
 
+/** The lab's Prometheus (monitoring.ts): its namespace and address on the underlay, and the unix socket that reaches it from the root namespace. */
+export interface Monitoring {
+  ns: string;
+  ip: string;
+  port: number;
+  socket: string;
+}
+
 /** The Service `lab up` makes over its pods, as its summary shows it. */
 export interface DemoService {
   namespace: string;
@@ -65,6 +73,8 @@ export interface LabState {
   pods: PodState[];
   /** Overlay labs only: there is no service proxy without agents. */
   service?: DemoService;
+  /** Set by `lab up --monitoring`. */
+  monitoring?: Monitoring;
 }
 
 export class LabError extends Error {
@@ -88,7 +98,7 @@ export const podDir = (lab: string, pod: string) => join(labDir(lab), 'pods', po
 export const controlSocket = (lab: string, pod: string, container: string) => join(podDir(lab, pod), `${container}.sock`);
 
 /** Namespaces of the lab itself; no node or pod may take these names. */
-const ROLES = ['underlay', 'etcd', 'outside'];
+const ROLES = ['underlay', 'etcd', 'outside', 'monitoring'];
 
 const SHORT_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 const POD_NAME = /^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/;
