@@ -1,12 +1,14 @@
+import type { Server as HttpServer } from 'node:http';
 import type { Server } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend, type Backend, type DesiredState, type NodeInfo } from '../backend/index.js';
-import { readActual, reconcile } from '../backend/reconcile.js';
-import { serveCni } from '../cni/serve.js';
+import { FAMILY, FORGED_COUNTER, TABLE } from '../backend/firewall.js';
+import { changeKind, readActual, reconcile } from '../backend/reconcile.js';
+import { resultIp, serveCni, type CniHooks } from '../cni/serve.js';
 import { formatNetwork } from '../ip/cidr.js';
 import { apply } from '../kernel/plan.js';
-import { links } from '../kernel/state.js';
+import { links, nftTable } from '../kernel/state.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable, type Store } from '../store/store.js';
 import type { NetworkConfig } from '../subnet/config.js';
@@ -15,11 +17,12 @@ import { CONFIG_KEY, LeaseError, readNetworkConfig, subnetKey, type Lease } from
 import { LeaseManager, type LeaseEvent } from '../subnet/manager.js';
 import { dryRunReport } from './dry-run.js';
 import { StoreHealth } from './health.js';
-import type { Logger } from './log.js';
+import type { Fields, Logger } from './log.js';
+import { AgentMetrics, triggerOf } from './metrics.js';
 import { AgentError, checkNetworkForNode, discoverNode, stableVtepMac } from './node.js';
 import { ReconcileScheduler } from './scheduler.js';
 import { removeNodeDns } from './dns.js';
-import { AgentServices, type NodeDnsOptions } from './services.js';
+import { AgentServices, podOfCniArgs, type NodeDnsOptions } from './services.js';
 import { leaseView, serveStatus, STATUS_SOCKET, writeStatusFile, type AgentStatus } from './status.js';
 
 export interface AgentOptions {
@@ -36,6 +39,8 @@ export interface AgentOptions {
   leaseTtlSeconds?: number;
   resyncSeconds: number;
   cniSocket?: string;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics (off when absent). */
+  metricsListen?: { host: string; port: number };
   ipMasq: boolean;
   /** Serve the cluster DNS on this node (absent: --no-dns; a DNS device left from before is removed, so queries take the kube-dns Service). */
   dns?: NodeDnsOptions;
@@ -76,6 +81,8 @@ export class Agent {
   private stopped = false;
   private statusServer: Server | undefined;
   private cniServer: Server | undefined;
+  private metricsServer: HttpServer | undefined;
+  readonly metrics: AgentMetrics;
   private lastDesired: DesiredState | undefined;
   private lastReconcile: AgentStatus['lastReconcile'];
   private readonly reported = new Set<string>();
@@ -89,6 +96,19 @@ export class Agent {
     });
     this.done.catch(() => undefined);
     this.health = new StoreHealth(o.log);
+    this.metrics = new AgentMetrics({
+      node: o.node,
+      backend: () => this.backend?.type,
+      ownLease: () => {
+        const own = this.leases?.ownLease;
+        return own && { subnet: formatNetwork(own.subnet), publicIP: own.attrs.publicIP };
+      },
+      remoteLeases: () => this.leases?.remoteLeases().length ?? 0,
+      etcdHealthy: () => this.health.healthy,
+      datapath: () => this.backend?.datapath?.status(),
+      services: () => this.services?.status(),
+      forged: async () => (this.backend?.type === 'vxlan' ? (await nftTable(undefined, FAMILY, TABLE))?.counters.get(FORGED_COUNTER) : undefined),
+    });
     this.scheduler = new ReconcileScheduler((reason) => this.reconcileOnce(reason), {
       resyncMs: o.resyncSeconds * 1000,
       retryMs: RECONCILE_RETRY_MS,
@@ -118,6 +138,11 @@ export class Agent {
     if (o.dryRun) {
       (o.out ?? ((t: string) => process.stdout.write(`${t}\n`)))(await dryRunReport(o));
       return;
+    }
+    if (o.metricsListen) {
+      this.metricsServer = await this.metrics.serve(o.metricsListen);
+      const { host, port } = o.metricsListen;
+      this.log.info('serving metrics', { url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/metrics` });
     }
     this.node = await discoverNode(o.node, o.iface, o.publicIP, (m, f) => this.log.warn(m, f));
     this.log.info('starting', { node: o.node, iface: this.node.iface, publicIP: this.node.publicIP, mtu: this.node.ifaceMtu, etcd: o.etcdEndpoints.join(',') });
@@ -160,6 +185,7 @@ export class Agent {
       leases: () => [...(leases.ownLease ? [leases.ownLease] : []), ...leases.remoteLeases()],
       ...(o.dns ? { dns: o.dns } : {}),
       log: this.log,
+      metrics: this.metrics,
     });
     if (!o.dns) for (const c of await removeNodeDns(undefined)) this.log.info(`--no-dns: ${c}`);
     this.services = services;
@@ -167,7 +193,7 @@ export class Agent {
     services.start().catch((err: Error) => this.fail(new AgentError('fatal', `the service proxy cannot start: ${err.message}`)));
     this.statusServer = await serveStatus(o.stateDir, () => this.status(true));
     if (o.cniSocket) {
-      this.cniServer = await serveCni(o.cniSocket, (m) => this.log.debug(`cni ${m}`), services.cniHooks());
+      this.cniServer = await serveCni(o.cniSocket, (m) => this.log.debug(`cni ${m}`), { ...services.cniHooks(), answered: (r) => this.cniAnswered(r) });
       this.log.info('serving CNI', { socket: o.cniSocket });
     }
     this.log.info('running', { subnet: formatNetwork(own.subnet), resync: `${o.resyncSeconds}s` });
@@ -182,6 +208,7 @@ export class Agent {
     await this.services?.stop();
     await new Promise<void>((r) => (this.cniServer ? this.cniServer.close(() => r()) : r()));
     await new Promise<void>((r) => (this.statusServer ? this.statusServer.close(() => r()) : r()));
+    await new Promise<void>((r) => (this.metricsServer ? this.metricsServer.close(() => r()) : r()));
     if (this.statusServer) rmSync(join(this.o.stateDir, STATUS_SOCKET), { force: true });
     await this.store?.close().catch(() => undefined);
     if (!this.backend) return;
@@ -238,15 +265,18 @@ export class Agent {
         return;
       case 'renewed':
         this.health.up();
+        this.metrics.leaseRenewals.inc();
         this.log.debug('lease renewed', { subnet: formatNetwork(e.lease.subnet) });
         return;
       case 'reasserted':
         this.health.up();
+        this.metrics.leaseReasserts.inc({ why: e.why });
         if (e.why === 'deleted') this.log.warn('own lease was deleted by someone else; taking the same subnet back', { subnet: formatNetwork(e.lease.subnet) });
         else this.log.warn("wrote this node's lease back into the reset store", { subnet: formatNetwork(e.lease.subnet) });
         return;
       case 'reset':
         this.health.wasReset(e.reason);
+        this.metrics.etcdResets.inc();
         this.log.warn("etcd lost its data or is another cluster; writing this node's lease back and listing again", { reason: e.reason });
         void this.checkConfigAfterReset();
         return;
@@ -260,6 +290,7 @@ export class Agent {
         return;
       case 'error':
         this.health.down(e.error);
+        this.metrics.etcdErrors.inc();
         return;
     }
   }
@@ -301,6 +332,8 @@ export class Agent {
     this.lastDesired = desired;
     this.reportSkipped(desired);
     const at = new Date().toISOString();
+    const trigger = triggerOf(reason);
+    const timer = this.metrics.reconcileDuration.startTimer({ trigger });
     let ok = true;
     try {
       const actual = await readActual(undefined, desired);
@@ -308,7 +341,9 @@ export class Agent {
       if (!plan.empty) {
         const started = performance.now();
         await apply(plan);
-        for (const c of changes) this.log.info(c, { reason });
+        for (const c of changes) this.log.info(c, { reason, kind: changeKind(c) });
+        // Nothing but the periodic resync found these: the kernel was changed behind the agent's back.
+        if (trigger === 'resync') for (const c of changes) this.metrics.driftRepairs.inc({ kind: changeKind(c) });
         this.log.debug('applied', { ops: plan.ops.length, ms: (performance.now() - started).toFixed(1) });
       }
       // The udp packet loop: attach to the device (which exists now) and load the peer table.
@@ -323,6 +358,8 @@ export class Agent {
       this.lastError = message;
       ok = false;
     }
+    timer();
+    this.metrics.reconciles.inc({ trigger, result: ok ? 'ok' : 'error' });
     try {
       writeStatusFile(this.o.stateDir, await this.status(false));
     } catch (err) {
@@ -340,6 +377,38 @@ export class Agent {
     }
     this.reported.clear();
     for (const k of now) this.reported.add(k);
+  }
+
+  /** Served CNI requests: latency and errors in the metrics; ADD and DEL logged with the pod they wire. */
+  private cniAnswered(r: Parameters<NonNullable<CniHooks['answered']>>[0]): void {
+    const command = r.env.CNI_COMMAND ?? 'unknown';
+    this.metrics.cniDuration.observe({ command, plugin: r.plugin }, r.seconds);
+    if (r.exitCode !== 0) this.metrics.cniErrors.inc({ command, plugin: r.plugin, code: String(r.exitCode) });
+    const pod = podOfCniArgs(r.env.CNI_ARGS);
+    const fields: Fields = {
+      ...(pod ? { pod: `${pod.namespace}/${pod.name}` } : {}),
+      container: r.env.CNI_CONTAINERID,
+      ifname: r.env.CNI_IFNAME,
+      plugin: r.plugin,
+      ms: Number((r.seconds * 1000).toFixed(1)),
+    };
+    if (r.exitCode !== 0) {
+      let error = r.stdout.trim();
+      try {
+        const msg = (JSON.parse(r.stdout) as { msg?: unknown }).msg;
+        if (typeof msg === 'string') error = msg;
+      } catch {
+        // not the spec's error JSON: log it as it is
+      }
+      this.log.warn(`cni ${command} failed`, { ...fields, exitCode: r.exitCode, error });
+    } else if (command === 'ADD') this.log.info('cni ADD', { ...fields, ip: resultIp(r.stdout), subnet: this.ownSubnet() });
+    else if (command === 'DEL') this.log.info('cni DEL', fields);
+    else this.log.debug(`cni ${command}`, fields);
+  }
+
+  private ownSubnet(): string | undefined {
+    const own = this.leases?.ownLease;
+    return own && formatNetwork(own.subnet);
   }
 
   /** The status; `live` re-reads the kernel to show the drift from desired state right now. */

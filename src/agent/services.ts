@@ -13,6 +13,7 @@ import { isStoreUnavailable } from '../store/store.js';
 import type { Lease } from '../subnet/lease.js';
 import { DNS_PORT, ensureNodeDns } from './dns.js';
 import type { Logger } from './log.js';
+import type { AgentMetrics } from './metrics.js';
 
 /** kube-proxy's and kubelet's requirement: bridged traffic passes the IP hooks, so a same-node reply to DNATed traffic is un-NATed. */
 export const BRIDGE_NF_SYSCTL = 'net.bridge.bridge-nf-call-iptables';
@@ -28,6 +29,7 @@ export interface ServicesOptions {
   /** Serve the cluster DNS on this node (absent: --no-dns). */
   dns?: NodeDnsOptions;
   log: Logger;
+  metrics: AgentMetrics;
 }
 
 export interface NodeDnsOptions {
@@ -96,6 +98,11 @@ export class AgentServices {
       cache: this.cache,
       live: (ip) => this.live(ip),
       log: o.log,
+      synced: (s) => {
+        o.metrics.serviceSyncDuration.observe({ kind: s.kind }, s.seconds);
+        if (s.repaired) o.metrics.driftRepairs.inc({ kind: 'service_rules' }, s.repaired);
+      },
+      failed: () => o.metrics.serviceSyncErrors.inc(),
     });
     if (o.dns)
       this.dns = new ClusterDns({
@@ -108,6 +115,7 @@ export class AgentServices {
         listen: [{ address: o.dns.ip, port: DNS_PORT }],
         live: (ip) => this.live(ip),
         log: o.log,
+        answered: (seconds, protocol) => o.metrics.dnsDuration.observe({ protocol }, seconds),
       });
   }
 
@@ -209,7 +217,9 @@ export class AgentServices {
   private async ensureDns(): Promise<void> {
     if (!this.o.dns) return;
     try {
-      for (const c of await ensureNodeDns(undefined, this.o.dns.ip)) this.o.log.warn(`node-local DNS repaired: ${c}`);
+      const repairs = await ensureNodeDns(undefined, this.o.dns.ip);
+      for (const c of repairs) this.o.log.warn(`node-local DNS repaired: ${c}`);
+      if (repairs.length) this.o.metrics.driftRepairs.inc({ kind: 'dns' }, repairs.length);
     } catch (err) {
       this.o.log.warn('cannot repair the node-local DNS device or table', { error: (err as Error).message });
     }

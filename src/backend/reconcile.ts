@@ -71,6 +71,18 @@ export interface Reconciliation {
   changes: string[];
 }
 
+export type ChangeKind = 'sysctl' | 'device' | 'address' | 'fdb' | 'neighbour' | 'route' | 'firewall' | 'vxlan_peers' | 'forward_rules';
+
+/** What a line of `Reconciliation.changes` is about (for counting repairs by kind). */
+export function changeKind(change: string): ChangeKind {
+  if (change.includes('ip_forward')) return 'sysctl';
+  if (/^(create|recreate) device |^set /.test(change)) return 'device';
+  if (/ VXLAN from /.test(change)) return 'vxlan_peers';
+  if (/accept rules from |^accept the pod Network /.test(change)) return 'forward_rules';
+  if (change.includes(' nftables ')) return 'firewall';
+  return (/ (address|fdb|neighbour|route) /.exec(change)?.[1] as ChangeKind | undefined) ?? 'device';
+}
+
 const routeText = (r: DesiredRoute): string => `${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`;
 
 function tunMismatch(link: Link): string | undefined {

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import type { Level } from '../agent/log.js';
 import type { NodeDnsOptions } from '../agent/services.js';
 import type { EtcdTlsOptions } from '../store/etcd.js';
@@ -22,6 +22,16 @@ function checkEndpoints(text: string): void {
   for (const e of list) {
     if (!URL.canParse(e) || !['http:', 'https:'].includes(new URL(e).protocol)) throw new Error(`--etcd-endpoints: "${e}" is not an http:// or https:// URL`);
   }
+}
+
+/** `IPv4:PORT` or `[IPv6]:PORT`, port 1-65535. */
+export function parseMetricsListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text);
+  const host = m?.[1] ?? m?.[2] ?? '';
+  const port = Number(m?.[3]);
+  if (!m || isIP(host) !== (m[1] ? 6 : 4) || port < 1 || port > 65535)
+    throw new Error(`--metrics-listen takes IPv4:PORT or [IPv6]:PORT (port 1-65535), not "${text}"`);
+  return { host, port };
 }
 
 export const ETCD_ENDPOINTS: OptionSpec = {
@@ -80,6 +90,12 @@ export const agentCommands: CommandSpec[] = [
       { name: 'lease-ttl', value: 'SECONDS', int: { min: 2, max: 86_400 * 365 }, description: "the lease's time to live (default: 24 h, as flannel)" },
       { name: 'resync', value: 'SECONDS', number: { min: 0.1 }, default: '10', description: 'how often to compare the kernel with the desired state' },
       { name: 'cni-socket', value: 'PATH', description: 'also serve CNI requests on this socket (the fast path)' },
+      {
+        name: 'metrics-listen',
+        value: 'HOST:PORT',
+        check: parseMetricsListen,
+        description: 'serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 10.0.0.5:9402 (default: off)',
+      },
       { name: 'no-ip-masq', description: 'do not masquerade pod traffic leaving the Network' },
       {
         name: 'cluster-dns',
@@ -162,6 +178,7 @@ async function agentCommand(a: Args): Promise<number> {
     throw new UsageError(`--registry-prefix ${registryPrefix} lies inside flannel's --etcd-prefix ${etcd.prefix}; give Weft its own, e.g. /weft`);
   const ttl = a.num('lease-ttl');
   const cniSocket = a.str('cni-socket');
+  const metricsListen = a.str('metrics-listen');
   const agent = new Agent({
     node: node!,
     ...(iface ? { iface } : {}),
@@ -175,6 +192,7 @@ async function agentCommand(a: Args): Promise<number> {
     ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),
     resyncSeconds: a.num('resync')!,
     ...(cniSocket ? { cniSocket } : {}),
+    ...(metricsListen ? { metricsListen: parseMetricsListen(metricsListen) } : {}),
     ipMasq: !a.bool('no-ip-masq'),
     forwardRules: !a.bool('no-forward-rules'),
     ...(a.bool('no-dns') ? {} : { dns: dnsOf(a) }),

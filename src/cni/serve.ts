@@ -61,6 +61,8 @@ function listening(path: string): Promise<boolean> {
 export interface CniHooks {
   added?(env: Record<string, string>, ip: string | undefined): unknown;
   deleted?(env: Record<string, string>): unknown;
+  /** Called for every request, plugin failures included, once its answer is ready. */
+  answered?(r: { plugin: PluginName; env: Record<string, string>; exitCode: number; stdout: string; seconds: number }): void;
 }
 
 /** The first IPv4 address of an ADD result (`ips[].address`, "10.244.1.5/24"), without its prefix length. */
@@ -99,7 +101,9 @@ export async function serveCni(path = CNI_SOCKET, log: (msg: string) => void = (
       const started = performance.now();
       void handle(req).then(async (res) => {
         if (res.exitCode === 0 && req.plugin === 'weft') await runHooks(hooks, req.env, res.stdout, log);
-        log(`${req.plugin} ${req.env.CNI_COMMAND} ${req.env.CNI_CONTAINERID ?? ''} exit=${res.exitCode} ${(performance.now() - started).toFixed(1)}ms`);
+        const ms = performance.now() - started;
+        log(`${req.plugin} ${req.env.CNI_COMMAND} ${req.env.CNI_CONTAINERID ?? ''} exit=${res.exitCode} ${ms.toFixed(1)}ms`);
+        hooks.answered?.({ plugin: req.plugin, env: req.env, exitCode: res.exitCode, stdout: res.stdout, seconds: ms / 1000 });
         sock.end(Buffer.concat([Buffer.from([res.exitCode]), Buffer.from(res.stdout)]));
       });
     });

@@ -32,6 +32,8 @@ export interface ClusterDnsOptions {
   /** Whether an endpoint IP counts (its node holds a lease); default all do. */
   live?: (ip: string) => boolean;
   log?: Logger;
+  /** Called with the seconds from a query's arrival to its answer handed to the socket. */
+  answered?: (seconds: number, protocol: 'udp' | 'tcp') => void;
 }
 
 export interface DnsStats {
@@ -320,7 +322,12 @@ export class ClusterDns {
     udp.on('error', (err) => this.o.log?.warn('cluster DNS: UDP socket error', { error: err.message }));
     udp.on('message', (msg, rinfo) => {
       this.counters.udp++;
-      const send = (b: Buffer | undefined) => b && !this.stopped && udp.send(b, rinfo.port, rinfo.address);
+      const started = performance.now();
+      const send = (b: Buffer | undefined) => {
+        if (!b || this.stopped) return;
+        udp.send(b, rinfo.port, rinfo.address);
+        this.o.answered?.((performance.now() - started) / 1000, 'udp');
+      };
       const out = this.respond(msg, rinfo.address, true);
       if (out instanceof Promise) void out.then(send);
       else send(out);
@@ -351,12 +358,13 @@ export class ClusterDns {
     sock.on('error', () => sock.destroy());
     sock.on('close', () => this.conns.delete(sock));
     const src = sock.remoteAddress ?? '';
-    const send = (b: Buffer | undefined) => {
+    const send = (b: Buffer | undefined, started: number) => {
       if (!b || sock.destroyed) return;
       const framed = Buffer.allocUnsafe(2 + b.length);
       framed.writeUInt16BE(b.length, 0);
       b.copy(framed, 2);
       sock.write(framed);
+      this.o.answered?.((performance.now() - started) / 1000, 'tcp');
     };
     let buf = EMPTY;
     sock.on('data', (chunk) => {
@@ -365,9 +373,10 @@ export class ClusterDns {
         const msg = Buffer.from(buf.subarray(2, 2 + buf.readUInt16BE(0)));
         buf = buf.subarray(2 + msg.length);
         this.counters.tcp++;
+        const started = performance.now();
         const out = this.respond(msg, src, false);
-        if (out instanceof Promise) void out.then(send);
-        else send(out);
+        if (out instanceof Promise) void out.then((b) => send(b, started));
+        else send(out, started);
       }
     });
   }

@@ -25,12 +25,17 @@ export interface ProxyOptions {
   live: (ip: string) => boolean;
   log: Logger;
   ns?: Netns;
+  /** After each sync: its kind, time, kernel changes and, for a full sync after the first, the drift it repaired. */
+  synced?(s: { kind: 'incremental' | 'full' | 'unchanged'; seconds: number; changes: number; repaired: number }): void;
+  /** A transaction failed (a full sync follows). */
+  failed?(): void;
 }
 
 export interface ProxyStatus {
   services: number;
   endpoints: number;
   chains: number;
+  rules: number;
   /** The last transaction (incremental or full). */
   lastSync?: { at: string; ms: number; reason: string; changes: number; transactions: number };
   lastFullSync?: { at: string; ms: number };
@@ -163,7 +168,7 @@ export class ServiceProxy {
   private async fullSync(reason: string, started: number, dirty: string[]): Promise<void> {
     if (reason === PERIODIC && (await this.table.unchanged())) {
       if (dirty.length) return this.incremental(dirty, started);
-      this.record(`${reason}: nftables unchanged`, performance.now() - started, { ops: 0, transactions: 0, changes: [], conntrackDeleted: 0 });
+      this.record(`${reason}: nftables unchanged`, performance.now() - started, { ops: 0, transactions: 0, changes: [], conntrackDeleted: 0 }, 'unchanged');
       return;
     }
     const all = new Map<string, Fragment>();
@@ -177,7 +182,7 @@ export class ServiceProxy {
     const ms = performance.now() - started;
     this.error = undefined;
     this.lastFull = { at: new Date().toISOString(), ms: Math.round(ms) };
-    this.record(reason, ms, r);
+    this.record(reason, ms, r, 'full');
     if (r.changes.length && reason !== 'start') this.opts.log.warn('service proxy repaired drift', { changes: r.changes });
     this.opts.log.info('service proxy full sync', { reason, services: all.size, ops: r.ops, transactions: r.transactions, ms: Math.round(ms) });
   }
@@ -191,12 +196,15 @@ export class ServiceProxy {
     }
     const r = await this.table.update(changed);
     const ms = performance.now() - started;
-    this.record(`${keys.length === 1 ? keys[0] : `${keys.length} services`} changed`, ms, r);
-    this.opts.log.debug('service proxy update', { services: keys.length, ops: r.ops, conntrackDeleted: r.conntrackDeleted, ms: Math.round(ms) });
+    this.record(`${keys.length === 1 ? keys[0] : `${keys.length} services`} changed`, ms, r, 'incremental');
+    const named = keys.length === 1 ? { service: keys[0] } : { services: keys.length };
+    this.opts.log.info('service rules updated', { ...named, ops: r.ops, conntrackDeleted: r.conntrackDeleted, ms: Math.round(ms) });
   }
 
-  private record(reason: string, ms: number, r: SyncResult): void {
+  private record(reason: string, ms: number, r: SyncResult, kind: 'incremental' | 'full' | 'unchanged'): void {
     this.last = { at: new Date().toISOString(), ms: Math.round(ms), reason, changes: r.ops + r.conntrackDeleted, transactions: r.transactions };
+    const repaired = kind === 'full' && reason !== 'start' ? r.changes.length : 0;
+    this.opts.synced?.({ kind, seconds: ms / 1000, changes: r.ops + r.conntrackDeleted, repaired });
     if (r.conntrackError) this.opts.log.warn('service proxy could not delete stale UDP conntrack entries', { error: r.conntrackError });
   }
 
@@ -204,6 +212,7 @@ export class ServiceProxy {
   private fail(e: unknown, what: string): void {
     const msg = e instanceof Error ? e.message : String(e);
     this.error = msg;
+    this.opts.failed?.();
     this.retryMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.retryMs * 2));
     this.opts.log.error('service proxy sync failed; full sync follows', { what, error: msg, retryMs: this.retryMs });
     clearTimeout(this.retryTimer);

@@ -23,6 +23,12 @@ export interface SyncResult {
   conntrackError?: string;
 }
 
+const ruleCount = (f: Fragment): number => {
+  let n = 0;
+  for (const rules of f.chains.values()) n += rules.length;
+  return n;
+};
+
 /** Conntrack cleanup never fails a sync: the rules are what matters, the flows are retried on the next full sync. */
 async function conntrack(fn: () => Promise<number>): Promise<{ deleted: number; error?: string }> {
   try {
@@ -48,7 +54,7 @@ export class ProxyTable {
   constructor(readonly ns: Netns) {}
 
   /** Totals over what is applied, kept as fragments come and go (status is asked often). */
-  readonly totals = { services: 0, endpoints: 0, chains: 0 };
+  readonly totals = { services: 0, endpoints: 0, chains: 0, rules: 0 };
 
   private set(key: string, f: Fragment | undefined): void {
     const old = this.applied.get(key);
@@ -56,12 +62,14 @@ export class ProxyTable {
       this.totals.services--;
       this.totals.endpoints -= old.endpoints;
       this.totals.chains -= old.chains.size;
+      this.totals.rules -= ruleCount(old);
     }
     if (f) {
       this.applied.set(key, f);
       this.totals.services++;
       this.totals.endpoints += f.endpoints;
       this.totals.chains += f.chains.size;
+      this.totals.rules += ruleCount(f);
     } else {
       this.applied.delete(key);
     }
