@@ -6,6 +6,7 @@ import type { CommandSpec, GroupSpec } from './command.js';
 import { labCommands, labGroup, labNodeGroup, labPodGroup } from './lab.js';
 import { print } from './output.js';
 import { podGroup, serviceCommands, serviceGroup } from './service.js';
+import { uiCommands } from './ui.js';
 
 /** The command table: every command, its options and help come from here. */
 export const COMMANDS: CommandSpec[] = [
@@ -15,6 +16,7 @@ export const COMMANDS: CommandSpec[] = [
   ...benchCommands,
   ...serviceCommands,
   ...dnsCommands,
+  ...uiCommands,
   {
     path: ['sweep'],
     summary: 'remove namespaces left by crashed test runs',

@@ -5,7 +5,11 @@ import { serviceKey, type Service } from '../service/types.js';
 import { EtcdStore } from '../store/etcd.js';
 import { docId, type RegistryReply, type RegistryRequest, type RegistryView } from './registry.js';
 
-/** The process behind registry.ts's registryCall, in etcd's namespace: one JSON request on stdin, one JSON reply on stdout. */
+/**
+ * The process behind registry.ts's registryCall, in etcd's namespace: one JSON request on stdin, one
+ * JSON reply on stdout. With `--watch` (registryWatch) it prints the view as a JSON line at start and
+ * after every change, until its stdin closes (its parent went away).
+ */
 async function view(registry: Registry, network: EtcdStore): Promise<RegistryView> {
   const snap = await registry.snapshot();
   // flannel's lease keys: subnets/10.244.3.0-24.
@@ -47,12 +51,39 @@ async function serve(endpoint: string, req: RegistryRequest): Promise<RegistryRe
   }
 }
 
+async function watch(endpoint: string): Promise<void> {
+  const store = new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX });
+  const network = new EtcdStore({ endpoints: [endpoint], prefix: '/coreos.com/network' });
+  const registry = new Registry(store);
+  let last = '';
+  let timer: NodeJS.Timeout | undefined;
+  const print = async () => {
+    const line = JSON.stringify(await view(registry, network));
+    if (line !== last) process.stdout.write(`${line}\n`);
+    last = line;
+  };
+  const fail = (e: Error) => {
+    console.error(e.message);
+    process.exit(1);
+  };
+  // A burst of writes (an apply of many documents) becomes one view.
+  const changed = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void print().catch(fail), 50);
+  };
+  await store.watch('', 0, changed, fail);
+  await network.watch('subnets/', 0, changed, fail);
+  await print();
+  process.stdin.on('end', () => process.exit(0)).resume();
+}
+
 async function main(): Promise<void> {
   const endpoint = process.argv[2];
   if (!endpoint) {
-    console.error('usage: registry-main.js ETCD_ENDPOINT < request.json');
+    console.error('usage: registry-main.js ETCD_ENDPOINT [--watch] < request.json');
     process.exit(2);
   }
+  if (process.argv[3] === '--watch') return watch(endpoint);
   let text = '';
   for await (const chunk of process.stdin) text += String(chunk);
   try {

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { run } from '../kernel/exec.js';
 import type { Manifest } from '../service/manifest.js';
@@ -61,4 +63,19 @@ export async function registryCall<R extends RegistryRequest>(s: LabState, req: 
     const why = (e as Error).message.replace(/^.*registry-main\.js \S+: /s, '');
     throw new LabError('registry', why);
   }
+}
+
+/**
+ * Follows the lab's registry (and its subnet leases, which decide endpoints): one long-lived
+ * registry-main in etcd's namespace prints a view at start and after every change. `onEnd` hears
+ * why it stopped (etcd went away, say); `stop` ends it.
+ */
+export function registryWatch(s: LabState, onView: (v: RegistryView) => void, onEnd: (why: string) => void): { stop: () => void } {
+  refuseUnderlay(s);
+  const child = spawn('ip', ['netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint, '--watch'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
+  createInterface({ input: child.stdout }).on('line', (line) => onView(JSON.parse(line) as RegistryView));
+  child.on('close', (code) => onEnd(stderr.trim() || `the registry watcher exited (${code ?? 'signal'})`));
+  return { stop: () => void child.stdin.end() };
 }
