@@ -200,17 +200,6 @@ export class AgentMetrics {
       registers,
       collect: udp('errors'),
     });
-    new Gauge({
-      name: 'weft_udp_attached',
-      help: 'udp backend: whether the packet loop is attached to flannel0 (absent for other backends)',
-      registers,
-      collect() {
-        this.reset();
-        const d = source.datapath();
-        if (d) this.set(d.attached ? 1 : 0);
-      },
-    });
-
     this.cniDuration = new Histogram({
       name: 'weft_cni_request_duration_seconds',
       help: 'Served CNI requests, from the request read to the answer (pod registration included)',

@@ -5,7 +5,7 @@ import type { Link, NftTableState, Route } from '../kernel/state.js';
 import type { Lease } from '../subnet/lease.js';
 import { firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, PEER_SET } from './firewall.js';
 import { HostGwBackend } from './hostgw.js';
-import { ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
+import { changeKind, ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
 import type { DesiredState, NodeInfo } from './types.js';
 import { UdpBackend } from './udp.js';
 import { VxlanBackend } from './vxlan.js';
@@ -134,6 +134,26 @@ describe('reconcile', () => {
     assert.match(text, /add element ip weft vxlan_peers \{ 198\.18\.0\.12, 198\.19\.0\.13 \}/);
     assert.ok(text.indexOf('link add') < text.indexOf('neigh replace') && text.indexOf('neigh replace') < text.indexOf('route replace'));
     assert.ok(changes.length >= 8);
+  });
+
+  it('names the kind of each change (the drift metric counts repairs by it)', () => {
+    const fresh = reconcile(undefined, desired, { ...empty, forwarding: false }).changes.map(changeKind);
+    assert.deepEqual(fresh, ['sysctl', 'device', 'fdb', 'fdb', 'neighbour', 'neighbour', 'route', 'route', 'firewall', 'vxlan_peers']);
+    const a = programmed(desired);
+    a.deviceAddrs = ['10.244.1.0/32', '10.244.9.0/32'];
+    a.device = { ...a.device!, up: false };
+    a.routes.push(route({ dst: '10.244.9.0/24', via: '10.244.9.0', dev: 'flannel.1', onlink: true }));
+    a.table!.chains.delete('forward');
+    const stale = reconcile(undefined, desired, a).changes;
+    assert.deepEqual(
+      stale.map((c) => `${changeKind(c)}: ${c}`),
+      [
+        'address: remove stale address 10.244.9.0/32 from flannel.1',
+        'device: set flannel.1 up',
+        'route: remove stale route 10.244.9.0/24 via 10.244.9.0 dev flannel.1',
+        'firewall: add nftables chain forward',
+      ],
+    );
   });
 
   it('is idempotent: a kernel that matches gives an empty plan', () => {
