@@ -6,6 +6,7 @@ import type { CommandSpec, GroupSpec } from './command.js';
 import { labCommands, labGroup, labNodeGroup, labPodGroup } from './lab.js';
 import { print } from './output.js';
 import { podGroup, serviceCommands, serviceGroup } from './service.js';
+import { traceCommands } from './trace.js';
 import { uiCommands } from './ui.js';
 
 /** The command table: every command, its options and help come from here. */
@@ -16,6 +17,7 @@ export const COMMANDS: CommandSpec[] = [
   ...benchCommands,
   ...serviceCommands,
   ...dnsCommands,
+  ...traceCommands,
   ...uiCommands,
   {
     path: ['sweep'],
