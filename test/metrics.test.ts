@@ -73,6 +73,12 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
       .node(node)
       .agent!.log.filter((l) => l.trim())
       .map((l) => JSON.parse(l) as Record<string, unknown>);
+  /** `weft cni add|del` of pod default/a1 on n1, through n1's agent (the runtime as kubelet would call it). */
+  const cni = (command: 'add' | 'del', ns: string) => {
+    const node = c.node('n1');
+    const cache = ['--cache-dir', join(node.dir, 'cache'), '--args', 'K8S_POD_NAMESPACE=default;K8S_POD_NAME=a1'];
+    return c.exec('n1', [NODE, WEFT, 'cni', command, '--conf', node.conflist, '--cni-path', `${c.binDir}:/usr/lib/cni`, ...cache, ns]);
+  };
   const logged = (node: string, msg: string | RegExp) => jsonLog(node).filter((e) => (typeof msg === 'string' ? e.msg === msg : msg.test(String(e.msg))));
 
   before(async () => {
@@ -147,21 +153,7 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
     const before = value(await scrape('n1'), 'weft_cni_request_duration_seconds_count', { command: 'ADD', plugin: 'weft' });
     const node = c.node('n1');
     const ns = await c.topo.netns('a1');
-    const r = await c.exec('n1', [
-      NODE,
-      WEFT,
-      'cni',
-      'add',
-      '--conf',
-      node.conflist,
-      '--cni-path',
-      `${c.binDir}:/usr/lib/cni`,
-      '--cache-dir',
-      join(node.dir, 'cache'),
-      '--args',
-      'K8S_POD_NAMESPACE=default;K8S_POD_NAME=a1',
-      ns,
-    ]);
+    const r = await cni('add', ns);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const ip = (JSON.parse(r.stdout) as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]!;
     const text = await scrape('n1');
@@ -254,6 +246,15 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
     assert.equal(pr.status, 0, `promtool: ${pr.stdout}${pr.stderr}`);
   });
 
+  check('a CNI DEL moves the DEL histogram and is logged with its pod', async () => {
+    const before = value(await scrape('n1'), 'weft_cni_request_duration_seconds_count', { command: 'DEL', plugin: 'weft' });
+    const r = await cni('del', c.topo.path('a1'));
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(value(await scrape('n1'), 'weft_cni_request_duration_seconds_count', { command: 'DEL', plugin: 'weft' }), before + 1);
+    assert.equal(logged('n1', 'cni DEL').at(-1)?.pod, 'default/a1');
+    await waitFor('the pod unregistered', () => logged('n1', 'pod unregistered').find((e) => e.pod === 'default/a1'));
+  });
+
   check('every log line is one JSON object with time, level, msg and node; the events carry subnet, pod and service', () => {
     const lines = jsonLog('n1');
     assert.ok(lines.length > 10);
@@ -264,7 +265,9 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
       assert.equal(l.node, 'n1');
     }
     const own = c.subnetOf('n1').replace(/\.1\//, '.0/');
-    assert.equal(logged('n1', 'lease acquired')[0]?.subnet, own);
+    const acquired = logged('n1', 'lease acquired')[0];
+    assert.equal(acquired?.subnet, own);
+    assert.equal(acquired.lease, `subnets/${own.replace('/', '-')}`);
     assert.equal(logged('n1', 'running')[0]?.subnet, own);
     assert.equal(logged('n1', 'remote lease added')[0]?.subnet, c.subnetOf('n2').replace(/\.1\//, '.0/'));
     assert.equal(logged('n1', 'pod registered')[0]?.pod, 'default/a1');

@@ -173,7 +173,7 @@ export class Agent {
     this.leases = leases;
     leases.on((e) => this.onLeaseEvent(e));
     const own = await this.untilDone('acquire a subnet lease', () => leases.acquire());
-    this.log.info('lease acquired', { subnet: formatNetwork(own.subnet), publicIP: own.attrs.publicIP, key: subnetKey(own.subnet) });
+    this.log.info('lease acquired', { subnet: formatNetwork(own.subnet), publicIP: own.attrs.publicIP, lease: subnetKey(own.subnet) });
     await writeSubnetEnv(o.subnetFile, { network: this.config.network, subnet: own.subnet, mtu: this.backend.mtu, ipMasq: o.ipMasq });
     this.log.info('wrote subnet file', { file: o.subnetFile });
     await this.untilDone('list the leases', () => leases.watch());
