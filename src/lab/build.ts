@@ -140,6 +140,8 @@ export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
     f.dir,
     '--cni-socket',
     f.cniSocket,
+    '--metrics-listen',
+    `${node.ip}:${AGENT_METRICS_PORT}`,
     '--dns-upstream',
     GATEWAY_IP,
   ];
