@@ -13,6 +13,7 @@ import { portsArg, type AppPort } from './workload.js';
  *
  *   outside (198.18.0.1, 203.0.113.1) ─┐
  *   etcd (198.18.0.2) ─────────────────┼─ underlay: bridge br0 ─ portN ─ node eth0 198.18.0.(10+N) ─ cni0 ─ pods
+ *   monitoring (198.18.0.3, optional) ─┘
  *
  * The outside world also answers DNS for a few names of its own (upstream.ts); each node's agent
  * serves the cluster DNS on 10.96.0.10 and forwards other names there. Macvlan labs have no agents
