@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { Cluster, flannelDocConfig, NODE, waitFor, WEFT } from './agent-support.js';
 
 const METRICS_PORT = 9402;
-const ipOf = (node: string) => (node === 'n1' ? '198.18.0.11' : '198.18.0.12');
+const ipOf = (node: string) => `198.18.0.${10 + Number(node.slice(1))}`;
 
 /** One sample line's name and labels as written (`weft_x{a="b"}`) → value. */
 function samples(text: string): Map<string, number> {
@@ -140,6 +140,32 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
     await until('a lease renewal', 'n1', (t) => value(t, 'weft_lease_renewals_total') > renewals);
     // --resync 1: periodic reconciles.
     await until('resync reconciles', 'n1', (t) => value(t, 'weft_reconciles_total', { trigger: 'resync', result: 'ok' }) >= 2);
+  });
+
+  check('an agent that cannot reach etcd serves metrics already: etcd down, no lease', async () => {
+    const n3 = await c.addNode('n3', 3);
+    const agent = c.spawn('n3', [
+      NODE,
+      WEFT,
+      'agent',
+      '--node',
+      'n3',
+      '--etcd-endpoints',
+      'http://198.18.0.2:2999',
+      '--state-dir',
+      n3.stateDir,
+      '--subnet-file',
+      n3.subnetFile,
+      '--metrics-listen',
+      `${ipOf('n3')}:${METRICS_PORT}`,
+    ]);
+    try {
+      const text = await until('n3 answering', 'n3', (t) => value(t, 'weft_etcd_up') === 0);
+      assert.equal(value(text, 'weft_lease_held'), 0);
+      assert.equal(value(text, 'weft_agent_info', { node: 'n3' }), 1);
+    } finally {
+      agent.kill('SIGTERM');
+    }
   });
 
   check('only /metrics is served', async () => {

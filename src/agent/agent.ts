@@ -236,10 +236,13 @@ export class Agent {
     let logged = 0;
     for (;;) {
       try {
-        return await fn();
+        const result = await fn();
+        this.health.up();
+        return result;
       } catch (err) {
         const retriable = isStoreUnavailable(err) || (err instanceof LeaseError && err.code === 'no-network-config');
         if (!retriable || this.stopped) throw err;
+        if (isStoreUnavailable(err)) this.health.down(err as Error);
         if (Date.now() - logged > 30_000) {
           this.log.warn(`cannot ${what} yet; retrying`, { error: (err as Error).message });
           logged = Date.now();
