@@ -68,7 +68,10 @@ export const agentTargets = (s: LabState) =>
 
 /** Rewrites the targets file from `s` when the lab has monitoring; call it inside `update` so writers never race. */
 export function writeTargets(s: LabState): void {
-  if (s.monitoring) writeFileAtomic(monitoringFiles(s.name).targets, `${JSON.stringify(agentTargets(s), null, 2)}\n`, { durable: false });
+  if (!s.monitoring) return;
+  const f = monitoringFiles(s.name);
+  mkdirSync(f.dir, { recursive: true });
+  writeFileAtomic(f.targets, `${JSON.stringify(agentTargets(s), null, 2)}\n`, { durable: false });
 }
 
 export function prometheusArgv(s: LabState, m: Monitoring): string[] {
@@ -154,6 +157,7 @@ async function start(s: LabState, m: Monitoring, signal?: AbortSignal): Promise<
   interrupted(signal);
   mkdirSync(f.data, { recursive: true });
   writeFileAtomic(f.config, prometheusConfig(s));
+  await update(s, writeTargets);
   rmSync(m.socket, { force: true });
   const prometheus = daemon(m.ns, prometheusArgv(s, m), f.log);
   const forwarder = daemon(m.ns, forwarderArgv(m), f.forwarderLog);
@@ -162,8 +166,8 @@ async function start(s: LabState, m: Monitoring, signal?: AbortSignal): Promise<
 }
 
 /**
- * Adds monitoring to the lab: records it (and writes the targets) under the lab's lock, so that a
- * concurrent `node add` either sees it or is seen, then makes it. A failure removes what it made.
+ * Adds monitoring to the lab: records it under the lab's lock first, so that a concurrent `node add`
+ * either writes the targets itself or is in them, then makes it. A failure removes what it made.
  */
 export async function addMonitoring(s: LabState, signal?: AbortSignal): Promise<Monitoring> {
   if (s.backend === 'macvlan') throw new LabError('no-agents', `lab ${s.name} runs in underlay mode: it has no agents for Prometheus to scrape`);
@@ -173,17 +177,16 @@ export async function addMonitoring(s: LabState, signal?: AbortSignal): Promise<
       throw new LabError('exists', `lab ${f.name} has a node or pod named ${MONITORING_ROLE}, the namespace Prometheus would take; remove it first`);
     }
     f.monitoring = newMonitoring(f.name);
-    mkdirSync(monitoringFiles(f.name).dir, { recursive: true });
-    writeTargets(f);
     return f.monitoring;
   });
   try {
     await start(s, m, signal);
     return m;
   } catch (e) {
+    // The record goes first: a node add after it no longer writes targets into the dir removed here.
+    await update(s, (f) => delete f.monitoring);
     await deleteNetns(m.ns);
     rmSync(monitoringFiles(s.name).dir, { recursive: true, force: true });
-    await update(s, (f) => delete f.monitoring);
     throw e;
   }
 }
