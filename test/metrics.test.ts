@@ -210,7 +210,7 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
     ]);
     assert.notEqual(e.code, 0);
     const after = await scrape('n1');
-    assert.ok(value(after, 'weft_cni_request_errors_total', { command: 'ADD', plugin: 'weft' }) >= 1, 'the failed ADD is counted');
+    assert.ok(value(after, 'weft_cni_request_errors_total', { command: 'ADD', plugin: 'weft' }) >= 1, `the failed ADD is counted: ${e.stdout}${e.stderr}`);
     assert.ok(logged('n1', 'cni ADD failed').length >= 1);
   });
 
@@ -299,5 +299,45 @@ describe('agent metrics and logs', { timeout: 300_000 }, () => {
     assert.equal(logged('n1', 'pod registered')[0]?.pod, 'default/a1');
     assert.ok(logged('n1', 'service rules updated').some((e) => e.service === 'default/web'));
     return Promise.resolve();
+  });
+});
+
+describe('udp backend metrics', { timeout: 300_000 }, () => {
+  let c: Cluster;
+
+  before(async () => {
+    c = await Cluster.create('udp');
+    const init = await c.networkInit(flannelDocConfig('udp'));
+    assert.equal(init.code, 0, init.stderr);
+    for (const n of ['n1', 'n2']) {
+      await c.addNode(n, Number(n.slice(1)));
+      c.startAgent(n, ['--metrics-listen', `${ipOf(n)}:${METRICS_PORT}`]);
+    }
+    await c.waitReady('n1', 1);
+    await c.waitReady('n2', 1);
+  });
+
+  after(async () => {
+    if (process.env.WEFT_TEST_SHOW_LOGS && c) console.log(c.logs());
+    await c?.destroy();
+  });
+
+  it("the packet loop's counters: pod traffic across nodes, and datagrams from a non-node dropped", async () => {
+    const a1 = await c.addPod('a1', 'n1');
+    await c.addPod('b1', 'n2');
+    assert.equal(await c.tcpEventually('b1', a1.ip), c.pod('b1').ip);
+    assert.equal((await c.tool('out', ['garbage', ipOf('n1'), '8285', '5'])).code, 0);
+    const script = `fetch(process.argv[1]).then(async (r) => process.stdout.write(await r.text()))`;
+    const text = await waitFor('the drops counted', async () => {
+      const r = await c.exec('rt', [NODE, '-e', script, `http://${ipOf('n1')}:${METRICS_PORT}/metrics`]);
+      return value(r.stdout, 'weft_udp_dropped_packets_total', { reason: 'unknown_source' }) >= 5 ? r.stdout : undefined;
+    });
+    for (const direction of ['tx', 'rx']) {
+      assert.ok(value(text, 'weft_udp_packets_total', { direction }) > 0, `${direction} packets`);
+      assert.ok(value(text, 'weft_udp_bytes_total', { direction }) > 0, `${direction} bytes`);
+    }
+    assert.equal(value(text, 'weft_agent_info', { node: 'n1', backend: 'udp' }), 1);
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    assert.equal(r.status, 0, `promtool: ${r.stdout}${r.stderr}`);
   });
 });
