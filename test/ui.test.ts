@@ -48,7 +48,7 @@ const drawn = () =>
 before(async () => {
   topo = await Topology.create();
   lab = topo.id;
-  const up = weft('lab', 'up', '--name', lab, '--nodes', '2', '--pods-per-node', '1');
+  const up = weft('lab', 'up', '--name', lab, '--nodes', '2', '--pods-per-node', '2');
   assert.equal(up.code, 0, up.out);
   ui = spawn(process.execPath, [WEFT, 'ui', '--name', lab, '--listen', '127.0.0.1:0', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
   url = await new Promise<string>((resolve, reject) => {
@@ -100,7 +100,7 @@ test('the page draws every node with its eth0, cni0 and flannel.1, every pod wit
   for (const n of s.nodes) {
     const box = byId.get(`node:${n.name}`);
     assert.ok(box?.visible, `node ${n.name} drawn`);
-    assert.match(box.label, new RegExp(`${n.ip}.*pods 10\\.244\\.\\d+\\.0/24`), 'node label: public IP and pod subnet');
+    assert.match(box.label, new RegExp(`${n.ip}\npods 10\\.244\\.\\d+\\.0/24`), 'node label: public IP and pod subnet');
     assert.match(byId.get(`dev:${n.name}:eth0`)?.label ?? '', new RegExp(n.ip));
     assert.match(byId.get(`dev:${n.name}:cni0`)?.label ?? '', /cni0 bridge\n10\.244\.\d+\.1\/24/);
     assert.match(byId.get(`dev:${n.name}:flannel.1`)?.label ?? '', /VXLAN VNI 1/);
@@ -113,7 +113,7 @@ test('the page draws every node with its eth0, cni0 and flannel.1, every pod wit
     'every element has a size on screen',
   );
   const edges = await page.evaluate(() => window.weft.cy.edges('.peer').map((e) => String(e.data('label'))));
-  assert.deepEqual(edges, ['VXLAN VNI 1 over UDP 8472']);
+  assert.deepEqual(edges, ['VXLAN tunnel, VNI 1\nUDP 8472 over the underlay']);
 });
 
 test('lab pod add and lab pod rm show on the page without a reload, within two seconds', async () => {

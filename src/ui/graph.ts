@@ -33,6 +33,8 @@ export interface UiNode {
   tunnel?: UiDevice;
   /** Underlay mode: the node's macvlan shim towards its own pods. */
   shim?: UiDevice;
+  /** The node-local cluster DNS's device (weft-dns), holding the kube-dns ClusterIP. */
+  dns?: UiDevice;
 }
 
 export interface UiPod {
@@ -69,20 +71,21 @@ export interface UiGraph {
   monitoring?: { ip: string; port: number };
 }
 
-async function devices(node: NodeState): Promise<Pick<UiNode, 'bridge' | 'tunnel' | 'shim'>> {
+async function devices(node: NodeState): Promise<Pick<UiNode, 'bridge' | 'tunnel' | 'shim' | 'dns'>> {
   const snap = await snapshot(netnsPath(node.ns)).catch(() => undefined);
   if (!snap) return {};
-  const dev = (kind: string, name?: RegExp): UiDevice | undefined => {
-    // The node-local DNS's dummy bridge (weft-dns) is not the pods' bridge.
-    const l = snap.links.find((x) => x.kind === kind && x.name !== DNS_DEVICE && (!name || name.test(x.name)));
+  const dev = (kind: string | undefined, name?: string): UiDevice | undefined => {
+    // The node-local DNS's bridge (weft-dns) is not the pods' bridge.
+    const l = snap.links.find((x) => (!kind || x.kind === kind) && (name ? x.name === name : x.name !== DNS_DEVICE));
     if (!l) return undefined;
     const a = snap.addrs.find((x) => x.dev === l.name);
-    return { name: l.name, kind, mtu: l.mtu, ...(a && { addr: `${a.address}/${a.prefix}` }), ...(l.vxlan && { vni: l.vxlan.vni }) };
+    return { name: l.name, kind: l.kind ?? 'device', mtu: l.mtu, ...(a && { addr: `${a.address}/${a.prefix}` }), ...(l.vxlan && { vni: l.vxlan.vni }) };
   };
   const tunnel = dev('vxlan') ?? dev('tun');
   const bridge = dev('bridge');
-  const shim = dev('macvlan', /^weft-shim$/);
-  return { ...(bridge && { bridge }), ...(tunnel && { tunnel }), ...(shim && { shim }) };
+  const shim = dev('macvlan', 'weft-shim');
+  const dns = dev(undefined, DNS_DEVICE);
+  return { ...(bridge && { bridge }), ...(tunnel && { tunnel }), ...(shim && { shim }), ...(dns && { dns }) };
 }
 
 export async function buildGraph(s: LabState, view: RegistryView | undefined, registryNote: string | undefined): Promise<UiGraph> {

@@ -59,7 +59,7 @@ function elements(g: UiGraph): ElementDefinition[] {
     const id = nodeBox(n.name);
     els.push({
       group: 'nodes',
-      data: { id, kind: 'node', ref: n.name, label: `${n.name}${n.pending ? ' (pending)' : ''} · ${n.ip} · pods ${n.subnet ?? '?'}` },
+      data: { id, kind: 'node', ref: n.name, label: `${n.name}${n.pending ? ' (pending)' : ''} · ${n.ip}\npods ${n.subnet ?? '?'}` },
       classes: 'node',
     });
     const nic = devId(n.name, 'eth0');
@@ -97,7 +97,10 @@ function elements(g: UiGraph): ElementDefinition[] {
   for (const s of g.services) {
     const id = `svc:${s.key}`;
     const ready = s.endpoints.filter((e) => e.ready).length;
-    node(id, 'svc', `Service ${s.namespace}/${s.name}\n${s.clusterIP ? `ClusterIP ${s.clusterIP}` : s.type}\n${s.ports || 'no ports'} · ${ready} endpoints`, {
+    // The cluster DNS's ClusterIP sits on every node's weft-dns device: the agent answers it there.
+    const local = g.nodes.some((n) => s.clusterIP && n.dns?.addr?.startsWith(`${s.clusterIP}/`));
+    const behind = local ? 'answered on every node (weft-dns)' : `${ready} endpoint${ready === 1 ? '' : 's'}`;
+    node(id, 'svc', `Service ${s.namespace}/${s.name}\n${s.clusterIP ? `ClusterIP ${s.clusterIP}` : s.type}\n${s.ports || 'no ports'} · ${behind}`, {
       ref: s.key,
     });
     for (const e of s.endpoints) if (e.pod) edge(podId(e.pod), id, 'endpoint');
@@ -109,9 +112,10 @@ function elements(g: UiGraph): ElementDefinition[] {
     for (let j = i + 1; j < ready.length; j++) {
       const [a, b] = [ready[i]!, ready[j]!];
       if (g.backend === 'vxlan' && a.tunnel && b.tunnel)
-        edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', `VXLAN VNI ${a.tunnel.vni ?? '?'} over UDP 8472`);
-      else if (g.backend === 'udp' && a.tunnel && b.tunnel) edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', 'udp backend, UDP 8285');
-      else if (g.backend === 'host-gw') edge(devId(a.name, 'eth0'), devId(b.name, 'eth0'), 'peer', `host-gw: plain routes via ${a.ip} ⇄ ${b.ip}`);
+        edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', `VXLAN tunnel, VNI ${a.tunnel.vni ?? '?'}\nUDP 8472 over the underlay`);
+      else if (g.backend === 'udp' && a.tunnel && b.tunnel)
+        edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', 'udp backend tunnel\nUDP 8285 over the underlay');
+      else if (g.backend === 'host-gw') edge(devId(a.name, 'eth0'), devId(b.name, 'eth0'), 'peer', `host-gw: no tunnel, routes\nvia ${a.ip} ⇄ ${b.ip}`);
     }
   }
   return els;
@@ -148,9 +152,12 @@ const style: cytoscape.StylesheetJson = [
       'text-valign': 'top',
       'text-halign': 'center',
       'text-margin-y': -3,
-      'font-size': 12.5,
+      'font-size': 12,
       'font-weight': 'bold',
       'font-family': 'DejaVu Sans, sans-serif',
+      'text-background-color': '#fff',
+      'text-background-opacity': 1,
+      'text-background-padding': '3px',
       padding: '14px',
     },
   },
@@ -169,6 +176,8 @@ const style: cytoscape.StylesheetJson = [
       'text-background-padding': '1px',
     },
   },
+  // Under the node boxes, so they do not cross the node's label on their way to its eth0.
+  { selector: 'edge.wire[source = "underlay"]', style: { 'z-compound-depth': 'bottom' } },
   { selector: 'edge.endpoint', style: { 'line-style': 'dashed', 'line-color': '#a585c9', width: 1.5, 'target-arrow-shape': 'none' } },
   {
     selector: 'edge.peer',
@@ -178,6 +187,7 @@ const style: cytoscape.StylesheetJson = [
       width: 3,
       color: '#9a4f0a',
       'font-size': 11,
+      'text-wrap': 'wrap',
       'curve-style': 'unbundled-bezier',
       'control-point-distances': [-60],
     },
@@ -219,13 +229,13 @@ function layout(): Promise<void> {
       name: 'elk',
       fit: true,
       padding: 24,
-      nodeLayoutOptions: (n: NodeSingular) => (n.isParent() ? { 'elk.padding': '[top=50,left=14,bottom=14,right=14]' } : {}),
+      nodeLayoutOptions: (n: NodeSingular) => (n.isParent() ? { 'elk.padding': '[top=60,left=14,bottom=14,right=14]' } : {}),
       elk: {
         algorithm: 'layered',
         'elk.direction': 'DOWN',
         'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
         'elk.layered.spacing.nodeNodeBetweenLayers': 38,
-        'elk.spacing.nodeNode': 26,
+        'elk.spacing.nodeNode': 40,
         'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
         'elk.layered.considerModelOrder.strategy': 'NODES_AND_EDGES',
         'elk.edgeLabels.inline': true,
@@ -444,7 +454,8 @@ function drawTrace(r: TraceResult): void {
     cy.getElementById(at).addClass(dropped ? 'hit-drop' : 'hit');
     if (prev && prev !== at) {
       step++;
-      cy.add({ group: 'edges', data: { id: `trace:${step}`, source: prev, target: at, label: String(step) }, classes: `trace${dropped ? ' drop' : ''}` });
+      // Labelled with the hop's number in the list beside the picture.
+      cy.add({ group: 'edges', data: { id: `trace:${step}`, source: prev, target: at, label: String(i + 1) }, classes: `trace${dropped ? ' drop' : ''}` });
     }
     prev = at;
   });
@@ -458,6 +469,7 @@ function drawTrace(r: TraceResult): void {
       : `<p class="bad">${esc(r.outcome)}${r.droppedBy ? `: ${esc(r.droppedBy)}` : ''}</p>`;
   $('trace-out').innerHTML =
     head +
+    '<p class="dim">The numbers on the picture are the hops below; observed hops come from the kernel (nft trace, conntrack, route lookups).</p>' +
     (r.endpoint ? `<p>Service DNAT chose endpoint <b>${esc(r.endpoint.ip)}${r.endpoint.pod ? ` (${esc(r.endpoint.pod)})` : ''}</b></p>` : '') +
     `<ol class="hops">${r.hops
       .map(
@@ -577,7 +589,8 @@ async function refreshMetrics(): Promise<void> {
         return res
           .slice(0, 3)
           .map((x) => {
-            const values = x.values.map(([, v]) => (Number.isFinite(Number(v)) ? Number(v) : 0));
+            const values = x.values.map(([, v]) => Number(v)).filter(Number.isFinite);
+            if (!values.length) return `<div>${esc(s.title)}: <span class="dim">no samples yet</span></div>`;
             const who = x.metric.node ?? x.metric.instance ?? '';
             return `<div>${esc(s.title)}${who ? ` · ${esc(who)}` : ''}: <b>${(values.at(-1) ?? 0).toPrecision(3)}</b>${sparkline(values)}</div>`;
           })
