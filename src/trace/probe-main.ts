@@ -24,7 +24,8 @@ if (values.proto === 'udp') {
   sock.on('message', (m) => done({ ok: true, answer: m.toString().slice(0, 200) }));
   sock.on('error', failed);
   // Connected, so that an ICMP port unreachable comes back as ECONNREFUSED instead of silence.
-  sock.bind(sport, () => sock.connect(port, host, () => sock.send('weft trace')));
+  sock.on('connect', () => sock.send('weft trace'));
+  sock.bind(sport, () => sock.connect(port, host));
 } else {
   const sock = connect({ host, port, localPort: sport });
   sock.on('connect', () => {

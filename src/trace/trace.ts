@@ -6,7 +6,6 @@ import { apply, Plan } from '../kernel/plan.js';
 import { links, routes, type Link } from '../kernel/state.js';
 import { listFlows, routeGet, TraceMonitor, type Flow } from '../kernel/trace.js';
 import { contains, parseAddr, parseCidr } from '../ip/cidr.js';
-import { execIn } from '../lab/lab.js';
 import { labView } from '../lab/services.js';
 import { LabError, type LabState } from '../lab/state.js';
 import { APP_PORT } from '../lab/workload.js';
@@ -39,6 +38,8 @@ interface Place {
   at: At;
   bridge: boolean;
   node: boolean;
+  /** A pod's or the outside's own address, where a probe may arrive with a rewritten source. */
+  arrives?: string;
 }
 
 interface Resolved extends TraceEndpoint {
@@ -78,10 +79,10 @@ const inPods = (ip: string) => contains(parseCidr(POD_NETWORK), parseAddr(ip));
 
 function placeOf(s: LabState, ip: string): Place | undefined {
   const pod = s.pods.find((p) => p.ip === ip);
-  if (pod) return { ns: pod.ns, where: pod.name, at: { kind: 'pod', name: pod.name }, bridge: false, node: false };
+  if (pod) return { ns: pod.ns, where: pod.name, at: { kind: 'pod', name: pod.name }, bridge: false, node: false, arrives: pod.ip };
   const node = s.nodes.find((n) => n.ip === ip);
   if (node) return nodePlace(s, node.name);
-  if (ip === s.outside.ip) return { ns: s.outside.ns, where: 'outside', at: { kind: 'outside', name: 'outside' }, bridge: false, node: false };
+  if (ip === s.outside.ip) return { ns: s.outside.ns, where: 'outside', at: { kind: 'outside', name: 'outside' }, bridge: false, node: false, arrives: ip };
   return undefined;
 }
 
@@ -123,14 +124,13 @@ function traceTx(family: NftFamily, table: string, match: string[]) {
   return tx;
 }
 
-function matches(proto: TraceProto, id: number, dst: Resolved, port: number | undefined): string[] {
+function matches(proto: TraceProto, id: number, place: Place): string[] {
   const own = proto === 'icmp' ? `icmp type echo-request icmp id ${id}` : `meta l4proto ${proto} th sport ${id}`;
-  // Past a masquerade the source port changes; the IPv4 id (checked afterwards) still names the probe.
-  const masqueraded =
-    dst.kind === 'outside' || (dst.kind === 'ip' && !inPods(dst.ip))
-      ? [proto === 'icmp' ? `ip daddr ${dst.ip} icmp type echo-request` : `ip daddr ${dst.ip} meta l4proto ${proto} th dport ${port}`]
-      : [];
-  return [own, ...masqueraded];
+  if (!place.arrives) return [own];
+  // A masquerade (to the outside, or a Service's hairpin) changes the source port on the way here;
+  // the IPv4 id, checked afterwards, still names the probe among what this catches.
+  const first = proto === 'icmp' ? 'icmp type echo-request' : proto === 'tcp' ? 'tcp flags & (syn | ack) == syn' : 'meta l4proto udp';
+  return [own, `ip daddr ${place.arrives} ${first}`];
 }
 
 function outerMatch(backend: string, proto: TraceProto, id: number): string | undefined {
@@ -165,21 +165,32 @@ async function sendProbe(src: Resolved, dstIp: string, proto: TraceProto, port: 
       : `no echo reply within ${timeoutMs} ms`;
     return { ok: false, error: why, ms };
   }
-  const r = await execIn(ns, [
-    process.execPath,
-    PROBE,
-    '--proto',
-    proto,
-    '--host',
-    dstIp,
-    '--port',
-    String(port),
-    '--sport',
-    String(id),
-    '--timeout',
-    String(timeoutMs),
-  ]);
-  return JSON.parse(r.stdout) as ProbeOutcome;
+  const r = await collect(
+    [
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      PROBE,
+      '--proto',
+      proto,
+      '--host',
+      dstIp,
+      '--port',
+      String(port),
+      '--sport',
+      String(id),
+      '--timeout',
+      String(timeoutMs),
+    ],
+    { timeoutMs: timeoutMs + 5000 },
+  );
+  try {
+    return JSON.parse(r.stdout) as ProbeOutcome;
+  } catch {
+    return { ok: false, error: `the probe failed: ${r.stderr.trim().split('\n').pop() ?? `exit ${r.code ?? r.signal}`}`, ms: 0 };
+  }
 }
 
 const podOfAlias = (l: Link | undefined) => (l?.alias?.startsWith('weft:') ? l.alias.split(':')[2] : undefined);
@@ -211,7 +222,7 @@ const hopPacket = (p: TracedPacket, proto: TraceProto): NonNullable<TraceHop['pa
   ...(p.dport !== undefined && { dport: p.dport }),
 });
 
-const INTERESTING = /\b(dnat|snat|masquerade|redirect|reject|notrack)\b/;
+const INTERESTING = /(?:^|\s)(dnat|snat|masquerade|redirect|reject|notrack)(?=\s|$)/;
 
 export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o: TraceOptions = {}): Promise<TraceResult> {
   const started = performance.now();
@@ -226,7 +237,6 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
   const id = 20000 + Math.floor(Math.random() * 40000);
   const table = `weft-trace-${id}`;
   const path = places(s, src, dst);
-  const match = matches(proto, id, dst, port);
   const outer = outerMatch(s.backend, proto, id);
 
   const monitors = new Map<string, TraceMonitor>();
@@ -234,20 +244,23 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
   const lines = new Map<string, string[]>();
   let probe: ProbeOutcome;
   let flows: Flow[] = [];
+  let leftover: string[];
   try {
     for (const p of path) monitors.set(p.ns, new TraceMonitor(netnsPath(p.ns)));
-    const plan = new Plan();
-    for (const p of path) {
-      const own = [...match, ...(p.node && outer ? [outer] : [])];
-      plan.add(nft({ ns: netnsPath(p.ns), tx: traceTx('ip', table, own) }));
-      made.push({ ns: p.ns, family: 'ip' });
-      if (p.bridge) {
-        plan.add(nft({ ns: netnsPath(p.ns), tx: traceTx('bridge', table, match) }));
-        made.push({ ns: p.ns, family: 'bridge' });
-      }
-    }
-    o.signal?.throwIfAborted();
-    await apply(plan);
+    // One transaction per namespace, all at once (each `nft -f` in a node namespace reads its whole ruleset
+    // first), and all of them finished before any failure is thrown, so that the removal comes after them.
+    const added = await Promise.allSettled(
+      path.map((p) => {
+        const plan = new Plan().add(nft({ ns: netnsPath(p.ns), tx: traceTx('ip', table, [...matches(proto, id, p), ...(p.node && outer ? [outer] : [])]) }));
+        made.push({ ns: p.ns, family: 'ip' });
+        if (p.bridge) {
+          plan.add(nft({ ns: netnsPath(p.ns), tx: traceTx('bridge', table, matches(proto, id, p)) }));
+          made.push({ ns: p.ns, family: 'bridge' });
+        }
+        return apply(plan);
+      }),
+    );
+    for (const a of added) if (a.status === 'rejected') throw a.reason;
     await subscribed(path, monitors, table, o.signal);
     o.signal?.throwIfAborted();
     probe = await sendProbe(src, dst.ip, proto, port, id, o.timeoutMs ?? 2000);
@@ -257,10 +270,9 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
     if (proto !== 'icmp') flows = await listFlows(netnsPath(natAt.ns), ['-p', proto, '--orig-port-src', String(id)]).catch(() => []);
   } finally {
     for (const [ns, m] of monitors) lines.set(ns, await m.stop());
-    const undo = new Plan();
-    for (const t of made) undo.add(nft({ ns: netnsPath(t.ns), tx: nftTx(t.family, table).delete({ type: 'table' }), tolerate: 'missing' }));
-    await apply(undo);
+    leftover = await removeTables(made, table);
   }
+  if (leftover.length) throw new Error(`could not remove the trace table ${table}: ${leftover.join('; ')}`);
   const flow = flows.find((f) => f.orig.dst === dst.ip);
   const endpointIp = flow && flow.reply.src !== dst.ip ? flow.reply.src : undefined;
   const endpointPod = endpointIp ? s.pods.find((p) => p.ip === endpointIp) : undefined;
@@ -276,18 +288,28 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
   let outerId: number | undefined;
   const isOuter = (p: TracedPacket) => tunnel !== undefined && p.proto === 'udp' && p.dport === tunnel.port;
 
-  for (const place of keep) {
+  // A probe that comes back to where it started (a Service whose chosen endpoint is SRC itself) visits
+  // SRC's namespace twice: the first visit ends where the packet arrives there again.
+  const last = keep.find((p) => p.ns === (endpointPod?.ns ?? dst.ns)) ?? keep[keep.length - 1]!;
+  const visits = last === keep[0] && keep.length > 1 ? [...keep, last] : keep;
+  const cursor = new Map<string, number>();
+  for (const [vi, place] of visits.entries()) {
     if (droppedBy) break;
-    const recs = (records.get(place.ns) ?? []).filter((r) => {
+    const mine = (records.get(place.ns) ?? []).filter((r) => {
       if (isOuter(r.packet)) {
         outerId ??= r.packet.ipId;
         return r.packet.ipId === outerId;
       }
       return probeId !== undefined && r.packet.ipId === probeId;
     });
+    const from = cursor.get(place.ns) ?? 0;
+    const again = visits.indexOf(place, vi + 1) > 0;
+    const back = again ? mine.findIndex((r, i) => i > from && r.table === table && r.chain === 'prerouting') : -1;
+    const recs = mine.slice(from, back > 0 ? back : undefined);
+    cursor.set(place.ns, from + recs.length);
     const devs = recs.length ? await links(netnsPath(place.ns)).catch(() => []) : [];
     const hop = (h: Omit<TraceHop, 'where' | 'at'>) => hops.push({ where: place.where, at: place.at, ...h });
-    const isSrc = place === keep[0];
+    const isSrc = vi === 0;
     if (isSrc) {
       const r = await routeGet(netnsPath(place.ns), dst.ip);
       if (!r.ok) {
@@ -372,8 +394,8 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
       }
     }
     const arrival = hops[hops.length - 1];
-    if (!droppedBy && place === keep[keep.length - 1] && arrival?.kind === 'deliver' && arrival.where === place.where) {
-      arrival.summary = `${deliverText(place, probe, proto, port)}; arrived on ${arrival.dev}`;
+    if (!droppedBy && vi === visits.length - 1 && arrival?.kind === 'deliver' && arrival.where === place.where) {
+      arrival.summary = `${deliverText(place, probe, proto, port)}; arrived on ${arrival.dev}${arrival.packet ? ` as ${arrival.packet.src}${arrival.packet.sport !== undefined ? `:${arrival.packet.sport}` : ''} → ${arrival.packet.dst}${arrival.packet.dport !== undefined ? `:${arrival.packet.dport}` : ''}` : ''}`;
       arrival.verdict = { action: probe.ok ? 'deliver' : 'no-answer' };
     }
   }
@@ -433,7 +455,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
         hop({
           kind: 'bridge',
           dev: master,
-          summary: `bridge ${master} forwards the frame ${p.iif} → ${devLabel(s, place, devs, p.oif)}`,
+          summary: `bridge ${master} forwards the frame ${p.iif} → ${devLabel(s, place, devs, p.oif)}${p.iif === p.oif ? ', back out the port it came in (hairpin)' : ''}`,
           observed: true,
           source: 'nft monitor trace (bridge forward)',
         });
@@ -525,6 +547,21 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
       });
     }
   }
+}
+
+/** Removes the trace tables, every namespace at once; returns what could not be removed. */
+async function removeTables(made: { ns: string; family: NftFamily }[], table: string): Promise<string[]> {
+  const byNs = [...new Set(made.map((t) => t.ns))];
+  const undone = await Promise.allSettled(
+    byNs.map((ns) =>
+      apply(
+        new Plan().add(
+          ...made.filter((t) => t.ns === ns).map((t) => nft({ ns: netnsPath(ns), tx: nftTx(t.family, table).delete({ type: 'table' }), tolerate: 'missing' })),
+        ),
+      ),
+    ),
+  );
+  return undone.flatMap((u, i) => (u.status === 'rejected' ? [`${byNs[i]}: ${(u.reason as Error).message}`] : []));
 }
 
 /**
