@@ -30,7 +30,7 @@ const podId = (pod: string) => `pod:${pod}`;
 /** Box size from the label's lines, so every label fits inside its shape. */
 function box(label: string): { label: string; w: number; h: number } {
   const lines = label.split('\n');
-  return { label, w: Math.max(70, Math.max(...lines.map((l) => l.length)) * 6.6 + 18), h: lines.length * 15 + 12 };
+  return { label, w: Math.max(70, Math.max(...lines.map((l) => l.length)) * 7.3 + 18), h: lines.length * 16 + 12 };
 }
 
 function tunnelText(g: UiGraph, n: UiNode): string {
@@ -80,7 +80,7 @@ function elements(g: UiGraph): ElementDefinition[] {
     if (n.bridge) {
       const b = devId(n.name, n.bridge.name);
       node(b, 'bridge', `${n.bridge.name} bridge\n${n.bridge.addr ?? ''}`, { ref: n.name }, id);
-      edge(inner, b, 'wire', n.tunnel ? 'route' : '');
+      edge(inner, b, 'wire', 'route');
     }
   }
 
@@ -115,7 +115,8 @@ function elements(g: UiGraph): ElementDefinition[] {
         edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', `VXLAN tunnel, VNI ${a.tunnel.vni ?? '?'}\nUDP 8472 over the underlay`);
       else if (g.backend === 'udp' && a.tunnel && b.tunnel)
         edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', 'udp backend tunnel\nUDP 8285 over the underlay');
-      else if (g.backend === 'host-gw') edge(devId(a.name, 'eth0'), devId(b.name, 'eth0'), 'peer', `host-gw: no tunnel, routes\nvia ${a.ip} ⇄ ${b.ip}`);
+      else if (g.backend === 'host-gw' && a.bridge && b.bridge)
+        edge(devId(a.name, a.bridge.name), devId(b.name, b.bridge.name), 'peer', 'host-gw: plain routes\nvia the node IPs, no tunnel');
     }
   }
   return els;
@@ -136,7 +137,7 @@ const style: cytoscape.StylesheetJson = [
       'text-wrap': 'wrap',
       'text-valign': 'center',
       'text-halign': 'center',
-      'font-size': 11,
+      'font-size': 12,
       'font-family': 'DejaVu Sans Mono, monospace',
       shape: 'round-rectangle',
       'border-width': 1.5,
@@ -152,7 +153,7 @@ const style: cytoscape.StylesheetJson = [
       'text-valign': 'top',
       'text-halign': 'center',
       'text-margin-y': -3,
-      'font-size': 12,
+      'font-size': 13,
       'font-weight': 'bold',
       'font-family': 'DejaVu Sans, sans-serif',
       'text-background-color': '#fff',
@@ -229,13 +230,14 @@ function layout(): Promise<void> {
       name: 'elk',
       fit: true,
       padding: 24,
-      nodeLayoutOptions: (n: NodeSingular) => (n.isParent() ? { 'elk.padding': '[top=60,left=14,bottom=14,right=14]' } : {}),
+      nodeLayoutOptions: (n: NodeSingular) => (n.isParent() ? { 'elk.padding': '[top=60,left=14,bottom=14,right=14]', 'elk.spacing.nodeNode': 34 } : {}),
       elk: {
         algorithm: 'layered',
         'elk.direction': 'DOWN',
         'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
         'elk.layered.spacing.nodeNodeBetweenLayers': 38,
-        'elk.spacing.nodeNode': 40,
+        // Wide between node boxes: the tunnel between them and its label go there.
+        'elk.spacing.nodeNode': 80,
         'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
         'elk.layered.considerModelOrder.strategy': 'NODES_AND_EDGES',
         'elk.edgeLabels.inline': true,
@@ -482,6 +484,8 @@ function drawTrace(r: TraceResult): void {
 async function runTrace(src: string, dst: string, proto = 'tcp', port?: number): Promise<TraceResult> {
   const btn = $<HTMLButtonElement>('go');
   btn.disabled = true;
+  $<HTMLSelectElement>('src').value = src;
+  $<HTMLSelectElement>('dst').value = dst;
   $('trace-out').innerHTML = `<p class="hint">sending a probe from ${esc(src)} to ${esc(dst)}…</p>`;
   try {
     const r = await fetch('/api/trace', { method: 'POST', body: JSON.stringify({ src, dst, proto, ...(port && { port }) }) });
