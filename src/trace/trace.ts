@@ -264,8 +264,8 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
     await subscribed(path, monitors, table, o.signal);
     o.signal?.throwIfAborted();
     probe = await sendProbe(src, dst.ip, proto, port, id, o.timeoutMs ?? 2000);
-    // The monitors print what the kernel reported a moment ago.
-    await new Promise((r) => setTimeout(r, 200));
+    o.signal?.throwIfAborted();
+    await drained(path, monitors, table);
     const natAt = path.find((p) => p.node) ?? path[0]!;
     if (proto !== 'icmp') flows = await listFlows(netnsPath(natAt.ns), ['-p', proto, '--orig-port-src', String(id)]).catch(() => []);
   } finally {
@@ -579,6 +579,17 @@ async function subscribed(path: Place[], monitors: Map<string, TraceMonitor>, ta
     await new Promise((r) => setTimeout(r, 100));
     waiting = waiting.filter((p) => !monitors.get(p.ns)!.has(`add chain ip ${table} ready`));
   }
+}
+
+/**
+ * Waits until every monitor has read all the kernel reported: a change of the trace table made now is
+ * queued on the monitor's socket behind every earlier trace event, so once it shows, they have shown.
+ * Under load that can take seconds; after 10 s the trace goes on with what arrived.
+ */
+async function drained(path: Place[], monitors: Map<string, TraceMonitor>, table: string): Promise<void> {
+  await Promise.all(path.map((p) => apply(new Plan().add(nft({ ns: netnsPath(p.ns), tx: nftTx('ip', table).add({ type: 'chain', name: 'done' }) })))));
+  const until = performance.now() + 10_000;
+  while (performance.now() < until && path.some((p) => !monitors.get(p.ns)!.has(`add chain ip ${table} done`))) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** The route that matched (the longest prefix holding `dst` in the main table) and the kernel's lookup. */
