@@ -112,11 +112,13 @@ export async function serveUi(lab: string, host: string, port: number): Promise<
     return rebuilding;
   };
 
+  // Follows the registry while the lab exists; a lab taken down and made again is followed again.
   const follow = () => {
     let s: LabState;
     try {
       s = readState(lab);
     } catch {
+      if (!closed) retry = setTimeout(follow, 2000);
       return;
     }
     if (s.backend === 'macvlan' || closed) return;

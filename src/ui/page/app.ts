@@ -213,6 +213,7 @@ const style: cytoscape.StylesheetJson = [
       'z-index': 20,
     },
   },
+  { selector: 'edge.trace.dnat', style: { 'line-style': 'dashed', 'line-dash-pattern': [8, 4] } },
   { selector: 'edge.trace.drop', style: { 'line-color': '#d0262d', 'target-arrow-color': '#d0262d', color: '#d0262d' } },
   { selector: ':selected', style: { 'overlay-color': '#2f6fb5', 'overlay-opacity': 0.15 } },
 ];
@@ -458,6 +459,12 @@ function drawTrace(r: TraceResult): void {
       step++;
       // Labelled with the hop's number in the list beside the picture.
       cy.add({ group: 'edges', data: { id: `trace:${step}`, source: prev, target: at, label: String(i + 1) }, classes: `trace${dropped ? ' drop' : ''}` });
+    }
+    // The Service's DNAT: its ClusterIP was rewritten here to the endpoint the path goes on to.
+    const svc = cy.getElementById(`svc:${r.dst.name ?? ''}`);
+    if (r.dst.kind === 'service' && h.verdict?.action === 'dnat' && svc.nonempty() && !svc.hasClass('hit')) {
+      svc.addClass('hit');
+      cy.add({ group: 'edges', data: { id: `trace:dnat:${i}`, source: at, target: svc.id(), label: `${i + 1} DNAT` }, classes: 'trace dnat' });
     }
     prev = at;
   });
