@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -129,6 +129,36 @@ test('lab pod add and lab pod rm show on the page without a reload, within two s
   assert.equal(rm.code, 0, rm.out);
   await page.waitForFunction(() => window.weft.cy.getElementById('pod:late').empty(), undefined, { timeout: 2000 });
   console.log(`pod add → drawn in ${ms.toFixed(0)} ms after the command returned`);
+});
+
+test('a Service applied and a node added show on the page within two seconds; removed, they go', async () => {
+  const file = join(topo.dir, 'svc.yaml');
+  writeFileSync(file, 'apiVersion: v1\nkind: Service\nmetadata: {name: shown}\nspec:\n  selector: {app: echo}\n  ports: [{port: 8080, targetPort: 80}]\n');
+  const apply = weft('lab', 'apply', '-f', file, '--name', lab);
+  assert.equal(apply.code, 0, apply.out);
+  let started = performance.now();
+  await page.waitForFunction(
+    () => /ClusterIP 10\.\S+\n8080\/TCP · 4 endpoints/.test(String(window.weft.cy.getElementById('svc:default/shown').data('label') ?? '')),
+    undefined,
+    {
+      timeout: 2000,
+    },
+  );
+  console.log(`Service applied → drawn with its endpoints in ${(performance.now() - started).toFixed(0)} ms`);
+  const del = weft('lab', 'delete', '-f', file, '--name', lab);
+  assert.equal(del.code, 0, del.out);
+  await page.waitForFunction(() => window.weft.cy.getElementById('svc:default/shown').empty(), undefined, { timeout: 2000 });
+
+  const add = weft('lab', 'node', 'add', 'node3', '--name', lab);
+  assert.equal(add.code, 0, add.out);
+  started = performance.now();
+  await page.waitForFunction(() => /pods 10\.244\.\d+\.0\/24/.test(String(window.weft.cy.getElementById('node:node3').data('label') ?? '')), undefined, {
+    timeout: 2000,
+  });
+  console.log(`node add → drawn in ${(performance.now() - started).toFixed(0)} ms after the command returned`);
+  const rm = weft('lab', 'node', 'rm', 'node3', '--name', lab);
+  assert.equal(rm.code, 0, rm.out);
+  await page.waitForFunction(() => window.weft.cy.getElementById('node:node3').empty(), undefined, { timeout: 2000 });
 });
 
 test('a trace picked on the page is drawn hop by hop from the source pod to the destination pod', async () => {
