@@ -26,6 +26,7 @@ const COLORS = {
 const devId = (node: string, dev: string) => `dev:${node}:${dev}`;
 const nodeBox = (node: string) => `node:${node}`;
 const podId = (pod: string) => `pod:${pod}`;
+const MESH_MAX = 6;
 
 /** Box size from the label's lines, so every label fits inside its shape. */
 function box(label: string): { label: string; w: number; h: number } {
@@ -106,17 +107,22 @@ function elements(g: UiGraph): ElementDefinition[] {
     for (const e of s.endpoints) if (e.pod) edge(podId(e.pod), id, 'endpoint');
   }
 
-  // Drawn over the layout, not laid out: they join nodes side by side.
+  // Drawn over the layout, not laid out: they join nodes side by side. Every pair of nodes has one;
+  // only the first carries the words, and beyond MESH_MAX nodes the lines would hide the picture.
   const ready = g.nodes.filter((n) => !n.pending);
-  for (let i = 0; i < ready.length; i++) {
+  const ends = (n: UiNode) => (g.backend === 'host-gw' ? n.bridge && devId(n.name, n.bridge.name) : n.tunnel && devId(n.name, n.tunnel.name));
+  const words: Record<string, string> = {
+    vxlan: `VXLAN tunnel, VNI ${ready[0]?.tunnel?.vni ?? '?'}\nUDP 8472 over the underlay`,
+    udp: 'udp backend tunnel\nUDP 8285 over the underlay',
+    'host-gw': 'host-gw: plain routes\nvia the node IPs, no tunnel',
+  };
+  let labelled = false;
+  for (let i = 0; i < ready.length && ready.length <= MESH_MAX; i++) {
     for (let j = i + 1; j < ready.length; j++) {
-      const [a, b] = [ready[i]!, ready[j]!];
-      if (g.backend === 'vxlan' && a.tunnel && b.tunnel)
-        edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', `VXLAN tunnel, VNI ${a.tunnel.vni ?? '?'}\nUDP 8472 over the underlay`);
-      else if (g.backend === 'udp' && a.tunnel && b.tunnel)
-        edge(devId(a.name, a.tunnel.name), devId(b.name, b.tunnel.name), 'peer', 'udp backend tunnel\nUDP 8285 over the underlay');
-      else if (g.backend === 'host-gw' && a.bridge && b.bridge)
-        edge(devId(a.name, a.bridge.name), devId(b.name, b.bridge.name), 'peer', 'host-gw: plain routes\nvia the node IPs, no tunnel');
+      const [a, b] = [ends(ready[i]!), ends(ready[j]!)];
+      if (!a || !b || !words[g.backend]) continue;
+      edge(a, b, 'peer', labelled ? '' : words[g.backend]);
+      labelled = true;
     }
   }
   return els;
