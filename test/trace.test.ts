@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
@@ -148,6 +150,29 @@ test('pod → Service: the DNAT rule and the endpoint conntrack names, then the 
   assert.equal(t.code, 0, t.out);
   assert.match(t.out, /endpoint chosen by the DNAT: 10\.244\.\d+\.\d+:80 \(pod-\d\w\)/);
   assert.match(t.out, /● .*conntrack/);
+  noTraceTables(lab);
+});
+
+test('outside → NodePort: the switch is traced, the node DNATs and masquerades, the path goes on to the endpoint', () => {
+  const lab = labs.vxlan;
+  const file = join(topo.dir, 'nodeport.yaml');
+  writeFileSync(
+    file,
+    'apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: NodePort\n  selector:\n    app: echo\n  ports:\n    - port: 8080\n      targetPort: 80\n      nodePort: 30080\n',
+  );
+  const applied = weft('lab', 'apply', '-f', file, '--name', lab);
+  assert.equal(applied.code, 0, applied.out);
+  const j = weft('trace', 'outside', 'node1', '--port', '30080', '--name', lab, '--json');
+  assert.equal(j.code, 0, j.out);
+  const r = JSON.parse(j.stdout) as TraceResult;
+  hop(r, (h) => h.where === 'underlay' && h.kind === 'bridge' && h.observed && /outside → port1/.test(h.summary), 'the switch forwards it to node1');
+  hop(r, (h) => h.where === 'node1' && h.verdict?.action === 'dnat', 'node1 DNATs the NodePort');
+  hop(r, (h) => h.where === 'node1' && h.verdict?.action === 'masquerade', 'and masquerades it');
+  assert.ok(r.endpoint?.pod, formatTrace(r));
+  const last = r.hops[r.hops.length - 1]!;
+  assert.equal(last.where, r.endpoint.pod, formatTrace(r));
+  assert.equal(last.kind, 'deliver');
+  assert.equal(last.packet?.dport, 80);
   noTraceTables(lab);
 });
 

@@ -38,7 +38,7 @@ interface Place {
   at: At;
   bridge: boolean;
   node: boolean;
-  /** A pod's or the outside's own address, where a probe may arrive with a rewritten source. */
+  /** The namespace's own address, where a probe may arrive with a rewritten source. */
   arrives?: string;
 }
 
@@ -88,7 +88,14 @@ function placeOf(s: LabState, ip: string): Place | undefined {
 
 function nodePlace(s: LabState, name: string): Place {
   const n = s.nodes.find((x) => x.name === name)!;
-  return { ns: n.ns, where: n.name, at: { kind: 'node', name: n.name }, bridge: s.backend !== 'macvlan', node: true };
+  return { ns: n.ns, where: n.name, at: { kind: 'node', name: n.name }, bridge: s.backend !== 'macvlan', node: true, arrives: n.ip };
+}
+
+/** A NodePort on a node: the Service behind it and its endpoints, so that the path goes on to them. */
+async function nodePort(s: LabState, port: number, proto: TraceProto): Promise<Resolved['service']> {
+  const view = await labView(s);
+  const svc = view.services.find((x) => x.ports.some((p) => p.nodePort === port && p.protocol.toLowerCase() === proto));
+  return svc && { ports: svc.ports.map((p) => ({ port: p.port, protocol: p.protocol })), endpointIps: svc.endpoints.map((e) => e.ip) };
 }
 
 /** The namespaces the probe can cross, in path order: SRC, its node, (the switch), DST's node, DST. */
@@ -103,6 +110,8 @@ function places(s: LabState, src: Resolved, dst: Resolved): Place[] {
   add(placeOf(s, src.ip));
   if (src.kind === 'pod' && !macvlan) add(nodePlace(s, src.node!));
   if (macvlan || src.kind === 'outside') add({ ns: s.underlay.ns, where: 'underlay', at: { kind: 'underlay', name: 'underlay' }, bridge: true, node: false });
+  // A NodePort: the node DNATs, then the endpoint's node and pod.
+  if (dst.kind === 'node') add(nodePlace(s, dst.node!));
   const dstIps = dst.service ? dst.service.endpointIps : [dst.ip];
   for (const ip of dstIps) side(ip, s.pods.find((p) => p.ip === ip)?.node);
   if (dst.kind === 'ip' && !inPods(dst.ip)) add(placeOf(s, s.outside.ip));
@@ -124,20 +133,28 @@ function traceTx(family: NftFamily, table: string, match: string[]) {
   return tx;
 }
 
-function matches(proto: TraceProto, id: number, place: Place): string[] {
+function matches(proto: TraceProto, id: number, place: Place, endpoints: string[]): string[] {
   const own = proto === 'icmp' ? `icmp type echo-request icmp id ${id}` : `meta l4proto ${proto} th sport ${id}`;
-  if (!place.arrives) return [own];
-  // A masquerade (to the outside, or a Service's hairpin) changes the source port on the way here;
-  // the IPv4 id, checked afterwards, still names the probe among what this catches.
+  // A masquerade (to the outside, a NodePort, a Service's hairpin) changes the source port on the way
+  // to these addresses; the IPv4 id, checked afterwards, still names the probe among what this catches.
+  const to = [...(place.arrives ? [place.arrives] : []), ...(place.node ? endpoints : [])];
+  if (!to.length) return [own];
   const first = proto === 'icmp' ? 'icmp type echo-request' : proto === 'tcp' ? 'tcp flags & (syn | ack) == syn' : 'meta l4proto udp';
-  return [own, `ip daddr ${place.arrives} ${first}`];
+  return [own, `ip daddr { ${to.join(', ')} } ${first}`];
 }
 
-function outerMatch(backend: string, proto: TraceProto, id: number): string | undefined {
+/** The outer VXLAN / udp-backend datagram, matched by what it carries: the probe's port or id, or an endpoint as inner destination. */
+function outerMatches(backend: string, proto: TraceProto, id: number, endpoints: string[]): string[] {
   const t = TUNNEL[backend];
-  if (!t) return undefined;
+  if (!t) return [];
   const bits = (t.innerL4 + (proto === 'icmp' ? 4 : 0)) * 8;
-  return `udp dport ${t.port} @th,${bits},16 ${id}`;
+  const innerDst = (t.innerL4 - 4) * 8;
+  const hex = (ip: string) =>
+    `0x${ip
+      .split('.')
+      .map((b) => Number(b).toString(16).padStart(2, '0'))
+      .join('')}`;
+  return [`udp dport ${t.port} @th,${bits},16 ${id}`, ...endpoints.map((ip) => `udp dport ${t.port} @th,${innerDst},32 ${hex(ip)}`)];
 }
 
 interface ProbeOutcome {
@@ -236,8 +253,10 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
   const port = proto === 'icmp' ? undefined : (o.port ?? svcPort?.port ?? APP_PORT);
   const id = 20000 + Math.floor(Math.random() * 40000);
   const table = `weft-trace-${id}`;
+  if (dst.kind === 'node' && s.backend !== 'macvlan' && port !== undefined) dst.service = await nodePort(s, port, proto);
   const path = places(s, src, dst);
-  const outer = outerMatch(s.backend, proto, id);
+  const endpoints = dst.service?.endpointIps ?? [];
+  const outer = outerMatches(s.backend, proto, id, dst.kind === 'node' ? endpoints : []);
 
   const monitors = new Map<string, TraceMonitor>();
   const made: { ns: string; family: NftFamily }[] = [];
@@ -251,10 +270,10 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
     // first), and all of them finished before any failure is thrown, so that the removal comes after them.
     const added = await Promise.allSettled(
       path.map((p) => {
-        const plan = new Plan().add(nft({ ns: netnsPath(p.ns), tx: traceTx('ip', table, [...matches(proto, id, p), ...(p.node && outer ? [outer] : [])]) }));
+        const plan = new Plan().add(nft({ ns: netnsPath(p.ns), tx: traceTx('ip', table, [...matches(proto, id, p, endpoints), ...(p.node ? outer : [])]) }));
         made.push({ ns: p.ns, family: 'ip' });
         if (p.bridge) {
-          plan.add(nft({ ns: netnsPath(p.ns), tx: traceTx('bridge', table, matches(proto, id, p)) }));
+          plan.add(nft({ ns: netnsPath(p.ns), tx: traceTx('bridge', table, matches(proto, id, p, endpoints)) }));
           made.push({ ns: p.ns, family: 'bridge' });
         }
         return apply(plan);
@@ -393,9 +412,12 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
         });
       }
     }
-    const arrival = hops[hops.length - 1];
-    if (!droppedBy && vi === visits.length - 1 && arrival?.kind === 'deliver' && arrival.where === place.where) {
-      arrival.summary = `${deliverText(place, probe, proto, port)}; arrived on ${arrival.dev}${arrival.packet ? ` as ${arrival.packet.src}${arrival.packet.sport !== undefined ? `:${arrival.packet.sport}` : ''} → ${arrival.packet.dst}${arrival.packet.dport !== undefined ? `:${arrival.packet.dport}` : ''}` : ''}`;
+    const at = hops.map((h) => h.kind === 'deliver' && h.where === place.where).lastIndexOf(true);
+    const arrival = hops[at];
+    if (!droppedBy && vi === visits.length - 1 && arrival) {
+      // Delivery ends the trace: after the input hook's verdicts, when the probe was answered.
+      hops.push(...hops.splice(at, 1));
+      arrival.summary = `${deliverText(place, probe, proto, arrival.packet?.dport ?? port)}; arrived on ${arrival.dev}${arrival.packet ? ` as ${arrival.packet.src}${arrival.packet.sport !== undefined ? `:${arrival.packet.sport}` : ''} → ${arrival.packet.dst}${arrival.packet.dport !== undefined ? `:${arrival.packet.dport}` : ''}` : ''}`;
       arrival.verdict = { action: probe.ok ? 'deliver' : 'no-answer' };
     }
   }
@@ -519,7 +541,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
         observed: true,
         source: 'nft monitor trace (prerouting)',
       });
-    } else if (place.node && p.iif === 'eth0') {
+    } else if (place.node && p.iif === 'eth0' && !(dst.kind === 'node' && !dst.service && place.where === dst.name)) {
       hop({
         kind: 'underlay',
         dev: 'eth0',
@@ -528,7 +550,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
         observed: true,
         source: 'nft monitor trace (prerouting)',
       });
-    } else if (place.node) {
+    } else if (place.node && !(dst.kind === 'node' && !dst.service && place.where === dst.name)) {
       hop({
         kind: 'bridge',
         dev: p.iif,
