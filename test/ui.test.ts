@@ -191,12 +191,16 @@ test('verify from the page colours every pod passed', async () => {
   for (const [id, pass, fail] of classes) assert.ok(pass && !fail, `${String(id)} coloured passed`);
 });
 
-test('the API: node details carry routes and agent status; bad requests get 4xx; a non-loopback --listen needs --public', async () => {
+test('the API: node details carry routes and agent status; bad or cross-site requests get 4xx; a non-loopback --listen needs --public', async () => {
   const node = (await (await fetch(`${url}api/node/node1`)).json()) as { routes: { dst: string; dev?: string }[]; agent: { status: { drift: string[] } } };
   assert.ok(node.routes.some((r) => r.dev === 'flannel.1'));
   assert.deepEqual(node.agent.status.drift, []);
   assert.equal((await fetch(`${url}api/node/nope`)).status, 404);
-  assert.equal((await fetch(`${url}api/trace`, { method: 'POST', body: '{"src":"pod-1a"}' })).status, 400);
+  const json = { 'content-type': 'application/json' };
+  assert.equal((await fetch(`${url}api/trace`, { method: 'POST', headers: json, body: '{"src":"pod-1a"}' })).status, 400);
+  // What another site's page could send without a preflight, or with its own Origin, is refused.
+  assert.equal((await fetch(`${url}api/verify`, { method: 'POST', body: '{}' })).status, 403);
+  assert.equal((await fetch(`${url}api/verify`, { method: 'POST', headers: { ...json, origin: 'http://evil.example' } })).status, 403);
   const metrics = (await (await fetch(`${url}api/metrics`)).json()) as { monitoring: boolean; note: string };
   assert.equal(metrics.monitoring, false);
   assert.match(metrics.note, /--monitoring/);

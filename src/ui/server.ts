@@ -72,6 +72,22 @@ async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
   }
 }
 
+/**
+ * Why a request may not come from another site's page in the same browser: on loopback, a Host
+ * header naming another host (a DNS name rebound to 127.0.0.1); and a POST (trace, verify: they send
+ * traffic in the lab) must be JSON, which a page elsewhere cannot send without a CORS preflight that
+ * this server never answers, and must not carry another Origin.
+ */
+function foreign(req: IncomingMessage, listen: string): string | undefined {
+  const name = (req.headers.host ?? '').replace(/:\d+$/, '');
+  if ((listen.startsWith('127.') || listen === '::1') && !['localhost', '127.0.0.1', '[::1]', listen].includes(name))
+    return `Host ${name} is not this server's loopback address`;
+  if (req.method !== 'POST') return undefined;
+  if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) return 'POST requests must be application/json';
+  if (req.headers.origin && req.headers.origin !== `http://${req.headers.host ?? ''}`) return `requests from ${req.headers.origin} are refused`;
+  return undefined;
+}
+
 export async function serveUi(lab: string, host: string, port: number): Promise<UiServer> {
   readState(lab);
   const clients = new Set<ServerResponse>();
@@ -240,6 +256,8 @@ export async function serveUi(lab: string, host: string, port: number): Promise<
 
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const refused = foreign(req, host);
+    if (refused) return send(res, 403, { error: refused });
     if (path === '/favicon.ico') return void res.writeHead(204).end();
     const file = FILES[path];
     if (req.method === 'GET' && file) {

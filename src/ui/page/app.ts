@@ -501,7 +501,11 @@ async function runTrace(src: string, dst: string, proto = 'tcp', port?: number):
   $<HTMLSelectElement>('dst').value = dst;
   $('trace-out').innerHTML = `<p class="hint">sending a probe from ${esc(src)} to ${esc(dst)}…</p>`;
   try {
-    const r = await fetch('/api/trace', { method: 'POST', body: JSON.stringify({ src, dst, proto, ...(port && { port }) }) });
+    const r = await fetch('/api/trace', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ src, dst, proto, ...(port && { port }) }),
+    });
     const d = (await r.json()) as TraceResult & { error?: string };
     if (!r.ok) throw new Error(d.error ?? `HTTP ${r.status}`);
     drawTrace(d);
@@ -546,7 +550,7 @@ async function runVerify(): Promise<CheckResult[]> {
   btn.disabled = true;
   $('verify-out').innerHTML = '<p class="hint">running verify (pod → pod, node → pod, Services, DNS)…</p>';
   try {
-    const r = await fetch('/api/verify', { method: 'POST' });
+    const r = await fetch('/api/verify', { method: 'POST', headers: { 'content-type': 'application/json' } });
     const d = (await r.json()) as { results: CheckResult[]; error?: string };
     if (!r.ok) throw new Error(d.error ?? `HTTP ${r.status}`);
     colourVerify(d.results);
