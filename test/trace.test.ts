@@ -209,6 +209,23 @@ add rule ip handmade forward ip daddr ${s.pods[1]!.ip} tcp dport 80 drop comment
   noTraceTables(lab);
 });
 
+test("a chain's drop policy is named (a pod that drops all input)", async () => {
+  const lab = labs.vxlan;
+  const s = readState(lab);
+  const ns = s.pods[1]!.ns;
+  inNs(ns, 'nft', 'add table ip guard\nadd chain ip guard input { type filter hook input priority 0; policy drop; }');
+  try {
+    const r = await traceLab(s, 'pod-1a', 'pod-2a', { proto: 'udp' });
+    const last = r.hops[r.hops.length - 1]!;
+    assert.equal(r.outcome, 'dropped', formatTrace(r));
+    assert.deepEqual(last.verdict, { action: 'drop', table: 'ip guard', chain: 'input', policy: true });
+    assert.equal(r.droppedBy, 'ip guard input policy drop in pod-2a');
+  } finally {
+    inNs(ns, 'nft', 'delete table ip guard');
+  }
+  noTraceTables(lab);
+});
+
 test('a missing route in the source pod is named', async () => {
   const lab = labs.vxlan;
   const s = readState(lab);
