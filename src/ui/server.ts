@@ -155,12 +155,8 @@ export async function serveUi(lab: string, host: string, port: number): Promise<
     );
   };
 
-  let dirWatch: FSWatcher | undefined;
-  try {
-    dirWatch = watch(labDir(lab), () => void rebuild()).on('error', () => dirWatch?.close());
-  } catch {
-    dirWatch = undefined;
-  }
+  // readState above found the lab dir; its removal (lab down) ends the watch, and the tick carries on.
+  const dirWatch: FSWatcher = watch(labDir(lab), () => void rebuild()).on('error', () => dirWatch.close());
   const tick = setInterval(() => void rebuild(), 1000);
   follow();
   await rebuild();
@@ -292,7 +288,7 @@ export async function serveUi(lab: string, host: string, port: number): Promise<
       clearInterval(tick);
       clearInterval(keepAlive);
       clearTimeout(retry);
-      dirWatch?.close();
+      dirWatch.close();
       watcher?.stop();
       for (const c of clients) c.end();
       await new Promise<void>((resolve) => server.close(() => resolve()));
