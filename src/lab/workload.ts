@@ -2,6 +2,7 @@ import { createSocket } from 'node:dgram';
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, request } from 'node:http';
 import { createConnection, createServer } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { dirname } from 'node:path';
 
 /**
@@ -115,10 +116,21 @@ const http = (id: Identity) =>
     res.end(`${JSON.stringify(seenBy(id, 'tcp', req.socket.localPort ?? 0, req.socket.remoteAddress))}\n`);
   });
 
+/**
+ * One socket per local address: a socket on 0.0.0.0 answers from whatever address the route back
+ * picks, and where that is not the address the datagram came to (the outside world has two), the
+ * client's conntrack cannot undo its NAT and the answer is lost.
+ */
 function udpServer(id: Identity, port: number): void {
-  const udp = createSocket('udp4');
-  udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', port, rinfo.address)), rinfo.port, rinfo.address));
-  udp.bind(port, '0.0.0.0');
+  const local = Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .filter((a) => a.family === 'IPv4')
+    .map((a) => a.address);
+  for (const address of local) {
+    const udp = createSocket('udp4');
+    udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', port, rinfo.address)), rinfo.port, rinfo.address));
+    udp.bind(port, address);
+  }
 }
 
 export function runContainer(id: Identity, control: string, ports: AppPort[] = []): void {
