@@ -20,17 +20,7 @@ export interface TraceEndpoint {
   node?: string;
 }
 
-export type HopKind =
-  | 'pod-eth0'
-  | 'route'
-  | 'veth'
-  | 'bridge'
-  | 'nft'
-  | 'conntrack'
-  | 'encap'
-  | 'underlay'
-  | 'decap'
-  | 'deliver';
+export type HopKind = 'pod-eth0' | 'route' | 'veth' | 'bridge' | 'nft' | 'conntrack' | 'encap' | 'underlay' | 'decap' | 'deliver';
 
 export interface TraceVerdict {
   /** `accept`, `drop`, `dnat`, `masquerade`, `continue`, `forward`, `deliver`, ... */
@@ -56,7 +46,14 @@ export interface TraceHop {
   summary: string;
   verdict?: TraceVerdict;
   /** The packet as seen here when it changed (after DNAT, masquerade, encapsulation). */
-  packet?: { src: string; dst: string; proto: TraceProto; sport?: number; dport?: number; outer?: { src: string; dst: string; proto: 'udp'; dport: number; vni?: number } };
+  packet?: {
+    src: string;
+    dst: string;
+    proto: TraceProto;
+    sport?: number;
+    dport?: number;
+    outer?: { src: string; dst: string; proto: 'udp'; dport: number; vni?: number };
+  };
   observed: boolean;
   /** Where an observed hop's evidence came from (`nft monitor trace`, `conntrack`, `ip route get`), or why it is only inferred. */
   source: string;
