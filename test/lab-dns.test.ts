@@ -3,23 +3,18 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { ETC_NETNS } from '../src/lab/resolv.js';
 import { nodeDir } from '../src/lab/state.js';
 import type { Service } from '../src/service/types.js';
 import { Topology } from '../src/topo/topology.js';
+import { weft } from './lab-cli.js';
 
 // Cluster DNS in the lab end to end: real agents serving it node-locally, real etcd, the real glibc stub in pods.
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 
 let topo: Topology;
 let lab: string;
 
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout.trim() };
-}
 const json = <T>(...args: string[]): T => {
   const r = weft(...args);
   assert.equal(r.code, 0, r.out);

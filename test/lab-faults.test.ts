@@ -2,25 +2,19 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { after, before, test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { Topology } from '../src/topo/topology.js';
 import { waitFor } from '../src/util/wait.js';
+import { WEFT, weft } from './lab-cli.js';
 
 /**
  * The lab never loses track: concurrent adds, interrupted and failing adds, bad names, long names,
  * processes that die. Every check reads the kernel and etcd directly (ip, curl), not the lab's state.
  */
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 const ROOT = '/run/weft/lab';
 
 let topo: Topology;
 let lab: string;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 180_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}` };
-}
 
 function start(...args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> } {
   const child = spawn(process.execPath, [WEFT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

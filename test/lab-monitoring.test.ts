@@ -1,25 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns, netnsPids } from '../src/kernel/netns.js';
 import { promQuery } from '../src/lab/monitoring.js';
 import { labDir, readState } from '../src/lab/state.js';
 import { Topology } from '../src/topo/topology.js';
 import { waitFor } from '../src/util/wait.js';
+import { weft } from './lab-cli.js';
 
 // `lab up --monitoring` end to end: a real Prometheus in the lab scraping the real agents, read from
 // this (the root) namespace only through its unix socket.
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 
 let topo: Topology;
 let lab: string;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
-}
 
 interface Sample {
   metric: Record<string, string>;

@@ -1,26 +1,19 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { controlSocket } from '../src/lab/state.js';
 import { probeFrom } from '../src/lab/workload.js';
 import type { Endpoint, PodRecord, Service } from '../src/service/types.js';
 import { Topology } from '../src/topo/topology.js';
 import { waitFor } from '../src/util/wait.js';
+import { weft } from './lab-cli.js';
 
 // Services in the lab end to end: real agents running the service proxy, real etcd, real nft, real connections.
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 
 let topo: Topology;
 let lab: string;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
-}
 
 const json = <T>(...args: string[]): T => {
   const r = weft(...args);

@@ -1,21 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { Topology } from '../src/topo/topology.js';
 import { waitFor } from '../src/util/wait.js';
-
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
+import { weft } from './lab-cli.js';
 
 /** The lab is named after the test run's topology id, so the sweeper knows whose it is. */
 let topo: Topology;
 let lab: string;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}` };
-}
 
 before(async () => {
   topo = await Topology.create();

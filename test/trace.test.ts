@@ -3,25 +3,19 @@ import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNetns } from '../src/kernel/netns.js';
 import { readState } from '../src/lab/state.js';
 import { formatTrace, traceLab } from '../src/trace/trace.js';
 import type { TraceHop, TraceResult } from '../src/trace/types.js';
 import { Topology } from '../src/topo/topology.js';
+import { WEFT, weft } from './lab-cli.js';
 
 // weft trace on real labs: a probe through real agents, bridges, tunnels and nftables, watched by nft monitor trace.
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 const BACKENDS = { vxlan: ['--backend', 'vxlan'], 'host-gw': ['--backend', 'host-gw'], udp: ['--backend', 'udp'], macvlan: ['--mode', 'underlay'] } as const;
 type Kind = keyof typeof BACKENDS;
 
 let topo: Topology;
 const labs = {} as Record<Kind, string>;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
-}
 
 function weftAsync(...args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {

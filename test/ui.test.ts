@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { listNetns } from '../src/kernel/netns.js';
 import type { LabState } from '../src/lab/state.js';
 import { Topology } from '../src/topo/topology.js';
+import { WEFT, weft } from './lab-cli.js';
 
 // The web view in a real browser (Debian's chromium, headless) against a real 2-node lab.
 // WEFT_UI_SCREENSHOT=docs/ui.png also copies the screenshot there. window.weft is the page's (src/ui/page/app.ts).
-const WEFT = fileURLToPath(new URL('../../bin/weft', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 const FLAGS = [
   '--headless',
@@ -30,11 +29,6 @@ let ui: ChildProcess;
 let url: string;
 let browser: BrowserContext;
 let page: Page;
-
-function weft(...args: string[]) {
-  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status ?? 1, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
-}
 
 const state = () => JSON.parse(weft('lab', 'status', '--name', lab, '--json').stdout) as LabState;
 
