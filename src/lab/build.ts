@@ -24,7 +24,7 @@ const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
 const ETCD_IP = '198.18.0.2';
-const POD_NETWORK = '10.244.0.0/16';
+export const POD_NETWORK = '10.244.0.0/16';
 /** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */
 const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;

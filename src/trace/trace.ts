@@ -6,6 +6,7 @@ import { apply, Plan } from '../kernel/plan.js';
 import { links, routes, type Link } from '../kernel/state.js';
 import { listFlows, routeGet, TraceMonitor, type Flow } from '../kernel/trace.js';
 import { contains, parseAddr, parseCidr } from '../ip/cidr.js';
+import { POD_NETWORK } from '../lab/build.js';
 import { labView } from '../lab/services.js';
 import { LabError, type LabState } from '../lab/state.js';
 import { APP_PORT } from '../lab/workload.js';
@@ -24,7 +25,6 @@ import type { TraceEndpoint, TraceHop, TraceOptions, TraceProto, TraceResult } f
  * and NAT keep, tells the probe's first packet from retransmissions and other traffic.
  */
 const PROBE = fileURLToPath(new URL('./probe-main.js', import.meta.url));
-const POD_NETWORK = '10.244.0.0/16';
 const TUNNEL: Record<string, { dev: string; port: number; innerL4: number } | undefined> = {
   vxlan: { dev: 'flannel.1', port: 8472, innerL4: 8 + 8 + 14 + 20 },
   udp: { dev: 'flannel0', port: 8285, innerL4: 8 + 20 },
