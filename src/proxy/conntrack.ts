@@ -7,8 +7,11 @@ import type { Fragment, UdpTarget } from './rules.js';
  * talks to nothing (kube-proxy's long-standing bug). Entries are deleted:
  * - for each endpoint a UDP service port no longer leads to: flows to the ClusterIP:port (and the
  *   NodePort) whose reply comes from that endpoint;
- * - for a service port that had no endpoints and now has some, or that is gone: every flow to the
- *   ClusterIP:port (and NodePort), which were never DNATed or point at endpoints now unknown;
+ * - for a service port that had no endpoints and now has some, or is new: the flows to the
+ *   ClusterIP:port (and NodePort) that were never DNATed, whose reply comes from the port itself.
+ *   Only those: the delete runs after the new rules are in, and a flow they already sent to an
+ *   endpoint must keep it;
+ * - for a service port that is gone: every flow to the ClusterIP:port (and NodePort);
  * - on a full resync, any flow to a service port whose reply source is not one of its endpoints
  *   (what an agent that was down, or a failed delete, left behind).
  */
@@ -16,7 +19,15 @@ export type Flow = ConntrackFilter;
 
 const tid = (t: UdpTarget): string => `${t.clusterIP}:${t.port}`;
 
-function flowsOf(t: UdpTarget, reply?: string): Flow[] {
+/** Flows to `t` whose reply comes from the endpoint `reply`, or never DNATed ones (`undnated`), or all of them. */
+function flowsOf(t: UdpTarget, reply?: string | 'undnated'): Flow[] {
+  if (reply === 'undnated') {
+    const out: Flow[] = [
+      ['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), '--reply-src', t.clusterIP, '--reply-port-src', String(t.port)],
+    ];
+    if (t.nodePort !== undefined) out.push(['-p', 'udp', '--orig-port-dst', String(t.nodePort), '--reply-port-src', String(t.nodePort)]);
+    return out;
+  }
   const [ip, port] = reply ? [reply.slice(0, reply.lastIndexOf(':')), reply.slice(reply.lastIndexOf(':') + 1)] : [];
   const replyArgs = ip ? ['--reply-src', ip, '--reply-port-src', port!] : [];
   const out: Flow[] = [['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), ...replyArgs]];
@@ -36,12 +47,12 @@ export function staleFlows(old: Fragment | undefined, now: Fragment | undefined)
       continue;
     }
     if (t.endpoints.length === 0 && n.endpoints.length > 0) {
-      out.push(...flowsOf(n));
+      out.push(...flowsOf(n, 'undnated'));
       continue;
     }
     for (const e of t.endpoints) if (!n.endpoints.includes(e)) out.push(...flowsOf(t, e));
   }
-  for (const [id, n] of after) if (!before.has(id) && n.endpoints.length > 0) out.push(...flowsOf(n));
+  for (const [id, n] of after) if (!before.has(id) && n.endpoints.length > 0) out.push(...flowsOf(n, 'undnated'));
   return out;
 }
 

@@ -296,8 +296,14 @@ describe('conntrack', () => {
     ]);
   });
 
-  it('from no endpoints to some, and a gone Service: every flow to the ClusterIP port', () => {
-    assert.deepEqual(staleFlows(udp([]), udp([dns('10.244.1.5')])), [['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53']]);
+  it('from no endpoints to some: the flows never DNATed; a gone Service: every flow to the ClusterIP port', () => {
+    const undnated = ['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53', '--reply-src', '10.96.0.10', '--reply-port-src', '53'];
+    assert.deepEqual(staleFlows(udp([]), udp([dns('10.244.1.5')])), [undnated]);
+    assert.deepEqual(staleFlows(udp([], 30053), udp([dns('10.244.1.5')], 30053)), [
+      undnated,
+      ['-p', 'udp', '--orig-port-dst', '30053', '--reply-port-src', '30053'],
+    ]);
+    assert.deepEqual(staleFlows(undefined, udp([dns('10.244.1.5')])), [undnated]);
     assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), undefined), [['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53']]);
     assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), udp([dns('10.244.1.5')])), []);
   });
