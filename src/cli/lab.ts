@@ -151,6 +151,14 @@ export const labCommands: CommandSpec[] = [
         description: "overlay: pods behind the agents' backend; underlay: macvlan pods on the node network",
       },
       { name: 'monitoring', description: 'also run Prometheus in the lab, scraping every agent (on a lab that exists: add it)' },
+      {
+        name: 'etcd-members',
+        value: 'N',
+        int: LAB_SIZE.etcdMembers,
+        default: '1',
+        description:
+          'members of the etcd cluster, each in its own namespace; the agents get every client URL and fail over between them (3 survives the loss of one)',
+      },
       NAME,
       { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
@@ -161,6 +169,7 @@ export const labCommands: CommandSpec[] = [
       const name = a.str('name')!;
       if (a.bool('monitoring') && a.str('mode') === 'underlay')
         throw new UsageError('--monitoring needs an overlay lab: underlay labs have no agents to scrape');
+      if (a.num('etcd-members')! > 1 && a.str('mode') === 'underlay') throw new UsageError('--etcd-members needs an overlay lab: underlay labs have no etcd');
       const say = progressTo(a.bool('json'));
       const { up } = await lab();
       const options = {
@@ -169,6 +178,7 @@ export const labCommands: CommandSpec[] = [
         podsPerNode: a.num('pods-per-node')!,
         backend: a.str('mode') === 'underlay' ? ('macvlan' as const) : (a.str('backend') as Backend),
         monitoring: a.bool('monitoring'),
+        etcdMembers: a.num('etcd-members')!,
         progress: (step: string, ms: number) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       };
       if (a.bool('dry-run')) {

@@ -22,19 +22,19 @@ import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
 import { agentTargets, forwarderArgv, monitoringFiles, monitoringPlan, newMonitoring, prometheusArgv, prometheusConfig } from './monitoring.js';
 import { resolvConfPath } from './resolv.js';
-import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
+import { etcdMembers, labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
  * `lab up --dry-run`: what `up` would make, in the order it would make it (namespaces, the kernel
  * plans rendered as commands, the processes with their argv, the files), built from the same plans
  * and argv as `up` itself. Changes nothing.
  */
-export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean }): string {
+export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean; etcdMembers?: number }): string {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
     return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node and --backend would not apply.`;
   }
-  const s = newLab(o.name, o.backend);
+  const s = newLab(o.name, o.backend, o.etcdMembers);
   const overlay = o.backend !== 'macvlan';
   const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({
     name: `node${i + 1}`,
@@ -53,11 +53,12 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
     '',
     `# state and logs in ${labDir(o.name)}; plugins installed in ${join(labDir(o.name), 'bin')}`,
     '',
-    '# the underlay switch, the outside world' + (overlay ? ' and etcd' : ''),
-    ...[s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])].map((ns) => `ip netns add ${ns}`),
+    '# the underlay switch, the outside world' +
+      (overlay ? ` and etcd (${etcdMembers(s).length === 1 ? 'one member' : `${etcdMembers(s).length} members`})` : ''),
+    ...[s.underlay.ns, s.outside.ns, ...(overlay ? etcdMembers(s).map((m) => m.ns) : [])].map((ns) => `ip netns add ${ns}`),
     switchPlan(s).render(),
     bg(s.outside.ns, workloadArgv(s, OUTSIDE_POD, OUTSIDE_POD, 'app')),
-    ...(overlay ? [bg(s.etcd.ns, etcdArgv(s)), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
+    ...(overlay ? [...etcdMembers(s).map((m) => bg(m.ns, etcdArgv(s, m))), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
   ];
   const m = o.monitoring ? newMonitoring(o.name) : undefined;
   if (m) {

@@ -17,6 +17,7 @@ import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } 
 import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
 import {
+  etcdMembers,
   LAB_SIZE,
   labDir,
   LabError,
@@ -75,6 +76,8 @@ export interface UpOptions {
   dryRun?: boolean;
   /** Run Prometheus on the underlay, scraping every agent (monitoring.ts); on a lab that exists, adds it. */
   monitoring?: boolean;
+  /** Members of the lab's etcd cluster, each in its own namespace on the underlay; default 1. */
+  etcdMembers?: number;
 }
 
 export interface OpOptions {
@@ -88,8 +91,11 @@ async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promis
   return out;
 }
 
-function validateSize(o: { nodes: number; podsPerNode: number }): void {
-  const { nodes, podsPerNode } = LAB_SIZE;
+function validateSize(o: { nodes: number; podsPerNode: number; etcdMembers?: number }): void {
+  const { nodes, podsPerNode, etcdMembers } = LAB_SIZE;
+  const members = o.etcdMembers ?? 1;
+  if (!Number.isInteger(members) || members < etcdMembers.min || members > etcdMembers.max)
+    throw new LabError('bad-size', `--etcd-members takes ${etcdMembers.min} to ${etcdMembers.max}`);
   if (!Number.isInteger(o.nodes) || o.nodes < nodes.min || o.nodes > nodes.max) throw new LabError('bad-size', `--nodes takes ${nodes.min} to ${nodes.max}`);
   if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < podsPerNode.min || o.podsPerNode > podsPerNode.max) {
     throw new LabError('bad-size', `--pods-per-node takes ${podsPerNode.min} to ${podsPerNode.max}`);
@@ -107,6 +113,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   validateSize(o);
   if (o.monitoring && o.backend === 'macvlan')
     throw new LabError('no-agents', 'underlay labs have no agents for Prometheus to scrape; --monitoring needs an overlay lab');
+  if ((o.etcdMembers ?? 1) > 1 && o.backend === 'macvlan') throw new LabError('no-etcd', 'underlay labs have no etcd; --etcd-members needs an overlay lab');
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
@@ -131,7 +138,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   } catch {
     throw new LabError('exists', `lab "${o.name}" is being made by another command; wait for it, or pick another --name`);
   }
-  const s = newLab(o.name, o.backend);
+  const s = newLab(o.name, o.backend, o.etcdMembers);
   writeState(s);
   try {
     await build(s, o);
@@ -147,13 +154,15 @@ const prometheusStep = 'Prometheus in its own namespace on the underlay, scrapin
 
 async function build(s: LabState, o: UpOptions): Promise<void> {
   const overlay = o.backend !== 'macvlan';
-  await step(o, `underlay switch${overlay ? ', etcd' : ''} and outside-world namespaces`, async () => {
-    for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])]) await createNetns(ns);
+  const members = etcdMembers(s);
+  await step(o, `underlay switch${overlay ? (members.length > 1 ? `, ${members.length} etcd` : ', etcd') : ''} and outside-world namespaces`, async () => {
+    for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? members.map((m) => m.ns) : [])]) await createNetns(ns);
     await apply(switchPlan(s));
     await startContainers(s, outsidePod(s), o.signal);
   });
   if (overlay) {
-    await step(o, `etcd on ${s.etcd.ip}:2379 and the network config (${o.backend})`, async () => {
+    const where = members.length > 1 ? `a ${members.length}-member cluster on ${members.map((m) => m.ip).join(', ')}` : `${s.etcd.ip}:2379`;
+    await step(o, `etcd (${where}) and the network config (${o.backend})`, async () => {
       await startEtcd(s, o.signal);
       await execIn(s.etcd.ns, networkInitArgv(s));
     });

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs
 import { createConnection } from 'node:net';
 import { waitFor } from '../util/wait.js';
 import { containerLog, etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD, subnetOf, underlayPods, workloadArgv } from './build.js';
-import { controlSocket, LabError, podDir, type LabState, type NodeState } from './state.js';
+import { controlSocket, etcdMembers, LabError, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
 import type { AppPort } from './workload.js';
 
 /** A process of the lab: it outlives the command that started it; `exited` is set if it ends while we watch. */
@@ -73,12 +73,25 @@ export async function until(
   if (state === 'exited') throw new LabError('exited', `${what} failed: the process ${o.daemon!.exited} before it was ready${logTail(o.log)}`);
 }
 
-/** etcd with the lab's data dir (a restarted one keeps every lease); ready when its log says so. */
-export async function startEtcd(s: LabState, signal?: AbortSignal): Promise<void> {
-  const log = etcdLog(s);
-  const from = existsSync(log) ? statSync(log).size : 0;
-  const d = daemon(s.etcd.ns, etcdArgv(s), log);
-  await until('etcd start', () => readFileSync(log).subarray(from).includes('ready to serve client requests'), { timeoutMs: 20_000, log, signal, daemon: d });
+/**
+ * The lab's etcd members (all of them, or only `only`), each with its data dir (a restarted one keeps
+ * every lease). They start together: a member of a new cluster waits for the others before it serves.
+ * Ready when each log says so.
+ */
+export async function startEtcd(s: LabState, signal?: AbortSignal, only?: EtcdMember[]): Promise<void> {
+  await Promise.all(
+    (only ?? etcdMembers(s)).map(async (m) => {
+      const log = etcdLog(s, m);
+      const from = existsSync(log) ? statSync(log).size : 0;
+      const d = daemon(m.ns, etcdArgv(s, m), log);
+      await until(`etcd ${m.name} start`, () => readFileSync(log).subarray(from).includes('ready to serve client requests'), {
+        timeoutMs: 20_000,
+        log,
+        signal,
+        daemon: d,
+      });
+    }),
+  );
 }
 
 /** A pod's containers (or the outside world's one): ready when each answers on its control socket. */
