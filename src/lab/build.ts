@@ -4,8 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { netnsPath } from '../kernel/netns.js';
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
-import { clientUrl, controlSocket, etcdMembers, labDir, nodeDir, nsName, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
-import { portsArg, type AppPort } from './workload.js';
+import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
@@ -31,6 +30,11 @@ const POD_NETWORK = '10.244.0.0/16';
 const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
 export const MAX_NODE_INDEX = 240;
+/**
+ * Node flags for the lab's many long-lived processes (agents and runtimes): a 1 MiB young generation
+ * instead of up to 16 MiB (×3) per process; their garbage is small and short-lived.
+ */
+const LEAN_NODE = ['--max-semi-space-size=1'];
 /** Where each lab agent serves /metrics, on its node's IP (the lab's Prometheus scrapes it: monitoring.ts). */
 export const AGENT_METRICS_PORT = 9402;
 /** The node's veth on the switch: from its index, so two long node names never share one. */
@@ -135,6 +139,7 @@ export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
   if (s.backend === 'macvlan') return [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', f.cniSocket];
   return [
     process.execPath,
+    ...LEAN_NODE,
     WEFT,
     'agent',
     '--node',
@@ -190,14 +195,32 @@ export const OUTSIDE_POD = 'outside';
 export const podCniArgs = (pod: { name: string; namespace?: string }) =>
   `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace ?? 'default'};K8S_POD_NAME=${pod.name}`;
 
-export function workloadArgv(s: LabState, pod: string, node: string, container: string, ports: AppPort[] = []): string[] {
-  const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
-  // The outside world also runs the resolver the nodes' cluster DNS forwards to (upstream.ts).
-  if (pod === OUTSIDE_POD) argv.push('--dns');
-  return container === 'app' && ports.length ? [...argv, '--ports', portsArg(ports)] : argv;
+/**
+ * A node's runtime (workload.ts: one process serving every pod of the node) runs in a namespace of
+ * its own, so that a node's agent killed or restarted leaves its pods serving, as on a real node. The
+ * outside world's runs in the outside namespace itself, with the resolver the nodes' cluster DNS
+ * forwards to (upstream.ts).
+ */
+export function runtimeOf(s: LabState, node: string): { ns: string; socket: string; log: string; lock: string; dns: boolean } {
+  const outside = node === OUTSIDE_POD;
+  const dir = outside ? podDir(s.name, OUTSIDE_POD) : nodeDir(s.name, node);
+  return {
+    ns: outside ? s.outside.ns : nsName(s.name, `${node}.pods`),
+    socket: join(dir, 'pods.sock'),
+    log: join(dir, 'pods.log'),
+    lock: join(dir, 'pods.lock'),
+    dns: outside,
+  };
 }
 
-export const containerLog = (s: LabState, pod: string, container: string) => join(podDir(s.name, pod), `${container}.log`);
+export const runtimeArgv = (r: { socket: string; dns: boolean }) => [
+  process.execPath,
+  ...LEAN_NODE,
+  WORKLOAD,
+  '--socket',
+  r.socket,
+  ...(r.dns ? ['--dns'] : []),
+];
 
 export function subnetOf(envFile: string): string | undefined {
   try {

@@ -15,13 +15,15 @@ import {
   shell,
   switchPlan,
   underlayPods,
+  runtimeArgv,
+  runtimeOf,
   upPods,
-  workloadArgv,
 } from './build.js';
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
 import { agentTargets, forwarderArgv, monitoringFiles, monitoringPlan, newMonitoring, prometheusArgv, prometheusConfig } from './monitoring.js';
 import { resolvConfPath } from './resolv.js';
+import { APP_PORT, SIDECAR_PORT } from './workload.js';
 import { etcdMembers, labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
@@ -57,7 +59,8 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       (overlay ? ` and etcd (${etcdMembers(s).length === 1 ? 'one member' : `${etcdMembers(s).length} members`})` : ''),
     ...[s.underlay.ns, s.outside.ns, ...(overlay ? etcdMembers(s).map((m) => m.ns) : [])].map((ns) => `ip netns add ${ns}`),
     switchPlan(s).render(),
-    bg(s.outside.ns, workloadArgv(s, OUTSIDE_POD, OUTSIDE_POD, 'app')),
+    bg(s.outside.ns, runtimeArgv(runtimeOf(s, OUTSIDE_POD))),
+    `# ${OUTSIDE_POD}: its runtime runs the outside world's app (port ${APP_PORT}, TCP and UDP)`,
     ...(overlay ? [...etcdMembers(s).map((m) => bg(m.ns, etcdArgv(s, m))), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
   ];
   const m = o.monitoring ? newMonitoring(o.name) : undefined;
@@ -86,6 +89,9 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `ip netns add ${n.ns}`,
       nodePlan(s, n).render(),
       bg(n.ns, nodeDaemonArgv(s, n)),
+      `# ${n.name}'s runtime: one process for all its pods, in a namespace of its own`,
+      `ip netns add ${runtimeOf(s, n.name).ns}`,
+      bg(runtimeOf(s, n.name).ns, runtimeArgv(runtimeOf(s, n.name))),
       `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`,
     );
   }
@@ -97,7 +103,7 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS), ...demoManifests(pods)]),
     );
   }
-  if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers");
+  if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers, run by the node's runtime");
   for (const p of pods) {
     const ns = nsName(o.name, p.pod);
     const node = nodes.find((n) => n.name === p.node)!;
@@ -106,7 +112,8 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0, CNI_ARGS ${podCniArgs({ name: p.pod })}`,
       ...(overlay ? [`# ${resolvConfPath(ns)}: the ADD result's dns (nameserver, search, options)`] : []),
     );
-    for (const c of p.sidecar ? ['app', 'sidecar'] : ['app']) lines.push(bg(ns, workloadArgv(s, p.pod, p.node, c)));
+    const containers = p.sidecar ? `app (port ${APP_PORT}, TCP and UDP) and sidecar (127.0.0.1:${SIDECAR_PORT})` : `app (port ${APP_PORT}, TCP and UDP)`;
+    lines.push(`# ${p.node}'s runtime runs ${p.pod}: ${containers}, sockets opened in ${ns}`);
   }
   return lines.join('\n');
 }

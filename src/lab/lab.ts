@@ -8,12 +8,25 @@ import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
-import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeIp, nodePlan, podCniArgs, portName, switchPlan, upPods } from './build.js';
+import {
+  MAX_NODE_INDEX,
+  networkInitArgv,
+  newLab,
+  nodeConflist,
+  nodeFiles,
+  nodeIp,
+  nodePlan,
+  podCniArgs,
+  portName,
+  runtimeOf,
+  switchPlan,
+  upPods,
+} from './build.js';
 import { planUp } from './dry-run.js';
 import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { addMonitoring, writeTargets } from './monitoring.js';
-import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
+import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon, startRuntime, stopContainers } from './procs.js';
 import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
 import {
@@ -170,10 +183,15 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
   if (o.monitoring) await step(o, prometheusStep, () => addMonitoring(s, o.signal));
   interrupted(o.signal);
   installPlugins(join(labDir(o.name), 'bin'));
-  const what = overlay ? 'a weft agent each' : 'a CNI server and a macvlan shim each';
-  await step(o, `${o.nodes} nodes with ${what}`, async () => {
-    for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`, { signal: o.signal });
-  });
+  const what = overlay ? 'a weft agent and a pod runtime each' : 'a CNI server, a macvlan shim and a pod runtime each';
+  // Started in order, so node<i> still takes index i (addNode takes the lowest free one under the lab's lock, in call order).
+  await step(o, `${o.nodes} nodes with ${what}`, () =>
+    inBatches(
+      Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`),
+      8,
+      (name) => addNode(s, name, { signal: o.signal }),
+    ),
+  );
   const jobs = upPods(
     s.nodes.map((n) => n.name),
     o.podsPerNode,
@@ -257,7 +275,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
       await createNetns(node.ns);
       await apply(nodePlan(s, node));
       interrupted(o.signal);
-      const subnet = await startNodeDaemon(s, node, o.signal);
+      const [subnet] = await Promise.all([startNodeDaemon(s, node, o.signal), startRuntime(s, name, o.signal)]);
       writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
       interrupted(o.signal);
       return update(s, (f) => {
@@ -275,10 +293,11 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
 }
 
 /**
- * Stops the node's agent, drops its lease (whether or not the agent got to write its subnet file),
- * and removes its namespace and files. Fine to run on a node that was only half made.
+ * Stops the node's agent and runtime, drops its lease (whether or not the agent got to write its subnet
+ * file), and removes its namespaces and files. Fine to run on a node that was only half made.
  */
 async function teardownNode(s: LabState, node: NodeState): Promise<void> {
+  await deleteNetns(runtimeOf(s, node.name).ns);
   if (existsSync(netnsPath(node.ns))) {
     await signalNetns(node.ns, 'SIGTERM');
     await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(
@@ -372,8 +391,9 @@ export async function addPod(s: LabState, name: string, node: string, o: PodOpti
   );
 }
 
-/** CNI DEL (releases the IP, removes the veth), then the namespace with its processes, then its files. */
+/** Its containers' sockets closed, CNI DEL (releases the IP, removes the veth), then the namespace, then its files. */
 async function teardownPod(s: LabState, pod: PodState): Promise<void> {
+  await stopContainers(s, pod);
   const node = readState(s.name).nodes.find((n) => n.name === pod.node);
   if (node && existsSync(netnsPath(node.ns)) && existsSync(nodeFiles(s, node).conflist)) {
     const { list, opts } = runtimeFor(s, node, pod);
