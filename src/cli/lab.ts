@@ -354,13 +354,19 @@ export const labCommands: CommandSpec[] = [
     path: ['verify'],
     summary: 'check the Kubernetes network model on a lab',
     details: 'Exits 1 when a check fails.',
-    options: [NAME, JSON_OPTION],
+    options: [
+      NAME,
+      { name: 'all-pairs', description: 'check every ordered pod pair (above 24 pods verify samples: every pod, and every node pair)' },
+      JSON_OPTION,
+    ],
     run: async (a) => {
       const { formatVerify, verify } = await import('../lab/verify.js');
-      const { state, results } = await verify(a.str('name')!);
+      const { state, results, coverage } = await verify(a.str('name')!, { allPairs: a.bool('all-pairs') });
       const failed = results.filter((r) => !r.ok).length;
       const skipped = results.filter((r) => r.skipped).length;
-      result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, results }, () => formatVerify(state, results));
+      result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, coverage, results }, () =>
+        formatVerify(state, results, coverage),
+      );
       return failed === 0 ? 0 : 1;
     },
   },
