@@ -5,6 +5,7 @@ import { LAB_SIZE } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
 import { print, printJson, progressTo, warn } from './output.js';
+import { UsageError } from './usage.js';
 
 const QUICK: OptionSpec = { name: 'quick', brief: true, description: 'a small, fast run (a smoke test, not a measurement)' };
 const REPORT: OptionSpec = { name: 'report', value: 'FILE', description: 'also write the report as JSON to FILE' };
@@ -154,20 +155,28 @@ export const benchCommands: CommandSpec[] = [
   },
   {
     path: ['bench', 'lab'],
-    summary: 'time to a ready lab and its memory (3x2, 20x10 nodes x pods)',
-    details: 'A failed verify check makes the run broken (exit 1).',
-    options: [QUICK, JSON_OPTION, REPORT],
+    summary: 'time to a ready lab, verify and memory (3x2, 20x10, 100x10 nodes x pods)',
+    details: 'A failed verify check makes the run broken (exit 1). Each size is brought up, verified, measured and taken down before the next.',
+    options: [
+      QUICK,
+      {
+        name: 'sizes',
+        value: 'NxP,...',
+        description: 'the labs to measure, nodes x pods per node (default: 3x2,20x10,100x10; 3x2 with --quick)',
+      },
+      JSON_OPTION,
+      REPORT,
+    ],
     run: async (a) => {
+      const text = a.str('sizes') ?? (a.bool('quick') ? '3x2' : '3x2,20x10,100x10');
+      const sizes = text.split(',').map((item) => {
+        const m = /^(\d+)x(\d+)$/.exec(item);
+        if (!m || Number(m[1]) < 1 || Number(m[1]) > 200 || Number(m[2]) > 50)
+          throw new UsageError(`--sizes takes NODESxPODS items (1-200 x 0-50) separated by commas, not "${item}"`);
+        return [Number(m[1]), Number(m[2])] as [number, number];
+      });
       const { benchLab, formatLabReport } = await import('../bench/lab.js');
-      const report = await benchLab(
-        a.bool('quick')
-          ? [[2, 1]]
-          : [
-              [3, 2],
-              [20, 10],
-            ],
-        progressTo(a.bool('json')),
-      );
+      const report = await benchLab(sizes, progressTo(a.bool('json')));
       return finish(a, report, formatLabReport);
     },
   },
