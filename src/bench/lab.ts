@@ -138,11 +138,20 @@ export async function benchLab(sizes: [number, number][], progress: (step: strin
   const topo = await Topology.create();
   try {
     const rows: LabBenchRow[] = [];
-    for (const [nodes, pods] of sizes) rows.push(await measure(topo.id, nodes, pods, progress));
-    const problems = rows.flatMap((x) => [
-      ...(x.failed > 0 ? [`verify failed ${x.failed} of ${x.checks} checks on ${x.nodes} nodes x ${x.podsPerNode} pods`] : []),
-      ...missing({ [`agent RSS at ${x.nodes} nodes`]: x.agentRssMiBP50, [`runtime RSS at ${x.nodes} nodes`]: x.runtimeRssMiBP50 }),
-    ]);
+    const failures: string[] = [];
+    for (const [nodes, pods] of sizes) {
+      // One size that fails (its lab is already taken down) does not lose the others' figures.
+      await measure(topo.id, nodes, pods, progress).then(
+        (row) => rows.push(row),
+        (e: Error) => failures.push(`${nodes} nodes x ${pods} pods: ${e.message.split('\n')[0]}`),
+      );
+    }
+    const problems = failures.concat(
+      ...rows.map((x) => [
+        ...(x.failed > 0 ? [`verify failed ${x.failed} of ${x.checks} checks on ${x.nodes} nodes x ${x.podsPerNode} pods`] : []),
+        ...missing({ [`agent RSS at ${x.nodes} nodes`]: x.agentRssMiBP50, [`runtime RSS at ${x.nodes} nodes`]: x.runtimeRssMiBP50 }),
+      ]),
+    );
     return { bench: 'lab', rows, ...outcome(bars(rows), problems) };
   } finally {
     await topo.destroy();

@@ -188,7 +188,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
   await step(o, `${o.nodes} nodes with ${what}`, () =>
     inBatches(
       Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`),
-      8,
+      4,
       (name) => addNode(s, name, { signal: o.signal }),
     ),
   );

@@ -158,8 +158,10 @@ export async function startNodeDaemon(s: LabState, node: NodeState, signal?: Abo
     await until(`the CNI server on ${node.name}`, () => socketAnswers(f.cniSocket), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
     return underlayPods(node);
   }
+  // A slow start is not a failed one (an agent that fails exits, and `until` stops at once): a
+  // 100-node lab starting on two busy cores has taken more than 20 s for one agent.
   await until(`the agent on ${node.name} taking a lease`, async () => existsSync(f.subnetFile) && (await socketAnswers(f.cniSocket)), {
-    timeoutMs: 20_000,
+    timeoutMs: 60_000,
     log: f.log,
     signal,
     daemon: d,
