@@ -114,7 +114,7 @@ export async function startRuntime(s: LabState, node: string, signal?: AbortSign
       await waitFor(async () => (await netnsPids(r.ns)).length === 0, { timeoutMs: 10_000, what: `the old runtime of ${node} to go` });
     } else await createNetns(r.ns);
     const d = daemon(r.ns, runtimeArgv(r), r.log);
-    await until(`the runtime of ${node}`, () => socketAnswers(r.socket), { timeoutMs: 15_000, log: r.log, signal, daemon: d });
+    await until(`the runtime of ${node}`, () => socketAnswers(r.socket), { timeoutMs: 60_000, log: r.log, signal, daemon: d });
   } finally {
     closeSync(fd);
   }
