@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { listNetns, netnsPids } from '../kernel/netns.js';
 import { runtimeOf } from '../lab/build.js';
-import { down, nsName, readState, up } from '../lab/lab.js';
+import { down, neighbourRoom, nsName, readState, up } from '../lab/lab.js';
 import { verify } from '../lab/verify.js';
 import { Topology } from '../topo/topology.js';
 import { table } from '../cli/format.js';
@@ -145,6 +145,10 @@ export async function benchLab(sizes: [number, number][], progress: (step: strin
         (row) => rows.push(row),
         (e: Error) => failures.push(`${nodes} nodes x ${pods} pods: ${e.message.split('\n')[0]}`),
       );
+    }
+    for (const [nodes, pods] of sizes) {
+      const room = neighbourRoom(nodes, pods);
+      if (room) failures.push(`${nodes} nodes x ${pods} pods: ${room}`);
     }
     const problems = failures.concat(
       ...rows.map((x) => [

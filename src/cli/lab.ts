@@ -6,7 +6,7 @@ import type { LabView } from '../lab/services.js';
 import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
-import { interruptSignal, print, printJson, progressTo } from './output.js';
+import { interruptSignal, print, printJson, progressTo, warn } from './output.js';
 import type { MonitoringStatus } from '../lab/monitoring.js';
 import type { Endpoint } from '../service/types.js';
 import { UsageError } from './usage.js';
@@ -171,7 +171,9 @@ export const labCommands: CommandSpec[] = [
         throw new UsageError('--monitoring needs an overlay lab: underlay labs have no agents to scrape');
       if (a.num('etcd-members')! > 1 && a.str('mode') === 'underlay') throw new UsageError('--etcd-members needs an overlay lab: underlay labs have no etcd');
       const say = progressTo(a.bool('json'));
-      const { up } = await lab();
+      const { neighbourRoom, up } = await lab();
+      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!);
+      if (room) warn(room);
       const options = {
         name,
         nodes: a.num('nodes')!,

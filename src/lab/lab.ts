@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
@@ -206,6 +206,25 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
   );
   await update(s, (f) => delete f.building);
+}
+
+/**
+ * The kernel keeps one ARP table for every namespace of the machine, capped at
+ * net.ipv4.neigh.default.gc_thresh3 (1024 by default, settable only from the root namespace); past
+ * it, new neighbours fail ("neighbor table overflow": pods see EHOSTUNREACH and ENOBUFS, verify fails
+ * at random). A lab needs about 2(N+P) per node (the underlay and flannel.1 toward every node, cni0
+ * and pods' gateways and same-node peers). Returns what to tell the user when it will not fit.
+ */
+export function neighbourRoom(nodes: number, podsPerNode: number): string | undefined {
+  let cap: number;
+  try {
+    cap = Number(readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const need = nodes * 2 * (nodes + podsPerNode);
+  if (need <= cap) return undefined;
+  return `warning: this lab needs about ${need} ARP entries, and the kernel holds ${cap} for all namespaces together (net.ipv4.neigh.default.gc_thresh3); past it pods lose traffic and verify fails. Raise it on the host first: sysctl -w net.ipv4.neigh.default.gc_thresh3=${2 ** Math.ceil(Math.log2(need * 2))} (and gc_thresh2 to about half that)`;
 }
 
 /** Runs `fn` over `items`, `width` at a time; after a failure it starts no more and waits for those running. */
