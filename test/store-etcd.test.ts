@@ -178,6 +178,39 @@ describe('EtcdStore against a real etcd', () => {
     }
   });
 
+  it('renews a key through a keepalive on its lease: no new revision, no watch event; a different value is not renewed', async () => {
+    const store = open(uniquePrefix('renew'));
+    try {
+      const written = await store.createIfAbsent('lease', 'v', 5);
+      assert.notEqual(written, false);
+      const events: WatchEvent[] = [];
+      const watch = await store.watch(
+        '',
+        Number(written) + 1,
+        (e) => events.push(e),
+        () => undefined,
+      );
+      const before = (await store.list('')).revision;
+      for (let i = 0; i < 3; i++) assert.equal(await store.renew('lease', 'v', 5), written);
+      assert.equal(await store.renew('lease', 'other', 5), false);
+      assert.equal(await store.renew('missing', 'v', 5), false);
+      assert.equal((await store.list('')).revision, before, 'renewals wrote nothing');
+      const { TTL } = await admin.leaseClient.leaseTimeToLive({ ID: (await admin.get(`${store['prefix']}lease`).exec()).kvs[0]!.lease });
+      assert.ok(Number(TTL) > 3, `the lease was refreshed (TTL ${TTL})`);
+      // A key on a lease of another TTL is rewritten with the TTL asked for.
+      assert.ok(Number(await store.renew('lease', 'v', 7)) > Number(written));
+      await new Promise((r) => setTimeout(r, 200));
+      await watch.stop();
+      assert.deepEqual(
+        events.map((e) => e.type),
+        ['put'],
+        'only the rewrite to another TTL reached the watcher',
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
   it('rejects a TTL that is not a whole number of seconds', async () => {
     const store = open(uniquePrefix('badttl'));
     try {

@@ -312,8 +312,19 @@ export class Agent {
     this.failure?.(err);
   }
 
-  /** While etcd is down, a cheap read on each resync notices it is back even if no lease changes. */
+  /**
+   * On each resync: with etcd, ask how the cluster stands (a member's leader; a quiet agent would not
+   * notice a lost quorum otherwise, as its watch just falls silent). Without that, while etcd is
+   * down, a cheap read notices it is back even if no lease changes.
+   */
   private probeStore(): void {
+    if (this.store.health) {
+      this.store.health().then(
+        (r) => (r.state === 'ok' ? this.health.up() : r.state === 'no-quorum' ? this.health.quorumLost(r.detail) : this.health.unreachable(r.detail)),
+        () => undefined,
+      );
+      return;
+    }
     if (this.health.healthy) return;
     this.store.get(CONFIG_KEY).then(
       () => this.health.up(),

@@ -39,7 +39,8 @@ export interface AgentStatus {
   /** The service proxy: Services, endpoints and chains programmed, and its last syncs. */
   services?: ServicesStatus;
   /** `reset`: the last time the store was found to have lost its data (or to be another cluster). */
-  store: { healthy: boolean; since: string; reset?: { at: string; reason: string } };
+  /** `noQuorum`: etcd's members answer but none has a leader (what the agent's probe saw). */
+  store: { healthy: boolean; since: string; noQuorum?: string; reset?: { at: string; reason: string } };
   /** Where the data came from: a live query of the running agent, or its last state file. */
   source?: 'live' | 'file';
   at: string;
@@ -115,7 +116,11 @@ export function formatStatus(s: AgentStatus, note?: string): string {
   const out: string[] = [];
   if (note) out.push(`note: ${note}`, '');
   out.push(`node ${s.node} (pid ${s.pid}): ${s.publicIP} on ${s.iface}, backend ${s.backend}, network ${s.network ?? '?'}`);
-  out.push(`etcd: ${s.store.healthy ? 'reachable' : 'UNREACHABLE'} since ${s.store.since}`);
+  out.push(
+    s.store.noQuorum
+      ? `etcd: NO QUORUM since ${s.store.since}: ${s.store.noQuorum}; writes stop (no node joins, no lease or Service changes), pod traffic is unaffected`
+      : `etcd: ${s.store.healthy ? 'reachable' : 'UNREACHABLE'} since ${s.store.since}`,
+  );
   if (s.store.reset) out.push(`etcd: STORE RESET detected at ${s.store.reset.at} (${s.store.reset.reason}); this node's lease was written back`);
   const data = (l: { backendData?: unknown }) => (l.backendData === undefined ? '' : ` ${JSON.stringify(l.backendData)}`);
   out.push(s.ownLease ? `own lease: ${s.ownLease.subnet} ${s.ownLease.publicIP}${data(s.ownLease)}` : 'own lease: none');

@@ -46,7 +46,7 @@ async function writer(endpoint: string): Promise<void> {
     import('../store/etcd.js'),
     import('../service/validate.js'),
   ]);
-  const registry = new Registry(new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX }));
+  const registry = new Registry(new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX }));
   say({ ready: true });
   for await (const line of createInterface({ input: process.stdin })) {
     const { name, namespace } = JSON.parse(line) as { name: string; namespace: string };

@@ -200,7 +200,7 @@ const [role, endpoint] = process.argv.slice(2);
 if (role === 'writer' && endpoint) {
   // Loaded here: the clients, one in each of two pods, need none of it.
   const [{ DEFAULT_REGISTRY_PREFIX, Registry }, { EtcdStore }] = await Promise.all([import('../service/registry.js'), import('../store/etcd.js')]);
-  const registry = new Registry(new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX }));
+  const registry = new Registry(new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX }));
   serve(async (r, say) => {
     if (r.op === 'taken') return { done: true, ips: (await registry.listServices()).flatMap((s) => (s.clusterIP ? [s.clusterIP] : [])) };
     if (r.op === 'write') return write(registry, r.services, r.chunk, say);

@@ -1,9 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import type { Outcome } from '../bench/report.js';
 import type { Backend } from '../lab/lab.js';
+import { LAB_SIZE } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
 import { print, printJson, progressTo, warn } from './output.js';
+import { UsageError } from './usage.js';
 
 const QUICK: OptionSpec = { name: 'quick', brief: true, description: 'a small, fast run (a smoke test, not a measurement)' };
 const REPORT: OptionSpec = { name: 'report', value: 'FILE', description: 'also write the report as JSON to FILE' };
@@ -128,38 +130,53 @@ export const benchCommands: CommandSpec[] = [
         value: 'N',
         int: { min: 2, max: 100 },
         brief: true,
-        description: 'nodes in the lab (default: a lab of 10, then one of 30; 3 with --quick)',
+        description: 'nodes in the lab (default: labs of 10, 30 and 100; 3 with --quick)',
       },
       { name: 'rounds', value: 'N', int: SIZE, description: 'leases added and removed (default: 20, or 3 with --quick)' },
+      { name: 'etcd-members', value: 'N', int: LAB_SIZE.etcdMembers, default: '1', description: "members of the lab's etcd cluster" },
+      {
+        name: 'steady',
+        value: 'SECONDS',
+        int: { min: 1, max: 600 },
+        description: "how long etcd's writes are counted in a quiet lab (default: 30, or 5 with --quick)",
+      },
       JSON_OPTION,
       REPORT,
     ],
     run: async (a) => {
       const { benchConverge, formatConvergeReport } = await import('../bench/converge.js');
-      const report = await benchConverge(
-        a.num('nodes') !== undefined ? [a.num('nodes')!] : a.bool('quick') ? [3] : [10, 30],
-        sized(a, 'rounds', 20, 3),
-        progressTo(a.bool('json')),
-      );
+      const report = await benchConverge(a.num('nodes') !== undefined ? [a.num('nodes')!] : a.bool('quick') ? [3] : [10, 30, 100], sized(a, 'rounds', 20, 3), {
+        steadySeconds: sized(a, 'steady', 30, 5),
+        etcdMembers: a.num('etcd-members')!,
+        progress: progressTo(a.bool('json')),
+      });
       return finish(a, report, formatConvergeReport);
     },
   },
   {
     path: ['bench', 'lab'],
-    summary: 'time to a ready lab and its memory (3x2, 20x10 nodes x pods)',
-    details: 'A failed verify check makes the run broken (exit 1).',
-    options: [QUICK, JSON_OPTION, REPORT],
+    summary: 'time to a ready lab, verify and memory (3x2, 20x10, 100x10 nodes x pods)',
+    details: 'A failed verify check makes the run broken (exit 1). Each size is brought up, verified, measured and taken down before the next.',
+    options: [
+      QUICK,
+      {
+        name: 'sizes',
+        value: 'NxP,...',
+        description: 'the labs to measure, nodes x pods per node (default: 3x2,20x10,100x10; 3x2 with --quick)',
+      },
+      JSON_OPTION,
+      REPORT,
+    ],
     run: async (a) => {
+      const text = a.str('sizes') ?? (a.bool('quick') ? '3x2' : '3x2,20x10,100x10');
+      const sizes = text.split(',').map((item) => {
+        const m = /^(\d+)x(\d+)$/.exec(item);
+        if (!m || Number(m[1]) < 1 || Number(m[1]) > 200 || Number(m[2]) > 50)
+          throw new UsageError(`--sizes takes NODESxPODS items (1-200 x 0-50) separated by commas, not "${item}"`);
+        return [Number(m[1]), Number(m[2])] as [number, number];
+      });
       const { benchLab, formatLabReport } = await import('../bench/lab.js');
-      const report = await benchLab(
-        a.bool('quick')
-          ? [[2, 1]]
-          : [
-              [3, 2],
-              [20, 10],
-            ],
-        progressTo(a.bool('json')),
-      );
+      const report = await benchLab(sizes, progressTo(a.bool('json')));
       return finish(a, report, formatLabReport);
     },
   },

@@ -6,7 +6,7 @@ import type { LabView } from '../lab/services.js';
 import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
-import { interruptSignal, print, printJson, progressTo } from './output.js';
+import { interruptSignal, print, printJson, progressTo, warn } from './output.js';
 import type { MonitoringStatus } from '../lab/monitoring.js';
 import type { Endpoint } from '../service/types.js';
 import { UsageError } from './usage.js';
@@ -151,6 +151,14 @@ export const labCommands: CommandSpec[] = [
         description: "overlay: pods behind the agents' backend; underlay: macvlan pods on the node network",
       },
       { name: 'monitoring', description: 'also run Prometheus in the lab, scraping every agent (on a lab that exists: add it)' },
+      {
+        name: 'etcd-members',
+        value: 'N',
+        int: LAB_SIZE.etcdMembers,
+        default: '1',
+        description:
+          'members of the etcd cluster, each in its own namespace; the agents get every client URL and fail over between them (3 survives the loss of one)',
+      },
       NAME,
       { name: 'dry-run', description: 'print the namespaces, processes and kernel ops it would make; change nothing' },
       JSON_OPTION,
@@ -161,14 +169,18 @@ export const labCommands: CommandSpec[] = [
       const name = a.str('name')!;
       if (a.bool('monitoring') && a.str('mode') === 'underlay')
         throw new UsageError('--monitoring needs an overlay lab: underlay labs have no agents to scrape');
+      if (a.num('etcd-members')! > 1 && a.str('mode') === 'underlay') throw new UsageError('--etcd-members needs an overlay lab: underlay labs have no etcd');
       const say = progressTo(a.bool('json'));
-      const { up } = await lab();
+      const { neighbourRoom, up } = await lab();
+      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!);
+      if (room) warn(room);
       const options = {
         name,
         nodes: a.num('nodes')!,
         podsPerNode: a.num('pods-per-node')!,
         backend: a.str('mode') === 'underlay' ? ('macvlan' as const) : (a.str('backend') as Backend),
         monitoring: a.bool('monitoring'),
+        etcdMembers: a.num('etcd-members')!,
         progress: (step: string, ms: number) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       };
       if (a.bool('dry-run')) {
@@ -344,13 +356,19 @@ export const labCommands: CommandSpec[] = [
     path: ['verify'],
     summary: 'check the Kubernetes network model on a lab',
     details: 'Exits 1 when a check fails.',
-    options: [NAME, JSON_OPTION],
+    options: [
+      NAME,
+      { name: 'all-pairs', description: 'check every ordered pod pair (above 24 pods verify samples: every pod, and every node pair)' },
+      JSON_OPTION,
+    ],
     run: async (a) => {
       const { formatVerify, verify } = await import('../lab/verify.js');
-      const { state, results } = await verify(a.str('name')!);
+      const { state, results, coverage } = await verify(a.str('name')!, { allPairs: a.bool('all-pairs') });
       const failed = results.filter((r) => !r.ok).length;
       const skipped = results.filter((r) => r.skipped).length;
-      result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, results }, () => formatVerify(state, results));
+      result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, coverage, results }, () =>
+        formatVerify(state, results, coverage),
+      );
       return failed === 0 ? 0 : 1;
     },
   },

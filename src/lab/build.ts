@@ -4,15 +4,15 @@ import { fileURLToPath } from 'node:url';
 import { netnsPath } from '../kernel/netns.js';
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
-import { controlSocket, labDir, nodeDir, nsName, podDir, type LabState, type NodeState } from './state.js';
-import { portsArg, type AppPort } from './workload.js';
+import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
  * `node add` and `pod add` carry them out; `up --dry-run` prints them.
  *
  *   outside (198.18.0.1, 203.0.113.1) ─┐
- *   etcd (198.18.0.2) ─────────────────┼─ underlay: bridge br0 ─ portN ─ node eth0 198.18.0.(10+N) ─ cni0 ─ pods
+ *   etcd (198.18.0.2) ─────────────────┤
+ *   etcd2.. (198.18.0.4.., optional) ──┼─ underlay: bridge br0 ─ portN ─ node eth0 198.18.0.(10+N) ─ cni0 ─ pods
  *   monitoring (198.18.0.3, optional) ─┘
  *
  * The outside world also answers DNS for a few names of its own (upstream.ts); each node's agent
@@ -23,12 +23,18 @@ export const WEFT = fileURLToPath(new URL('../../../bin/weft', import.meta.url))
 const WORKLOAD = fileURLToPath(new URL('./workload-main.js', import.meta.url));
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
-const ETCD_IP = '198.18.0.2';
+/** Member 1 at .2, members 2 to 5 at .4 to .7 (.3 is the lab's Prometheus). */
+const etcdIp = (member: number) => `198.18.0.${member === 1 ? 2 : member + 2}`;
 export const POD_NETWORK = '10.244.0.0/16';
 /** Overlay labs put nodes on a /24; underlay labs widen it so each node's pods get a /24 of it. */
 const underlayPrefix = (s: LabState) => (s.backend === 'macvlan' ? 16 : 24);
 export const nodeIp = (index: number) => `198.18.0.${10 + index}`;
 export const MAX_NODE_INDEX = 240;
+/**
+ * Node flags for the lab's many long-lived processes (agents and runtimes): a 1 MiB young generation
+ * instead of up to 16 MiB (×3) per process; their garbage is small and short-lived.
+ */
+const LEAN_NODE = ['--max-semi-space-size=1'];
 /** Where each lab agent serves /metrics, on its node's IP (the lab's Prometheus scrapes it: monitoring.ts). */
 export const AGENT_METRICS_PORT = 9402;
 /** The node's veth on the switch: from its index, so two long node names never share one. */
@@ -51,7 +57,7 @@ export function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: st
 export function switchPlan(s: LabState): Plan {
   const u = netnsPath(s.underlay.ns);
   const plan = new Plan().add(addBridge({ ns: u, name: 'br0' }), setLink({ ns: u, dev: 'br0', up: true }));
-  if (s.backend !== 'macvlan') plugIn(plan, s, s.etcd.ns, 'etcd', ETCD_IP, GATEWAY_IP);
+  if (s.backend !== 'macvlan') for (const m of etcdMembers(s)) plugIn(plan, s, m.ns, m.name, m.ip, GATEWAY_IP);
   plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
   plan.add(addAddr({ ns: netnsPath(s.outside.ns), addr: `${OUTSIDE_IP}/24`, dev: 'lo' }));
   return plan;
@@ -79,26 +85,32 @@ export function nodePlan(s: LabState, node: NodeState): Plan {
 
 export const underlayPods = (node: NodeState) => `198.18.${node.index}.0/24`;
 
-export const etcdLog = (s: LabState) => join(labDir(s.name), 'etcd.log');
+export const etcdLog = (s: LabState, m: EtcdMember) => join(labDir(s.name), `${m.name}.log`);
 
-export function etcdArgv(s: LabState): string[] {
-  const peer = `http://${ETCD_IP}:2380`;
+const peerUrl = (m: EtcdMember) => `http://${m.ip}:2380`;
+
+/** One member of the lab's etcd cluster; every member is in --initial-cluster from the start. */
+export function etcdArgv(s: LabState, m: EtcdMember): string[] {
   return [
     'etcd',
     '--name',
-    'lab',
+    m.name,
     '--data-dir',
-    join(labDir(s.name), 'etcd'),
+    join(labDir(s.name), m.name),
     '--listen-client-urls',
-    s.etcd.endpoint,
+    clientUrl(m),
     '--advertise-client-urls',
-    s.etcd.endpoint,
+    clientUrl(m),
     '--listen-peer-urls',
-    peer,
+    peerUrl(m),
     '--initial-advertise-peer-urls',
-    peer,
+    peerUrl(m),
     '--initial-cluster',
-    `lab=${peer}`,
+    etcdMembers(s)
+      .map((x) => `${x.name}=${peerUrl(x)}`)
+      .join(','),
+    '--initial-cluster-token',
+    `weft-lab-${s.name}`,
     '--heartbeat-interval',
     '50',
     '--election-timeout',
@@ -127,6 +139,7 @@ export function nodeDaemonArgv(s: LabState, node: NodeState): string[] {
   if (s.backend === 'macvlan') return [process.execPath, WEFT, 'cni', 'serve', '--quiet', '--socket', f.cniSocket];
   return [
     process.execPath,
+    ...LEAN_NODE,
     WEFT,
     'agent',
     '--node',
@@ -182,14 +195,32 @@ export const OUTSIDE_POD = 'outside';
 export const podCniArgs = (pod: { name: string; namespace?: string }) =>
   `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace ?? 'default'};K8S_POD_NAME=${pod.name}`;
 
-export function workloadArgv(s: LabState, pod: string, node: string, container: string, ports: AppPort[] = []): string[] {
-  const argv = [process.execPath, WORKLOAD, '--pod', pod, '--node', node, '--container', container, '--control', controlSocket(s.name, pod, container)];
-  // The outside world also runs the resolver the nodes' cluster DNS forwards to (upstream.ts).
-  if (pod === OUTSIDE_POD) argv.push('--dns');
-  return container === 'app' && ports.length ? [...argv, '--ports', portsArg(ports)] : argv;
+/**
+ * A node's runtime (workload.ts: one process serving every pod of the node) runs in a namespace of
+ * its own, so that a node's agent killed or restarted leaves its pods serving, as on a real node. The
+ * outside world's runs in the outside namespace itself, with the resolver the nodes' cluster DNS
+ * forwards to (upstream.ts).
+ */
+export function runtimeOf(s: LabState, node: string): { ns: string; socket: string; log: string; lock: string; dns: boolean } {
+  const outside = node === OUTSIDE_POD;
+  const dir = outside ? podDir(s.name, OUTSIDE_POD) : nodeDir(s.name, node);
+  return {
+    ns: outside ? s.outside.ns : nsName(s.name, `${node}.pods`),
+    socket: join(dir, 'pods.sock'),
+    log: join(dir, 'pods.log'),
+    lock: join(dir, 'pods.lock'),
+    dns: outside,
+  };
 }
 
-export const containerLog = (s: LabState, pod: string, container: string) => join(podDir(s.name, pod), `${container}.log`);
+export const runtimeArgv = (r: { socket: string; dns: boolean }) => [
+  process.execPath,
+  ...LEAN_NODE,
+  WORKLOAD,
+  '--socket',
+  r.socket,
+  ...(r.dns ? ['--dns'] : []),
+];
 
 export function subnetOf(envFile: string): string | undefined {
   try {
@@ -206,14 +237,18 @@ export function upPods(nodes: string[], perNode: number): { pod: string; node: s
   return nodes.flatMap((node, i) => Array.from({ length: perNode }, (_, j) => ({ pod: `pod-${i + 1}${String.fromCharCode(97 + j)}`, node, sidecar: j === 0 })));
 }
 
-/** A fresh lab's record, before anything of it exists. */
-export function newLab(name: string, backend: LabState['backend']): LabState {
+/** A fresh lab's record, before anything of it exists; `etcdMembers` members (1 unless asked). */
+export function newLab(name: string, backend: LabState['backend'], members = 1): LabState {
+  const all = Array.from({ length: members }, (_, i) => {
+    const role = i === 0 ? 'etcd' : `etcd${i + 1}`;
+    return { name: role, ns: nsName(name, role), ip: etcdIp(i + 1) };
+  });
   return {
     name,
     backend,
     createdAt: new Date().toISOString(),
     building: true,
-    etcd: { ns: nsName(name, 'etcd'), ip: ETCD_IP, endpoint: `http://${ETCD_IP}:2379` },
+    etcd: { ns: all[0]!.ns, ip: all[0]!.ip, endpoint: all.map(clientUrl).join(','), ...(members > 1 ? { members: all } : {}) },
     outside: { ns: nsName(name, 'outside'), ip: OUTSIDE_IP, gateway: GATEWAY_IP },
     underlay: { ns: nsName(name, 'underlay') },
     nodes: [],

@@ -15,26 +15,28 @@ import {
   shell,
   switchPlan,
   underlayPods,
+  runtimeArgv,
+  runtimeOf,
   upPods,
-  workloadArgv,
 } from './build.js';
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
 import { agentTargets, forwarderArgv, monitoringFiles, monitoringPlan, newMonitoring, prometheusArgv, prometheusConfig } from './monitoring.js';
 import { resolvConfPath } from './resolv.js';
-import { labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
+import { APP_PORT, SIDECAR_PORT } from './workload.js';
+import { etcdMembers, labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
 
 /**
  * `lab up --dry-run`: what `up` would make, in the order it would make it (namespaces, the kernel
  * plans rendered as commands, the processes with their argv, the files), built from the same plans
  * and argv as `up` itself. Changes nothing.
  */
-export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean }): string {
+export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean; etcdMembers?: number }): string {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
     return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node and --backend would not apply.`;
   }
-  const s = newLab(o.name, o.backend);
+  const s = newLab(o.name, o.backend, o.etcdMembers);
   const overlay = o.backend !== 'macvlan';
   const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({
     name: `node${i + 1}`,
@@ -53,11 +55,13 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
     '',
     `# state and logs in ${labDir(o.name)}; plugins installed in ${join(labDir(o.name), 'bin')}`,
     '',
-    '# the underlay switch, the outside world' + (overlay ? ' and etcd' : ''),
-    ...[s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])].map((ns) => `ip netns add ${ns}`),
+    '# the underlay switch, the outside world' +
+      (overlay ? ` and etcd (${etcdMembers(s).length === 1 ? 'one member' : `${etcdMembers(s).length} members`})` : ''),
+    ...[s.underlay.ns, s.outside.ns, ...(overlay ? etcdMembers(s).map((m) => m.ns) : [])].map((ns) => `ip netns add ${ns}`),
     switchPlan(s).render(),
-    bg(s.outside.ns, workloadArgv(s, OUTSIDE_POD, OUTSIDE_POD, 'app')),
-    ...(overlay ? [bg(s.etcd.ns, etcdArgv(s)), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
+    bg(s.outside.ns, runtimeArgv(runtimeOf(s, OUTSIDE_POD))),
+    `# ${OUTSIDE_POD}: its runtime runs the outside world's app (port ${APP_PORT}, TCP and UDP)`,
+    ...(overlay ? [...etcdMembers(s).map((m) => bg(m.ns, etcdArgv(s, m))), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
   ];
   const m = o.monitoring ? newMonitoring(o.name) : undefined;
   if (m) {
@@ -85,6 +89,9 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `ip netns add ${n.ns}`,
       nodePlan(s, n).render(),
       bg(n.ns, nodeDaemonArgv(s, n)),
+      `# ${n.name}'s runtime: one process for all its pods, in a namespace of its own`,
+      `ip netns add ${runtimeOf(s, n.name).ns}`,
+      bg(runtimeOf(s, n.name).ns, runtimeArgv(runtimeOf(s, n.name))),
       `# ${nodeFiles(s, n).conflist}: ${JSON.stringify(nodeConflist(s, n))}`,
     );
   }
@@ -96,7 +103,7 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS), ...demoManifests(pods)]),
     );
   }
-  if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers");
+  if (pods.length) lines.push('', "# pods: a namespace each, CNI ADD through the node's conflist (eth0), then the containers, run by the node's runtime");
   for (const p of pods) {
     const ns = nsName(o.name, p.pod);
     const node = nodes.find((n) => n.name === p.node)!;
@@ -105,7 +112,8 @@ export function planUp(o: { name: string; nodes: number; podsPerNode: number; ba
       `CNI ADD ${p.pod} on ${p.node}: ${nodeFiles(s, node).conflist}, netns ${ns}, ifname eth0, CNI_ARGS ${podCniArgs({ name: p.pod })}`,
       ...(overlay ? [`# ${resolvConfPath(ns)}: the ADD result's dns (nameserver, search, options)`] : []),
     );
-    for (const c of p.sidecar ? ['app', 'sidecar'] : ['app']) lines.push(bg(ns, workloadArgv(s, p.pod, p.node, c)));
+    const containers = p.sidecar ? `app (port ${APP_PORT}, TCP and UDP) and sidecar (127.0.0.1:${SIDECAR_PORT})` : `app (port ${APP_PORT}, TCP and UDP)`;
+    lines.push(`# ${p.node}'s runtime runs ${p.pod}: ${containers}, sockets opened in ${ns}`);
   }
   return lines.join('\n');
 }

@@ -1,5 +1,5 @@
 import { collect } from '../util/proc.js';
-import type { LabState } from './state.js';
+import { etcdEndpoints, type LabState } from './state.js';
 
 /**
  * The lab's own view of its etcd, over etcd's JSON gateway with curl from inside the etcd namespace
@@ -12,26 +12,34 @@ const SUBNETS = `${NETWORK_PREFIX}subnets/`;
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
 
+/** One JSON request to the first member that answers (a dead member's namespace refuses at once). */
 async function call(s: LabState, path: string, body?: unknown): Promise<unknown> {
-  const argv = [
-    'ip',
-    'netns',
-    'exec',
-    s.etcd.ns,
-    'curl',
-    '-sS',
-    '-m',
-    '3',
-    ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]),
-    `${s.etcd.endpoint}${path}`,
-  ];
-  const r = await collect(argv, { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`etcd at ${s.etcd.endpoint} did not answer: ${(r.stderr.trim() || `curl exit ${r.code}`).split('\n').pop()}`);
-  try {
-    return JSON.parse(r.stdout) as unknown;
-  } catch {
-    throw new Error(`etcd at ${s.etcd.endpoint} gave no JSON: ${r.stdout.slice(0, 120)}`);
+  const failures: string[] = [];
+  for (const endpoint of etcdEndpoints(s)) {
+    const argv = [
+      'ip',
+      'netns',
+      'exec',
+      s.etcd.ns,
+      'curl',
+      '-sS',
+      '-m',
+      '3',
+      ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]),
+      `${endpoint}${path}`,
+    ];
+    const r = await collect(argv, { timeoutMs: 10_000 });
+    if (r.code !== 0) {
+      failures.push(`etcd at ${endpoint} did not answer: ${(r.stderr.trim() || `curl exit ${r.code}`).split('\n').pop()}`);
+      continue;
+    }
+    try {
+      return JSON.parse(r.stdout) as unknown;
+    } catch {
+      failures.push(`etcd at ${endpoint} gave no JSON: ${r.stdout.slice(0, 120)}`);
+    }
   }
+  throw new Error(failures.join('; '));
 }
 
 /** etcd's own health endpoint. */

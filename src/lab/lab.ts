@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
@@ -8,15 +8,29 @@ import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
-import { MAX_NODE_INDEX, networkInitArgv, newLab, nodeConflist, nodeFiles, nodeIp, nodePlan, podCniArgs, portName, switchPlan, upPods } from './build.js';
+import {
+  MAX_NODE_INDEX,
+  networkInitArgv,
+  newLab,
+  nodeConflist,
+  nodeFiles,
+  nodeIp,
+  nodePlan,
+  podCniArgs,
+  portName,
+  runtimeOf,
+  switchPlan,
+  upPods,
+} from './build.js';
 import { planUp } from './dry-run.js';
 import { writeDemo } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { addMonitoring, writeTargets } from './monitoring.js';
-import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon } from './procs.js';
+import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon, startRuntime, stopContainers } from './procs.js';
 import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
 import {
+  etcdMembers,
   LAB_SIZE,
   labDir,
   LabError,
@@ -75,6 +89,8 @@ export interface UpOptions {
   dryRun?: boolean;
   /** Run Prometheus on the underlay, scraping every agent (monitoring.ts); on a lab that exists, adds it. */
   monitoring?: boolean;
+  /** Members of the lab's etcd cluster, each in its own namespace on the underlay; default 1. */
+  etcdMembers?: number;
 }
 
 export interface OpOptions {
@@ -88,8 +104,11 @@ async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promis
   return out;
 }
 
-function validateSize(o: { nodes: number; podsPerNode: number }): void {
-  const { nodes, podsPerNode } = LAB_SIZE;
+function validateSize(o: { nodes: number; podsPerNode: number; etcdMembers?: number }): void {
+  const { nodes, podsPerNode, etcdMembers } = LAB_SIZE;
+  const members = o.etcdMembers ?? 1;
+  if (!Number.isInteger(members) || members < etcdMembers.min || members > etcdMembers.max)
+    throw new LabError('bad-size', `--etcd-members takes ${etcdMembers.min} to ${etcdMembers.max}`);
   if (!Number.isInteger(o.nodes) || o.nodes < nodes.min || o.nodes > nodes.max) throw new LabError('bad-size', `--nodes takes ${nodes.min} to ${nodes.max}`);
   if (!Number.isInteger(o.podsPerNode) || o.podsPerNode < podsPerNode.min || o.podsPerNode > podsPerNode.max) {
     throw new LabError('bad-size', `--pods-per-node takes ${podsPerNode.min} to ${podsPerNode.max}`);
@@ -107,6 +126,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   validateSize(o);
   if (o.monitoring && o.backend === 'macvlan')
     throw new LabError('no-agents', 'underlay labs have no agents for Prometheus to scrape; --monitoring needs an overlay lab');
+  if ((o.etcdMembers ?? 1) > 1 && o.backend === 'macvlan') throw new LabError('no-etcd', 'underlay labs have no etcd; --etcd-members needs an overlay lab');
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
@@ -131,7 +151,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   } catch {
     throw new LabError('exists', `lab "${o.name}" is being made by another command; wait for it, or pick another --name`);
   }
-  const s = newLab(o.name, o.backend);
+  const s = newLab(o.name, o.backend, o.etcdMembers);
   writeState(s);
   try {
     await build(s, o);
@@ -147,13 +167,15 @@ const prometheusStep = 'Prometheus in its own namespace on the underlay, scrapin
 
 async function build(s: LabState, o: UpOptions): Promise<void> {
   const overlay = o.backend !== 'macvlan';
-  await step(o, `underlay switch${overlay ? ', etcd' : ''} and outside-world namespaces`, async () => {
-    for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? [s.etcd.ns] : [])]) await createNetns(ns);
+  const members = etcdMembers(s);
+  await step(o, `underlay switch${overlay ? (members.length > 1 ? `, ${members.length} etcd` : ', etcd') : ''} and outside-world namespaces`, async () => {
+    for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? members.map((m) => m.ns) : [])]) await createNetns(ns);
     await apply(switchPlan(s));
     await startContainers(s, outsidePod(s), o.signal);
   });
   if (overlay) {
-    await step(o, `etcd on ${s.etcd.ip}:2379 and the network config (${o.backend})`, async () => {
+    const where = members.length > 1 ? `a ${members.length}-member cluster on ${members.map((m) => m.ip).join(', ')}` : `${s.etcd.ip}:2379`;
+    await step(o, `etcd (${where}) and the network config (${o.backend})`, async () => {
       await startEtcd(s, o.signal);
       await execIn(s.etcd.ns, networkInitArgv(s));
     });
@@ -161,10 +183,15 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
   if (o.monitoring) await step(o, prometheusStep, () => addMonitoring(s, o.signal));
   interrupted(o.signal);
   installPlugins(join(labDir(o.name), 'bin'));
-  const what = overlay ? 'a weft agent each' : 'a CNI server and a macvlan shim each';
-  await step(o, `${o.nodes} nodes with ${what}`, async () => {
-    for (let i = 1; i <= o.nodes; i++) await addNode(s, `node${i}`, { signal: o.signal });
-  });
+  const what = overlay ? 'a weft agent and a pod runtime each' : 'a CNI server, a macvlan shim and a pod runtime each';
+  // Started in order, so node<i> still takes index i (addNode takes the lowest free one under the lab's lock, in call order).
+  await step(o, `${o.nodes} nodes with ${what}`, () =>
+    inBatches(
+      Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`),
+      4,
+      (name) => addNode(s, name, { signal: o.signal }),
+    ),
+  );
   const jobs = upPods(
     s.nodes.map((n) => n.name),
     o.podsPerNode,
@@ -179,6 +206,25 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
   );
   await update(s, (f) => delete f.building);
+}
+
+/**
+ * The kernel keeps one ARP table for every namespace of the machine, capped at
+ * net.ipv4.neigh.default.gc_thresh3 (1024 by default, settable only from the root namespace); past
+ * it, new neighbours fail ("neighbor table overflow": pods see EHOSTUNREACH and ENOBUFS, verify fails
+ * at random). A lab needs about 2(N+P) per node (the underlay and flannel.1 toward every node, cni0
+ * and pods' gateways and same-node peers). Returns what to tell the user when it will not fit.
+ */
+export function neighbourRoom(nodes: number, podsPerNode: number): string | undefined {
+  let cap: number;
+  try {
+    cap = Number(readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const need = nodes * 2 * (nodes + podsPerNode);
+  if (need <= cap) return undefined;
+  return `warning: this lab needs about ${need} ARP entries, and the kernel holds ${cap} for all namespaces together (net.ipv4.neigh.default.gc_thresh3); past it pods lose traffic and verify fails. Raise it on the host first: sysctl -w net.ipv4.neigh.default.gc_thresh3=${2 ** Math.ceil(Math.log2(need * 2))} (and gc_thresh2 to about half that)`;
 }
 
 /** Runs `fn` over `items`, `width` at a time; after a failure it starts no more and waits for those running. */
@@ -248,7 +294,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
       await createNetns(node.ns);
       await apply(nodePlan(s, node));
       interrupted(o.signal);
-      const subnet = await startNodeDaemon(s, node, o.signal);
+      const [subnet] = await Promise.all([startNodeDaemon(s, node, o.signal), startRuntime(s, name, o.signal)]);
       writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
       interrupted(o.signal);
       return update(s, (f) => {
@@ -266,10 +312,11 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
 }
 
 /**
- * Stops the node's agent, drops its lease (whether or not the agent got to write its subnet file),
- * and removes its namespace and files. Fine to run on a node that was only half made.
+ * Stops the node's agent and runtime, drops its lease (whether or not the agent got to write its subnet
+ * file), and removes its namespaces and files. Fine to run on a node that was only half made.
  */
 async function teardownNode(s: LabState, node: NodeState): Promise<void> {
+  await deleteNetns(runtimeOf(s, node.name).ns);
   if (existsSync(netnsPath(node.ns))) {
     await signalNetns(node.ns, 'SIGTERM');
     await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(
@@ -363,8 +410,9 @@ export async function addPod(s: LabState, name: string, node: string, o: PodOpti
   );
 }
 
-/** CNI DEL (releases the IP, removes the veth), then the namespace with its processes, then its files. */
+/** Its containers' sockets closed, CNI DEL (releases the IP, removes the veth), then the namespace, then its files. */
 async function teardownPod(s: LabState, pod: PodState): Promise<void> {
+  await stopContainers(s, pod);
   const node = readState(s.name).nodes.find((n) => n.name === pod.node);
   if (node && existsSync(netnsPath(node.ns)) && existsSync(nodeFiles(s, node).conflist)) {
     const { list, opts } = runtimeFor(s, node, pod);

@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
+import { dirname } from 'node:path';
+import { flockExclusive } from '../cni/ipam/flock.js';
+import { createNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { waitFor } from '../util/wait.js';
-import { containerLog, etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD, subnetOf, underlayPods, workloadArgv } from './build.js';
-import { controlSocket, LabError, podDir, type LabState, type NodeState } from './state.js';
-import type { AppPort } from './workload.js';
+import { etcdArgv, etcdLog, nodeDaemonArgv, nodeFiles, OUTSIDE_POD, runtimeArgv, runtimeOf, subnetOf, underlayPods } from './build.js';
+import { etcdMembers, LabError, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
+import { askRuntime, type AppPort } from './workload.js';
 
 /** A process of the lab: it outlives the command that started it; `exited` is set if it ends while we watch. */
 interface Daemon {
@@ -73,32 +76,72 @@ export async function until(
   if (state === 'exited') throw new LabError('exited', `${what} failed: the process ${o.daemon!.exited} before it was ready${logTail(o.log)}`);
 }
 
-/** etcd with the lab's data dir (a restarted one keeps every lease); ready when its log says so. */
-export async function startEtcd(s: LabState, signal?: AbortSignal): Promise<void> {
-  const log = etcdLog(s);
-  const from = existsSync(log) ? statSync(log).size : 0;
-  const d = daemon(s.etcd.ns, etcdArgv(s), log);
-  await until('etcd start', () => readFileSync(log).subarray(from).includes('ready to serve client requests'), { timeoutMs: 20_000, log, signal, daemon: d });
-}
-
-/** A pod's containers (or the outside world's one): ready when each answers on its control socket. */
-export async function startContainers(
-  s: LabState,
-  pod: { name: string; node: string; ns: string; containers: string[]; ports?: AppPort[] },
-  signal?: AbortSignal,
-): Promise<void> {
-  mkdirSync(podDir(s.name, pod.name), { recursive: true });
+/**
+ * The lab's etcd members (all of them, or only `only`), each with its data dir (a restarted one keeps
+ * every lease). They start together: a member of a new cluster waits for the others before it serves.
+ * Ready when each log says so.
+ */
+export async function startEtcd(s: LabState, signal?: AbortSignal, only?: EtcdMember[]): Promise<void> {
   await Promise.all(
-    pod.containers.map((c) => {
-      const d = daemon(pod.ns, workloadArgv(s, pod.name, pod.node, c, pod.ports), containerLog(s, pod.name, c));
-      return until(`container ${c} of ${pod.name}`, () => socketAnswers(controlSocket(s.name, pod.name, c)), {
-        timeoutMs: 15_000,
-        log: containerLog(s, pod.name, c),
+    (only ?? etcdMembers(s)).map(async (m) => {
+      const log = etcdLog(s, m);
+      const from = existsSync(log) ? statSync(log).size : 0;
+      const d = daemon(m.ns, etcdArgv(s, m), log);
+      await until(`etcd ${m.name} start`, () => readFileSync(log).subarray(from).includes('ready to serve client requests'), {
+        timeoutMs: 20_000,
+        log,
         signal,
         daemon: d,
       });
     }),
   );
+}
+
+/**
+ * The runtime of `node` (a lab node, or the outside world): started unless it answers. Whatever
+ * still runs in its namespace without answering (a hung one) goes first. Commands that start it at
+ * once take turns on its lock file, so a node never gets two.
+ */
+export async function startRuntime(s: LabState, node: string, signal?: AbortSignal): Promise<void> {
+  const r = runtimeOf(s, node);
+  mkdirSync(dirname(r.lock), { recursive: true });
+  const fd = openSync(r.lock, 'a');
+  try {
+    await flockExclusive(fd);
+    if (await socketAnswers(r.socket)) return;
+    if (existsSync(netnsPath(r.ns))) {
+      await signalNetns(r.ns, 'SIGKILL');
+      await waitFor(async () => (await netnsPids(r.ns)).length === 0, { timeoutMs: 10_000, what: `the old runtime of ${node} to go` });
+    } else await createNetns(r.ns);
+    const d = daemon(r.ns, runtimeArgv(r), r.log);
+    await until(`the runtime of ${node}`, () => socketAnswers(r.socket), { timeoutMs: 60_000, log: r.log, signal, daemon: d });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A pod's containers (or the outside world's one), run by its node's runtime: ready when each answers on its probe socket. */
+export async function startContainers(
+  s: LabState,
+  pod: { name: string; node: string; ns: string; containers: string[]; ports?: AppPort[] },
+  signal?: AbortSignal,
+): Promise<void> {
+  await startRuntime(s, pod.node, signal);
+  const dir = podDir(s.name, pod.name);
+  mkdirSync(dir, { recursive: true });
+  const { containers, ports } = pod;
+  const a = await askRuntime(runtimeOf(s, pod.node).socket, { op: 'run', pod: pod.name, node: pod.node, ns: netnsPath(pod.ns), containers, ports, dir });
+  if (!a.ok) throw new LabError('container', `the containers of ${pod.name} did not start on ${pod.node}: ${a.error}`);
+  interrupted(signal);
+}
+
+/** Closes a pod's sockets in its node's runtime, if that runs. */
+export async function stopContainers(s: LabState, pod: { name: string; node: string }): Promise<void> {
+  const { socket } = runtimeOf(s, pod.node);
+  if (await socketAnswers(socket)) {
+    const a = await askRuntime(socket, { op: 'stop', pod: pod.name });
+    if (!a.ok) throw new LabError('container', `the containers of ${pod.name} did not stop on ${pod.node}: ${a.error}`);
+  }
 }
 
 export const outsidePod = (s: LabState) => ({ name: OUTSIDE_POD, node: OUTSIDE_POD, ns: s.outside.ns, containers: ['app'] });
@@ -115,8 +158,10 @@ export async function startNodeDaemon(s: LabState, node: NodeState, signal?: Abo
     await until(`the CNI server on ${node.name}`, () => socketAnswers(f.cniSocket), { timeoutMs: 20_000, log: f.log, signal, daemon: d });
     return underlayPods(node);
   }
+  // A slow start is not a failed one (an agent that fails exits, and `until` stops at once): a
+  // 100-node lab starting on two busy cores has taken more than 20 s for one agent.
   await until(`the agent on ${node.name} taking a lease`, async () => existsSync(f.subnetFile) && (await socketAnswers(f.cniSocket)), {
-    timeoutMs: 20_000,
+    timeoutMs: 60_000,
     log: f.log,
     signal,
     daemon: d,

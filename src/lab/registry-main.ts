@@ -23,8 +23,8 @@ async function view(registry: Registry, network: EtcdStore): Promise<RegistryVie
 }
 
 async function serve(endpoint: string, req: RegistryRequest): Promise<RegistryReply> {
-  const store = new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX });
-  const network = new EtcdStore({ endpoints: [endpoint], prefix: '/coreos.com/network' });
+  const store = new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX });
+  const network = new EtcdStore({ endpoints: endpoint.split(','), prefix: '/coreos.com/network' });
   const registry = new Registry(store);
   try {
     if (req.op === 'view') return { op: 'view', ...(await view(registry, network)) };
@@ -52,8 +52,8 @@ async function serve(endpoint: string, req: RegistryRequest): Promise<RegistryRe
 }
 
 async function watch(endpoint: string): Promise<void> {
-  const store = new EtcdStore({ endpoints: [endpoint], prefix: DEFAULT_REGISTRY_PREFIX });
-  const network = new EtcdStore({ endpoints: [endpoint], prefix: '/coreos.com/network' });
+  const store = new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX });
+  const network = new EtcdStore({ endpoints: endpoint.split(','), prefix: '/coreos.com/network' });
   const registry = new Registry(store);
   let last = '';
   let timer: NodeJS.Timeout | undefined;
@@ -80,7 +80,7 @@ async function watch(endpoint: string): Promise<void> {
 async function main(): Promise<void> {
   const endpoint = process.argv[2];
   if (!endpoint) {
-    console.error('usage: registry-main.js ETCD_ENDPOINT [--watch] < request.json');
+    console.error('usage: registry-main.js ETCD_ENDPOINTS [--watch] < request.json');
     process.exit(2);
   }
   if (process.argv[3] === '--watch') return watch(endpoint);

@@ -3,7 +3,7 @@ import { netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { waitFor } from '../util/wait.js';
 import { reviveMonitoring } from './monitoring.js';
 import { nodeDaemonAnswers, outsidePod, socketAnswers, startContainers, startEtcd, startNodeDaemon } from './procs.js';
-import { controlSocket, LabError, update, type LabState, type NodeState } from './state.js';
+import { controlSocket, etcdMembers, LabError, update, type LabState, type NodeState } from './state.js';
 
 /**
  * `lab up` on a lab that exists: whatever of it died (etcd, agents, pod containers, Prometheus) starts again from
@@ -20,7 +20,7 @@ export async function revive(
   const lost = [
     s.underlay.ns,
     s.outside.ns,
-    ...(s.backend === 'macvlan' ? [] : [s.etcd.ns]),
+    ...(s.backend === 'macvlan' ? [] : etcdMembers(s).map((m) => m.ns)),
     ...[...s.nodes, ...s.pods].filter((x) => !x.pending).map((x) => x.ns),
   ].filter((ns) => !existsSync(netnsPath(ns)));
   if (lost.length) {
@@ -30,9 +30,13 @@ export async function revive(
     );
   }
   const done: string[] = [];
-  if (s.backend !== 'macvlan' && (await netnsPids(s.etcd.ns)).length === 0) {
-    await startEtcd(s, o.signal);
-    done.push('restarted etcd with its data');
+  if (s.backend !== 'macvlan') {
+    const members = etcdMembers(s);
+    const dead = (await Promise.all(members.map(async (m) => ((await netnsPids(m.ns)).length === 0 ? m : undefined)))).filter((m) => m !== undefined);
+    if (dead.length) {
+      await startEtcd(s, o.signal, dead);
+      done.push(members.length === 1 ? 'restarted etcd with its data' : `restarted etcd members ${dead.map((m) => m.name).join(', ')} with their data`);
+    }
   }
   // With etcd back, so that a half-made node's lease can go too.
   const dropped = await dropPending();

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { podOfCniArgs } from '../agent/services.js';
 import { parseManifests } from '../service/manifest.js';
-import { podCniArgs, workloadArgv, newLab } from './build.js';
+import { podCniArgs } from './build.js';
 import { demoManifests, manifestText } from './demo.js';
 import { formatLabels, formatPorts } from './registry.js';
-import { parsePorts, portsArg } from './workload.js';
 
 test("a lab pod's CNI_ARGS name it as kubelet does, and the agent reads them back", () => {
   assert.equal(podCniArgs({ name: 'web-1', namespace: 'shop' }), 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1');
@@ -45,21 +44,6 @@ test("lab up's demo manifests pass the API server's validation: a pod spec per p
       ['udp', 'UDP', 80, 'udp'],
     ],
   );
-});
-
-test("the workload's --ports round-trip, and bad items are refused with what to write", () => {
-  const ports = [
-    { port: 8080, protocol: 'TCP' as const },
-    { port: 53, protocol: 'UDP' as const },
-  ];
-  assert.equal(portsArg(ports), '8080/TCP,53/UDP');
-  assert.deepEqual(parsePorts('8080/TCP,53/UDP'), ports);
-  assert.deepEqual(parsePorts(''), []);
-  for (const bad of ['8080', '0/TCP', '70000/UDP', '80/SCTP']) assert.throws(() => parsePorts(bad), /--ports takes PORT\/TCP or PORT\/UDP/);
-  // Only the app listens on them; the sidecar serves localhost alone.
-  const lab = newLab('t', 'vxlan');
-  assert.deepEqual(workloadArgv(lab, 'web', 'node1', 'app', ports).slice(-2), ['--ports', '8080/TCP,53/UDP']);
-  assert.ok(!workloadArgv(lab, 'web', 'node1', 'sidecar', ports).includes('--ports'));
 });
 
 test('Services and labels print as kubectl shows them', () => {

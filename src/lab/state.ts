@@ -51,6 +51,18 @@ export interface Monitoring {
   socket: string;
 }
 
+/** One etcd member of the lab: `name` is its etcd --name and the role in its namespace's name. */
+export interface EtcdMember {
+  name: string;
+  ns: string;
+  ip: string;
+}
+
+/** The lab's etcd members; a lab without `members` has the one at `etcd.ns`. */
+export const etcdMembers = (s: LabState): EtcdMember[] => s.etcd.members ?? [{ name: 'etcd', ns: s.etcd.ns, ip: s.etcd.ip }];
+export const clientUrl = (m: EtcdMember) => `http://${m.ip}:2379`;
+export const etcdEndpoints = (s: LabState): string[] => s.etcd.endpoint.split(',');
+
 /** The Service `lab up` makes over its pods, as its summary shows it. */
 export interface DemoService {
   namespace: string;
@@ -66,7 +78,11 @@ export interface LabState {
   createdAt: string;
   /** Set while `lab up` builds the lab; a lab still marked after the command ended was interrupted. */
   building?: true;
-  etcd: { ns: string; ip: string; endpoint: string };
+  /**
+   * `ns`/`ip`: member 1, where the lab's own tools run (its namespace outlives its etcd process).
+   * `endpoint`: every member's client URL, comma-separated. `members`: set when there are several.
+   */
+  etcd: { ns: string; ip: string; endpoint: string; members?: EtcdMember[] };
   outside: { ns: string; ip: string; gateway: string };
   underlay: { ns: string };
   nodes: NodeState[];
@@ -87,7 +103,7 @@ export class LabError extends Error {
 }
 
 /** How big a lab may be: what one machine holds, and what `weft lab up` accepts. */
-export const LAB_SIZE = { nodes: { min: 1, max: 200 }, podsPerNode: { min: 0, max: 50 } };
+export const LAB_SIZE = { nodes: { min: 1, max: 200 }, podsPerNode: { min: 0, max: 50 }, etcdMembers: { min: 1, max: 5 } };
 
 export const labDir = (lab: string) => join(LAB_ROOT, lab);
 // Lab names may hold dashes, so a dot separates: the prefix of lab "a" is never a prefix of lab "a-b".
@@ -98,7 +114,7 @@ export const podDir = (lab: string, pod: string) => join(labDir(lab), 'pods', po
 export const controlSocket = (lab: string, pod: string, container: string) => join(podDir(lab, pod), `${container}.sock`);
 
 /** Namespaces of the lab itself; no node or pod may take these names. */
-const ROLES = ['underlay', 'etcd', 'outside', 'monitoring'];
+const ROLES = ['underlay', 'etcd', 'etcd2', 'etcd3', 'etcd4', 'etcd5', 'outside', 'monitoring'];
 
 const SHORT_NAME = /^[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?$/;
 const POD_NAME = /^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/;

@@ -3,7 +3,7 @@ import { netnsPath } from '../kernel/netns.js';
 import { readStatus } from '../agent/status.js';
 import { nodeFiles } from './build.js';
 import { storedLeases, etcdHealthy, type StoredLease } from './etcd.js';
-import { controlSocket, execIn, readState, type LabState, type NodeState, type PodState } from './lab.js';
+import { controlSocket, execIn, inBatches, readState, type LabState, type NodeState, type PodState } from './lab.js';
 import { socketAnswers } from './procs.js';
 import { dnsChecks } from './verify-dns.js';
 import { serviceChecks } from './verify-services.js';
@@ -23,16 +23,60 @@ export interface CheckResult {
 
 type Pair = { src: PodState; dst: PodState };
 
-/** All ordered pairs in a small lab; in a large one each pod tries one peer on its node and one elsewhere. */
-function pairs(s: LabState, sameNode: boolean): Pair[] {
-  const out: Pair[] = [];
-  const small = s.pods.length <= 12;
-  for (const src of s.pods) {
-    const peers = s.pods.filter((p) => p !== src && (p.node === src.node) === sameNode);
-    if (small) out.push(...peers.map((dst) => ({ src, dst })));
-    else if (peers.length) out.push({ src, dst: peers[(s.pods.indexOf(src) + 1) % peers.length]! });
+/** Up to this many pods, verify checks every ordered pair; above, a sample (`--all-pairs` forces all). */
+export const ALL_PAIRS_UP_TO = 24;
+
+/** What verify checked of the pod pairs: all of them, or which sample. */
+export interface Coverage {
+  sampled: boolean;
+  pairs: { sameNode: number; acrossNodes: number };
+  /** Said in verify's output. */
+  note: string;
+}
+
+const byNode = (s: LabState) => {
+  const m = new Map<string, PodState[]>();
+  for (const n of s.nodes) m.set(n.name, []);
+  for (const p of s.pods) m.get(p.node)?.push(p);
+  return [...m.values()].filter((pods) => pods.length > 0);
+};
+
+/**
+ * The pod pairs to check. All ordered pairs in a small lab (or with `allPairs`). Otherwise each pod
+ * checks the next pod on its node, and the pods of each node share out the other nodes among
+ * them (pod k of node i takes nodes i+1+k, i+1+k+m, ... where m is its node's pod count), so that
+ * every ordered node pair is covered once, with the target pod rotating over the other node's pods:
+ * ceil((nodes-1)/m) peers across nodes per pod instead of all pods, and at least one.
+ */
+export function podPairs(s: LabState, allPairs = false): { same: Pair[]; across: Pair[]; coverage: Coverage } {
+  if (allPairs || s.pods.length <= ALL_PAIRS_UP_TO) {
+    const same: Pair[] = [];
+    const across: Pair[] = [];
+    for (const src of s.pods) for (const dst of s.pods) if (src !== dst) (src.node === dst.node ? same : across).push({ src, dst });
+    const why = allPairs && s.pods.length > ALL_PAIRS_UP_TO ? ' (--all-pairs)' : '';
+    return { same, across, coverage: { sampled: false, pairs: { sameNode: same.length, acrossNodes: across.length }, note: `every ordered pod pair${why}` } };
   }
-  return out;
+  const groups = byNode(s);
+  const same: Pair[] = [];
+  const across: Pair[] = [];
+  for (const [i, pods] of groups.entries()) {
+    const m = pods.length;
+    for (const [k, src] of pods.entries()) {
+      if (m > 1) same.push({ src, dst: pods[(k + 1) % m]! });
+      const others = groups.length - 1;
+      // Pods beyond the number of other nodes still take one: every pod crosses nodes.
+      for (let t = 0, j = k; others > 0 && (t === 0 || j < others); t++, j += m) {
+        const other = groups[(i + 1 + (j % others)) % groups.length]!;
+        across.push({ src, dst: other[(k + t) % other.length]! });
+      }
+    }
+  }
+  const all = s.pods.length * (s.pods.length - 1);
+  const perPod = Math.ceil((groups.length - 1) / Math.min(...groups.map((g) => g.length)));
+  const note =
+    `sampled ${same.length + across.length} of ${all} ordered pod pairs: each pod → the next pod on its node, and up to ${perPod} pod${perPod === 1 ? '' : 's'} ` +
+    `on other nodes so that every ordered pair of the ${groups.length} nodes is covered (--all-pairs checks every pair)`;
+  return { same, across, coverage: { sampled: true, pairs: { sameNode: same.length, acrossNodes: across.length }, note } };
 }
 
 const label = (p: PodState) => `${p.name} ${p.ip}`;
@@ -51,22 +95,55 @@ async function ping(ns: string, ip: string, extra: string[] = []): Promise<{ ok:
   }
 }
 
+/**
+ * ICMP echo from `ns` to each of `ips`, one ping each, all from one shell in the namespace (a process
+ * per ping and one `ip netns exec` per source, not per pair).
+ */
+async function pings(ns: string, ips: string[]): Promise<Map<string, { ok: boolean; text: string }>> {
+  const script = 'for ip in "$@"; do (out=$(ping -n -c 1 -W 2 "$ip" 2>&1); echo "$ip $? $(echo "$out" | tr "\\n" " ")") & done; wait';
+  const out = new Map<string, { ok: boolean; text: string }>();
+  const r = await execIn(ns, ['sh', '-c', script, 'pings', ...ips]).catch((e: Error & { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(\S+) (\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const ok = m[2] === '0';
+    const text = ok ? (/time=([\d.]+ ms)/.exec(m[3]!)?.[1] ?? 'reply') : (/(\d+ packets transmitted.*?loss|ping: .*)/.exec(m[3]!)?.[1] ?? m[3]!.trim());
+    out.set(m[1]!, { ok, text });
+  }
+  for (const ip of ips) if (!out.has(ip)) out.set(ip, { ok: false, text: 'ping gave no result' });
+  return out;
+}
+
+/** Sources at once: each runs its pairs' probes together and one shell of pings. */
+const SOURCES_AT_ONCE = 32;
+
 async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  await Promise.all(
-    list.map(async ({ src, dst }) => {
-      for (const proto of ['tcp', 'udp'] as const) {
-        const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
-        const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
-        const evidence = r.ok
-          ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`
-          : r.error;
-        out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
-      }
-      const icmp = await ping(src.ns, dst.ip);
-      out.push({ group, check: 'icmp', from: label(src), to: label(dst), ok: icmp.ok, evidence: icmp.ok ? `echo reply in ${icmp.text}` : icmp.text });
-    }),
-  );
+  const bySrc = new Map<PodState, PodState[]>();
+  for (const { src, dst } of list) bySrc.set(src, [...(bySrc.get(src) ?? []), dst]);
+  await inBatches([...bySrc], SOURCES_AT_ONCE, async ([src, dsts]) => {
+    const icmp = pings(
+      src.ns,
+      dsts.map((d) => d.ip),
+    );
+    await Promise.all(
+      dsts.map(async (dst) => {
+        for (const proto of ['tcp', 'udp'] as const) {
+          const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
+          const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
+          const evidence = r.ok
+            ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`
+            : r.error;
+          out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
+        }
+      }),
+    );
+    const echo = await icmp;
+    for (const dst of dsts) {
+      const e = echo.get(dst.ip)!;
+      out.push({ group, check: 'icmp', from: label(src), to: label(dst), ok: e.ok, evidence: e.ok ? `echo reply in ${e.text}` : e.text });
+    }
+  });
   return out;
 }
 
@@ -282,28 +359,37 @@ async function controlPlane(s: LabState): Promise<CheckResult[]> {
   return out;
 }
 
-export async function verify(lab: string): Promise<{ state: LabState; results: CheckResult[] }> {
+export async function verify(lab: string, o: { allPairs?: boolean } = {}): Promise<{ state: LabState; results: CheckResult[]; coverage: Coverage }> {
   const all = readState(lab);
   const results: CheckResult[] = await controlPlane(all);
   // The data plane of what is made: pending entries are reported above.
   const s = { ...all, nodes: all.nodes.filter((n) => !n.pending), pods: all.pods.filter((p) => !p.pending) };
-  let othersDone = () => undefined as void;
-  // Its Services are made now, so the agents program them while the checks below run; it probes after them.
-  const services = serviceChecks(s, new Promise<void>((r) => (othersDone = r)));
-  try {
-    await networkModel(s, results);
-  } finally {
-    othersDone();
+  const pairs = podPairs(s, o.allPairs);
+  if (pairs.coverage.sampled) {
+    // A large lab: every agent programming verify's Services (an endpoint per pod) takes the machine's
+    // cores for seconds, and pod checks running meanwhile missed their 2 s (a 20x10 lab: 375 of 580
+    // pairs). The Services come after the pod checks.
+    await networkModel(s, pairs, results);
+    results.push(...(await serviceChecks(s, Promise.resolve())));
+  } else {
+    let othersDone = () => undefined as void;
+    // Its Services are made now, so the agents program them while the checks below run; it probes after them.
+    const services = serviceChecks(s, new Promise<void>((r) => (othersDone = r)));
+    try {
+      await networkModel(s, pairs, results);
+    } finally {
+      othersDone();
+    }
+    results.push(...(await services));
   }
-  results.push(...(await services));
   results.push(...(await dnsChecks(s)));
-  return { state: s, results };
+  return { state: s, results, coverage: pairs.coverage };
 }
 
 /** The pod network checks, after the control plane's. */
-async function networkModel(s: LabState, results: CheckResult[]): Promise<void> {
-  results.push(...(await podToPod(s, 'pod → pod, same node', pairs(s, true))));
-  results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs(s, false))));
+async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }, results: CheckResult[]): Promise<void> {
+  results.push(...(await podToPod(s, 'pod → pod, same node', pairs.same)));
+  results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs.across)));
   const seenAs = new Map<string, Set<string>>();
   for (const r of results) {
     const m = /saw the client as (\S+)/.exec(r.evidence);
@@ -325,12 +411,12 @@ async function networkModel(s: LabState, results: CheckResult[]): Promise<void> 
     const pod = s.pods.find((p) => p.node === node.name);
     if (pod) results.push(await egress(s, pod));
   }
-  const cross = pairs(s, false)[0];
+  const cross = pairs.across[0];
   if (cross) results.push(...(await pathMtu(cross)));
 }
 
-export function formatVerify(s: LabState, results: CheckResult[]): string {
-  const lines = [`weft verify: lab ${s.name} (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods)`];
+export function formatVerify(s: LabState, results: CheckResult[], coverage: Coverage): string {
+  const lines = [`weft verify: lab ${s.name} (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods)`, `pod pairs: ${coverage.note}`];
   let group = '';
   for (const r of results) {
     if (r.group !== group) {

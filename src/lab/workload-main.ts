@@ -1,32 +1,21 @@
 import { parseArgs } from 'node:util';
 import { serveUpstream } from './upstream.js';
-import { parsePorts, runContainer } from './workload.js';
+import { serveRuntime } from './workload.js';
 
 /**
- * A pod container's process. Its own entry point, not a `weft` subcommand, so that each of the
- * lab's many containers loads only the workload (about half the memory of the whole CLI).
+ * A lab node's runtime: one process serving every pod of the node (workload.ts). Its own entry point,
+ * not a `weft` subcommand, so that it loads only the workload (about half the memory of the whole CLI).
  */
 const { values } = parseArgs({
   options: {
-    pod: { type: 'string' },
-    node: { type: 'string' },
-    container: { type: 'string', default: 'app' },
-    control: { type: 'string' },
-    ports: { type: 'string', default: '' },
+    socket: { type: 'string' },
     dns: { type: 'boolean', default: false },
   },
 });
-if (!values.pod || !values.node || !values.control) {
-  console.error('usage: workload-main.js --pod NAME --node NAME [--container app|sidecar] --control SOCKET [--ports PORT/TCP,PORT/UDP,...] [--dns]');
+if (!values.socket) {
+  console.error('usage: workload-main.js --socket PATH [--dns]');
   process.exit(2);
 }
-let ports;
-try {
-  ports = parsePorts(values.ports);
-} catch (e) {
-  console.error((e as Error).message);
-  process.exit(2);
-}
-// The outside world's resolver (--dns) is up before the control socket answers, so "ready" includes it.
+// The outside world's resolver (--dns) is up before the runtime answers, so "ready" includes it.
 if (values.dns) await serveUpstream();
-runContainer({ pod: values.pod, node: values.node, container: values.container }, values.control, ports);
+serveRuntime(values.socket);

@@ -1,14 +1,20 @@
-import { createSocket } from 'node:dgram';
+import { execFile } from 'node:child_process';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdirSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer, request } from 'node:http';
-import { createConnection, createServer } from 'node:net';
-import { networkInterfaces } from 'node:os';
-import { dirname } from 'node:path';
+import { createServer as createHttpServer, request, type Server as HttpServer } from 'node:http';
+import { createConnection, createServer, isIPv4, Socket, type Server } from 'node:net';
+import { basename, dirname, join } from 'node:path';
+import { boundSocket, inetSocket } from '../kernel/inet.js';
+import { addrs } from '../kernel/state.js';
 
 /**
- * A lab pod's containers. The app answers HTTP (TCP) and UDP on APP_PORT, and on its pod's
- * containerPorts, with who it is, the port asked and the client address it sees; the sidecar answers HTTP on localhost only. Both take probe requests from `weft verify`
- * on a unix socket (the filesystem is shared across namespaces), so checks originate inside the pod.
+ * A lab node's pods' containers, all served by one process per node (a container runtime of sorts):
+ * for each pod it opens the pod's sockets inside the pod's network namespace (kernel/inet.ts), so to
+ * the network each pod is what it was as a process of its own. The app answers HTTP (TCP) and UDP on
+ * APP_PORT, and on its pod's containerPorts, with who it is, the port asked and the client address it
+ * sees; the sidecar is a second listener, on the pod's localhost only. Each container takes probe
+ * requests from `weft verify` on a unix socket of its own (the filesystem is shared across
+ * namespaces), and makes the probe's socket in its pod's namespace, so checks originate inside the pod.
  */
 export const APP_PORT = 80;
 export const SIDECAR_PORT = 9000;
@@ -46,10 +52,31 @@ const seenBy = (id: Identity, proto: Seen['proto'], port: number, client: string
   client: (client ?? '?').replace(/^::ffff:/, ''),
 });
 
-/** One exchange from this namespace: an HTTP GET over TCP, or a UDP datagram; the peer says what it saw. */
-export function probe(p: Probe): Promise<ProbeResult> {
+/**
+ * A name as an app in the pod resolves it: glibc's getaddrinfo with the pod's resolv.conf, which `ip
+ * netns exec` mounts over /etc/resolv.conf (this process has neither the pod's network nor its file).
+ */
+function resolveInPod(ns: string, host: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', ['netns', 'exec', basename(ns), 'getent', 'ahostsv4', host], { timeout: timeoutMs }, (err, stdout) => {
+      const ip = stdout.split(/\s+/)[0];
+      if (ip) resolve(ip);
+      else reject(new Error(`getaddrinfo ${err?.code === 2 ? 'ENOTFOUND' : 'EAI_AGAIN'} ${host}`));
+    });
+  });
+}
+
+/** One exchange from inside namespace `ns` (a path): an HTTP GET over TCP, or a UDP datagram; the peer says what it saw. */
+export async function probe(ns: string, p: Probe): Promise<ProbeResult> {
   const started = performance.now();
   const timeoutMs = p.timeoutMs ?? 2000;
+  if (!isIPv4(p.host)) {
+    try {
+      p = { ...p, host: await resolveInPod(ns, p.host, timeoutMs) };
+    } catch (e) {
+      return { ok: false, error: (e as Error).message, ms: performance.now() - started };
+    }
+  }
   return new Promise((resolve) => {
     let release = () => undefined as void;
     let done = false;
@@ -68,31 +95,40 @@ export function probe(p: Probe): Promise<ProbeResult> {
         finish({ ok: false, error: `unexpected answer: ${text.slice(0, 80)}` });
       }
     };
-    if (p.proto === 'udp') {
-      const sock = createSocket('udp4');
-      release = () => sock.close();
-      sock.on('message', (m) => parse(m.toString()));
-      sock.on('error', (e) => finish({ ok: false, error: e.message }));
-      // Connected, so that an ICMP port unreachable comes back as ECONNREFUSED instead of silence.
-      sock.connect(p.port, p.host, () => sock.send('who'));
-    } else {
-      // A new connection each time (no keep-alive agent): each probe is one connection through a Service.
-      const req = request({ host: p.host, port: p.port, path: '/', agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => parse(body));
-      });
-      release = () => req.destroy();
-      req.on('error', (e) => finish({ ok: false, error: e.message }));
-      req.end();
+    try {
+      if (p.proto === 'udp') {
+        const sock = createSocket('udp4');
+        release = () => sock.close();
+        sock.on('message', (m) => parse(m.toString()));
+        sock.on('error', (e) => finish({ ok: false, error: e.message }));
+        // Connected, so that an ICMP port unreachable comes back as ECONNREFUSED instead of silence.
+        sock.bind({ fd: inetSocket(ns, 'udp') }, () => sock.connect(p.port, p.host, () => sock.send('who')));
+      } else {
+        const sock = new Socket({ fd: inetSocket(ns, 'tcp'), readable: true, writable: true });
+        // A new connection each time (no keep-alive agent): each probe is one connection through a Service.
+        const req = request({ host: p.host, port: p.port, path: '/', createConnection: () => sock.connect(p.port, p.host) }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => parse(body));
+        });
+        release = () => {
+          req.destroy();
+          sock.destroy();
+        };
+        req.on('error', (e) => finish({ ok: false, error: e.message }));
+        req.end();
+      }
+    } catch (e) {
+      finish({ ok: false, error: (e as Error).message });
     }
   });
 }
 
-function controlServer(path: string): void {
+/** A container's probe socket: each request (one JSON Probe, then end) runs from inside `ns`. */
+function controlServer(path: string, ns: string): Server {
   mkdirSync(dirname(path), { recursive: true });
   rmSync(path, { force: true });
-  createServer({ allowHalfOpen: true }, (sock) => {
+  return createServer({ allowHalfOpen: true }, (sock) => {
     let body = '';
     sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('error', () => undefined);
@@ -105,61 +141,147 @@ function controlServer(path: string): void {
         sock.end();
         return;
       }
-      void probe(p).then((r) => sock.end(JSON.stringify(r)));
+      void probe(ns, p).then((r) => sock.end(JSON.stringify(r)));
     });
   }).listen(path);
 }
 
-const http = (id: Identity) =>
+const http = (id: Identity, fd: number): HttpServer =>
   createHttpServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(`${JSON.stringify(seenBy(id, 'tcp', req.socket.localPort ?? 0, req.socket.remoteAddress))}\n`);
-  });
+  }).listen({ fd });
 
 /**
  * One socket per local address: a socket on 0.0.0.0 answers from whatever address the route back
  * picks, and where that is not the address the datagram came to (the outside world has two), the
  * client's conntrack cannot undo its NAT and the answer is lost.
  */
-function udpServer(id: Identity, port: number): void {
-  const local = Object.values(networkInterfaces())
-    .flatMap((list) => list ?? [])
-    .filter((a) => a.family === 'IPv4')
-    .map((a) => a.address);
-  for (const address of local) {
+async function udpServers(id: Identity, ns: string, port: number): Promise<UdpSocket[]> {
+  const local = (await addrs(ns)).filter((a) => a.family === 4).map((a) => a.address);
+  return local.map((address) => {
     const udp = createSocket('udp4');
     udp.on('message', (_m, rinfo) => udp.send(JSON.stringify(seenBy(id, 'udp', port, rinfo.address)), rinfo.port, rinfo.address));
-    udp.bind(port, address);
-  }
+    return udp.bind({ fd: boundSocket(ns, 'udp', address, port) });
+  });
 }
 
-export function runContainer(id: Identity, control: string, ports: AppPort[] = []): void {
-  if (id.container === 'sidecar') {
-    http(id).listen(SIDECAR_PORT, '127.0.0.1');
-  } else {
-    const all = [{ port: APP_PORT, protocol: 'TCP' }, { port: APP_PORT, protocol: 'UDP' }, ...ports];
-    const unique = new Map(all.map((p) => [`${p.port}/${p.protocol}`, p]));
-    for (const p of unique.values()) {
-      if (p.protocol === 'TCP') http(id).listen(p.port, '0.0.0.0');
-      else udpServer(id, p.port);
+/** A pod as the node's runtime is asked to run it. */
+export interface PodRun {
+  pod: string;
+  node: string;
+  /** Its network namespace, as a path. */
+  ns: string;
+  containers: string[];
+  ports?: AppPort[];
+  /** Where its containers' probe sockets go: `<dir>/<container>.sock`. */
+  dir: string;
+}
+
+interface Running {
+  servers: Server[];
+  udp: UdpSocket[];
+  sockets: string[];
+}
+
+/** Every pod of one node: what each has open, so that a pod stops as a whole. */
+export class Runtime {
+  private readonly pods = new Map<string, Running>();
+
+  /** Opens the pod's listeners in its namespace and its probe sockets; a pod already running starts afresh. */
+  async run(r: PodRun): Promise<void> {
+    this.stop(r.pod);
+    const running: Running = { servers: [], udp: [], sockets: [] };
+    this.pods.set(r.pod, running);
+    try {
+      for (const container of r.containers) {
+        const id = { pod: r.pod, node: r.node, container };
+        if (container === 'sidecar') running.servers.push(http(id, boundSocket(r.ns, 'tcp', '127.0.0.1', SIDECAR_PORT)));
+        else {
+          const all = [{ port: APP_PORT, protocol: 'TCP' }, { port: APP_PORT, protocol: 'UDP' }, ...(r.ports ?? [])];
+          for (const p of new Map(all.map((x) => [`${x.port}/${x.protocol}`, x])).values()) {
+            if (p.protocol === 'TCP') running.servers.push(http(id, boundSocket(r.ns, 'tcp', '0.0.0.0', p.port)));
+            else running.udp.push(...(await udpServers(id, r.ns, p.port)));
+          }
+        }
+      }
+      for (const container of r.containers) {
+        const path = join(r.dir, `${container}.sock`);
+        running.servers.push(controlServer(path, r.ns));
+        running.sockets.push(path);
+      }
+    } catch (e) {
+      this.stop(r.pod);
+      throw e;
     }
   }
-  controlServer(control);
+
+  /** Closes every socket of the pod (and the connections they hold); false if it was not running. */
+  stop(pod: string): boolean {
+    const running = this.pods.get(pod);
+    if (!running) return false;
+    this.pods.delete(pod);
+    for (const s of running.servers) {
+      s.close();
+      if ('closeAllConnections' in s) (s as HttpServer).closeAllConnections();
+    }
+    for (const u of running.udp) u.close();
+    for (const path of running.sockets) rmSync(path, { force: true });
+    return true;
+  }
+
+  get size(): number {
+    return this.pods.size;
+  }
 }
 
-/** `--ports` of workload-main: `8080/TCP,53/UDP`. */
-export const portsArg = (ports: AppPort[]) => ports.map((p) => `${p.port}/${p.protocol}`).join(',');
+/** What the runtime's own socket takes: one JSON request, then end; it answers one JSON line. */
+export type RuntimeRequest = ({ op: 'run' } & PodRun) | { op: 'stop'; pod: string };
+export type RuntimeAnswer = { ok: true } | { ok: false; error: string };
 
-export function parsePorts(text: string): AppPort[] {
-  return text
-    .split(',')
-    .filter(Boolean)
-    .map((item) => {
-      const m = /^(\d+)\/(TCP|UDP)$/.exec(item);
-      const port = Number(m?.[1]);
-      if (!m || port < 1 || port > 65535) throw new Error(`--ports takes PORT/TCP or PORT/UDP items separated by commas, not "${item}"`);
-      return { port, protocol: m[2] as AppPort['protocol'] };
+/** The node's runtime at `path`: runs and stops pods on request. */
+export function serveRuntime(path: string): Runtime {
+  const runtime = new Runtime();
+  mkdirSync(dirname(path), { recursive: true });
+  rmSync(path, { force: true });
+  createServer({ allowHalfOpen: true }, (sock) => {
+    let body = '';
+    sock.on('data', (d: Buffer) => (body += d.toString()));
+    sock.on('error', () => undefined);
+    sock.on('end', () => {
+      let req: RuntimeRequest;
+      try {
+        req = JSON.parse(body) as RuntimeRequest;
+      } catch {
+        sock.end();
+        return;
+      }
+      const work = req.op === 'run' ? runtime.run(req) : Promise.resolve(void runtime.stop(req.pod));
+      void work.then(
+        () => sock.end(JSON.stringify({ ok: true } satisfies RuntimeAnswer)),
+        (e: Error) => sock.end(JSON.stringify({ ok: false, error: e.message } satisfies RuntimeAnswer)),
+      );
     });
+  }).listen(path);
+  return runtime;
+}
+
+/** Sends one request to the runtime at `path`. */
+export function askRuntime(path: string, req: RuntimeRequest): Promise<RuntimeAnswer> {
+  return new Promise((resolve) => {
+    const sock = createConnection(path);
+    let body = '';
+    sock.on('connect', () => sock.end(JSON.stringify(req)));
+    sock.on('data', (d: Buffer) => (body += d.toString()));
+    sock.on('end', () => {
+      try {
+        resolve(JSON.parse(body) as RuntimeAnswer);
+      } catch {
+        resolve({ ok: false, error: `the runtime at ${path} gave no answer` });
+      }
+    });
+    sock.on('error', (e) => resolve({ ok: false, error: `the runtime at ${path}: ${e.message}` }));
+  });
 }
 
 /** Asks the container behind `control` to run a probe from inside its pod. */

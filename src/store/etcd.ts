@@ -1,6 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, Range, castGrpcError, isRecoverableError, type ICompare, type IKeyValue, type IOptions, type IWatchResponse } from 'etcd3';
-import { MAX_WRITE_OPS, StoreError, type KeyValue, type Listing, type Store, type WatchEvent, type WatchHandle, type WriteOp } from './store.js';
+import {
+  MAX_WRITE_OPS,
+  StoreError,
+  type StoreHealthReport,
+  type KeyValue,
+  type Listing,
+  type Store,
+  type WatchEvent,
+  type WatchHandle,
+  type WriteOp,
+} from './store.js';
 
 export interface EtcdTlsOptions {
   /** CA that signed the etcd server certificates. */
@@ -29,6 +39,7 @@ export class EtcdStore implements Store {
   private readonly prefix: string;
   private readonly endpoints: string[];
   private readonly timeoutMs: number;
+  private readonly credentials: Pick<IOptions, 'credentials'> = {};
 
   constructor(options: EtcdStoreOptions) {
     if (options.endpoints.length === 0) {
@@ -53,8 +64,8 @@ export class EtcdStore implements Store {
       // A list page of large values may pass gRPC's default 4 MiB answer limit; etcd itself sends up to 2 GiB.
       grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
     };
-    if (options.tls) clientOptions.credentials = readTls(options.tls);
-    this.client = new Etcd3(clientOptions);
+    if (options.tls) this.credentials = { credentials: readTls(options.tls) };
+    this.client = new Etcd3({ ...clientOptions, ...this.credentials });
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
@@ -99,6 +110,44 @@ export class EtcdStore implements Store {
   replaceIfValue(key: string, expected: string, value: string, ttlSeconds?: number): Promise<number | false> {
     const compare: ICompare = { key: this.full(key), target: 'Value', result: 'Equal', value: Buffer.from(expected) };
     return this.putIf(key, compare, value, ttlSeconds);
+  }
+
+  /**
+   * A keepalive on the key's lease when the key holds `expected` on a lease of `ttlSeconds`: one
+   * read and one keepalive, no raft write and no watch event. Otherwise (no lease, another TTL, or
+   * the lease ran out between the read and the keepalive) a compare-and-swap rewrite.
+   */
+  async renew(key: string, expected: string, ttlSeconds: number): Promise<number | false> {
+    const res = await this.call(`get ${key}`, () => this.client.kv.range({ key: this.full(key) }));
+    const kv = res.kvs[0];
+    if (kv?.value.toString() !== expected) return false;
+    if (kv.lease !== '0' && (await this.keepAlive(key, kv.lease)) === ttlSeconds) return Number(kv.mod_revision);
+    return this.replaceIfValue(key, expected, expected, ttlSeconds);
+  }
+
+  /** The lease's TTL after one keepalive (0: it had expired). */
+  private async keepAlive(key: string, lease: string): Promise<number> {
+    const stream = await this.call(`keep the lease of ${key} alive`, () => this.client.leaseClient.leaseKeepAlive());
+    try {
+      return await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new StoreError('unavailable', `etcd at ${this.endpoints.join(', ')} did not answer a keepalive for ${key}`)),
+          this.timeoutMs,
+        );
+        stream.on('data', (r: { TTL: string }) => {
+          clearTimeout(timer);
+          resolve(Number(r.TTL));
+        });
+        stream.on('error', (err: Error) => {
+          clearTimeout(timer);
+          reject(this.toStoreError(`keep the lease of ${key} alive`, err));
+        });
+        stream.write({ ID: lease });
+      });
+    } finally {
+      stream.end();
+      stream.cancel();
+    }
   }
 
   async deleteIfValue(key: string, expected: string): Promise<boolean> {
@@ -200,6 +249,48 @@ export class EtcdStore implements Store {
         return Promise.resolve();
       },
     };
+  }
+
+  /**
+   * Healthy while the member the client reaches knows a leader (one status call, answered locally
+   * by that member, no raft round). Otherwise every member is asked on its own, so the report tells
+   * "no member answers" from "members answer but none has a leader" (no quorum: writes and
+   * linearizable reads stop, while watches on a leaderless member just fall silent).
+   */
+  async health(): Promise<StoreHealthReport> {
+    const leader = await this.client.maintenance.status().then(
+      (r) => r.leader !== '0',
+      () => false,
+    );
+    if (leader) return { state: 'ok' };
+    const members = await Promise.all(this.endpoints.map((endpoint) => this.memberStatus(endpoint)));
+    const answering = members.filter((m) => m.answers);
+    if (answering.some((m) => m.leader)) return { state: 'ok' };
+    const of = `${answering.length} of ${members.length} member${members.length === 1 ? '' : 's'}`;
+    if (answering.length === 0) {
+      return { state: 'unreachable', detail: `no member answers (${members.map((m) => `${m.endpoint}: ${m.error}`).join('; ')})` };
+    }
+    return {
+      state: 'no-quorum',
+      detail: `${of} answer (${answering.map((m) => m.endpoint).join(', ')}) and none has a leader; a majority of ${Math.floor(members.length / 2) + 1} is needed`,
+    };
+  }
+
+  private async memberStatus(endpoint: string): Promise<{ endpoint: string; answers: boolean; leader?: boolean; error?: string }> {
+    const one = new Etcd3({
+      hosts: [endpoint],
+      dialTimeout: this.timeoutMs,
+      defaultCallOptions: () => ({ deadline: Date.now() + Math.min(this.timeoutMs, 2000) }),
+      ...this.credentials,
+    });
+    try {
+      const r = await one.maintenance.status();
+      return { endpoint, answers: true, leader: r.leader !== '0' };
+    } catch (err) {
+      return { endpoint, answers: false, error: (err as Error).message };
+    } finally {
+      one.close();
+    }
   }
 
   close(): Promise<void> {

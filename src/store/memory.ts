@@ -113,6 +113,18 @@ export class MemoryStore implements Store {
     return this.write(key, value, ttlSeconds);
   }
 
+  /** As etcd's lease keepalive: a fresh TTL and no new revision, so watchers hear nothing. */
+  async renew(key: string, expected: string, ttlSeconds: number): Promise<number | false> {
+    await this.enter();
+    checkTtl(key, ttlSeconds);
+    const entry = this.data.get(key);
+    if (entry?.value !== expected) return false;
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => this.expire(key), ttlSeconds * 1000);
+    entry.timer.unref();
+    return entry.revision;
+  }
+
   async deleteIfValue(key: string, expected: string): Promise<boolean> {
     await this.enter();
     if (this.data.get(key)?.value !== expected) return false;

@@ -5,11 +5,11 @@
  * Revisions are the store's global, monotonically increasing write counter: every write gets one,
  * `list` says which revision it saw, and `watch` replays every change after a given revision.
  *
- * TTLs: a key written with `ttlSeconds` disappears that long after the write unless written again.
- * Renewal is "write again with a fresh TTL" rather than keeping the original lease alive, as
- * flanneld does: a keepalive cannot bring back a lease that already expired while the store was
- * unreachable, a rewrite can (through a compare-and-swap, so it never clobbers a new owner), and
- * every renewal then looks the same to other readers whichever agent implementation wrote it.
+ * TTLs: a key written with `ttlSeconds` disappears that long after the write unless renewed.
+ * `renew` keeps the key's etcd lease alive where the store can (no write: no revision, no watch
+ * event, so N nodes renewing cost N keepalives, not N writes sent to N watchers each); a lease that
+ * already expired while the store was unreachable took its key with it, and the caller writes the
+ * key back through a compare-and-swap (`createIfAbsent`), so it never clobbers a new owner.
  */
 
 export interface KeyValue {
@@ -66,6 +66,12 @@ export type WriteOp = { type: 'put'; key: string; value: string } | { type: 'cre
 /** etcd's default --max-txn-ops: the most operations one `writeMany` or `getMany` may carry. */
 export const MAX_WRITE_OPS = 128;
 
+/**
+ * The store's own view of itself, for an agent to say why writes fail: `unreachable` (no member
+ * answers) or `no-quorum` (members answer but none has a leader, so nothing can be written).
+ */
+export type StoreHealthReport = { state: 'ok' } | { state: 'unreachable' | 'no-quorum'; detail: string };
+
 export interface Store {
   get(key: string): Promise<KeyValue | undefined>;
   /** Up to MAX_WRITE_OPS keys read in one request (etcd: one transaction), in the order asked. */
@@ -76,6 +82,12 @@ export interface Store {
   createIfAbsent(key: string, value: string, ttlSeconds?: number): Promise<number | false>;
   /** Writes only if the key holds exactly `expected`: the revision of the write, or false when it is absent or different. */
   replaceIfValue(key: string, expected: string, value: string, ttlSeconds?: number): Promise<number | false>;
+  /**
+   * Another `ttlSeconds` for a key that holds exactly `expected`: the key's revision, or false when
+   * it is absent or different. Like replaceIfValue(key, expected, expected, ttlSeconds), but etcd
+   * only refreshes the key's lease when it has one of that TTL (no write, no watch event).
+   */
+  renew(key: string, expected: string, ttlSeconds: number): Promise<number | false>;
   /** Deletes only if the key holds exactly `expected`, in one transaction: true when it did. */
   deleteIfValue(key: string, expected: string): Promise<boolean>;
   /** Unconditional write; returns the revision of the write. */
@@ -96,5 +108,7 @@ export interface Store {
    * watch again from the revision after the last one it saw.
    */
   watch(prefix: string, fromRevision: number, onEvent: (event: WatchEvent) => void, onError: (err: StoreError) => void): Promise<WatchHandle>;
+  /** Where the store can tell (etcd asks each member for its leader); absent: only request failures tell. */
+  health?(): Promise<StoreHealthReport>;
   close(): Promise<void>;
 }

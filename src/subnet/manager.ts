@@ -202,7 +202,7 @@ export class LeaseManager {
     const own = this.own;
     if (!own || this.stopped) return;
     try {
-      const revision = await this.store.replaceIfValue(own.key, own.value, own.value, this.ttlSeconds);
+      const revision = await this.store.renew(own.key, own.value, this.ttlSeconds);
       if (this.own !== own) return;
       if (revision !== false) {
         own.revision = Math.max(own.revision, revision);
