@@ -19,15 +19,17 @@ export type Flow = ConntrackFilter;
 
 const tid = (t: UdpTarget): string => `${t.clusterIP}:${t.port}`;
 
-/** Flows to `t` whose reply comes from the endpoint `reply`, or never DNATed ones (`undnated`), or all of them. */
-function flowsOf(t: UdpTarget, reply?: string | 'undnated'): Flow[] {
-  if (reply === 'undnated') {
-    const out: Flow[] = [
-      ['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), '--reply-src', t.clusterIP, '--reply-port-src', String(t.port)],
-    ];
-    if (t.nodePort !== undefined) out.push(['-p', 'udp', '--orig-port-dst', String(t.nodePort), '--reply-port-src', String(t.nodePort)]);
-    return out;
-  }
+/** Flows to `t` that were never DNATed: their reply comes from the ClusterIP:port (or NodePort) itself. */
+function undnatedFlows(t: UdpTarget): Flow[] {
+  const out: Flow[] = [
+    ['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), '--reply-src', t.clusterIP, '--reply-port-src', String(t.port)],
+  ];
+  if (t.nodePort !== undefined) out.push(['-p', 'udp', '--orig-port-dst', String(t.nodePort), '--reply-port-src', String(t.nodePort)]);
+  return out;
+}
+
+/** Flows to `t` whose reply comes from the endpoint `reply`, or all of them. */
+function flowsOf(t: UdpTarget, reply?: string): Flow[] {
   const [ip, port] = reply ? [reply.slice(0, reply.lastIndexOf(':')), reply.slice(reply.lastIndexOf(':') + 1)] : [];
   const replyArgs = ip ? ['--reply-src', ip, '--reply-port-src', port!] : [];
   const out: Flow[] = [['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), ...replyArgs]];
@@ -47,12 +49,12 @@ export function staleFlows(old: Fragment | undefined, now: Fragment | undefined)
       continue;
     }
     if (t.endpoints.length === 0 && n.endpoints.length > 0) {
-      out.push(...flowsOf(n, 'undnated'));
+      out.push(...undnatedFlows(n));
       continue;
     }
     for (const e of t.endpoints) if (!n.endpoints.includes(e)) out.push(...flowsOf(t, e));
   }
-  for (const [id, n] of after) if (!before.has(id) && n.endpoints.length > 0) out.push(...flowsOf(n, 'undnated'));
+  for (const [id, n] of after) if (!before.has(id) && n.endpoints.length > 0) out.push(...undnatedFlows(n));
   return out;
 }
 
