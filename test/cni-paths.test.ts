@@ -95,7 +95,7 @@ describe('the front and a dead server', () => {
     const child = lab.topo.spawn('host', [process.execPath, WEFT, 'cni', 'serve', '--socket', socket]);
     let log = '';
     child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-    await waitFor('the second server', () => log.includes('listening on'), 15_000);
+    await waitFor('the second server', () => log.includes('listening on'), 30_000);
     child.kill('SIGKILL');
     await waitFor('the second server to die', () => child.exitCode !== null || child.signalCode !== null);
     assert.ok(existsSync(socket), 'a killed server leaves its socket file');

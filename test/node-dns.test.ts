@@ -67,7 +67,7 @@ test('lab up --dry-run shows kube-dns, the outside resolver, the agents forwardi
   const r = await topo.exec(undefined, [process.execPath, WEFT, 'lab', 'up', '--dry-run', '--name', topo.id, '--nodes', '1', '--pods-per-node', '1']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /"name":"kube-dns","namespace":"kube-system".*"clusterIP":"10\.96\.0\.10"/);
-  assert.match(r.stdout, /workload-main\.js --pod outside .* --dns &$/m);
+  assert.match(r.stdout, /workload-main\.js --socket \S+\/outside\/pods\.sock --dns &$/m);
   assert.match(r.stdout, /weft agent --node node1 .* --dns-upstream 198\.18\.0\.1 &$/m);
   assert.match(r.stdout, new RegExp(`^# /etc/netns/wl\\.${topo.id}\\.pod-1a/resolv\\.conf: the ADD result's dns`, 'm'));
 });
