@@ -62,7 +62,10 @@ describe('routed mode', () => {
     assert.ok(host.flags.includes('UP'));
     assert.equal(host.ifalias, `weft:${NET}:r1:eth0`, 'the alias GC finds it by');
     assert.equal((await lab.hostLinks()).filter((l) => l.linkinfo?.info_kind === 'bridge').length, 0, 'no bridge on the node');
-    assert.deepEqual((await lab.podAddrs(lab.hostPath, veth.name))[0]!.addr_info.filter((a) => a.family === 'inet'), []);
+    assert.deepEqual(
+      (await lab.podAddrs(lab.hostPath, veth.name))[0]!.addr_info.filter((a) => a.family === 'inet'),
+      [],
+    );
     const hostRoutes = await routes(lab.hostPath);
     assert.ok(
       hostRoutes.some((r) => r.dst === '10.31.0.2' && r.dev === veth.name && r.scope === 'link'),

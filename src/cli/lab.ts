@@ -155,7 +155,7 @@ export const labCommands: CommandSpec[] = [
         value: 'MODE',
         choices: ['bridge', 'routed'],
         default: 'bridge',
-        description: "overlay labs: how the CNI plugin wires pods: bridge (a veth into cni0) or routed (no bridge: a /32 route per pod, as Calico)",
+        description: 'overlay labs: how the CNI plugin wires pods: bridge (a veth into cni0) or routed (no bridge: a /32 route per pod, as Calico)',
       },
       { name: 'monitoring', description: 'also run Prometheus in the lab, scraping every agent (on a lab that exists: add it)' },
       {
@@ -221,7 +221,8 @@ export const labCommands: CommandSpec[] = [
       return result(
         a,
         value,
-        () => `lab "${s.name}" (${s.backend}${s.cniMode === 'routed' ? ', routed pods' : ''})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}${mon ? `\n\n${monitoringLine(s, mon)}` : ''}`,
+        () =>
+          `lab "${s.name}" (${s.backend}${s.cniMode === 'routed' ? ', routed pods' : ''})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}${mon ? `\n\n${monitoringLine(s, mon)}` : ''}`,
       );
     },
   },

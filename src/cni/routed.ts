@@ -32,7 +32,7 @@ function v4Only(ips: IPConfig[]): void {
 }
 
 export const routedMode: Mode = {
-  claim: bridgeMode.claim,
+  claim: (env) => bridgeMode.claim(env),
 
   link(plan, { conf, env, att, ips, mtu, podMac, hostMac }) {
     v4Only(ips);
@@ -62,14 +62,14 @@ export const routedMode: Mode = {
     return { ips: podIps, routes: routeList };
   },
 
-  async interfaces({ env, hostMac }, pod) {
+  interfaces({ env, hostMac }, pod) {
     return Promise.resolve([{ name: hostVethName(env.containerId, env.ifname), mac: hostMac }, pod]);
   },
 
-  hostSideExists: bridgeMode.hostSideExists,
-  undo: bridgeMode.undo,
+  hostSideExists: (env) => bridgeMode.hostSideExists(env),
+  undo: (plan, env, e) => bridgeMode.undo(plan, env, e),
   // The /32 route and the neighbour entry go with the host veth.
-  remove: bridgeMode.remove,
+  remove: (plan, env) => bridgeMode.remove(plan, env),
 
   async checkHost(_c, env, fail, prev) {
     const hostVeth = hostVethName(env.containerId, env.ifname);

@@ -183,7 +183,11 @@ export function nodeConflist(s: LabState, node: NodeState): object {
   }
   if (s.cniMode === 'routed') {
     // Bridgeless (routed.ts): a default route via the link-local gateway; hairpin works by routing.
-    return { cniVersion: '1.1.0', name: 'weft', plugins: [{ type: 'weft', mode: 'routed', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket }] };
+    return {
+      cniVersion: '1.1.0',
+      name: 'weft',
+      plugins: [{ type: 'weft', mode: 'routed', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket }],
+    };
   }
   // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
   return {

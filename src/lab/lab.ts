@@ -132,7 +132,8 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   if ((o.etcdMembers ?? 1) > 1 && o.backend === 'macvlan') throw new LabError('no-etcd', 'underlay labs have no etcd; --etcd-members needs an overlay lab');
   if (o.cniMode !== undefined && o.cniMode !== 'bridge' && o.cniMode !== 'routed')
     throw new LabError('bad-cni-mode', `CNI mode ${JSON.stringify(o.cniMode)} is not one of bridge, routed`);
-  if (o.cniMode === 'routed' && o.backend === 'macvlan') throw new LabError('bad-cni-mode', 'underlay labs wire macvlan pods; --cni-mode routed needs an overlay lab');
+  if (o.cniMode === 'routed' && o.backend === 'macvlan')
+    throw new LabError('bad-cni-mode', 'underlay labs wire macvlan pods; --cni-mode routed needs an overlay lab');
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
