@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { down, execIn, readState, up, type Backend } from '../lab/lab.js';
+import type { CniMode } from '../lab/state.js';
 import { Topology } from '../topo/topology.js';
 import { buildReference } from './reference.js';
 import { table } from '../cli/format.js';
 import { missing, outcome, percentile, type Outcome } from './report.js';
 
 /** How the CNI plugin wires a pod: `bridge` (veth into cni0, flannel's) or `routed` (no bridge, a /32 route per pod). */
-export type CniMode = 'bridge' | 'routed';
+export type { CniMode };
 
 /**
  * Cross-node pod-to-pod TCP throughput (iperf3) and RTT for each backend, against the raw underlay
@@ -100,10 +101,9 @@ interface Path {
 
 const path = (what: string, client: { ns: string; ip: string }, server: { ns: string; ip: string }): Path => ({ what, client, server, gbps: [], rttMs: [] });
 
-/** A 2-node lab of one pod per node; `mode` is the CNI's (routed needs the lab's cniMode option). */
+/** A 2-node lab of one pod per node, wired by the CNI in `mode`. */
 async function labUp(name: string, backend: Backend, mode: CniMode) {
-  if (mode !== 'bridge') throw new Error(`CNI mode ${mode}: this build's lab has no cniMode option yet`);
-  await up({ name, nodes: 2, podsPerNode: 1, backend, progress: () => undefined });
+  await up({ name, nodes: 2, podsPerNode: 1, backend, cniMode: mode, progress: () => undefined });
   const s = readState(name);
   const [n1, n2] = [s.nodes[0]!, s.nodes[1]!];
   const pod = (n: string) => s.pods.find((p) => p.node === n)!;
@@ -117,7 +117,7 @@ export async function benchDatapath(o: DatapathOptions): Promise<DatapathReport>
   const rows: DatapathRow[] = [];
   try {
     for (const backend of backends) {
-      const labs = modes.map((mode, i) => ({ mode, name: i === 0 ? topo.id : `${topo.id}-${mode}` }));
+      const labs = modes.map((mode, i) => ({ mode, name: i === 0 ? topo.id : `${topo.id}-${mode[0]!}` }));
       try {
         const weft: { mode: CniMode; p: Path }[] = [];
         let raw: Path | undefined;
