@@ -131,6 +131,10 @@ describe('reconcile', () => {
     assert.match(text, /ip route replace 10\.244\.3\.0\/24 via 10\.244\.3\.0 dev flannel\.1 onlink/);
     assert.match(text, /add rule ip weft postrouting ip saddr 10\.244\.0\.0\/16 ip daddr != 224\.0\.0\.0\/4 masquerade/);
     assert.match(text, /add rule ip weft input udp dport 8472 ip saddr @vxlan_peers accept/);
+    // The encapsulated packets skip conntrack (data path cost in docs/architecture.md).
+    assert.match(text, /add chain ip weft raw-prerouting \{ type filter hook prerouting priority raw; policy accept; \}/);
+    assert.match(text, /add rule ip weft raw-prerouting udp dport 8472 ip saddr @vxlan_peers notrack/);
+    assert.match(text, /add rule ip weft raw-output udp dport 8472 ip daddr @vxlan_peers notrack/);
     assert.match(text, /add element ip weft vxlan_peers \{ 198\.18\.0\.12, 198\.19\.0\.13 \}/);
     assert.ok(text.indexOf('link add') < text.indexOf('neigh replace') && text.indexOf('neigh replace') < text.indexOf('route replace'));
     assert.ok(changes.length >= 8);

@@ -38,6 +38,20 @@ export function firewallChains(fw: Firewall): ChainSpec[] {
       chain: { type: 'chain', name: 'input', chainType: 'filter', hook: 'input', priority: 'filter - 10', policy: 'accept' },
       rules: [`udp dport ${fw.vxlan.port} ip saddr @${PEER_SET} accept`, `udp dport ${fw.vxlan.port} counter name ${FORGED_COUNTER} drop`],
     });
+    // The encapsulated packets between nodes are never NATed and no rule asks for their state, yet
+    // with the tables above conntrack would track them on both nodes: a second lookup per packet
+    // besides the inner pod flow's (measured: docs/architecture.md, data path cost). Untracked in
+    // the raw hooks, to and from leased peers only; the input chain's check is stateless.
+    chains.push(
+      {
+        chain: { type: 'chain', name: 'raw-prerouting', chainType: 'filter', hook: 'prerouting', priority: 'raw', policy: 'accept' },
+        rules: [`udp dport ${fw.vxlan.port} ip saddr @${PEER_SET} notrack`],
+      },
+      {
+        chain: { type: 'chain', name: 'raw-output', chainType: 'filter', hook: 'output', priority: 'raw', policy: 'accept' },
+        rules: [`udp dport ${fw.vxlan.port} ip daddr @${PEER_SET} notrack`],
+      },
+    );
   }
   chains.push({
     chain: { type: 'chain', name: 'forward', chainType: 'filter', hook: 'forward', priority: 'filter', policy: 'accept' },

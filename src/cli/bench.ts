@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import type { CniMode } from '../bench/datapath.js';
 import type { Outcome } from '../bench/report.js';
 import type { Backend } from '../lab/lab.js';
 import { LAB_SIZE } from '../lab/state.js';
@@ -58,7 +59,7 @@ export const benchCommands: CommandSpec[] = [
   },
   {
     path: ['bench', 'datapath'],
-    summary: 'pod-to-pod throughput and RTT vs the raw underlay',
+    summary: "pod-to-pod throughput and RTT vs flannel's path built by hand (no firewall) and the raw underlay",
     options: [
       QUICK,
       {
@@ -74,14 +75,27 @@ export const benchCommands: CommandSpec[] = [
         name: 'rounds',
         value: 'N',
         int: { min: 1, max: 50 },
-        description: 'alternating raw and pod runs; each side takes the median (default: 3, or 1 with --quick)',
+        description: 'alternating raw, reference and Weft runs; each takes the median (default: 3, or 1 with --quick)',
+      },
+      {
+        name: 'cni-modes',
+        value: 'LIST',
+        listOf: ['bridge', 'routed'],
+        default: 'bridge',
+        description: "the CNI plugin's modes to measure, each in a lab of its own beside the same reference",
       },
       JSON_OPTION,
       REPORT,
     ],
     run: async (a) => {
       const { benchDatapath, formatDatapathReport } = await import('../bench/datapath.js');
-      const report = await benchDatapath(a.list('backends') as Backend[], sized(a, 'seconds', 5, 1), sized(a, 'rounds', 3, 1), progressTo(a.bool('json')));
+      const report = await benchDatapath({
+        backends: a.list('backends') as Backend[],
+        modes: a.list('cni-modes') as CniMode[],
+        seconds: sized(a, 'seconds', 5, 1),
+        rounds: sized(a, 'rounds', 3, 1),
+        progress: progressTo(a.bool('json')),
+      });
       return finish(a, report, formatDatapathReport);
     },
   },

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { formatLabels, formatPorts } from '../lab/registry.js';
 import type { Backend } from '../lab/lab.js';
 import type { LabView } from '../lab/services.js';
-import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName, type LabState } from '../lab/state.js';
+import { LAB_SIZE, readState, validateLabName, validateNodeName, validatePodName, type CniMode, type LabState } from '../lab/state.js';
 import { JSON_OPTION, type Args, type CommandSpec, type GroupSpec, type OptionSpec } from './command.js';
 import { table } from './format.js';
 import { interruptSignal, print, printJson, progressTo, warn } from './output.js';
@@ -150,6 +150,13 @@ export const labCommands: CommandSpec[] = [
         default: 'overlay',
         description: "overlay: pods behind the agents' backend; underlay: macvlan pods on the node network",
       },
+      {
+        name: 'cni-mode',
+        value: 'MODE',
+        choices: ['bridge', 'routed'],
+        default: 'bridge',
+        description: 'overlay labs: how the CNI plugin wires pods: bridge (a veth into cni0) or routed (no bridge: a /32 route per pod, as Calico)',
+      },
       { name: 'monitoring', description: 'also run Prometheus in the lab, scraping every agent (on a lab that exists: add it)' },
       {
         name: 'etcd-members',
@@ -170,6 +177,8 @@ export const labCommands: CommandSpec[] = [
       if (a.bool('monitoring') && a.str('mode') === 'underlay')
         throw new UsageError('--monitoring needs an overlay lab: underlay labs have no agents to scrape');
       if (a.num('etcd-members')! > 1 && a.str('mode') === 'underlay') throw new UsageError('--etcd-members needs an overlay lab: underlay labs have no etcd');
+      if (a.str('cni-mode') === 'routed' && a.str('mode') === 'underlay')
+        throw new UsageError('--cni-mode routed needs an overlay lab: underlay labs wire macvlan pods');
       const say = progressTo(a.bool('json'));
       const { neighbourRoom, up } = await lab();
       const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!);
@@ -181,6 +190,7 @@ export const labCommands: CommandSpec[] = [
         backend: a.str('mode') === 'underlay' ? ('macvlan' as const) : (a.str('backend') as Backend),
         monitoring: a.bool('monitoring'),
         etcdMembers: a.num('etcd-members')!,
+        cniMode: a.str('cni-mode') as CniMode,
         progress: (step: string, ms: number) => say(` ✓ ${step} (${(ms / 1000).toFixed(1)} s)`),
       };
       if (a.bool('dry-run')) {
@@ -211,7 +221,8 @@ export const labCommands: CommandSpec[] = [
       return result(
         a,
         value,
-        () => `lab "${s.name}" (${s.backend})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}${mon ? `\n\n${monitoringLine(s, mon)}` : ''}`,
+        () =>
+          `lab "${s.name}" (${s.backend}${s.cniMode === 'routed' ? ', routed pods' : ''})${etcd}, outside ${s.outside.ip}\n\n${summary(s)}${mon ? `\n\n${monitoringLine(s, mon)}` : ''}`,
       );
     },
   },

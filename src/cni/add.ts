@@ -8,7 +8,7 @@ import { HOST, parseBridgeConf, teardownConf } from './config.js';
 import { ipamAdd, ipamRelease } from './ipam-call.js';
 import { addMasq, masqEntries } from './masq.js';
 import { modeOf, type Mode, type Wiring } from './mode.js';
-import { Code, CniError, type Env, type NetConf, type Result } from './spec.js';
+import { Code, CniError, type Env, type IPConfig, type NetConf, type Result, type RouteEntry } from './spec.js';
 
 /**
  * ADD: IPAM first, then one plan: the mode's links (for a bridge: bridge, veth pair created straight
@@ -48,16 +48,7 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
   const { c, conf, env, ips } = w;
   const plan = new Plan();
   mode.link(plan, w);
-  const pod = env.netns;
-  for (const ip of ips) plan.add(op.addAddr({ ns: pod, addr: ip.address, dev: env.ifname }));
-  plan.add(op.setLink({ ns: pod, dev: env.ifname, up: true }));
-  const gw4 = ips.find((ip) => !ip.address.includes(':'))?.gateway;
-  const routeList = [...(ipResult.routes ?? [])];
-  if (c.isDefaultGateway && gw4 && !routeList.some((r) => r.dst === '0.0.0.0/0')) routeList.push({ dst: '0.0.0.0/0', gw: gw4 });
-  for (const r of routeList) {
-    const gw = r.gw ?? (r.dst.includes(':') ? undefined : gw4);
-    plan.add(op.addRoute({ ns: pod, dst: r.dst, ...(gw ? { via: gw } : {}), dev: env.ifname }));
-  }
+  const { ips: podIps, routes: routeList } = mode.pod ? mode.pod(plan, w, ipResult.routes ?? []) : podSide(plan, w, ipResult.routes ?? []);
   if (c.isGateway) plan.add(op.setSysctl({ ns: HOST, key: 'net.ipv4.ip_forward', value: '1' }));
   if (c.ipMasq) await addMasq(plan, HOST, masqEntries(ips));
 
@@ -70,13 +61,28 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
   const result: Result = {
     cniVersion: conf.cniVersion,
     interfaces,
-    ips: ips.map((ip) => ({ ...ip, interface: interfaces.length - 1 })),
+    ips: podIps.map((ip) => ({ ...ip, interface: interfaces.length - 1 })),
     routes: routeList,
   };
   // IPAM's answer wins, as in the reference plugins; else the cluster DNS (config.ts podDns).
   const dns = ipResult.dns?.nameservers?.length ? ipResult.dns : c.dns;
   if (dns) result.dns = dns;
   return result;
+}
+
+/** The pod's side as bridge and macvlan wire it: IPAM's addresses and routes, the default route when asked for. */
+function podSide(plan: Plan, { c, env, ips }: Wiring, ipamRoutes: RouteEntry[]): { ips: IPConfig[]; routes: RouteEntry[] } {
+  const pod = env.netns;
+  for (const ip of ips) plan.add(op.addAddr({ ns: pod, addr: ip.address, dev: env.ifname }));
+  plan.add(op.setLink({ ns: pod, dev: env.ifname, up: true }));
+  const gw4 = ips.find((ip) => !ip.address.includes(':'))?.gateway;
+  const routeList = [...ipamRoutes];
+  if (c.isDefaultGateway && gw4 && !routeList.some((r) => r.dst === '0.0.0.0/0')) routeList.push({ dst: '0.0.0.0/0', gw: gw4 });
+  for (const r of routeList) {
+    const gw = r.gw ?? (r.dst.includes(':') ? undefined : gw4);
+    plan.add(op.addRoute({ ns: pod, dst: r.dst, ...(gw ? { via: gw } : {}), dev: env.ifname }));
+  }
+  return { ips, routes: routeList };
 }
 
 async function explain(e: unknown, env: Env, mode: Mode): Promise<CniError> {

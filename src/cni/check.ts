@@ -34,7 +34,7 @@ export async function check(conf: NetConf, env: Env): Promise<void> {
     const dst = r.dst === '0.0.0.0/0' ? 'default' : formatNetwork(parseCidr(r.dst));
     if (!r.dst.includes(':') && !table.some((t) => t.dst === dst && t.dev === env.ifname)) fail(`route to ${r.dst} is missing`);
   }
-  await modeOf(c.mode).checkHost(c, env, fail);
+  await modeOf(c.mode).checkHost(c, env, fail, prev);
 }
 
 /**

@@ -11,8 +11,11 @@ export const HOST: Netns = undefined;
 
 /** The weft plugin's own fields; everything else in the config passes through untouched. */
 export interface BridgeConf {
-  /** bridge: a veth to the node's bridge (overlay and routing); macvlan: a child of `master` (underlay). */
-  mode: 'bridge' | 'macvlan';
+  /**
+   * bridge: a veth to the node's bridge (overlay and routing); routed: a veth with no bridge, a /32
+   * route to the pod and a link-local gateway in it (routed.ts); macvlan: a child of `master` (underlay).
+   */
+  mode: 'bridge' | 'routed' | 'macvlan';
   master?: string;
   bridge: string;
   isGateway: boolean;
@@ -81,8 +84,8 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     mtu = conf.mtu;
   }
   const mode = conf.mode ?? 'bridge';
-  if (mode !== 'bridge' && mode !== 'macvlan')
-    throw new CniError(Code.InvalidConfig, `"mode" ${JSON.stringify(mode)} is not supported`, 'use "bridge" (default) or "macvlan"');
+  if (mode !== 'bridge' && mode !== 'routed' && mode !== 'macvlan')
+    throw new CniError(Code.InvalidConfig, `"mode" ${JSON.stringify(mode)} is not supported`, 'use "bridge" (default), "routed" or "macvlan"');
   const out: BridgeConf = {
     mode,
     bridge,
@@ -92,6 +95,9 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     hairpinMode: bool('hairpinMode', false),
   };
   if (out.isDefaultGateway && mode === 'bridge') out.isGateway = true;
+  // A routed pod's every packet goes through the node (add.ts turns forwarding on for a gateway);
+  // hairpinMode (a bridge port flag) has nothing to set: hairpin traffic is routed back out the veth.
+  if (mode === 'routed') out.isGateway = true;
   if (mode === 'macvlan') {
     if (typeof conf.master !== 'string' || conf.master === '') {
       throw new CniError(Code.InvalidConfig, 'macvlan mode needs "master"', 'name the node\'s underlay interface, e.g. "master": "eth0"');
@@ -119,7 +125,7 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     if (typeof conf.dataDir === 'string') section.dataDir = conf.dataDir;
     out.ipamConfig = ipam.parseIpamConfig(section, conf.name);
     mtu ??= flannel.mtu;
-    if (conf.isGateway === undefined) out.isGateway = true;
+    if (conf.isGateway === undefined || mode === 'routed') out.isGateway = true;
     if (conf.ipMasq === undefined) out.ipMasq = !flannel.ipMasq;
   }
   if (mtu !== undefined) out.mtu = mtu;

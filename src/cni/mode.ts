@@ -2,7 +2,8 @@ import type { Plan } from '../kernel/plan.js';
 import { bridgeMode } from './bridge.js';
 import type { BridgeConf } from './config.js';
 import { macvlanMode } from './macvlan.js';
-import type { Attachment, Env, Interface, IPConfig, NetConf } from './spec.js';
+import { routedMode } from './routed.js';
+import type { Attachment, Env, Interface, IPConfig, NetConf, Result, RouteEntry } from './spec.js';
 
 /** What one ADD wires: the config, the invocation and the addresses IPAM gave. */
 export interface Wiring {
@@ -26,6 +27,12 @@ export interface Mode {
   claim(env: Env): void;
   /** The ops that make the pod's interface and the node's side of it. */
   link(plan: Plan, w: Wiring): void;
+  /**
+   * The pod's side (addresses, link up, neighbours, routes) when the mode wires it its own way;
+   * returns the addresses and routes the result reports. Absent: add.ts puts IPAM's addresses and
+   * routes on the pod's interface as they are.
+   */
+  pod?(plan: Plan, w: Wiring, ipamRoutes: RouteEntry[]): { ips: IPConfig[]; routes: RouteEntry[] };
   /** After the plan applied: the result's interfaces, `pod` (the container's) last. */
   interfaces(w: Wiring, pod: Interface): Promise<Interface[]>;
   /** Whether this attachment's host-side device exists (a failed ADD asks whether it made it). */
@@ -34,10 +41,10 @@ export interface Mode {
   undo(plan: Plan, env: Env, e: unknown): void;
   /** DEL's link removal; idempotent. */
   remove(plan: Plan, env: Env): void;
-  /** CHECK of the node's side; `fail` throws. */
-  checkHost(c: BridgeConf, env: Env, fail: (what: string) => never): Promise<void>;
+  /** CHECK of the node's side (and what the mode put in the pod besides addresses and routes); `fail` throws. */
+  checkHost(c: BridgeConf, env: Env, fail: (what: string) => never, prev: Result): Promise<void>;
 }
 
 export function modeOf(mode: unknown): Mode {
-  return mode === 'macvlan' ? macvlanMode : bridgeMode;
+  return mode === 'macvlan' ? macvlanMode : mode === 'routed' ? routedMode : bridgeMode;
 }

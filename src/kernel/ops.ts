@@ -72,6 +72,8 @@ export interface RouteOp extends Target {
   via?: string;
   dev?: string;
   onlink?: boolean;
+  /** A route that drops instead of forwarding (no via, no dev): unreachable answers ICMP host unreachable, blackhole is silent. */
+  type?: 'unreachable' | 'blackhole';
 }
 
 export interface NeighOp extends Target {
@@ -237,6 +239,7 @@ export function commands(op: Op): Command[] {
         ip(
           'route',
           op.op === 'addRoute' ? 'add' : op.op === 'replaceRoute' ? 'replace' : 'del',
+          ...(op.type ? [op.type] : []),
           op.dst,
           ...(op.via ? ['via', op.via] : []),
           ...(op.dev ? ['dev', op.dev] : []),

@@ -130,8 +130,9 @@ async function route(sock: Sock, op: RouteOp, what: string): Promise<void> {
   hdr.writeUInt8(dst.len, 1);
   hdr.writeUInt8(c.RT_TABLE_MAIN, 4);
   hdr.writeUInt8(del ? c.RTPROT_UNSPEC : c.RTPROT_BOOT, 5);
-  hdr.writeUInt8(del ? c.RT_SCOPE_NOWHERE : family === c.AF_INET && !via ? c.RT_SCOPE_LINK : c.RT_SCOPE_UNIVERSE, 6);
-  hdr.writeUInt8(del ? 0 : c.RTN_UNICAST, 7);
+  const type = op.type === 'unreachable' ? c.RTN_UNREACHABLE : op.type === 'blackhole' ? c.RTN_BLACKHOLE : c.RTN_UNICAST;
+  hdr.writeUInt8(del ? c.RT_SCOPE_NOWHERE : family === c.AF_INET && !via && !op.type ? c.RT_SCOPE_LINK : c.RT_SCOPE_UNIVERSE, 6);
+  hdr.writeUInt8(del ? (op.type ? type : 0) : type, 7);
   hdr.writeUInt32LE(op.onlink ? c.RTNH_F_ONLINK : 0, 8);
   w.raw(hdr);
   if (dst.len > 0) w.attr(c.RTA_DST, family === dst.family ? dst.bytes : Buffer.alloc(16));

@@ -42,6 +42,8 @@ export interface Route {
   protocol: string;
   table: number;
   onlink: boolean;
+  /** Set for routes that do not forward: unreachable, blackhole, prohibit, local, ... (absent: unicast). */
+  type?: string;
 }
 
 export interface Neighbour {
@@ -61,6 +63,7 @@ export interface FdbEntry {
 }
 
 const PROTOCOLS: Record<number, string> = { 2: 'kernel', 3: 'boot', 4: 'static' };
+const ROUTE_TYPES: Record<number, string> = { 2: 'local', 3: 'broadcast', 6: 'blackhole', 7: 'unreachable', 8: 'prohibit', 9: 'throw' };
 
 function parseLink(m: Buffer, names: Map<number, string>): Link {
   const index = m.readInt32LE(20);
@@ -151,6 +154,8 @@ function dumpRoutes(sock: Sock, names: Map<number, string>, family: 4 | 6): Rout
         table: tb.get(c.RTA_TABLE)?.readUInt32LE(0) ?? m.readUInt8(20),
         onlink: (m.readUInt32LE(24) & c.RTNH_F_ONLINK) !== 0,
       };
+      const type = m.readUInt8(23);
+      if (type !== c.RTN_UNICAST) r.type = ROUTE_TYPES[type] ?? String(type);
       if (gw) r.via = c.bytesIp(gw);
       if (oif) r.dev = names.get(oif) ?? `if${oif}`;
       return r;

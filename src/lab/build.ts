@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { netnsPath } from '../kernel/netns.js';
 import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
-import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, type EtcdMember, type LabState, type NodeState } from './state.js';
+import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, type CniMode, type EtcdMember, type LabState, type NodeState } from './state.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
@@ -181,6 +181,14 @@ export function nodeConflist(s: LabState, node: NodeState): object {
       ],
     };
   }
+  if (s.cniMode === 'routed') {
+    // Bridgeless (routed.ts): a default route via the link-local gateway; hairpin works by routing.
+    return {
+      cniVersion: '1.1.0',
+      name: 'weft',
+      plugins: [{ type: 'weft', mode: 'routed', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket }],
+    };
+  }
   // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
   return {
     cniVersion: '1.1.0',
@@ -238,7 +246,7 @@ export function upPods(nodes: string[], perNode: number): { pod: string; node: s
 }
 
 /** A fresh lab's record, before anything of it exists; `etcdMembers` members (1 unless asked). */
-export function newLab(name: string, backend: LabState['backend'], members = 1): LabState {
+export function newLab(name: string, backend: LabState['backend'], members = 1, cniMode: CniMode = 'bridge'): LabState {
   const all = Array.from({ length: members }, (_, i) => {
     const role = i === 0 ? 'etcd' : `etcd${i + 1}`;
     return { name: role, ns: nsName(name, role), ip: etcdIp(i + 1) };
@@ -253,6 +261,7 @@ export function newLab(name: string, backend: LabState['backend'], members = 1):
     underlay: { ns: nsName(name, 'underlay') },
     nodes: [],
     pods: [],
+    ...(cniMode === 'routed' ? { cniMode } : {}),
   };
 }
 

@@ -24,19 +24,27 @@ import { demoManifests, kubeDnsManifest, manifestText } from './demo.js';
 import { agentTargets, forwarderArgv, monitoringFiles, monitoringPlan, newMonitoring, prometheusArgv, prometheusConfig } from './monitoring.js';
 import { resolvConfPath } from './resolv.js';
 import { APP_PORT, SIDECAR_PORT } from './workload.js';
-import { etcdMembers, labDir, nsName, readState, statePath, type LabBackend, type NodeState } from './state.js';
+import { etcdMembers, labDir, nsName, readState, statePath, type CniMode, type LabBackend, type NodeState } from './state.js';
 
 /**
  * `lab up --dry-run`: what `up` would make, in the order it would make it (namespaces, the kernel
  * plans rendered as commands, the processes with their argv, the files), built from the same plans
  * and argv as `up` itself. Changes nothing.
  */
-export function planUp(o: { name: string; nodes: number; podsPerNode: number; backend: LabBackend; monitoring?: boolean; etcdMembers?: number }): string {
+export function planUp(o: {
+  name: string;
+  nodes: number;
+  podsPerNode: number;
+  backend: LabBackend;
+  monitoring?: boolean;
+  etcdMembers?: number;
+  cniMode?: CniMode;
+}): string {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
     return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node and --backend would not apply.`;
   }
-  const s = newLab(o.name, o.backend, o.etcdMembers);
+  const s = newLab(o.name, o.backend, o.etcdMembers, o.cniMode);
   const overlay = o.backend !== 'macvlan';
   const nodes: NodeState[] = Array.from({ length: o.nodes }, (_, i) => ({
     name: `node${i + 1}`,

@@ -45,6 +45,7 @@ import {
   validateNodeName,
   validatePodName,
   writeState,
+  type CniMode,
   type LabBackend,
   type LabState,
   type NodeState,
@@ -91,6 +92,8 @@ export interface UpOptions {
   monitoring?: boolean;
   /** Members of the lab's etcd cluster, each in its own namespace on the underlay; default 1. */
   etcdMembers?: number;
+  /** How the CNI plugin wires the pods of an overlay lab: bridge (default, cni0) or routed (bridgeless, /32 routes). */
+  cniMode?: CniMode;
 }
 
 export interface OpOptions {
@@ -127,6 +130,10 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   if (o.monitoring && o.backend === 'macvlan')
     throw new LabError('no-agents', 'underlay labs have no agents for Prometheus to scrape; --monitoring needs an overlay lab');
   if ((o.etcdMembers ?? 1) > 1 && o.backend === 'macvlan') throw new LabError('no-etcd', 'underlay labs have no etcd; --etcd-members needs an overlay lab');
+  if (o.cniMode !== undefined && o.cniMode !== 'bridge' && o.cniMode !== 'routed')
+    throw new LabError('bad-cni-mode', `CNI mode ${JSON.stringify(o.cniMode)} is not one of bridge, routed`);
+  if (o.cniMode === 'routed' && o.backend === 'macvlan')
+    throw new LabError('bad-cni-mode', 'underlay labs wire macvlan pods; --cni-mode routed needs an overlay lab');
   if (o.dryRun) return planUp(o);
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
@@ -151,7 +158,7 @@ export async function up(o: UpOptions): Promise<LabState | string> {
   } catch {
     throw new LabError('exists', `lab "${o.name}" is being made by another command; wait for it, or pick another --name`);
   }
-  const s = newLab(o.name, o.backend, o.etcdMembers);
+  const s = newLab(o.name, o.backend, o.etcdMembers, o.cniMode);
   writeState(s);
   try {
     await build(s, o);

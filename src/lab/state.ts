@@ -15,6 +15,8 @@ import type { AppPort } from './workload.js';
 export type Backend = 'vxlan' | 'host-gw' | 'udp';
 /** How pods reach each other: one of the agent's backends, or macvlan pods on the underlay itself. */
 export type LabBackend = Backend | 'macvlan';
+/** How the CNI plugin wires an overlay lab's pods: a veth into cni0 (bridge), or a bridgeless veth with a /32 route (routed). */
+export type CniMode = 'bridge' | 'routed';
 
 export interface NodeState {
   name: string;
@@ -87,6 +89,8 @@ export interface LabState {
   underlay: { ns: string };
   nodes: NodeState[];
   pods: PodState[];
+  /** Overlay labs: the CNI plugin's mode for the pods (absent: bridge). Underlay labs are macvlan. */
+  cniMode?: CniMode;
   /** Overlay labs only: there is no service proxy without agents. */
   service?: DemoService;
   /** Set by `lab up --monitoring`. */

@@ -416,7 +416,10 @@ async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }
 }
 
 export function formatVerify(s: LabState, results: CheckResult[], coverage: Coverage): string {
-  const lines = [`weft verify: lab ${s.name} (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods)`, `pod pairs: ${coverage.note}`];
+  const lines = [
+    `weft verify: lab ${s.name} (${s.backend}${s.cniMode === 'routed' ? ', routed pods' : ''}, ${s.nodes.length} nodes, ${s.pods.length} pods)`,
+    `pod pairs: ${coverage.note}`,
+  ];
   let group = '';
   for (const r of results) {
     if (r.group !== group) {

@@ -551,10 +551,13 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
         source: 'nft monitor trace (prerouting)',
       });
     } else if (place.node && !(dst.kind === 'node' && !dst.service && place.where === dst.name)) {
+      const routed = s.cniMode === 'routed';
       hop({
-        kind: 'bridge',
+        kind: routed ? 'veth' : 'bridge',
         dev: p.iif,
-        summary: `${p.iif} hands it to ${place.where}'s IP stack (addressed to the bridge's MAC: routed, not bridged)`,
+        summary: routed
+          ? `${p.iif} (the pod's host veth, no bridge) hands it to ${place.where}'s IP stack (addressed to the veth's MAC, the pod's gateway 169.254.1.1)`
+          : `${p.iif} hands it to ${place.where}'s IP stack (addressed to the bridge's MAC: routed, not bridged)`,
         observed: true,
         source: 'nft monitor trace (ip prerouting)',
       });

@@ -27,8 +27,10 @@ export interface UiNode {
   /** Its pod subnet, as a network (10.244.1.0/24). */
   subnet?: string;
   pending?: boolean;
-  /** The pods' bridge (cni0). */
+  /** The pods' bridge (cni0); none in routed mode. */
   bridge?: UiDevice;
+  /** Routed mode: each pod's IP → the host veth its /32 route leads to (no bridge). */
+  podVeths?: Record<string, string>;
   /** The backend's device: flannel.<VNI> (vxlan), flannel0 (udp); none for host-gw. */
   tunnel?: UiDevice;
   /** Underlay mode: the node's macvlan shim towards its own pods. */
@@ -60,6 +62,8 @@ export interface UiService {
 export interface UiGraph {
   lab: string;
   backend: LabBackend;
+  /** How the CNI wires the pods: through cni0, routed (no bridge, a /32 route per pod), or macvlan (underlay labs). */
+  cniMode: 'bridge' | 'routed' | 'macvlan';
   underlay: { cidr: string; bridge: string };
   outside: { ip: string; gateway: string };
   etcd?: { ip: string; endpoint: string };
@@ -71,7 +75,7 @@ export interface UiGraph {
   monitoring?: { ip: string; port: number };
 }
 
-async function devices(node: NodeState): Promise<Pick<UiNode, 'bridge' | 'tunnel' | 'shim' | 'dns'>> {
+async function devices(node: NodeState, routed: boolean): Promise<Pick<UiNode, 'bridge' | 'tunnel' | 'shim' | 'dns' | 'podVeths'>> {
   const snap = await snapshot(netnsPath(node.ns)).catch(() => undefined);
   if (!snap) return {};
   const dev = (kind: string | undefined, name?: string): UiDevice | undefined => {
@@ -85,7 +89,11 @@ async function devices(node: NodeState): Promise<Pick<UiNode, 'bridge' | 'tunnel
   const bridge = dev('bridge');
   const shim = dev('macvlan', 'weft-shim');
   const dns = dev(undefined, DNS_DEVICE);
-  return { ...(bridge && { bridge }), ...(tunnel && { tunnel }), ...(shim && { shim }), ...(dns && { dns }) };
+  const veths = new Set(snap.links.filter((l) => l.kind === 'veth').map((l) => l.name));
+  const podVeths = routed
+    ? Object.fromEntries(snap.routes.filter((r) => r.dst.endsWith('/32') && r.dev && veths.has(r.dev)).map((r) => [r.dst.slice(0, -3), r.dev!]))
+    : undefined;
+  return { ...(bridge && { bridge }), ...(tunnel && { tunnel }), ...(shim && { shim }), ...(dns && { dns }), ...(podVeths && { podVeths }) };
 }
 
 export async function buildGraph(s: LabState, view: RegistryView | undefined, registryNote: string | undefined): Promise<UiGraph> {
@@ -96,7 +104,7 @@ export async function buildGraph(s: LabState, view: RegistryView | undefined, re
       ip: n.ip,
       ...(n.subnet && { subnet: formatNetwork(parseCidr(n.subnet)) }),
       ...(n.pending && { pending: true }),
-      ...(await devices(n)),
+      ...(await devices(n, s.cniMode === 'routed')),
     })),
   );
   const records = new Map((view?.pods ?? []).map((p) => [`${p.namespace}/${p.name}`, p]));
@@ -129,6 +137,7 @@ export async function buildGraph(s: LabState, view: RegistryView | undefined, re
   return {
     lab: s.name,
     backend: s.backend,
+    cniMode: overlay ? (s.cniMode ?? 'bridge') : 'macvlan',
     underlay: { cidr: overlay ? '198.18.0.0/24' : '198.18.0.0/16', bridge: 'br0' },
     outside: { ip: s.outside.ip, gateway: s.outside.gateway },
     ...(overlay && { etcd: { ip: s.etcd.ip, endpoint: s.etcd.endpoint } }),

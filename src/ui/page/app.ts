@@ -24,6 +24,8 @@ const COLORS = {
 } as const;
 
 const devId = (node: string, dev: string) => `dev:${node}:${dev}`;
+/** Routed mode's stand-in for cni0: the node's /32 routes to its pods. */
+const ROUTED = 'pod-routes';
 const nodeBox = (node: string) => `node:${node}`;
 const podId = (pod: string) => `pod:${pod}`;
 const MESH_MAX = 6;
@@ -82,6 +84,11 @@ function elements(g: UiGraph): ElementDefinition[] {
       const b = devId(n.name, n.bridge.name);
       node(b, 'bridge', `${n.bridge.name} bridge\n${n.bridge.addr ?? ''}`, { ref: n.name }, id);
       edge(inner, b, 'wire', 'route');
+    } else if (g.cniMode === 'routed') {
+      // No bridge: the node's routing table is the pods' switch, a /32 route over each pod's host veth.
+      const r = devId(n.name, ROUTED);
+      node(r, 'bridge', `routed pods (no bridge)\n/32 route per pod, gateway 169.254.1.1`, { ref: n.name }, id);
+      edge(inner, r, 'wire', 'route');
     }
   }
 
@@ -92,6 +99,7 @@ function elements(g: UiGraph): ElementDefinition[] {
     node(podId(p.name), 'pod', [`${p.name}${ns}`, p.pending ? 'pending' : `eth0 ${p.ip}`, ...labels].join('\n'), { ref: p.name }, n && nodeBox(n.name));
     if (!n) continue;
     if (n.bridge) edge(devId(n.name, n.bridge.name), podId(p.name), 'wire', 'veth');
+    else if (g.cniMode === 'routed') edge(devId(n.name, ROUTED), podId(p.name), 'wire', n.podVeths?.[p.ip] ?? 'veth');
     else edge(devId(n.name, 'eth0'), podId(p.name), 'wire', 'macvlan');
   }
 
@@ -110,7 +118,8 @@ function elements(g: UiGraph): ElementDefinition[] {
   // Drawn over the layout, not laid out: they join nodes side by side. Every pair of nodes has one;
   // only the first carries the words, and beyond MESH_MAX nodes the lines would hide the picture.
   const ready = g.nodes.filter((n) => !n.pending);
-  const ends = (n: UiNode) => (g.backend === 'host-gw' ? n.bridge && devId(n.name, n.bridge.name) : n.tunnel && devId(n.name, n.tunnel.name));
+  const pods = (n: UiNode) => (n.bridge ? devId(n.name, n.bridge.name) : g.cniMode === 'routed' ? devId(n.name, ROUTED) : undefined);
+  const ends = (n: UiNode) => (g.backend === 'host-gw' ? pods(n) : n.tunnel && devId(n.name, n.tunnel.name));
   const words: Record<string, string> = {
     vxlan: `VXLAN tunnel, VNI ${ready[0]?.tunnel?.vni ?? '?'}\nUDP 8472 over the underlay`,
     udp: 'udp backend tunnel\nUDP 8285 over the underlay',
@@ -350,10 +359,12 @@ async function showDetails(kind: string, ref: string): Promise<void> {
     out.innerHTML = `<p class="bad">${esc(d.error)}</p>`;
     return;
   }
-  const routeRows = (d.routes as { dst: string; via?: string; dev?: string; onlink: boolean }[])
+  const routeRows = (d.routes as { dst: string; via?: string; dev?: string; onlink: boolean; type?: string }[])
     .map(
       (x) =>
-        `<tr><td class="mono">${esc(x.dst)}</td><td class="mono">${x.via ? `via ${esc(x.via)} ` : ''}dev ${esc(x.dev ?? '-')}${x.onlink ? ' onlink' : ''}</td></tr>`,
+        `<tr><td class="mono">${esc(x.dst)}</td><td class="mono">${
+          x.type && !x.dev ? esc(x.type) : `${x.via ? `via ${esc(x.via)} ` : ''}dev ${esc(x.dev ?? '-')}${x.onlink ? ' onlink' : ''}`
+        }</td></tr>`,
     )
     .join('');
   const addrText = (d.addrs as { dev: string; address: string; prefix: number; family: number }[])
@@ -443,6 +454,7 @@ function hopElement(h: TraceHop, prev: string | undefined): string | undefined {
   if (prev?.startsWith(`dev:${name}:`)) return prev;
   const n = graph?.nodes.find((x) => x.name === name);
   if ((h.kind === 'veth' || h.kind === 'bridge') && n?.bridge) return devId(name, n.bridge.name);
+  if ((h.kind === 'veth' || h.kind === 'route') && graph?.cniMode === 'routed' && n) return devId(name, ROUTED);
   if ((h.kind === 'encap' || h.kind === 'decap') && n?.tunnel) return devId(name, n.tunnel.name);
   return devId(name, 'eth0');
 }
