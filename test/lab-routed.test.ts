@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { listNetns } from '../src/kernel/netns.js';
 import type { LabState } from '../src/lab/state.js';
+import { buildGraph } from '../src/ui/graph.js';
 import { Topology } from '../src/topo/topology.js';
 import { weft } from './lab-cli.js';
 
@@ -36,7 +37,7 @@ test('lab up refuses --cni-mode routed for an underlay lab (usage error, exit 2)
 });
 
 for (const backend of ['vxlan', 'host-gw'] as const) {
-  test(`a routed ${backend} lab: no cni0, a /32 route and static neighbour per pod, verify passes every check`, () => {
+  test(`a routed ${backend} lab: no cni0, a /32 route and static neighbour per pod, verify passes every check`, async () => {
     const lab = `${topo.id}${backend[0]}`;
     labs.push(lab);
     const up = weft('lab', 'up', '--name', lab, '--nodes', '2', '--pods-per-node', '2', '--backend', backend, '--cni-mode', 'routed');
@@ -89,6 +90,13 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
     assert.equal(trace.code, 0, trace.out);
     assert.match(trace.out, /host veth, no bridge/);
     assert.doesNotMatch(trace.out, /cni0/);
+
+    // The web view draws no cni0 but each pod's host veth, as the node's /32 routes name them.
+    const g = await buildGraph(s, undefined, undefined);
+    assert.equal(g.cniMode, 'routed');
+    const n1 = g.nodes.find((n) => n.name === 'node1')!;
+    assert.equal(n1.bridge, undefined);
+    for (const pod of s.pods.filter((p) => p.node === 'node1')) assert.equal(n1.podVeths?.[pod.ip], routes.find((x) => x.dst === pod.ip)?.dev);
     weft('lab', 'down', '--name', lab);
   });
 }

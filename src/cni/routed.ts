@@ -15,8 +15,8 @@ import { Code, CniError, type IPConfig, type RouteEntry } from './spec.js';
  * the pod it came from goes out the veth it came in (masqueraded, since a pod drops packets that
  * carry its own address as source).
  *
- * The node's own subnet has no connected route without a bridge: each ADD (re)places an
- * `unreachable` route for it, so a packet to an address no pod holds is answered with ICMP host
+ * The node's own subnet has no connected route without a bridge: an ADD adds an `unreachable`
+ * route for it when it has none, so a packet to an address no pod holds is answered with ICMP host
  * unreachable at once instead of leaving by the default route (or, with the udp backend, looping
  * through flannel0). The /32 routes are more specific; the agent leaves both alone (it owns only
  * routes outside its own subnet). Like cni0 in bridge mode, the route stays when pods go.
@@ -41,7 +41,10 @@ export const routedMode: Mode = {
     // The alias names the attachment, so GC finds this veth as it finds bridge mode's.
     plan.add(op.setLink({ ns: HOST, dev: hostVeth, alias: attachmentAlias(conf.name, att), up: true }));
     for (const ip of ips) {
-      plan.add(op.replaceRoute({ ns: HOST, type: 'unreachable', dst: formatNetwork(parseCidr(ip.address)) }));
+      // Added only where the subnet has no route yet: an IPAM that hands out /32s has no subnet to
+      // cover, and a cni0 of bridge-mode pods on the same node already routes it (a replace would take it).
+      const subnet = parseCidr(ip.address);
+      if (subnet.prefix < 32) plan.add(op.addRoute({ ns: HOST, type: 'unreachable', dst: formatNetwork(subnet), tolerate: 'exists' }));
       const addr = ip.address.split('/')[0]!;
       plan.add(op.addRoute({ ns: HOST, dst: `${addr}/32`, dev: hostVeth }));
       plan.add(op.setNeigh({ ns: HOST, dst: addr, mac: podMac, dev: hostVeth }));

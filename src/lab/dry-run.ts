@@ -42,7 +42,7 @@ export function planUp(o: {
 }): string {
   if (existsSync(statePath(o.name))) {
     const s = readState(o.name);
-    return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node and --backend would not apply.`;
+    return `lab "${o.name}" exists (${s.backend}, ${s.nodes.length} nodes, ${s.pods.length} pods): lab up would restart whichever of its processes died (etcd, agents, pod containers, Prometheus) with their saved state, and remove what interrupted commands left half made${o.monitoring && !s.monitoring ? '; --monitoring would add Prometheus, scraping its agents' : ''}; --nodes, --pods-per-node, --backend and --cni-mode would not apply.`;
   }
   const s = newLab(o.name, o.backend, o.etcdMembers, o.cniMode);
   const overlay = o.backend !== 'macvlan';
@@ -59,7 +59,7 @@ export function planUp(o: {
   );
   const bg = (ns: string, argv: string[]) => `ip netns exec ${ns} ${shell(argv)} &`;
   const lines = [
-    `weft lab up --dry-run: lab "${o.name}", ${o.backend}, ${o.nodes} nodes, ${pods.length} pods; nothing was changed.`,
+    `weft lab up --dry-run: lab "${o.name}", ${o.backend}${s.cniMode === 'routed' ? ', routed pods' : ''}, ${o.nodes} nodes, ${pods.length} pods; nothing was changed.`,
     '',
     `# state and logs in ${labDir(o.name)}; plugins installed in ${join(labDir(o.name), 'bin')}`,
     '',
