@@ -2,13 +2,15 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from
 import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
-import { apply } from '../kernel/plan.js';
+import { apply, Plan } from '../kernel/plan.js';
 import { installPlugins } from '../cni/install.js';
 import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
 import {
+  joinUnderlay,
+  leaveUnderlay,
   MAX_NODE_INDEX,
   networkInitArgv,
   newLab,
@@ -19,6 +21,7 @@ import {
   podCniArgs,
   portName,
   runtimeOf,
+  presentMembers,
   switchPlan,
   upPods,
 } from './build.js';
@@ -293,6 +296,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
       mkdirSync(nodeDir(s.name, name), { recursive: true });
       await createNetns(node.ns);
       await apply(nodePlan(s, node));
+      await apply(joinUnderlay(new Plan(), presentMembers(s), [{ ns: node.ns, ip: node.ip }]));
       interrupted(o.signal);
       const [subnet] = await Promise.all([startNodeDaemon(s, node, o.signal), startRuntime(s, name, o.signal)]);
       writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
@@ -317,6 +321,8 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
  */
 async function teardownNode(s: LabState, node: NodeState): Promise<void> {
   await deleteNetns(runtimeOf(s, node.name).ns);
+  // Every ns in `presentMembers` was there a moment ago; one removed since is tolerated as missing.
+  await apply(leaveUnderlay(new Plan(), presentMembers(s), { ns: node.ns, ip: node.ip }));
   if (existsSync(netnsPath(node.ns))) {
     await signalNetns(node.ns, 'SIGTERM');
     await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(
