@@ -172,7 +172,7 @@ export const labCommands: CommandSpec[] = [
       if (a.num('etcd-members')! > 1 && a.str('mode') === 'underlay') throw new UsageError('--etcd-members needs an overlay lab: underlay labs have no etcd');
       const say = progressTo(a.bool('json'));
       const { neighbourRoom, up } = await lab();
-      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!);
+      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!, a.str('mode') === 'underlay');
       if (room) warn(room);
       const options = {
         name,

@@ -215,10 +215,13 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
  * The kernel keeps one ARP table for every namespace of the machine, capped at
  * net.ipv4.neigh.default.gc_thresh3 (1024 by default, settable only from the root namespace); past
  * it, new neighbours fail ("neighbor table overflow": pods see EHOSTUNREACH and ENOBUFS, verify fails
- * at random). A lab needs about 2(N+P) per node (the underlay and flannel.1 toward every node, cni0
- * and pods' gateways and same-node peers). Returns what to tell the user when it will not fit.
+ * at random). Permanent entries do not count (kernel ≥ 4.19). An overlay lab makes none that count:
+ * its underlay is static (build.ts joinUnderlay) and its pods and nodes know each other's MACs (the
+ * CNI's staticNeighbours), so pods never ARP. An underlay (macvlan) lab's pods sit on the switch and
+ * ARP for each other: about 2(N+P) per node. Returns what to tell the user when it will not fit.
  */
-export function neighbourRoom(nodes: number, podsPerNode: number): string | undefined {
+export function neighbourRoom(nodes: number, podsPerNode: number, underlay = false): string | undefined {
+  if (!underlay) return undefined;
   let cap: number;
   try {
     cap = Number(readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8'));
