@@ -26,7 +26,7 @@ import {
   upPods,
 } from './build.js';
 import { planUp } from './dry-run.js';
-import { writeDemo } from './demo.js';
+import { writeEchoService, writePodSpecs } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { addMonitoring, writeTargets } from './monitoring.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon, startRuntime, stopContainers } from './procs.js';
@@ -199,15 +199,16 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     s.nodes.map((n) => n.name),
     o.podsPerNode,
   );
-  if (overlay) {
-    await step(o, 'kube-system/kube-dns, pod specs (app=echo) and the Service echo over them in the registry', async () => {
-      const service = await writeDemo(s, jobs);
-      await update(s, (f) => void (f.service = service));
-    });
-  }
+  if (overlay) await step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(s, jobs));
   await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, () =>
     inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
   );
+  if (overlay) {
+    await step(o, 'the Service echo over the pods in the registry', async () => {
+      const service = await writeEchoService(s);
+      await update(s, (f) => void (f.service = service));
+    });
+  }
   await update(s, (f) => delete f.building);
 }
 
