@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { deleteNetns } from '../src/kernel/netns.js';
 import { CniLab, expectError, iface, ipOf, parseResult, reservations, waitFor, WEFT } from './cni-support.js';
+import { neighbours } from './ipj.js';
 
 let lab: CniLab;
 let served: string;
@@ -223,6 +224,49 @@ for (const mode of ['direct', 'served'] as const) {
       await lab.ok('weft', call('DEL', id, pod.path), conf({ prevResult: result }));
       await lab.ok('weft', call('DEL', id, pod.path), conf());
       await lab.fails('weft', call('CHECK', id, pod.path), conf({ prevResult: result }), 7);
+    });
+
+    it('staticNeighbours: pod and bridge hold permanent entries for each other, two pods talk through the node without ARP, CHECK and DEL know the entries', async () => {
+      const br = `bs-${mode}`;
+      const gw = `10.31.${third}.1`;
+      const sconf = (o: Record<string, unknown> = {}) =>
+        conf({
+          name: `static-${mode}`,
+          bridge: br,
+          ipMasq: false,
+          staticNeighbours: true,
+          ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet: `10.31.${third}.0/24` }]] },
+          ...o,
+        });
+      const a = await lab.pod(`sa-${mode}`);
+      const b = await lab.pod(`sb-${mode}`);
+      const ra = parseResult(await lab.ok('weft', call('ADD', `sa-${mode}`, a.path), sconf()));
+      const rb = parseResult(await lab.ok('weft', call('ADD', `sb-${mode}`, b.path), sconf()));
+      const brMac = (await linkOf(br))?.address;
+      const show = (ns: { dst: string; lladdr?: string; state?: string[] }[]) =>
+        ns.map((n) => `${n.dst} ${n.lladdr ?? '-'} ${n.state?.join(',') ?? ''}`).sort();
+      const pinned = (r: typeof ra) => `${ipOf(r)} ${iface(r, 2).mac} PERMANENT`;
+      assert.deepEqual(show(await neighbours(lab.hostPath, br)), [pinned(ra), pinned(rb)].sort(), 'the bridge knows each pod');
+      for (const p of [a, b]) assert.deepEqual(show(await neighbours(p.path, 'eth0')), [`${gw} ${brMac} PERMANENT`], 'each pod knows its gateway');
+      assert.ok(
+        (await lab.podRoutes(a.path)).some((r) => r.dst === `10.31.${third}.0/24` && r.gateway === gw),
+        'the pod subnet goes via the gateway, not on-link',
+      );
+
+      // a → b: through the node (routed on the bridge), so neither pod ARPs for the other.
+      const ping = await lab.topo.exec(a.name, ['ping', '-n', '-c', '2', '-W', '2', ipOf(rb)]);
+      assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+      for (const p of [a, b]) assert.deepEqual(show(await neighbours(p.path, 'eth0')), [`${gw} ${brMac} PERMANENT`], 'no dynamic entry in the pods');
+      assert.deepEqual(show(await neighbours(lab.hostPath, br)), [pinned(ra), pinned(rb)].sort(), 'none on the bridge either');
+
+      await lab.ok('weft', call('CHECK', `sa-${mode}`, a.path), sconf({ prevResult: ra }));
+      const gone = await lab.topo.exec('host', ['ip', 'neigh', 'del', ipOf(ra), 'dev', br]);
+      assert.equal(gone.code, 0, gone.stderr);
+      await lab.fails('weft', call('CHECK', `sa-${mode}`, a.path), sconf({ prevResult: ra }), 7, /no permanent neighbour/);
+
+      await lab.ok('weft', call('DEL', `sb-${mode}`, b.path), sconf({ prevResult: rb }));
+      assert.deepEqual(show(await neighbours(lab.hostPath, br)), [], "DEL removed the bridge's entry for the pod");
+      await lab.ok('weft', call('DEL', `sa-${mode}`, a.path), sconf());
     });
 
     it('DEL with a missing netns and no prevResult still releases the IP', async () => {

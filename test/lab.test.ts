@@ -65,6 +65,58 @@ test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a p
   assert.equal(exec.code, 0, exec.out);
 });
 
+/** `ip -4 neigh` of every namespace of `name`'s lab: `ns dst lladdr state` per entry. */
+function neighbourTable(name: string): { ns: string; dst: string; mac: string; permanent: boolean }[] {
+  return listNetns()
+    .filter((ns) => ns.startsWith(`wl.${name}.`))
+    .flatMap((ns) =>
+      spawnSync('ip', ['-n', ns, '-4', 'neigh', 'show'], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean)
+        .map((line) => ({ ns, dst: line.split(' ')[0]!, mac: /lladdr (\S+)/.exec(line)?.[1] ?? '', permanent: / PERMANENT\b/.test(line) })),
+    );
+}
+
+const UNDERLAY_MEMBERS = ['outside', 'etcd', 'node1', 'node2', 'node3'];
+
+test('static neighbours: every underlay member and pod holds permanent entries, and verify (every pair, across nodes and on one) makes no dynamic one', () => {
+  const table = neighbourTable(lab);
+  const dynamic = table.filter((n) => !n.permanent);
+  assert.deepEqual(dynamic, [], 'the kernel ARPed: the lab would eat into the one neighbour table every namespace shares');
+  // The underlay: each member has every other member's IP with the MAC derived from it (0a:58 + IP).
+  const ips: Record<string, string> = { outside: '198.18.0.1', etcd: '198.18.0.2', node1: '198.18.0.11', node2: '198.18.0.12', node3: '198.18.0.13' };
+  const mac = (ip: string) =>
+    `0a:58:${ip
+      .split('.')
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .join(':')}`;
+  for (const m of UNDERLAY_MEMBERS) {
+    const have = table.filter((n) => n.ns === `wl.${lab}.${m}` && n.dst.startsWith('198.18.0.')).map((n) => `${n.dst} ${n.mac}`);
+    const want = UNDERLAY_MEMBERS.filter((o) => o !== m).map((o) => `${ips[o]} ${mac(ips[o]!)}`);
+    for (const w of want) assert.ok(have.includes(w), `${m} lacks ${w}: ${have.join(', ')}`);
+  }
+  // Pods: the gateway, and the node's bridge: every pod of the node.
+  const status = JSON.parse(weft('lab', 'status', '--name', lab, '--json').out) as { pods: { name: string; ip: string; ns: string; node: string }[] };
+  for (const p of status.pods) {
+    const gw = p.ip.replace(/\.\d+$/, '.1');
+    assert.ok(
+      table.some((n) => n.ns === p.ns && n.dst === gw && n.permanent),
+      `${p.name} has no permanent entry for its gateway ${gw}`,
+    );
+    assert.ok(
+      table.some((n) => n.ns === `wl.${lab}.${p.node}` && n.dst === p.ip && n.permanent),
+      `${p.node}'s bridge has no permanent entry for ${p.name}`,
+    );
+  }
+  // A probe across nodes and one on a node, again: still nothing dynamic.
+  for (const to of ['pod-2a', 'pod-1b', '203.0.113.1'])
+    assert.equal(weft('lab', 'exec', '--name', lab, 'pod-1a', '--', 'ping', '-c', '1', '-W', '2', to).code, 0);
+  assert.deepEqual(
+    neighbourTable(lab).filter((n) => !n.permanent),
+    [],
+  );
+});
+
 test('pod add and rm go through the CNI plugin and rm leaves no trace', () => {
   const add = weft('lab', 'pod', 'add', 'web', '--node', 'node2', '--name', lab);
   assert.equal(add.code, 0, add.out);
@@ -79,6 +131,7 @@ test('pod add and rm go through the CNI plugin and rm leaves no trace', () => {
   assert.ok(!listNetns().includes(`wl.${lab}.web`), 'pod namespace left behind');
   const vethsAfter = spawnSync('ip', ['-n', node2, '-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
   assert.equal(vethsAfter, vethsBefore - 1, 'host veth left behind');
+  assert.ok(!neighbourTable(lab).some((n) => n.dst === ip), `CNI DEL left a neighbour entry for ${ip}`);
   const ipam = spawnSync('ls', [`/run/weft/lab/${lab}/nodes/node2/ipam/weft`], { encoding: 'utf8' }).stdout;
   assert.doesNotMatch(ipam, new RegExp(`^${ip.replace(/\./g, '\\.')}$`, 'm'), 'IP reservation left behind');
 });
@@ -88,6 +141,15 @@ test('a node joins and leaves, and the others converge', async () => {
   assert.equal(add.code, 0, add.out);
   const [, node, subnet] = /node (\S+) joined at \S+ with subnet (\S+)/.exec(add.out)!;
   const base = subnet!.replace(/\.1\/24$/, '.0/24');
+  const nodes = (JSON.parse(weft('lab', 'status', '--name', lab, '--json').out) as { nodes: { name: string; ip: string }[] }).nodes;
+  const nodeIp = nodes.find((n) => n.name === node)!.ip;
+  const knowing = () =>
+    new Set(
+      neighbourTable(lab)
+        .filter((n) => n.dst === nodeIp && n.permanent)
+        .map((n) => n.ns.split('.').pop()),
+    );
+  for (const m of UNDERLAY_MEMBERS) assert.ok(knowing().has(m), `${m} has no permanent entry for the new ${node} ${nodeIp}`);
   const routeOn = (n: string) => spawnSync('ip', ['-n', `wl.${lab}.${n}`, 'route', 'show', base], { encoding: 'utf8' }).stdout.trim();
   await waitFor(() => routeOn('node1') !== '', { timeoutMs: 10_000, intervalMs: 100, what: `node1's route to ${node}'s subnet` });
   assert.match(routeOn('node1'), /dev flannel\.1/, `node1 has no route to ${node}'s subnet`);
@@ -99,6 +161,7 @@ test('a node joins and leaves, and the others converge', async () => {
   const rm = weft('lab', 'node', 'rm', node!, '--name', lab);
   assert.equal(rm.code, 0, rm.out);
   await waitFor(() => routeOn('node1') === '', { timeoutMs: 10_000, intervalMs: 100, what: `node1 to drop the route to the removed ${node}` });
+  assert.deepEqual([...knowing()], [], `node rm left entries for ${nodeIp}`);
   assert.equal(weft('verify', '--name', lab).code, 0, 'verify fails after the node left');
 });
 

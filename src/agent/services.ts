@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { retrying } from '../store/retry.js';
 import { formatNetwork, type Cidr } from '../ip/cidr.js';
 import type { CniHooks } from '../cni/serve.js';
 import { ClusterDns, type DnsStats } from '../dns/server.js';
@@ -175,16 +176,19 @@ export class AgentServices {
       added: async (env, ip) => {
         const pod = podOfCniArgs(env.CNI_ARGS);
         if (!pod || !ip) return;
-        await this.registry
-          .registerPod({ ...pod, ip, containerID: env.CNI_CONTAINERID ?? '', node: this.o.node })
-          .then(() => this.o.log.info('pod registered', { pod: `${pod.namespace}/${pod.name}`, ip }), warn('register', pod));
+        // Retried (a compare-and-swap, safe to repeat): a 100-node lab's etcd is busy while its pods come up.
+        await retrying(() => this.registry.registerPod({ ...pod, ip, containerID: env.CNI_CONTAINERID ?? '', node: this.o.node }), { attempts: 5 }).then(
+          () => this.o.log.info('pod registered', { pod: `${pod.namespace}/${pod.name}`, ip }),
+          warn('register', pod),
+        );
       },
       deleted: async (env) => {
         const pod = podOfCniArgs(env.CNI_ARGS);
         if (!pod) return;
-        await this.registry
-          .unregisterPod({ ...pod, containerID: env.CNI_CONTAINERID ?? '' })
-          .then((gone) => gone && this.o.log.info('pod unregistered', { pod: `${pod.namespace}/${pod.name}` }), warn('unregister', pod));
+        await retrying(() => this.registry.unregisterPod({ ...pod, containerID: env.CNI_CONTAINERID ?? '' }), { attempts: 5 }).then(
+          (gone) => gone && this.o.log.info('pod unregistered', { pod: `${pod.namespace}/${pod.name}` }),
+          warn('unregister', pod),
+        );
       },
     };
   }

@@ -181,7 +181,7 @@ export const labCommands: CommandSpec[] = [
         throw new UsageError('--cni-mode routed needs an overlay lab: underlay labs wire macvlan pods');
       const say = progressTo(a.bool('json'));
       const { neighbourRoom, up } = await lab();
-      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!);
+      const room = a.bool('dry-run') ? undefined : neighbourRoom(a.num('nodes')!, a.num('pods-per-node')!, a.str('mode') === 'underlay');
       if (room) warn(room);
       const options = {
         name,

@@ -4,6 +4,7 @@ import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { link } from '../kernel/state.js';
 import { randomMac } from '../util/mac.js';
+import { pinNeighbours, unpinNeighbours } from './bridge.js';
 import { HOST, parseBridgeConf, teardownConf } from './config.js';
 import { ipamAdd, ipamRelease } from './ipam-call.js';
 import { addMasq, masqEntries } from './masq.js';
@@ -38,6 +39,8 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
   } catch (e) {
     const undo = new Plan();
     mode.undo(undo, env, e);
+    // The address is ours (IPAM just gave it), so an entry for it on the bridge is ours to remove.
+    if (c.staticNeighbours && c.mode === 'bridge') unpinNeighbours(undo, c.bridge, ipResult.ips ?? []);
     await apply(undo).catch(() => undefined);
     await ipamRelease(teardownConf(conf), conf, env, att).catch(() => undefined);
     throw e;
@@ -54,6 +57,7 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
 
   try {
     await apply(plan);
+    if (c.staticNeighbours && c.mode === 'bridge') await apply(await pinNeighbours(new Plan(), c, env, ips, w.podMac));
   } catch (e) {
     throw await explain(e, env, mode);
   }

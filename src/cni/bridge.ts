@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import * as op from '../kernel/ops.js';
-import { link, localLinkNames } from '../kernel/state.js';
+import type { Plan } from '../kernel/plan.js';
+import { link, localLinkNames, neighbours, routes } from '../kernel/state.js';
+import { formatNetwork, parseCidr } from '../ip/cidr.js';
 import { randomMac } from '../util/mac.js';
-import { HOST } from './config.js';
+import { HOST, type BridgeConf } from './config.js';
 import type { Mode } from './mode.js';
-import { Code, CniError, type Attachment } from './spec.js';
+import { Code, CniError, type Attachment, type Env, type IPConfig } from './spec.js';
 
 /** Bridge mode: a veth pair from the container to the node's bridge (overlay and routing backends). */
 
@@ -69,3 +71,51 @@ export const bridgeMode: Mode = {
     if (host.master !== c.bridge) fail(`host interface ${hostVeth} is not attached to ${c.bridge}`);
   },
 };
+
+const v4 = <T extends { address: string }>(ips: T[]) => ips.filter((ip) => !ip.address.includes(':')).map((ip) => ({ ...ip, ip: ip.address.split('/')[0]! }));
+
+/**
+ * `staticNeighbours` (config.ts), after the links are made: the bridge's entry for each pod address
+ * (the pod's MAC), the pod's entry for its gateway (the bridge's MAC; the plugin makes its bridge
+ * with a fixed MAC, so it never changes under the pod), and the pod's own subnet routed through
+ * that gateway instead of on-link, so that a pod reaches the other pods of its node through the
+ * node (one routed hop, as Calico's pods do) and never ARPs for them. The pod ignores the node's
+ * ICMP redirects, which would otherwise send it back to ARP for its peer.
+ */
+export async function pinNeighbours(plan: Plan, c: BridgeConf, env: Env, ips: IPConfig[], podMac: string): Promise<Plan> {
+  const bridgeMac = (await link(HOST, c.bridge))?.mac;
+  for (const ip of v4(ips)) {
+    plan.add(op.setNeigh({ ns: HOST, dst: ip.ip, mac: podMac, dev: c.bridge }));
+    if (!c.isGateway || !ip.gateway || !bridgeMac) continue;
+    plan.add(
+      op.setNeigh({ ns: env.netns, dst: ip.gateway, mac: bridgeMac, dev: env.ifname }),
+      op.setSysctl({ ns: env.netns, key: 'net.ipv4.conf.all.accept_redirects', value: '0' }),
+      op.setSysctl({ ns: env.netns, key: `net/ipv4/conf/${env.ifname}/accept_redirects`, value: '0' }),
+      op.replaceRoute({ ns: env.netns, dst: formatNetwork(parseCidr(ip.address)), via: ip.gateway, dev: env.ifname, onlink: true }),
+    );
+  }
+  return plan;
+}
+
+/** The bridge's entries for `ips` go (DEL, a failed ADD); the pod's go with its interface. */
+export function unpinNeighbours(plan: Plan, bridge: string, ips: { address: string }[]): Plan {
+  for (const ip of v4(ips)) plan.add(op.delNeigh({ ns: HOST, dst: ip.ip, dev: bridge, tolerate: 'missing' }));
+  return plan;
+}
+
+/** CHECK: the entries pinNeighbours made are there, permanent, with the MACs they must have. */
+export async function checkNeighbours(c: BridgeConf, env: Env, ips: IPConfig[], podMac: string | undefined, fail: (what: string) => never): Promise<void> {
+  const onBridge = await neighbours(HOST, c.bridge);
+  const inPod = await neighbours(env.netns, env.ifname);
+  const bridgeMac = (await link(HOST, c.bridge))?.mac;
+  const table = await routes(env.netns);
+  for (const ip of v4(ips)) {
+    const n = onBridge.find((x) => x.dst === ip.ip);
+    if (!n?.permanent || (podMac && n.mac !== podMac)) fail(`${c.bridge} has no permanent neighbour ${ip.ip} lladdr ${podMac ?? '?'}`);
+    if (!c.isGateway || !ip.gateway) continue;
+    const g = inPod.find((x) => x.dst === ip.gateway);
+    if (!g?.permanent || g.mac !== bridgeMac) fail(`${env.ifname} has no permanent neighbour ${ip.gateway} lladdr ${bridgeMac ?? '?'} (the bridge's MAC)`);
+    const subnet = formatNetwork(parseCidr(ip.address));
+    if (!table.some((r) => r.dst === subnet && r.via === ip.gateway)) fail(`the pod's route to ${subnet} does not go via ${ip.gateway}`);
+  }
+}

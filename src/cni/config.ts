@@ -23,6 +23,13 @@ export interface BridgeConf {
   ipMasq: boolean;
   mtu?: number;
   hairpinMode: boolean;
+  /**
+   * Bridge mode, `"staticNeighbours": true` (default false): the pod gets a permanent neighbour entry
+   * for its gateway (the bridge's MAC) and the bridge one for the pod's address (the pod's MAC), so
+   * a pod and its node never ARP for each other. For hosts with many pods: the kernel's neighbour
+   * table is one for all namespaces, capped by gc_thresh3, and permanent entries do not count.
+   */
+  staticNeighbours: boolean;
   /** The IPAM plugin to exec, or undefined when weft-ipam runs in this process. */
   ipamPlugin?: string;
   ipamConfig?: ipam.IpamConfig;
@@ -93,6 +100,7 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     isDefaultGateway: bool('isDefaultGateway', false),
     ipMasq: bool('ipMasq', false),
     hairpinMode: bool('hairpinMode', false),
+    staticNeighbours: bool('staticNeighbours', false),
   };
   if (out.isDefaultGateway && mode === 'bridge') out.isGateway = true;
   // A routed pod's every packet goes through the node (add.ts turns forwarding on for a gateway);
@@ -105,8 +113,12 @@ export function parseBridgeConf(conf: NetConf, env: Env): BridgeConf {
     if (env.command === 'ADD' && !localLinkNames().has(conf.master)) {
       throw new CniError(Code.InvalidConfig, `"master" ${conf.master} does not exist in this namespace`, "name the node's underlay interface");
     }
-    if (out.ipMasq || out.isGateway || out.hairpinMode) {
-      throw new CniError(Code.InvalidConfig, 'ipMasq, isGateway and hairpinMode do not apply to macvlan mode', 'pods sit on the underlay itself: remove them');
+    if (out.ipMasq || out.isGateway || out.hairpinMode || out.staticNeighbours) {
+      throw new CniError(
+        Code.InvalidConfig,
+        'ipMasq, isGateway, hairpinMode and staticNeighbours do not apply to macvlan mode',
+        'pods sit on the underlay itself: remove them',
+      );
     }
     out.master = conf.master;
   }

@@ -3,7 +3,7 @@ import { KernelError } from '../kernel/errors.js';
 import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { addrs, links } from '../kernel/state.js';
-import { aliasPrefix, attachmentAlias, hostVethName } from './bridge.js';
+import { aliasPrefix, attachmentAlias, hostVethName, unpinNeighbours } from './bridge.js';
 import { HOST, teardownConf } from './config.js';
 import { execPlugin, findPlugin, pluginVersions } from './invoke.js';
 import { ipamRelease } from './ipam-call.js';
@@ -28,6 +28,11 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
   } finally {
     const released = await ipamRelease(t, conf, env, att);
     if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(released.length ? released : inPod, t.ranges)));
+    // staticNeighbours: the bridge's entry for the pod's address (the pod's went with its interface).
+    if (conf.staticNeighbours === true && (conf.mode ?? 'bridge') === 'bridge') {
+      const ips = [...released, ...(decodeResult(conf.prevResult).ips ?? [])];
+      await apply(unpinNeighbours(new Plan(), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', ips));
+    }
   }
 }
 

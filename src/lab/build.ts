@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netnsPath } from '../kernel/netns.js';
-import { addAddr, addBridge, addMacvlan, addRoute, addVeth, setLink } from '../kernel/ops.js';
+import { addAddr, addBridge, addMacvlan, addRoute, addVeth, delNeigh, setLink, setNeigh } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
-import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, type CniMode, type EtcdMember, type LabState, type NodeState } from './state.js';
+import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, readState, type CniMode, type EtcdMember, type LabState, type NodeState } from './state.js';
 
 /**
  * What a lab is made of, as data: the kernel plans, the processes' argv and the CNI configs. `up`,
@@ -40,12 +40,19 @@ export const AGENT_METRICS_PORT = 9402;
 /** The node's veth on the switch: from its index, so two long node names never share one. */
 export const portName = (index: number) => `port${index}`;
 
-/** Plugs namespace `ns` into the underlay switch as `eth0` with `ip`. */
+/**
+ * An underlay interface's MAC, from its IP: 0a:58 and the IP's four bytes (as Kubernetes' kubenet
+ * derives pod MACs). Deterministic, so the static neighbour entries below never go stale: whoever
+ * holds an IP later has the same MAC.
+ */
+export const underlayMac = (ip: string) => ['0a', '58', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+
+/** Plugs namespace `ns` into the underlay switch as `eth0` with `ip` (and the MAC derived from it). */
 export function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: string, defaultVia?: string): void {
   const u = netnsPath(s.underlay.ns);
   const p = netnsPath(ns);
   plan.add(
-    addVeth({ ns: u, name: port, peer: { name: 'eth0', netns: p } }),
+    addVeth({ ns: u, name: port, peer: { name: 'eth0', mac: underlayMac(ip), netns: p } }),
     setLink({ ns: u, dev: port, master: 'br0', up: true }),
     addAddr({ ns: p, addr: `${ip}/${underlayPrefix(s)}`, dev: 'eth0' }),
     setLink({ ns: p, dev: 'eth0', up: true }),
@@ -53,13 +60,66 @@ export function plugIn(plan: Plan, s: LabState, ns: string, port: string, ip: st
   if (defaultVia) plan.add(addRoute({ ns: p, dst: 'default', via: defaultVia }));
 }
 
-/** The switch, and etcd's (overlay only) and the outside world's namespaces plugged into it. */
+/** The switch, and etcd's (overlay only) and the outside world's namespaces plugged into it, knowing each other's MACs. */
 export function switchPlan(s: LabState): Plan {
   const u = netnsPath(s.underlay.ns);
   const plan = new Plan().add(addBridge({ ns: u, name: 'br0' }), setLink({ ns: u, dev: 'br0', up: true }));
   if (s.backend !== 'macvlan') for (const m of etcdMembers(s)) plugIn(plan, s, m.ns, m.name, m.ip, GATEWAY_IP);
   plugIn(plan, s, s.outside.ns, 'outside', GATEWAY_IP);
   plan.add(addAddr({ ns: netnsPath(s.outside.ns), addr: `${OUTSIDE_IP}/24`, dev: 'lo' }));
+  const first = underlayMembers(s);
+  return joinUnderlay(plan, first, first);
+}
+
+/**
+ * The lab's pretend datacenter has static ARP: every namespace on the underlay (the outside world,
+ * etcd members, Prometheus, nodes) holds a permanent neighbour entry for every other one, which the
+ * lab installs as members join and removes as they leave. This is the lab's network, not Weft's
+ * agent (a real datacenter's ARP is its own business). Why: the kernel keeps ONE neighbour table for
+ * all namespaces, capped at net.ipv4.neigh.default.gc_thresh3 (1024, settable only in the root
+ * namespace), and a 100-node lab resolving its underlay by ARP would need about 100² dynamic
+ * entries; permanent entries are not counted against that cap (kernel ≥ 4.19).
+ */
+export interface UnderlayMember {
+  ns: string;
+  ip: string;
+}
+
+/** Every namespace with an eth0 on the switch that `s` records (pending nodes too). */
+export function underlayMembers(s: LabState): UnderlayMember[] {
+  return [
+    { ns: s.outside.ns, ip: GATEWAY_IP },
+    ...(s.backend === 'macvlan' ? [] : etcdMembers(s).map((m) => ({ ns: m.ns, ip: m.ip }))),
+    ...(s.monitoring ? [{ ns: s.monitoring.ns, ip: s.monitoring.ip }] : []),
+    ...s.nodes.map((n) => ({ ns: n.ns, ip: n.ip })),
+  ];
+}
+
+/** The lab's underlay members, as its state records them now, whose namespaces exist. */
+export const presentMembers = (s: LabState) => underlayMembers(readState(s.name)).filter((m) => existsSync(netnsPath(m.ns)));
+
+/**
+ * `joining` learn every member's MAC and every other member learns theirs. Entries in other members
+ * tolerate a missing eth0 (a member still being plugged in makes its own entries when it joins, from
+ * the state it reads then); `members` should be only those whose namespace exists.
+ */
+export function joinUnderlay(plan: Plan, members: UnderlayMember[], joining: UnderlayMember[]): Plan {
+  const isJoining = new Set(joining.map((j) => j.ns));
+  for (const j of joining) {
+    const ns = netnsPath(j.ns);
+    for (const m of members) if (m.ns !== j.ns) plan.add(setNeigh({ ns, dst: m.ip, mac: underlayMac(m.ip), dev: 'eth0' }));
+  }
+  for (const m of members) {
+    if (isJoining.has(m.ns)) continue;
+    const ns = netnsPath(m.ns);
+    for (const j of joining) plan.add(setNeigh({ ns, dst: j.ip, mac: underlayMac(j.ip), dev: 'eth0', tolerate: 'missing' }));
+  }
+  return plan;
+}
+
+/** `leaving`'s entry goes from every other member (before its namespace goes). */
+export function leaveUnderlay(plan: Plan, members: UnderlayMember[], leaving: UnderlayMember): Plan {
+  for (const m of members) if (m.ns !== leaving.ns) plan.add(delNeigh({ ns: netnsPath(m.ns), dst: leaving.ip, dev: 'eth0', tolerate: 'missing' }));
   return plan;
 }
 
@@ -189,11 +249,22 @@ export function nodeConflist(s: LabState, node: NodeState): object {
       plugins: [{ type: 'weft', mode: 'routed', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket }],
     };
   }
-  // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later.
+  // As kube-flannel's conflist: a default route through the bridge, and hairpin for services later;
+  // and static neighbours between each pod and its node (the kernel's one ARP table: see joinUnderlay).
   return {
     cniVersion: '1.1.0',
     name: 'weft',
-    plugins: [{ type: 'weft', subnetFile: f.subnetFile, dataDir: join(f.dir, 'ipam'), socket: f.cniSocket, isDefaultGateway: true, hairpinMode: true }],
+    plugins: [
+      {
+        type: 'weft',
+        subnetFile: f.subnetFile,
+        dataDir: join(f.dir, 'ipam'),
+        socket: f.cniSocket,
+        isDefaultGateway: true,
+        hairpinMode: true,
+        staticNeighbours: true,
+      },
+    ],
   };
 }
 

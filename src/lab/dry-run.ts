@@ -107,7 +107,7 @@ export function planUp(o: {
   if (overlay) {
     lines.push(
       '',
-      `# the Service registry (etcd prefix /weft), written from ${s.etcd.ns}: kube-system/kube-dns first, then each pod's spec and the Service echo over them`,
+      `# the Service registry (etcd prefix /weft), written from ${s.etcd.ns}: kube-system/kube-dns first, then each pod's spec (before the pods) and the Service echo over them (after)`,
       manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS), ...demoManifests(pods)]),
     );
   }

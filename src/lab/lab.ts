@@ -2,13 +2,15 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from
 import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
-import { apply } from '../kernel/plan.js';
+import { apply, Plan } from '../kernel/plan.js';
 import { installPlugins } from '../cni/install.js';
 import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
 import {
+  joinUnderlay,
+  leaveUnderlay,
   MAX_NODE_INDEX,
   networkInitArgv,
   newLab,
@@ -19,11 +21,12 @@ import {
   podCniArgs,
   portName,
   runtimeOf,
+  presentMembers,
   switchPlan,
   upPods,
 } from './build.js';
 import { planUp } from './dry-run.js';
-import { writeDemo } from './demo.js';
+import { writeEchoService, writePodSpecs } from './demo.js';
 import { dropLeasesOf } from './etcd.js';
 import { addMonitoring, writeTargets } from './monitoring.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon, startRuntime, stopContainers } from './procs.js';
@@ -203,15 +206,16 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     s.nodes.map((n) => n.name),
     o.podsPerNode,
   );
-  if (overlay) {
-    await step(o, 'kube-system/kube-dns, pod specs (app=echo) and the Service echo over them in the registry', async () => {
-      const service = await writeDemo(s, jobs);
-      await update(s, (f) => void (f.service = service));
-    });
-  }
+  if (overlay) await step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(s, jobs));
   await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, () =>
     inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
   );
+  if (overlay) {
+    await step(o, 'the Service echo over the pods in the registry', async () => {
+      const service = await writeEchoService(s);
+      await update(s, (f) => void (f.service = service));
+    });
+  }
   await update(s, (f) => delete f.building);
 }
 
@@ -219,10 +223,13 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
  * The kernel keeps one ARP table for every namespace of the machine, capped at
  * net.ipv4.neigh.default.gc_thresh3 (1024 by default, settable only from the root namespace); past
  * it, new neighbours fail ("neighbor table overflow": pods see EHOSTUNREACH and ENOBUFS, verify fails
- * at random). A lab needs about 2(N+P) per node (the underlay and flannel.1 toward every node, cni0
- * and pods' gateways and same-node peers). Returns what to tell the user when it will not fit.
+ * at random). Permanent entries do not count (kernel ≥ 4.19). An overlay lab makes none that count:
+ * its underlay is static (build.ts joinUnderlay) and its pods and nodes know each other's MACs (the
+ * CNI's staticNeighbours), so pods never ARP. An underlay (macvlan) lab's pods sit on the switch and
+ * ARP for each other: about 2(N+P) per node. Returns what to tell the user when it will not fit.
  */
-export function neighbourRoom(nodes: number, podsPerNode: number): string | undefined {
+export function neighbourRoom(nodes: number, podsPerNode: number, underlay = false): string | undefined {
+  if (!underlay) return undefined;
   let cap: number;
   try {
     cap = Number(readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8'));
@@ -300,6 +307,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
       mkdirSync(nodeDir(s.name, name), { recursive: true });
       await createNetns(node.ns);
       await apply(nodePlan(s, node));
+      await apply(joinUnderlay(new Plan(), presentMembers(s), [{ ns: node.ns, ip: node.ip }]));
       interrupted(o.signal);
       const [subnet] = await Promise.all([startNodeDaemon(s, node, o.signal), startRuntime(s, name, o.signal)]);
       writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
@@ -324,6 +332,8 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
  */
 async function teardownNode(s: LabState, node: NodeState): Promise<void> {
   await deleteNetns(runtimeOf(s, node.name).ns);
+  // Every ns in `presentMembers` was there a moment ago; one removed since is tolerated as missing.
+  await apply(leaveUnderlay(new Plan(), presentMembers(s), { ns: node.ns, ip: node.ip }));
   if (existsSync(netnsPath(node.ns))) {
     await signalNetns(node.ns, 'SIGTERM');
     await waitFor(async () => (await netnsPids(node.ns)).length === 0, { timeoutMs: 10_000, what: `the processes of ${node.name} to stop` }).catch(

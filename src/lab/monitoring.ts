@@ -7,7 +7,7 @@ import { createNetns, deleteNetns, netnsPath, netnsPids, signalNetns } from '../
 import { apply, Plan } from '../kernel/plan.js';
 import { writeFileAtomic } from '../util/file.js';
 import { waitFor } from '../util/wait.js';
-import { AGENT_METRICS_PORT, plugIn } from './build.js';
+import { AGENT_METRICS_PORT, joinUnderlay, plugIn, presentMembers } from './build.js';
 import { daemon, interrupted, until } from './procs.js';
 import { labDir, LabError, nsName, update, type LabState, type Monitoring } from './state.js';
 
@@ -153,6 +153,7 @@ async function start(s: LabState, m: Monitoring, signal?: AbortSignal): Promise<
   if (!existsSync(netnsPath(m.ns))) {
     await createNetns(m.ns);
     await apply(monitoringPlan(s, m));
+    await apply(joinUnderlay(new Plan(), presentMembers(s), [{ ns: m.ns, ip: m.ip }]));
   }
   interrupted(signal);
   mkdirSync(f.data, { recursive: true });

@@ -3,6 +3,7 @@ import { endpointsOf } from '../service/endpoints.js';
 import { DEFAULT_REGISTRY_PREFIX, Registry } from '../service/registry.js';
 import { serviceKey, type Service } from '../service/types.js';
 import { EtcdStore } from '../store/etcd.js';
+import { retrying } from '../store/retry.js';
 import { docId, type RegistryReply, type RegistryRequest, type RegistryView } from './registry.js';
 
 /**
@@ -22,9 +23,15 @@ async function view(registry: Registry, network: EtcdStore): Promise<RegistryVie
   return { services, pods, slices, endpoints };
 }
 
+/**
+ * Per request: `lab up` applies a pod spec for every pod of the lab in one call (1,000 at 100x10) while
+ * every agent watches the registry, and a busy etcd took more than the default 5 s for one of them.
+ */
+const REQUEST_TIMEOUT_MS = 15_000;
+
 async function serve(endpoint: string, req: RegistryRequest): Promise<RegistryReply> {
-  const store = new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX });
-  const network = new EtcdStore({ endpoints: endpoint.split(','), prefix: '/coreos.com/network' });
+  const store = new EtcdStore({ endpoints: endpoint.split(','), prefix: DEFAULT_REGISTRY_PREFIX, timeoutMs: REQUEST_TIMEOUT_MS });
+  const network = new EtcdStore({ endpoints: endpoint.split(','), prefix: '/coreos.com/network', timeoutMs: REQUEST_TIMEOUT_MS });
   const registry = new Registry(store);
   try {
     if (req.op === 'view') return { op: 'view', ...(await view(registry, network)) };
@@ -87,7 +94,10 @@ async function main(): Promise<void> {
   let text = '';
   for await (const chunk of process.stdin) text += String(chunk);
   try {
-    process.stdout.write(JSON.stringify(await serve(endpoint, JSON.parse(text) as RegistryRequest)));
+    const req = JSON.parse(text) as RegistryRequest;
+    // Every request is declarative (apply, delete, view), so asking again after a timeout is safe.
+    const reply = await retrying(() => serve(endpoint, req), { onRetry: (e, n) => console.error(`attempt ${n}: ${e.message}; trying again`) });
+    process.stdout.write(JSON.stringify(reply));
   } catch (e) {
     console.error((e as Error).message);
     process.exitCode = 1;
