@@ -1,7 +1,7 @@
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { parseManifests } from '../service/manifest.js';
-import { formatLabels, formatPorts, registryCall } from './registry.js';
-import type { DemoService, LabState } from './state.js';
+import { formatLabels, formatPorts, type RegistrySession } from './registry.js';
+import type { DemoService } from './state.js';
 
 /**
  * What `lab up` writes to the registry before it makes its pods: the kube-dns Service, each pod's spec (label app=echo,
@@ -67,11 +67,16 @@ export function kubeDnsManifest(clusterIP: string): object {
 /** JSON documents are YAML too: one per `---`. */
 export const manifestText = (docs: object[]) => docs.map((d) => JSON.stringify(d)).join('\n---\n');
 
-/** Writes the pod specs and the demo Service; returns the Service as the summary shows it. */
-export async function writeDemo(s: LabState, pods: { pod: string; node: string }[]): Promise<DemoService> {
-  // First and alone, so that no Service allocated at random can take its address.
-  await registryCall(s, { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') });
-  const r = await registryCall(s, { op: 'apply', docs: parseManifests(manifestText(demoManifests(pods)), 'lab up') });
+/**
+ * Writes the pod specs and the demo Service, in one registry process (registrySession, started by the
+ * caller ahead of etcd); returns the Service as the summary shows it.
+ */
+export async function writeDemo(registry: RegistrySession, pods: { pod: string; node: string }[]): Promise<DemoService> {
+  // kube-dns first and alone, so that no Service allocated at random can take its address.
+  const [, r] = await registry.call(
+    { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') },
+    { op: 'apply', docs: parseManifests(manifestText(demoManifests(pods)), 'lab up') },
+  );
   const svc = r.services.find((x) => x.name === 'echo')!;
   return { namespace: svc.namespace, name: svc.name, clusterIP: svc.clusterIP ?? '', ports: formatPorts(svc), selector: formatLabels(svc.selector) };
 }
