@@ -101,6 +101,8 @@ export interface OpOptions {
 async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promise<T> {
   const started = performance.now();
   const out = await fn();
+  // Steps run side by side: once interrupted, none reports itself done.
+  interrupted(o.signal);
   o.progress(what, performance.now() - started);
   return out;
 }
