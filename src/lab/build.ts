@@ -178,7 +178,8 @@ export function etcdArgv(s: LabState, m: EtcdMember): string[] {
   ];
 }
 
-const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
+/** flannel's net-conf.json for the lab, as `lab up` writes it to etcd (etcd.ts putNetworkConfig). */
+export const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });
 
 /** The node's files: where its agent (or CNI server) keeps state and sockets, and its CNI config. */
 export function nodeFiles(s: LabState, node: NodeState) {
@@ -308,8 +309,6 @@ export function subnetOf(envFile: string): string | undefined {
     return undefined;
   }
 }
-
-export const networkInitArgv = (s: LabState) => [process.execPath, WEFT, 'network', 'init', '--etcd-endpoints', s.etcd.endpoint, '--config', networkConfig(s)];
 
 /** The pods `lab up` makes: pod-<node><a, b, ...>, the first of each node with a sidecar. */
 export function upPods(nodes: string[], perNode: number): { pod: string; node: string; sidecar: boolean }[] {

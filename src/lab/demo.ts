@@ -1,6 +1,6 @@
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { parseManifests } from '../service/manifest.js';
-import { formatLabels, formatPorts, registryCall } from './registry.js';
+import { formatLabels, formatPorts, registryCall, type RegistrySession } from './registry.js';
 import type { DemoService, LabState } from './state.js';
 
 /**
@@ -72,11 +72,16 @@ export function kubeDnsManifest(clusterIP: string): object {
 /** JSON documents are YAML too: one per `---`. */
 export const manifestText = (docs: object[]) => docs.map((d) => JSON.stringify(d)).join('\n---\n');
 
-/** Before the pods are made: the kube-dns Service, then each pod's spec (so its ADD finds its labels). */
-export async function writePodSpecs(s: LabState, pods: { pod: string; node: string }[]): Promise<void> {
-  // First and alone, so that no Service allocated at random can take its address.
-  await registryCall(s, { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') });
-  await registryCall(s, { op: 'apply', docs: parseManifests(manifestText(podManifests(pods)), 'lab up') });
+/**
+ * Before the pods are made, in the registry process `lab up` started ahead of etcd: the kube-dns
+ * Service, then each pod's spec (so its ADD finds its labels).
+ */
+export async function writePodSpecs(registry: RegistrySession, pods: { pod: string; node: string }[]): Promise<void> {
+  // kube-dns first and alone, so that no Service allocated at random can take its address.
+  await registry.call(
+    { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') },
+    { op: 'apply', docs: parseManifests(manifestText(podManifests(pods)), 'lab up') },
+  );
 }
 
 /**

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   etcdArgv,
-  networkInitArgv,
+  networkConfig,
   newLab,
   nodeConflist,
   nodeDaemonArgv,
@@ -69,7 +69,12 @@ export function planUp(o: {
     switchPlan(s).render(),
     bg(s.outside.ns, runtimeArgv(runtimeOf(s, OUTSIDE_POD))),
     `# ${OUTSIDE_POD}: its runtime runs the outside world's app (port ${APP_PORT}, TCP and UDP)`,
-    ...(overlay ? [...etcdMembers(s).map((m) => bg(m.ns, etcdArgv(s, m))), `ip netns exec ${s.etcd.ns} ${shell(networkInitArgv(s))}`] : []),
+    ...(overlay
+      ? [
+          ...etcdMembers(s).map((m) => bg(m.ns, etcdArgv(s, m))),
+          `# once etcd serves: /coreos.com/network/config = ${networkConfig(s)} (if absent), over etcd's JSON gateway from ${s.etcd.ns}, as weft network init would write it`,
+        ]
+      : []),
   ];
   const m = o.monitoring ? newMonitoring(o.name) : undefined;
   if (m) {

@@ -42,6 +42,24 @@ async function call(s: LabState, path: string, body?: unknown): Promise<unknown>
   throw new Error(failures.join('; '));
 }
 
+/**
+ * flannel's network config (`weft network init` would write the same key), written only if absent
+ * and read back if not: over curl, as the rest of this file, because a `weft network init` process
+ * would load the whole etcd client (most of a second) while every agent waits for this key.
+ */
+export async function putNetworkConfig(s: LabState, config: string): Promise<void> {
+  const key = b64(`${NETWORK_PREFIX}config`);
+  const r = (await call(s, '/v3/kv/txn', {
+    compare: [{ key, target: 'CREATE', result: 'EQUAL', create_revision: '0' }],
+    success: [{ request_put: { key, value: b64(config) } }],
+    failure: [{ request_range: { key } }],
+  })) as { succeeded?: boolean; responses?: { response_range?: { kvs?: { value: string }[] } }[] };
+  if (r.succeeded) return;
+  const held = r.responses?.[0]?.response_range?.kvs?.[0]?.value;
+  if (held === undefined || unb64(held) !== config)
+    throw new Error(`${NETWORK_PREFIX}config holds ${held === undefined ? 'nothing readable' : unb64(held)}, not ${config}`);
+}
+
 /** etcd's own health endpoint. */
 export async function etcdHealthy(s: LabState): Promise<boolean> {
   const r = (await call(s, '/health')) as { health?: string };

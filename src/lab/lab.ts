@@ -12,7 +12,7 @@ import {
   joinUnderlay,
   leaveUnderlay,
   MAX_NODE_INDEX,
-  networkInitArgv,
+  networkConfig,
   newLab,
   nodeConflist,
   nodeFiles,
@@ -27,8 +27,9 @@ import {
 } from './build.js';
 import { planUp } from './dry-run.js';
 import { writeEchoService, writePodSpecs } from './demo.js';
-import { dropLeasesOf } from './etcd.js';
+import { dropLeasesOf, putNetworkConfig } from './etcd.js';
 import { addMonitoring, writeTargets } from './monitoring.js';
+import { registrySession } from './registry.js';
 import { interrupted, outsidePod, startContainers, startEtcd, startNodeDaemon, startRuntime, stopContainers } from './procs.js';
 import { removeResolvConfs, writeResolvConf } from './resolv.js';
 import { revive } from './revive.js';
@@ -106,6 +107,8 @@ export interface OpOptions {
 async function step<T>(o: UpOptions, what: string, fn: () => Promise<T>): Promise<T> {
   const started = performance.now();
   const out = await fn();
+  // Steps run side by side: once interrupted, none reports itself done.
+  interrupted(o.signal);
   o.progress(what, performance.now() - started);
   return out;
 }
@@ -175,41 +178,97 @@ export async function up(o: UpOptions): Promise<LabState | string> {
 
 const prometheusStep = 'Prometheus in its own namespace on the underlay, scraping every agent every 2 s';
 
+/** A promise with its resolve and reject at hand (Promise.withResolvers, from Node 22). */
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/**
+ * Waits for every one of `work` to end, then throws the first failure (in `work`'s order): a branch
+ * that failed never leaves the others still making things while the caller removes the lab.
+ */
+async function together(work: (Promise<unknown> | undefined)[]): Promise<void> {
+  const out = await Promise.allSettled(work.filter((w) => w !== undefined));
+  const failed = out.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/**
+ * What can go at once does: etcd, the outside world's server, the registry process (registrySession:
+ * it loads while etcd starts) and every node's namespace, runtime and agent start together. An agent
+ * loads its modules (most of its start-up) while etcd starts, then retries until etcd serves and
+ * holds the network config (a single member: the etcd client's per-host circuit breaker is off then,
+ * store/etcd.ts; a cluster's agents start once every member serves, as that breaker would hold a
+ * member that refused them for 5 s). The pods go once their nodes' agents hold their leases and the
+ * registry has their specs.
+ */
 async function build(s: LabState, o: UpOptions): Promise<void> {
   const overlay = o.backend !== 'macvlan';
   const members = etcdMembers(s);
   await step(o, `underlay switch${overlay ? (members.length > 1 ? `, ${members.length} etcd` : ', etcd') : ''} and outside-world namespaces`, async () => {
-    for (const ns of [s.underlay.ns, s.outside.ns, ...(overlay ? members.map((m) => m.ns) : [])]) await createNetns(ns);
+    await Promise.all([s.underlay.ns, s.outside.ns, ...(overlay ? members.map((m) => m.ns) : [])].map((ns) => createNetns(ns)));
     await apply(switchPlan(s));
-    await startContainers(s, outsidePod(s), o.signal);
   });
-  if (overlay) {
-    const where = members.length > 1 ? `a ${members.length}-member cluster on ${members.map((m) => m.ip).join(', ')}` : `${s.etcd.ip}:2379`;
-    await step(o, `etcd (${where}) and the network config (${o.backend})`, async () => {
-      await startEtcd(s, o.signal);
-      await execIn(s.etcd.ns, networkInitArgv(s));
-    });
-  }
+  // Before any node, so that every node joins its targets.
   if (o.monitoring) await step(o, prometheusStep, () => addMonitoring(s, o.signal));
   interrupted(o.signal);
   installPlugins(join(labDir(o.name), 'bin'));
-  const what = overlay ? 'a weft agent and a pod runtime each' : 'a CNI server, a macvlan shim and a pod runtime each';
-  // Started in order, so node<i> still takes index i (addNode takes the lowest free one under the lab's lock, in call order).
-  await step(o, `${o.nodes} nodes with ${what}`, () =>
-    inBatches(
-      Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`),
-      4,
-      (name) => addNode(s, name, { signal: o.signal }),
-    ),
-  );
+  const registry = overlay ? registrySession(s) : undefined;
   const jobs = upPods(
-    s.nodes.map((n) => n.name),
+    Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`),
     o.podsPerNode,
   );
-  if (overlay) await step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(s, jobs));
-  await step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, () =>
-    inBatches(jobs, 8, (j) => addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal })),
-  );
+  try {
+    const where = members.length > 1 ? `a ${members.length}-member cluster on ${members.map((m) => m.ip).join(', ')}` : `${s.etcd.ip}:2379`;
+    const etcd = overlay
+      ? step(o, `etcd (${where}) and the network config (${o.backend})`, async () => {
+          await startEtcd(s, o.signal);
+          await putNetworkConfig(s, networkConfig(s));
+        })
+      : undefined;
+    const what = overlay ? 'a weft agent and a pod runtime each' : 'a CNI server, a macvlan shim and a pod runtime each';
+    const names = Array.from({ length: o.nodes }, (_, i) => `node${i + 1}`);
+    // Each node's pods go as soon as that node is up, not when the last node is.
+    const nodeUp = new Map(names.map((n) => [n, deferred()]));
+    for (const d of nodeUp.values()) d.promise.catch(() => undefined);
+    const demo = etcd?.then(() =>
+      step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(registry!, jobs)),
+    );
+    await together([
+      etcd,
+      step(o, "the outside world's server", () => startContainers(s, outsidePod(s), o.signal)),
+      // Started in order, so node<i> still takes index i (addNode takes the lowest free one under the lab's lock, in call order).
+      step(o, `${o.nodes} nodes with ${what}`, () =>
+        inBatches(names, 4, (name) =>
+          addNode(s, name, { signal: o.signal, ...(etcd && { store: etcd, afterStore: members.length > 1 }) }).then(
+            () => nodeUp.get(name)!.resolve(),
+            (e: unknown) => {
+              nodeUp.get(name)!.reject(e);
+              throw e;
+            },
+          ),
+        ).finally(() => {
+          // Nodes a failure kept from starting never come.
+          for (const d of nodeUp.values()) d.reject(new LabError('interrupted', 'its node was not made'));
+        }),
+      ),
+      demo,
+      // Timed from the first node up.
+      Promise.race([...nodeUp.values()].map((d) => d.promise)).then(() =>
+        step(o, `${o.nodes * o.podsPerNode} pods through the CNI plugin`, () =>
+          inBatches(jobs, 8, async (j) => {
+            await Promise.all([nodeUp.get(j.node)!.promise, demo]);
+            return addPod(s, j.pod, j.node, { sidecar: j.sidecar, signal: o.signal });
+          }),
+        ),
+      ),
+    ]);
+  } finally {
+    registry?.cancel();
+  }
   if (overlay) {
     await step(o, 'the Service echo over the pods in the registry', async () => {
       const service = await writeEchoService(s);
@@ -287,8 +346,12 @@ async function allOrNothing<T>(what: string, work: () => Promise<T>, undo: () =>
 
 const flag = (s: LabState) => (s.name === 'weft' ? '' : ` --name ${s.name}`);
 
-/** A node namespace on the underlay with its own agent, plus the CNI config a runtime there would use. */
-export async function addNode(s: LabState, name: string, o: OpOptions = {}): Promise<NodeState> {
+/**
+ * A node namespace on the underlay with its own agent, plus the CNI config a runtime there would use.
+ * `store`: etcd starting (`lab up` starts nodes meanwhile); its failure ends the wait for the agent.
+ * `afterStore`: the agent starts only once it has (see build).
+ */
+export async function addNode(s: LabState, name: string, o: OpOptions & { store?: Promise<unknown>; afterStore?: boolean } = {}): Promise<NodeState> {
   validateNodeName(name);
   const node = await update(s, (f) => {
     refuseTaken(f, name);
@@ -309,7 +372,17 @@ export async function addNode(s: LabState, name: string, o: OpOptions = {}): Pro
       await apply(nodePlan(s, node));
       await apply(joinUnderlay(new Plan(), presentMembers(s), [{ ns: node.ns, ip: node.ip }]));
       interrupted(o.signal);
-      const [subnet] = await Promise.all([startNodeDaemon(s, node, o.signal), startRuntime(s, name, o.signal)]);
+      // An agent waiting for a store that failed to start stops waiting at once.
+      const storeFailed = new AbortController();
+      o.store?.catch((e: unknown) => storeFailed.abort(e));
+      const signal = o.signal ? AbortSignal.any([o.signal, storeFailed.signal]) : storeFailed.signal;
+      const [subnet] = await Promise.all([
+        (async () => {
+          if (o.afterStore) await o.store;
+          return startNodeDaemon(s, node, signal);
+        })(),
+        startRuntime(s, name, o.signal),
+      ]);
       writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
       interrupted(o.signal);
       return update(s, (f) => {

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
 import { createNetns, deleteNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { writeFileAtomic } from '../util/file.js';
@@ -56,6 +56,8 @@ export function monitoringPlan(s: LabState, m: Monitoring): Plan {
 }
 
 export function prometheusConfig(s: LabState): string {
+  // yaml loads here only (about a quarter of a second), not with every lab command.
+  const { stringify } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
   return stringify({
     global: { scrape_interval: SCRAPE_INTERVAL, scrape_timeout: SCRAPE_INTERVAL },
     scrape_configs: [{ job_name: 'weft-agent', file_sd_configs: [{ files: [monitoringFiles(s.name).targets], refresh_interval: '5s' }] }],

@@ -8,7 +8,7 @@ import { docId, type RegistryReply, type RegistryRequest, type RegistryView } fr
 
 /**
  * The process behind registry.ts's registryCall, in etcd's namespace: one JSON request on stdin, one
- * JSON reply on stdout. With `--watch` (registryWatch) it prints the view as a JSON line at start and
+ * JSON reply on stdout (a list of requests: served in order, a list of replies). With `--watch` (registryWatch) it prints the view as a JSON line at start and
  * after every change, until its stdin closes (its parent went away).
  */
 async function view(registry: Registry, network: EtcdStore): Promise<RegistryView> {
@@ -94,10 +94,15 @@ async function main(): Promise<void> {
   let text = '';
   for await (const chunk of process.stdin) text += String(chunk);
   try {
-    const req = JSON.parse(text) as RegistryRequest;
+    const req = JSON.parse(text) as RegistryRequest | RegistryRequest[];
     // Every request is declarative (apply, delete, view), so asking again after a timeout is safe.
-    const reply = await retrying(() => serve(endpoint, req), { onRetry: (e, n) => console.error(`attempt ${n}: ${e.message}; trying again`) });
-    process.stdout.write(JSON.stringify(reply));
+    const once = (r: RegistryRequest) => retrying(() => serve(endpoint, r), { onRetry: (e, n) => console.error(`attempt ${n}: ${e.message}; trying again`) });
+    if (!Array.isArray(req)) process.stdout.write(JSON.stringify(await once(req)));
+    else {
+      const replies = [];
+      for (const r of req) replies.push(await once(r));
+      process.stdout.write(JSON.stringify(replies));
+    }
   } catch (e) {
     console.error((e as Error).message);
     process.exitCode = 1;

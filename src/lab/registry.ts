@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { run } from '../kernel/exec.js';
+import { collectLater } from '../util/proc.js';
 import type { Manifest } from '../service/manifest.js';
 import type { Endpoint, EndpointSliceRecord, PodRecord, Service } from '../service/types.js';
 import { LabError, type LabState } from './state.js';
@@ -9,7 +10,8 @@ import { LabError, type LabState } from './state.js';
 /**
  * The lab's hands on its Service registry. The lab's etcd answers only inside the lab's namespaces,
  * so `weft lab apply/get/delete` and `weft verify` run registry-main.js in etcd's namespace: one JSON
- * request on its stdin, one JSON reply on its stdout.
+ * request on its stdin, one JSON reply on its stdout (or a list of requests, served in order, and the
+ * list of their replies).
  */
 export type RegistryRequest = { op: 'apply'; docs: Manifest[] } | { op: 'delete'; docs: Manifest[] } | { op: 'view' };
 
@@ -63,6 +65,31 @@ export async function registryCall<R extends RegistryRequest>(s: LabState, req: 
     const why = (e as Error).message.replace(/^.*registry-main\.js \S+: /s, '');
     throw new LabError('registry', why);
   }
+}
+
+type Replies<R extends RegistryRequest[]> = { [K in keyof R]: Extract<RegistryReply, { op: R[K]['op'] }> };
+
+/**
+ * A registry-main started ahead of its requests, in etcd's namespace: it loads its modules (the etcd
+ * client, most of its start-up) while `lab up` still waits for etcd. `call` then sends the requests,
+ * served one after the other in that one process; `cancel` ends it unused.
+ */
+export interface RegistrySession {
+  call: <R extends RegistryRequest[]>(...reqs: R) => Promise<Replies<R>>;
+  cancel: () => void;
+}
+
+export function registrySession(s: LabState): RegistrySession {
+  refuseUnderlay(s);
+  const child = collectLater(['ip', 'netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint]);
+  return {
+    call: async <R extends RegistryRequest[]>(...reqs: R) => {
+      const r = await child.send(JSON.stringify(reqs));
+      if (r.code !== 0) throw new LabError('registry', r.stderr.trim() || `the registry exited (${r.code ?? r.signal})`);
+      return JSON.parse(r.stdout) as Replies<R>;
+    },
+    cancel: child.cancel,
+  };
 }
 
 /**

@@ -1,8 +1,16 @@
-import { LineCounter, parseAllDocuments } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import type { EndpointSliceRecord, Service } from './types.js';
 import { Checker, checkEndpointSlice, DEFAULT_NAMESPACE, checkPod, checkService, type Issue, type PodSpecInput, type ServiceInput } from './validate.js';
 
 export type { PodSpecInput, ServiceInput } from './validate.js';
+
+/**
+ * The YAML parser (72 modules, a quarter of a second to load on a busy core) is loaded on the first
+ * YAML manifest only: the agent and the lab's registry process load this file for its checks and
+ * never parse YAML, and generated input takes the JSON path.
+ */
+const yaml = (): typeof Yaml => createRequire(import.meta.url)('yaml') as typeof Yaml;
 
 /** Where a document came from: the file (or `-`) and its 1-based position among the documents in it. */
 export interface DocSource {
@@ -71,6 +79,7 @@ export function parseManifests(text: string, source: string, defaultNamespace = 
 type RawDocument = { index: number; line: number } & ({ value: unknown } | { errors: { line: number; message: string }[] });
 
 function yamlDocuments(text: string): RawDocument[] {
+  const { LineCounter, parseAllDocuments } = yaml();
   const lines = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   if (!Array.isArray(docs)) return [{ index: 1, line: 1, errors: [{ line: 1, message: 'not a YAML document stream' }] }];

@@ -31,6 +31,12 @@ export interface EtcdStoreOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
+
+/** A fault-handling policy that runs the call as it is (cockatiel's noop; the client calls only `execute`). */
+const PASS_THROUGH = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal) =>
+    Promise.resolve().then(() => fn({ signal: signal ?? new AbortController().signal })),
+} as unknown as ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
 /** Keys per list request: a page of Weft's values (under 1 KiB each) stays far below the client's 64 MiB answer limit. */
 const LIST_PAGE = 5000;
 
@@ -63,6 +69,10 @@ export class EtcdStore implements Store {
       // Pings expose a silently dead peer under a long-lived watch stream; etcd accepts one every 5 s at most.
       // A list page of large values may pass gRPC's default 4 MiB answer limit; etcd itself sends up to 2 GiB.
       grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': 64 * 1024 * 1024 },
+      // The client's per-host circuit breaker (open for 5 s after 3 failures in a row) sends requests to
+      // the other members while one is down. With one member there is no other: it only made a client
+      // that started alongside etcd (lab up starts agents and etcd together) wait 5 s after etcd served.
+      ...(options.endpoints.length === 1 && { faultHandling: { host: () => PASS_THROUGH } }),
     };
     if (options.tls) this.credentials = { credentials: readTls(options.tls) };
     this.client = new Etcd3({ ...clientOptions, ...this.credentials });

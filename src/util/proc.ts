@@ -33,3 +33,38 @@ export function collect(argv: string[], opts: { input?: string; env?: NodeJS.Pro
     child.stdin.end(opts.input ?? '');
   });
 }
+
+/**
+ * Starts argv now and gives it its stdin later: a program that loads slowly (a Node program and its
+ * modules) does that while the caller still waits for what the input depends on. `send` writes the
+ * input, closes stdin and collects as `collect` does; `cancel` (a no-op after `send`) closes stdin
+ * unwritten and kills the process.
+ */
+export function collectLater(argv: string[]): { send: (input: string) => Promise<Collected>; cancel: () => void } {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (d: Buffer) => out.push(d));
+  child.stderr.on('data', (d: Buffer) => err.push(d));
+  child.stdin.on('error', () => undefined);
+  const done = new Promise<Collected>((resolve, reject) => {
+    child.on('error', (e) => reject(new Error(`cannot run ${argv[0]}: ${e.message}`)));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+  });
+  // Until `send`, a failure to start is the caller's to hear there, not an unhandled rejection.
+  done.catch(() => undefined);
+  let sent = false;
+  return {
+    send: (input) => {
+      sent = true;
+      child.stdin.end(input);
+      return done;
+    },
+    cancel: () => {
+      if (sent) return;
+      sent = true;
+      child.stdin.end();
+      child.kill('SIGKILL');
+    },
+  };
+}
