@@ -15,6 +15,15 @@ import { closeFd, openTun, openUdp } from './udp-sys.js';
  * workers and (re)attaches to flannel0 when not attached or when the device was deleted and
  * recreated under us (the workers see EBADFD and raise `detached`).
  */
+/**
+ * The workers' nice value: -10 unless WEFT_UDP_NICE says otherwise (0 leaves them at the agent's).
+ * The loop carries what the kernel carries for vxlan in softirq, ahead of the node's processes.
+ */
+export function workerNice(env: string | undefined): number {
+  const n = env === undefined || env === '' ? -10 : Number(env);
+  return Number.isInteger(n) && n >= -20 && n <= 19 ? n : -10;
+}
+
 export class UdpDatapath implements Datapath {
   private readonly control = new SharedArrayBuffer(controlBytes);
   private readonly counters = new SharedArrayBuffer(countersBytes);
@@ -35,6 +44,7 @@ export class UdpDatapath implements Datapath {
   constructor(
     private readonly log: (msg: string, fields?: Record<string, unknown>) => void = () => undefined,
     private readonly offload = process.env.WEFT_UDP_OFFLOAD !== '0',
+    private readonly nice = workerNice(process.env.WEFT_UDP_NICE),
   ) {}
 
   async sync(t: UdpTunnel): Promise<void> {
@@ -61,7 +71,9 @@ export class UdpDatapath implements Datapath {
     this.workerError = '';
     for (const role of ['tx', 'rx'] as const) {
       const w = new Worker(new URL('./udp-worker.js', import.meta.url), {
-        workerData: { role, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control, counters: this.counters, offload: this.offload },
+        workerData: { role, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control, counters: this.counters, offload: this.offload, nice: this.nice },
+        // WEFT_UDP_CPU_PROF=DIR: a V8 CPU profile of each worker, written to DIR when it stops.
+        ...(process.env.WEFT_UDP_CPU_PROF ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${process.env.WEFT_UDP_CPU_PROF}`] } : {}),
       });
       w.on('error', (e) => {
         this.workerError = e.message;

@@ -158,24 +158,59 @@ export class PeerTable {
   }
 }
 
+/** A 32-bit view of each 16-bit view sum16 is given (the packet loop has a few, for its lifetime). */
+const u32Views = new WeakMap<Uint16Array, Uint32Array>();
+function u32Of(u16: Uint16Array): Uint32Array {
+  let v = u32Views.get(u16);
+  if (!v) u32Views.set(u16, (v = new Uint32Array(u16.buffer, 0, u16.buffer.byteLength >> 2)));
+  return v;
+}
+
 /**
  * The ones'-complement sum (folded to 16 bits, not complemented) of b[start, end) in network byte
- * order. When `start` is even it sums native 16-bit words through `u16` (a view of b's buffer at
- * b's own even offset) and swaps once at the end (RFC 1071: the sum is byte-order independent).
+ * order. When `u16` views b's buffer and the range starts at an even address, it sums native 32-bit
+ * words (a 2-byte head and tail aside) into two doubles, exact far beyond 64 KiB of words, and
+ * folds once: 2^16 ≡ 1 (mod 0xffff), so a sum of little-endian 32-bit words folds to the sum of
+ * little-endian 16-bit words, the byte-swapped network-order sum (RFC 1071: the sum is byte-order
+ * independent). Twice as fast as 16-bit words; this is most of the tx loop's JS time.
  */
 export function sum16(b: Uint8Array, u16: Uint16Array, start: number, end: number): number {
-  let sum = 0;
-  if ((start & 1) === 0 && (b.byteOffset & 1) === 0 && u16.buffer === b.buffer) {
-    const base = b.byteOffset >> 1;
-    const last = base + ((end - start) >> 1) + (start >> 1);
-    for (let i = base + (start >> 1); i < last; i++) sum += u16[i]!;
-    if ((end - start) & 1) sum += b[end - 1]!; // a lone byte pads as the low (first) byte of a LE word
+  let i = b.byteOffset + start;
+  const stop = b.byteOffset + end;
+  if ((i & 1) === 0 && u16.buffer === b.buffer && end - start >= 4) {
+    let sum = 0;
+    if (i & 2) {
+      sum += u16[i >> 1]!;
+      i += 2;
+    }
+    const u32 = u32Of(u16);
+    let w = i >> 2;
+    const wEnd = stop >> 2;
+    let s0 = 0;
+    let s1 = 0;
+    for (; w + 1 < wEnd; w += 2) {
+      s0 += u32[w]!;
+      s1 += u32[w + 1]!;
+    }
+    if (w < wEnd) s0 += u32[w]!;
+    sum += s0 + s1;
+    i = wEnd << 2;
+    if (i + 2 <= stop) {
+      sum += u16[i >> 1]!;
+      i += 2;
+    }
+    if (i < stop) sum += b[end - 1]!; // a lone byte pads as the low (first) byte of a LE word
+    // Fold the double (< 2^53) below 2^32 with exact arithmetic, then to 16 bits.
+    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
+    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
+    sum = (sum >>> 16) + (sum & 0xffff);
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
     return ((sum & 0xff) << 8) | (sum >>> 8);
   }
-  let i = start;
-  for (; i + 1 < end; i += 2) sum += (b[i]! << 8) | b[i + 1]!;
-  if (i < end) sum += b[i]! << 8;
+  let sum = 0;
+  let j = start;
+  for (; j + 1 < end; j += 2) sum += (b[j]! << 8) | b[j + 1]!;
+  if (j < end) sum += b[j]! << 8;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
 }

@@ -33,7 +33,22 @@ import {
   type PeerTable,
 } from './udp-packet.js';
 import { C, K, readPeers, type Settings } from './udp-shared.js';
-import { EAGAIN, EBADFD, EINTR, EIO, errno, GroReceiver, pollFn, readFn, sendtoFn, setUdpSegment, sockaddr, VNET_HDR_LEN, writeFn } from './udp-sys.js';
+import {
+  EAGAIN,
+  EBADFD,
+  EINTR,
+  EIO,
+  errno,
+  GroReceiver,
+  pollFn,
+  readFn,
+  sendtoFn,
+  setThreadNice,
+  setUdpSegment,
+  sockaddr,
+  VNET_HDR_LEN,
+  writeFn,
+} from './udp-sys.js';
 
 export interface WorkerData {
   role: 'tx' | 'rx';
@@ -43,6 +58,8 @@ export interface WorkerData {
   counters: SharedArrayBuffer;
   /** The TUN fd has IFF_VNET_HDR and TSO offload: a virtio_net_hdr precedes every packet. */
   offload: boolean;
+  /** This thread's nice value (0: left as is). */
+  nice: number;
 }
 
 const POLLIN = 1;
@@ -265,5 +282,6 @@ function rx(): void {
 }
 
 refresh();
+if (d.nice !== 0 && !setThreadNice(d.nice)) process.stderr.write(`weft udp: could not set the ${d.role} worker's nice to ${d.nice} (errno ${errno()})\n`);
 if (d.role === 'tx') tx();
 else rx();
