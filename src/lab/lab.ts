@@ -234,9 +234,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
     // Each node's pods go as soon as that node is up, not when the last node is.
     const nodeUp = new Map(names.map((n) => [n, deferred()]));
     for (const d of nodeUp.values()) d.promise.catch(() => undefined);
-    const demo = etcd?.then(() =>
-      step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(registry!, jobs)),
-    );
+    const demo = etcd?.then(() => step(o, 'kube-system/kube-dns and the pod specs (app=echo) in the registry', () => writePodSpecs(registry!, jobs)));
     await together([
       etcd,
       step(o, "the outside world's server", () => startContainers(s, outsidePod(s), o.signal)),
