@@ -234,8 +234,9 @@ test('a missing route in the source pod is named', async () => {
     assert.equal(r.hops[0]!.kind, 'route');
     assert.match(r.droppedBy ?? '', new RegExp(`no route to ${s.pods[1]!.ip.replace(/\./g, '\\.')} in ${pod.name} \\(ip route get: Network is unreachable\\)`));
   } finally {
-    inNs(pod.ns, 'ip', 'route', 'add', '10.244.0.0/16', 'via', gw, 'dev', 'eth0');
-    inNs(pod.ns, 'ip', 'route', 'add', 'default', 'via', gw);
+    // onlink: with the lab's static neighbours the pod's own /24 goes via the gateway too, so no connected route makes it on-link.
+    inNs(pod.ns, 'ip', 'route', 'add', '10.244.0.0/16', 'via', gw, 'dev', 'eth0', 'onlink');
+    inNs(pod.ns, 'ip', 'route', 'add', 'default', 'via', gw, 'dev', 'eth0', 'onlink');
   }
   noTraceTables(lab);
 });

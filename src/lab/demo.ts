@@ -78,10 +78,9 @@ export const manifestText = (docs: object[]) => docs.map((d) => JSON.stringify(d
  */
 export async function writePodSpecs(registry: RegistrySession, pods: { pod: string; node: string }[]): Promise<void> {
   // kube-dns first and alone, so that no Service allocated at random can take its address.
-  await registry.call(
-    { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') },
-    { op: 'apply', docs: parseManifests(manifestText(podManifests(pods)), 'lab up') },
-  );
+  const kubeDns = { op: 'apply', docs: parseManifests(manifestText([kubeDnsManifest(DEFAULT_CLUSTER_DNS)]), 'lab up') } as const;
+  if (!pods.length) await registry.call(kubeDns);
+  else await registry.call(kubeDns, { op: 'apply', docs: parseManifests(manifestText(podManifests(pods)), 'lab up') });
 }
 
 /**
