@@ -365,23 +365,19 @@ export async function verify(lab: string, o: { allPairs?: boolean } = {}): Promi
   // The data plane of what is made: pending entries are reported above.
   const s = { ...all, nodes: all.nodes.filter((n) => !n.pending), pods: all.pods.filter((p) => !p.pending) };
   const pairs = podPairs(s, o.allPairs);
-  if (pairs.coverage.sampled) {
-    // A large lab: every agent programming verify's Services (an endpoint per pod) takes the machine's
-    // cores for seconds, and pod checks running meanwhile missed their 2 s (a 20x10 lab: 375 of 580
-    // pairs). The Services come after the pod checks.
+  let othersDone = () => undefined as void;
+  const othersEnded = new Promise<void>((r) => (othersDone = r));
+  // A small lab's Services are made now, so the agents program them while the checks below run; they
+  // probe after them. A large (sampled) lab's come after the pod checks: every agent programming them
+  // (an endpoint per pod) takes the cores for seconds, and pod checks meanwhile missed their 2 s (a
+  // 20x10 lab: 375 of 580 pairs).
+  const early = pairs.coverage.sampled ? undefined : serviceChecks(s, othersEnded);
+  try {
     await networkModel(s, pairs, results);
-    results.push(...(await serviceChecks(s, Promise.resolve())));
-  } else {
-    let othersDone = () => undefined as void;
-    // Its Services are made now, so the agents program them while the checks below run; it probes after them.
-    const services = serviceChecks(s, new Promise<void>((r) => (othersDone = r)));
-    try {
-      await networkModel(s, pairs, results);
-    } finally {
-      othersDone();
-    }
-    results.push(...(await services));
+  } finally {
+    othersDone();
   }
+  results.push(...(await (early ?? serviceChecks(s, othersEnded))));
   results.push(...(await dnsChecks(s)));
   return { state: s, results, coverage: pairs.coverage };
 }
