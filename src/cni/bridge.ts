@@ -96,12 +96,12 @@ const v4 = <T extends { address: string }>(ips: T[]) => ips.filter((ip) => !ip.a
  */
 async function pinNeighbours({ c, env, ips, podMac }: Wiring): Promise<Plan> {
   const plan = new Plan();
-  const [bridge, ports] = await Promise.all([link(HOST, c.bridge), links(HOST)]);
-  const bridgeMac = bridge?.mac;
+  const all = await links(HOST);
+  const bridgeMac = all.find((l) => l.name === c.bridge)?.mac;
   // The plugin makes its bridge with a fixed MAC. A bridge made without one takes the lowest MAC of
   // its ports and changes it as they come and go, leaving the pods' entries for their gateway naming
   // a MAC no port has; setting its address, even to the one it has, fixes it (the kernel then keeps it).
-  if (bridgeMac && ports.some((l) => l.master === c.bridge && l.mac === bridgeMac)) plan.add(op.setLink({ ns: HOST, dev: c.bridge, mac: bridgeMac }));
+  if (bridgeMac && all.some((l) => l.master === c.bridge && l.mac === bridgeMac)) plan.add(op.setLink({ ns: HOST, dev: c.bridge, mac: bridgeMac }));
   for (const ip of v4(ips)) {
     plan.add(op.setNeigh({ ns: HOST, dst: ip.ip, mac: podMac, dev: c.bridge }));
     if (!c.isGateway || !ip.gateway || !bridgeMac) continue;
