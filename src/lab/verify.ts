@@ -95,8 +95,9 @@ async function ping(ns: string, ip: string, extra: string[] = []): Promise<{ ok:
   }
 }
 
-/** Sources at once: each runs its pairs' probes together and one shell of pings. */
+/** Sources at once: each sends all its pairs' probes in one request to its runtime, which runs them together. */
 const SOURCES_AT_ONCE = 32;
+const PROTOS = ['tcp', 'udp', 'icmp'] as const;
 /** Single checks at once (a probe, or a shell in a node): enough to hide each one's latency, few enough for two cores. */
 const CHECKS_AT_ONCE = 16;
 
@@ -105,22 +106,22 @@ async function podToPod(s: LabState, group: string, list: Pair[]): Promise<Check
   const bySrc = new Map<PodState, PodState[]>();
   for (const { src, dst } of list) bySrc.set(src, [...(bySrc.get(src) ?? []), dst]);
   await inBatches([...bySrc], SOURCES_AT_ONCE, async ([src, dsts]) => {
-    const echoes = Promise.all(dsts.map((dst) => probeFrom(controlSocket(s.name, src.name, 'app'), { proto: 'icmp', host: dst.ip })));
-    await Promise.all(
-      dsts.map(async (dst) => {
-        for (const proto of ['tcp', 'udp'] as const) {
-          const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
-          const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
-          const evidence = r.ok
-            ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`
-            : r.error;
-          out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
-        }
-      }),
+    const checks = dsts.flatMap((dst) =>
+      PROTOS.map((proto) => ({ dst, probe: proto === 'icmp' ? { proto, host: dst.ip } : { proto, host: dst.ip, port: APP_PORT } })),
     );
-    for (const [i, e] of (await echoes).entries()) {
-      const evidence = e.ok ? `echo reply in ${e.ms.toFixed(3)} ms` : e.error;
-      out.push({ group, check: 'icmp', from: label(src), to: label(dsts[i]!), ok: e.ok, evidence });
+    const results = await probeFrom(
+      controlSocket(s.name, src.name, 'app'),
+      checks.map((c) => c.probe),
+    );
+    for (const [i, { dst, probe }] of checks.entries()) {
+      const r = results[i]!;
+      let ok = r.ok;
+      let evidence = r.ok ? `echo reply in ${r.ms.toFixed(3)} ms` : r.error;
+      if (r.ok && 'seen' in r) {
+        ok = r.seen.pod === dst.name && r.seen.client === src.ip;
+        evidence = `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`;
+      }
+      out.push({ group, check: probe.proto, from: label(src), to: label(dst), ok, evidence });
     }
   });
   return out;

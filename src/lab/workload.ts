@@ -161,7 +161,12 @@ export function ping(ns: string, p: Ping): Promise<PingResult> {
   });
 }
 
-/** A container's probe socket: each request (one JSON Probe or Ping, then end) runs from inside `ns`. */
+const run = (ns: string, p: Probe | Ping): Promise<ProbeResult | PingResult> => (p.proto === 'icmp' ? ping(ns, p) : probe(ns, p));
+
+/**
+ * A container's probe socket: each request (one JSON Probe or Ping, or a list of them run at once,
+ * then end) runs from inside `ns`.
+ */
 function controlServer(path: string, ns: string): Server {
   mkdirSync(dirname(path), { recursive: true });
   rmSync(path, { force: true });
@@ -170,15 +175,15 @@ function controlServer(path: string, ns: string): Server {
     sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('error', () => undefined);
     sock.on('end', () => {
-      let p: Probe | Ping;
+      let p: Probe | Ping | (Probe | Ping)[];
       try {
-        p = JSON.parse(body) as Probe | Ping;
+        p = JSON.parse(body) as typeof p;
       } catch {
         // A liveness check (connect, then close) or garbage: nothing to run.
         sock.end();
         return;
       }
-      void (p.proto === 'icmp' ? ping(ns, p) : probe(ns, p)).then((r) => sock.end(JSON.stringify(r)));
+      void (Array.isArray(p) ? Promise.all(p.map((x) => run(ns, x))) : run(ns, p)).then((r) => sock.end(JSON.stringify(r)));
     });
   }).listen(path);
 }
@@ -323,10 +328,18 @@ export function askRuntime(path: string, req: RuntimeRequest): Promise<RuntimeAn
   });
 }
 
-/** Asks the container behind `control` to run a probe, or a ping, from inside its pod. */
+/**
+ * Asks the container behind `control` to run a probe, or a ping, from inside its pod; or a list of
+ * them, all at once, in one request (the results in the same order).
+ */
 export function probeFrom(control: string, p: Probe): Promise<ProbeResult>;
 export function probeFrom(control: string, p: Ping): Promise<PingResult>;
-export function probeFrom(control: string, p: Probe | Ping): Promise<ProbeResult | PingResult> {
+export function probeFrom(control: string, p: (Probe | Ping)[]): Promise<(ProbeResult | PingResult)[]>;
+export function probeFrom(control: string, p: Probe | Ping | (Probe | Ping)[]): Promise<ProbeResult | PingResult | (ProbeResult | PingResult)[]> {
+  const failed = (error: string) => {
+    const r = { ok: false as const, error: `probe agent at ${control}: ${error}`, ms: 0 };
+    return Array.isArray(p) ? p.map(() => r) : r;
+  };
   return new Promise((resolve) => {
     const sock = createConnection(control);
     let body = '';
@@ -334,11 +347,11 @@ export function probeFrom(control: string, p: Probe | Ping): Promise<ProbeResult
     sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('end', () => {
       try {
-        resolve(JSON.parse(body) as ProbeResult | PingResult);
+        resolve(JSON.parse(body) as ProbeResult | PingResult | (ProbeResult | PingResult)[]);
       } catch {
-        resolve({ ok: false, error: `probe agent at ${control} gave no answer`, ms: 0 });
+        resolve(failed('gave no answer'));
       }
     });
-    sock.on('error', (e) => resolve({ ok: false, error: `probe agent at ${control}: ${e.message}`, ms: 0 }));
+    sock.on('error', (e) => resolve(failed(e.message)));
   });
 }
