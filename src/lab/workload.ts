@@ -334,6 +334,7 @@ export function askRuntime(path: string, req: RuntimeRequest): Promise<RuntimeAn
  */
 export function probeFrom(control: string, p: Probe): Promise<ProbeResult>;
 export function probeFrom(control: string, p: Ping): Promise<PingResult>;
+export function probeFrom(control: string, p: Probe[]): Promise<ProbeResult[]>;
 export function probeFrom(control: string, p: (Probe | Ping)[]): Promise<(ProbeResult | PingResult)[]>;
 export function probeFrom(control: string, p: Probe | Ping | (Probe | Ping)[]): Promise<ProbeResult | PingResult | (ProbeResult | PingResult)[]> {
   const failed = (error: string) => {
