@@ -1,7 +1,8 @@
 /**
  * The service proxy's tables against a real kernel, in disposable namespaces: what the netlink
  * encoder writes lists (nft) exactly as the rules' text; a real connection from the node through a
- * ClusterIP reaches a pod; a Service without endpoints refuses at once; one change is one
+ * ClusterIP reaches a pod; a Service without endpoints refuses at once (from the node and through
+ * it); one change is one
  * transaction that leaves other Services' rules alone; a full sync repairs drift made by hand;
  * stale UDP conntrack entries go with their endpoint; cleanup removes every table.
  */
@@ -146,12 +147,14 @@ describe('proxy tables in a kernel', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 20; i++) seen.add(backend(await connect('10.96.0.11', 80)) ?? 'failed');
     assert.deepEqual([...seen].sort(), [POD, POD2]);
-    // More than the kernel's ICMP burst: every one is refused at once (a TCP reset).
-    for (let i = 0; i < 12; i++) {
-      const refused = await connect('10.96.0.12', 80);
-      assert.equal(refused.error, 'ECONNREFUSED');
-      assert.ok(refused.ms < 500, `refused after ${refused.ms} ms`);
-    }
+    // More than the kernel's ICMP burst: every one is refused at once (a TCP reset), from the node
+    // (output hook) and from a client routed through it (prerouting).
+    for (const from of ['node', 'client'])
+      for (let i = 0; i < 12; i++) {
+        const refused = await connect('10.96.0.12', 80, from);
+        assert.equal(refused.error, 'ECONNREFUSED', from);
+        assert.ok(refused.ms < 500, `refused after ${refused.ms} ms from ${from}`);
+      }
   });
 
   it('one change is one transaction and leaves the other Services rules (their handles) alone', async () => {
@@ -167,8 +170,11 @@ describe('proxy tables in a kernel', () => {
     await table.update(new Map([['0', web()]]));
   });
 
-  it('a full sync repairs drift made by hand: a deleted rule, a deleted element, a stray chain, a deleted shard table', async () => {
+  it('a full sync repairs drift made by hand: a deleted rule, a deleted element, a stray chain, a deleted shard table, an old hook chain', async () => {
     const want = await ruleset();
+    // An older agent's no-endpoint check in a filter hook, which every packet crossed.
+    await nft('add', 'chain', 'ip', 'weft-proxy', 'filter-forward', '{ type filter hook forward priority -110; }');
+    await nft('add', 'rule', 'ip', 'weft-proxy', 'filter-forward', 'ct', 'state', 'new', 'jump', 'endpoints-check');
     const dbTable = serviceTable('default', 'db');
     const webTable = serviceTable('default', 'web');
     const [webChain] = [...web().chains.keys()];
@@ -180,6 +186,7 @@ describe('proxy tables in a kernel', () => {
     const r = await table.sync(all(web(), db(), empty()));
     assert.ok(r.changes.length > 0);
     assert.match(r.changes.join('\n'), /del chain: 1 \(service-DEADBEEF-x\/y\/tcp\/z\)/);
+    assert.ok(r.changes.includes('delete chain filter-forward in weft-proxy'), r.changes.join('\n'));
     assert.equal(await ruleset(), want);
     assert.ok(backend(await connect('10.96.0.11', 80)));
   });

@@ -13,7 +13,7 @@ import { addrs, link, nftRuleset } from '../kernel/state.js';
  * to the Service's endpoints. So the `weft-dns` table marks DNS to and from that address `notrack`
  * at raw priority: untracked packets skip every nat hook (no DNAT) and make no conntrack entry
  * (no 5 s lookups from UDP conntrack races, kubernetes issue 56903), and the proxy's no-endpoint
- * checks, which look at `ct state new`, pass them too.
+ * checks, which sit in nat chains, pass them too.
  */
 export const DNS_DEVICE = 'weft-dns';
 export const DNS_TABLE = 'weft-dns';

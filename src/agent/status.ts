@@ -143,9 +143,11 @@ export function formatStatus(s: AgentStatus, note?: string): string {
     for (const n of d.neighbours) out.push(`  neigh ${n.ip} lladdr ${n.mac} dev ${n.dev}`);
     for (const f of d.fdb) out.push(`  fdb ${f.mac} dst ${f.dst} dev ${f.dev}`);
     const fw = d.firewall;
-    out.push(
-      `  nft table ip weft: forward ${fw.network}${fw.ipMasq ? ', ip-masq' : ''}${fw.vxlan ? `, VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]` : ''}`,
-    );
+    const table = [
+      ...(fw.ipMasq ? [`ip-masq of ${fw.network}`] : []),
+      ...(fw.vxlan ? [`VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]`] : []),
+    ];
+    out.push(`  nft table ip weft: ${table.join(', ') || 'no rules'}`);
     out.push(
       fw.forwardRules
         ? `  forward rules: on: other tables' forward chains with policy drop (Docker's ip filter FORWARD) accept ${fw.network} (rules commented "weft forward", removed by --cleanup)`

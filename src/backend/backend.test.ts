@@ -130,10 +130,11 @@ describe('reconcile', () => {
     assert.match(text, /ip neigh replace 10\.244\.2\.0 lladdr 02:00:00:00:00:02 dev flannel\.1 nud permanent/);
     assert.match(text, /ip route replace 10\.244\.3\.0\/24 via 10\.244\.3\.0 dev flannel\.1 onlink/);
     assert.match(text, /add rule ip weft postrouting ip saddr 10\.244\.0\.0\/16 ip daddr != 224\.0\.0\.0\/4 masquerade/);
-    assert.match(text, /add rule ip weft input udp dport 8472 ip saddr @vxlan_peers accept/);
-    // The encapsulated packets skip conntrack (data path cost in docs/architecture.md).
+    // The encapsulated packets skip conntrack, and forged ones are dropped, in one raw chain (data path cost in docs/architecture.md).
     assert.match(text, /add chain ip weft raw-prerouting \{ type filter hook prerouting priority raw; policy accept; \}/);
-    assert.match(text, /add rule ip weft raw-prerouting udp dport 8472 ip saddr @vxlan_peers notrack/);
+    assert.match(text, /add rule ip weft raw-prerouting udp dport 8472 ip saddr @vxlan_peers notrack accept/);
+    assert.match(text, /add rule ip weft raw-prerouting udp dport 8472 fib daddr type \{ local, broadcast, multicast \} counter name vxlan_forged drop/);
+    assert.doesNotMatch(text, /chain ip weft input/);
     assert.match(text, /add rule ip weft raw-output udp dport 8472 ip daddr @vxlan_peers notrack/);
     assert.match(text, /add element ip weft vxlan_peers \{ 198\.18\.0\.12, 198\.19\.0\.13 \}/);
     assert.ok(text.indexOf('link add') < text.indexOf('neigh replace') && text.indexOf('neigh replace') < text.indexOf('route replace'));
@@ -147,7 +148,7 @@ describe('reconcile', () => {
     a.deviceAddrs = ['10.244.1.0/32', '10.244.9.0/32'];
     a.device = { ...a.device!, up: false };
     a.routes.push(route({ dst: '10.244.9.0/24', via: '10.244.9.0', dev: 'flannel.1', onlink: true }));
-    a.table!.chains.delete('forward');
+    a.table!.chains.delete('raw-output');
     const stale = reconcile(undefined, desired, a).changes;
     assert.deepEqual(
       stale.map((c) => `${changeKind(c)}: ${c}`),
@@ -155,7 +156,7 @@ describe('reconcile', () => {
         'address: remove stale address 10.244.9.0/32 from flannel.1',
         'device: set flannel.1 up',
         'route: remove stale route 10.244.9.0/24 via 10.244.9.0 dev flannel.1',
-        'firewall: add nftables chain forward',
+        'firewall: add nftables chain raw-output',
       ],
     );
   });
@@ -219,7 +220,7 @@ describe('reconcile', () => {
     const { changes, plan } = reconcile(undefined, desired, actual);
     assert.deepEqual(changes, ['rewrite nftables chain postrouting']);
     assert.match(plan.render(), /flush chain ip weft postrouting\ndelete chain ip weft postrouting\nadd chain ip weft postrouting/);
-    assert.doesNotMatch(plan.render(), /chain ip weft input/);
+    assert.doesNotMatch(plan.render(), /chain ip weft raw-prerouting/);
   });
 
   it('drops the masquerade chain when ip-masq is off, and enables forwarding', () => {

@@ -33,30 +33,29 @@ export function firewallChains(fw: Firewall): ChainSpec[] {
   const own = fw.ownSubnet;
   const chains: Omit<ChainSpec, 'comments'>[] = [];
   if (fw.vxlan) {
-    // Dropped in the input hook, before the UDP socket hands the packet to the VXLAN driver.
-    chains.push({
-      chain: { type: 'chain', name: 'input', chainType: 'filter', hook: 'input', priority: 'filter - 10', policy: 'accept' },
-      rules: [`udp dport ${fw.vxlan.port} ip saddr @${PEER_SET} accept`, `udp dport ${fw.vxlan.port} counter name ${FORGED_COUNTER} drop`],
-    });
-    // The encapsulated packets between nodes are never NATed and no rule asks for their state, yet
-    // with the tables above conntrack would track them on both nodes: a second lookup per packet
-    // besides the inner pod flow's (measured: docs/architecture.md, data path cost). Untracked in
-    // the raw hooks, to and from leased peers only; the input chain's check is stateless.
+    const port = fw.vxlan.port;
+    // One raw chain per hook, before conntrack: from and to leased peers the encapsulated packets
+    // are untracked (nothing NATs them or reads their state, and tracking them cost a conntrack
+    // lookup per packet on both nodes besides the inner flow's); from anyone else to this node
+    // they are dropped before the UDP socket hands them to the VXLAN driver. Each base chain costs
+    // every packet that crosses its hook (docs/architecture.md, data path cost).
     chains.push(
       {
         chain: { type: 'chain', name: 'raw-prerouting', chainType: 'filter', hook: 'prerouting', priority: 'raw', policy: 'accept' },
-        rules: [`udp dport ${fw.vxlan.port} ip saddr @${PEER_SET} notrack`],
+        rules: [
+          `udp dport ${port} ip saddr @${PEER_SET} notrack accept`,
+          `udp dport ${port} fib daddr type { local, broadcast, multicast } counter name ${FORGED_COUNTER} drop`,
+        ],
       },
       {
         chain: { type: 'chain', name: 'raw-output', chainType: 'filter', hook: 'output', priority: 'raw', policy: 'accept' },
-        rules: [`udp dport ${fw.vxlan.port} ip daddr @${PEER_SET} notrack`],
+        rules: [`udp dport ${port} ip daddr @${PEER_SET} notrack`],
       },
     );
   }
-  chains.push({
-    chain: { type: 'chain', name: 'forward', chainType: 'filter', hook: 'forward', priority: 'filter', policy: 'accept' },
-    rules: [`ip saddr ${net} accept`, `ip daddr ${net} accept`],
-  });
+  // No forward chain of our own: with policy accept its accepts would change nothing (an accept ends
+  // only its own table), yet every forwarded packet would cross it. A forward chain of another
+  // table that drops gets forwardRules instead.
   if (fw.ipMasq) {
     // flannel's ip-masq rules: pod↔pod never NATed, pods → outside masqueraded except multicast,
     // and host-network traffic to remote pods gets a source the remote pod can answer.

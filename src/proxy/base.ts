@@ -14,20 +14,27 @@ export function baseTx(states: Map<string, TableState>): { tx: NftTx; changes: s
   const changes: string[] = [];
   const work = baseTables().map(({ table, chains, maps }) => {
     const state = states.get(table);
+    const wanted = new Set(chains.map((c) => c.name));
     return {
       table,
       state,
       wrong: chains.filter((c) => state?.chains.get(c.name) !== baseComments(c).join(',')),
       missingMaps: maps.filter((m) => !state?.maps.has(m)),
+      // Hook chains no longer wanted (an older agent's filter hooks): every packet would still cross them.
+      stale: [...(state?.hooks.keys() ?? [])].filter((name) => !wanted.has(name)),
     };
   });
-  const todo = work.filter((w) => w.wrong.length > 0 || w.missingMaps.length > 0);
+  const todo = work.filter((w) => w.wrong.length > 0 || w.missingMaps.length > 0 || w.stale.length > 0);
   if (todo.length === 0) return { tx, changes };
   const created = todo.filter((w) => !w.state).map((w) => w.table);
   if (created.length) changes.push(`create table${created.length > 1 ? 's' : ''} ${created.join(', ')}`);
   // Everything a rule names (maps, chains) is added before any rule.
-  for (const { table, state, wrong, missingMaps } of todo) {
+  for (const { table, state, wrong, missingMaps, stale } of todo) {
     tx.add({ table, type: 'table', comment: table === PROXY_TABLE ? 'Weft service proxy' : 'Weft service proxy: a shard of the Services' });
+    for (const name of stale) {
+      tx.flush({ table, type: 'chain', name }).delete({ table, type: 'chain', name });
+      changes.push(`delete chain ${name} in ${table}`);
+    }
     for (const m of missingMaps) {
       tx.add({ table, type: 'map', name: m, key: MAP_TYPES[m], value: 'verdict' });
       if (state) changes.push(`add map ${m} in ${table}`);

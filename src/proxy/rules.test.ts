@@ -196,16 +196,11 @@ describe('serviceRules', () => {
     for (const name of f.chains.keys()) assert.match(name, /^[a-z][A-Za-z0-9_.\-/]{1,254}$/);
   });
 
-  it('the base: filter hooks before DNAT and masquerading in the front table, nat dispatch in each shard', () => {
+  it('the base: no-endpoint checks in nat hooks before DNAT and masquerading in the front table, nat dispatch in each shard', () => {
     const tables = baseTables();
     assert.equal(tables.length, SHARDS + 1);
     const hooks = (t: (typeof tables)[number]) => t.chains.filter((c) => c.hook).map((c) => `${c.name} ${c.hook!.type} ${c.hook!.hook} ${c.hook!.priority}`);
-    assert.deepEqual(hooks(tables[0]!), [
-      'filter-input filter input -110',
-      'filter-forward filter forward -110',
-      'filter-output filter output -110',
-      'nat-postrouting nat postrouting 100',
-    ]);
+    assert.deepEqual(hooks(tables[0]!), ['nat-prerouting nat prerouting -110', 'nat-output nat output -110', 'nat-postrouting nat postrouting 100']);
     assert.deepEqual(hooks(tables[1]!), ['nat-prerouting nat prerouting -100', 'nat-output nat output -100']);
     assert.deepEqual(tables[0]!.maps, ['no-endpoint-services', 'no-endpoint-nodeports']);
     assert.deepEqual(tables[5]!.maps, ['service-ips', 'service-nodeports']);

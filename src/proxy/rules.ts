@@ -6,7 +6,7 @@ import type { Endpoint, Protocol, Service, ServicePort } from '../service/types.
  * chains jump to `services`, which looks `ip daddr . meta l4proto . th dport` up in the verdict
  * map `service-ips` (and, for packets to a local address, `meta l4proto . th dport` in
  * `service-nodeports`); the verdict goes to a per-service-port chain that picks an endpoint and
- * DNATs. Services without endpoints are rejected from filter hooks that run before the DNAT.
+ * DNATs. Services without endpoints are rejected from nat hooks that run before the DNAT.
  *
  * Unlike kube-proxy there are no per-endpoint chains: the kernel walks every chain of the
  * namespace on each commit, so chains are what a change costs at scale. The endpoint is picked by
@@ -23,7 +23,7 @@ export const PROXY_FAMILY = 'ip';
  * that adds a rule or a goto, so one table of 30,000 Services makes every change cost ~190 ms.
  * Services are spread over this many shard tables, each with its own nat hooks, dispatch maps and
  * the chains of its Services; a change validates one shard. The front table `weft-proxy` holds
- * the filter hooks (reject/drop without endpoints) and masquerading, which every packet crosses once.
+ * the no-endpoint checks (reject/drop without endpoints) and masquerading.
  */
 export const SHARDS = 32;
 export const shardTable = (i: number): string => `${PROXY_TABLE}-${i}`;
@@ -308,26 +308,29 @@ export function serviceRules(node: ProxyNode, svc: Service, endpoints: Endpoint[
 
 export interface BaseChain {
   name: string;
-  hook?: { type: 'filter' | 'nat'; hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting'; priority: number };
+  hook?: { type: 'nat'; hook: 'prerouting' | 'output' | 'postrouting'; priority: number };
   rules: string[];
 }
 
-/** dstnat - 10: the filter chains see the ClusterIP before the nat chains DNAT it. */
-const FILTER_PRIORITY = -110;
+/** dstnat - 10: the no-endpoint checks see the ClusterIP before the shards' nat chains DNAT it. */
+const CHECK_PRIORITY = -110;
 const DSTNAT = -100;
 const SRCNAT = 100;
 
 const LOOKUP_IPS = 'ip daddr . meta l4proto . th dport vmap';
 const LOOKUP_NODEPORTS = 'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap';
 
-/** The front table's chains: no-endpoint checks in the filter hooks, reject, masquerading. */
+/**
+ * The front table's chains: no-endpoint checks, reject, masquerading. The checks sit in nat hooks,
+ * which conntrack runs for a flow's first packet only, as kube-proxy's `ct state new` test in filter
+ * hooks means; a filter hook would cost every packet of every flow a chain (docs/architecture.md,
+ * data path cost). Every packet crosses prerouting or output first, so the two see every new flow.
+ */
 export function frontChains(): BaseChain[] {
   const mark = `0x${MASQ_MARK.toString(16).padStart(8, '0')}`;
-  const check = 'ct state new jump endpoints-check';
   return [
-    { name: 'filter-input', hook: { type: 'filter', hook: 'input', priority: FILTER_PRIORITY }, rules: [check] },
-    { name: 'filter-forward', hook: { type: 'filter', hook: 'forward', priority: FILTER_PRIORITY }, rules: [check] },
-    { name: 'filter-output', hook: { type: 'filter', hook: 'output', priority: FILTER_PRIORITY }, rules: [check] },
+    { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', priority: CHECK_PRIORITY }, rules: ['jump endpoints-check'] },
+    { name: 'nat-output', hook: { type: 'nat', hook: 'output', priority: CHECK_PRIORITY }, rules: ['jump endpoints-check'] },
     { name: 'nat-postrouting', hook: { type: 'nat', hook: 'postrouting', priority: SRCNAT }, rules: ['jump masquerading'] },
     { name: 'endpoints-check', rules: [`${LOOKUP_IPS} @${NO_ENDPOINT_SERVICES}`, `${LOOKUP_NODEPORTS} @${NO_ENDPOINT_NODEPORTS}`] },
     { name: 'masquerading', rules: [`meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random'] },

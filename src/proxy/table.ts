@@ -125,7 +125,8 @@ export class ProxyTable {
       const state = states.get(table);
       if (!state) continue;
       const fixed = new Set(chains.map((c) => c.name));
-      for (const [name, comments] of state.chains) if (!fixed.has(name)) have.chains.set(objectId(table, name), { table, name, comments });
+      for (const [name, comments] of state.chains)
+        if (!fixed.has(name) && !state.hooks.has(name)) have.chains.set(objectId(table, name), { table, name, comments });
       for (const name of state.sets) have.sets.set(objectId(table, name), { table, name });
       for (const [id, e] of state.elements) have.elements.set(objectId(table, id), { table, ...e });
     }

@@ -1,9 +1,9 @@
 /**
  * nftables trace events as `nft -a monitor` prints them, one base-chain pass per record:
  *
- *   trace id 030ab641 ip weft forward packet: iif "flannel.1" oif "cni0" ... ip saddr 10.244.249.2 ... ip id 55287 ...
- *   trace id 030ab641 ip weft forward rule ip saddr 10.244.249.2 tcp dport 80 drop comment "hand" # handle 14 (verdict drop)
- *   trace id 030ab641 ip weft-proxy filter-forward policy accept
+ *   trace id 030ab641 ip handmade forward packet: iif "flannel.1" oif "cni0" ... ip saddr 10.244.249.2 ... ip id 55287 ...
+ *   trace id 030ab641 ip handmade forward rule ip saddr 10.244.249.2 tcp dport 80 counter comment "hand" # handle 14 (verdict continue)
+ *   trace id 030ab641 ip handmade forward policy accept
  *
  * A `packet:` line opens a record; rule and policy lines of the same trace id join the latest one
  * (rules of chains it jumped to name their own chain).
