@@ -264,14 +264,14 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
         ),
       ),
     ]);
+    if (registry) {
+      await step(o, 'the Service echo over the pods in the registry', async () => {
+        const service = await writeEchoService(registry);
+        await update(s, (f) => void (f.service = service));
+      });
+    }
   } finally {
-    registry?.cancel();
-  }
-  if (overlay) {
-    await step(o, 'the Service echo over the pods in the registry', async () => {
-      const service = await writeEchoService(s);
-      await update(s, (f) => void (f.service = service));
-    });
+    registry?.close();
   }
   await update(s, (f) => delete f.building);
 }
