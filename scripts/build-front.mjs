@@ -36,10 +36,15 @@ const ownUrl = (outdir) => ({
   },
 });
 const lab = `${root}/build/lab`;
-for (const entry of ['cli/main.js', 'lab/workload-main.js', 'lab/registry-main.js']) {
+// The CLI as `weft` (an ES module by the package's type), so a lab's processes still read `weft agent ...`.
+for (const [entry, out] of [
+  ['cli/main.js', 'weft'],
+  ['lab/workload-main.js', 'workload-main.mjs'],
+  ['lab/registry-main.js', 'registry-main.mjs'],
+]) {
   await build({
     entryPoints: [`${root}/dist/src/${entry}`],
-    outfile: `${lab}/${entry.split('/')[1].replace(/\.js$/, '.mjs')}`,
+    outfile: `${lab}/${out}`,
     bundle: true,
     platform: 'node',
     format: 'esm',

@@ -24,7 +24,7 @@ import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, readState, typ
  * servers, and the runtime's own entry point. One file each loads in a third of the CPU of dist/'s
  * modules, and a lab starts a process per node and per runtime at once.
  */
-export const WEFT = fileURLToPath(new URL('../../../build/lab/main.mjs', import.meta.url));
+export const WEFT = fileURLToPath(new URL('../../../build/lab/weft', import.meta.url));
 const WORKLOAD = fileURLToPath(new URL('../../../build/lab/workload-main.mjs', import.meta.url));
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
