@@ -390,7 +390,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions & { store?
         })(),
         startRuntime(s, name, o.signal),
       ]);
-      writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
+      writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`, { durable: false });
       interrupted(o.signal);
       return update(s, (f) => {
         const n = f.nodes.find((x) => x.name === name)!;
