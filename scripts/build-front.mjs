@@ -36,11 +36,11 @@ const ownUrl = (outdir) => ({
   },
 });
 const lab = `${root}/build/lab`;
-// The CLI as `weft` (an ES module by the package's type), so a lab's processes still read `weft agent ...`.
+// Named as in dist/ (ES modules by the package's type), so a lab's processes still read `weft agent ...`.
 for (const [entry, out] of [
   ['cli/main.js', 'weft'],
-  ['lab/workload-main.js', 'workload-main.mjs'],
-  ['lab/registry-main.js', 'registry-main.mjs'],
+  ['lab/workload-main.js', 'workload-main.js'],
+  ['lab/registry-main.js', 'registry-main.js'],
 ]) {
   await build({
     entryPoints: [`${root}/dist/src/${entry}`],

@@ -25,7 +25,7 @@ import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, readState, typ
  * modules, and a lab starts a process per node and per runtime at once.
  */
 export const WEFT = fileURLToPath(new URL('../../../build/lab/weft', import.meta.url));
-const WORKLOAD = fileURLToPath(new URL('../../../build/lab/workload-main.mjs', import.meta.url));
+const WORKLOAD = fileURLToPath(new URL('../../../build/lab/workload-main.js', import.meta.url));
 export const OUTSIDE_IP = '203.0.113.1';
 const GATEWAY_IP = '198.18.0.1';
 /** Member 1 at .2, members 2 to 5 at .4 to .7 (.3 is the lab's Prometheus). */

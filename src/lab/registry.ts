@@ -49,7 +49,7 @@ export const formatLabels = (labels: Record<string, string> | undefined) =>
     .join(',');
 
 /** Bundled, as the lab's other processes (build.ts WEFT). */
-const REGISTRY_MAIN = fileURLToPath(new URL('../../../build/lab/registry-main.mjs', import.meta.url));
+const REGISTRY_MAIN = fileURLToPath(new URL('../../../build/lab/registry-main.js', import.meta.url));
 
 export function refuseUnderlay(s: LabState): void {
   if (s.backend === 'macvlan') throw new LabError('no-services', `lab ${s.name} runs in underlay mode: it has no etcd and no agents, so no Services`);
@@ -62,7 +62,7 @@ export async function registryCall<R extends RegistryRequest>(s: LabState, req: 
     const r = await run(['ip', 'netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint], JSON.stringify(req));
     return JSON.parse(r.stdout) as Extract<RegistryReply, { op: R['op'] }>;
   } catch (e) {
-    const why = (e as Error).message.replace(/^.*registry-main\.mjs \S+: /s, '');
+    const why = (e as Error).message.replace(/^.*registry-main\.js \S+: /s, '');
     throw new LabError('registry', why);
   }
 }
