@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { deleteNetns } from '../src/kernel/netns.js';
-import { CniLab, expectError, iface, ipOf, parseResult, reservations, waitFor, WEFT } from './cni-support.js';
+import { CniLab, expectError, iface, ipOf, parseResult, reservations, waitFor, WEFT, type CniResult } from './cni-support.js';
 import { neighbours } from './ipj.js';
 
 let lab: CniLab;
@@ -398,5 +398,70 @@ describe('masquerade rules', () => {
     assert.equal((await lab.masqRuleHandles()).length, 2, 'an ADD wrote the lost rules again, once');
     assert.match(await lab.nftRuleset(), /ip saddr @masq_src ip daddr != 224\.0\.0\.0\/4 masquerade/);
     assert.deepEqual(await ours(), [ipOf(rb), ipOf(rc)].sort());
+  });
+});
+
+describe('staticNeighbours: GC, and a bridge someone else made', () => {
+  const call = (command: string, id: string, netns: string) => ({ command, containerId: id, netns, ifname: 'eth0' });
+  const sconf = (name: string, bridge: string, subnet: string) => ({
+    cniVersion: '1.1.0',
+    name,
+    type: 'weft',
+    socket: join(lab.dir, 'nothing-listens.sock'),
+    bridge,
+    isGateway: true,
+    staticNeighbours: true,
+    ipam: { type: 'weft-ipam', dataDir: lab.dataDir, ranges: [[{ subnet }]] },
+  });
+  const onBridge = async (br: string) => (await neighbours(lab.hostPath, br)).map((n) => `${n.dst} ${n.lladdr ?? '-'}`).sort();
+  const host = async (...argv: string[]) => {
+    const r = await lab.topo.exec('host', argv);
+    assert.equal(r.code, 0, `${argv.join(' ')}: ${r.stderr}`);
+  };
+
+  it("GC removes the bridge's entries for addresses of the network's ranges that no attachment holds, and no others", async () => {
+    const conf = sconf('staticgc', 'brsgc', '10.36.1.0/24');
+    const pods = [await lab.pod('sgc0'), await lab.pod('sgc1'), await lab.pod('sgc2')];
+    const results: CniResult[] = [];
+    for (const [i, p] of pods.entries()) results.push(parseResult(await lab.ok('weft', call('ADD', `sgc-${i}`, p.path), conf)));
+    const entry = (r: CniResult) => `${ipOf(r)} ${iface(r, 2).mac}`;
+    // sgc-2 goes without a DEL (its namespace, and with it its veth pair, is gone); an entry in the
+    // range that no reservation backs (a GC or DEL that died half-way) and one outside it.
+    await deleteNetns(lab.topo.name(pods[2]!.name));
+    await host('ip', 'neigh', 'replace', '10.36.1.200', 'lladdr', '02:00:00:00:00:c8', 'dev', 'brsgc', 'nud', 'permanent');
+    await host('ip', 'neigh', 'replace', '10.36.9.9', 'lladdr', '02:00:00:00:00:09', 'dev', 'brsgc', 'nud', 'permanent');
+    assert.deepEqual(await onBridge('brsgc'), [...results.map(entry), '10.36.1.200 02:00:00:00:00:c8', '10.36.9.9 02:00:00:00:00:09'].sort());
+
+    await lab.ok('weft', { command: 'GC' }, { ...conf, 'cni.dev/valid-attachments': [0, 1].map((i) => ({ containerID: `sgc-${i}`, ifname: 'eth0' })) });
+    assert.deepEqual(await onBridge('brsgc'), [entry(results[0]!), entry(results[1]!), '10.36.9.9 02:00:00:00:00:09'].sort());
+    assert.equal(reservations(join(lab.dataDir, 'staticgc')).size, 2);
+    for (const i of [0, 1]) await lab.ok('weft', call('CHECK', `sgc-${i}`, pods[i]!.path), { ...conf, prevResult: results[i] });
+
+    await lab.ok('weft', { command: 'GC' }, { ...conf, 'cni.dev/valid-attachments': [] });
+    assert.deepEqual(await onBridge('brsgc'), ['10.36.9.9 02:00:00:00:00:09']);
+  });
+
+  it("fixes the MAC of a bridge made without one, so the pods' entries for their gateway stay true as ports come and go", async () => {
+    const br = 'brsforeign';
+    // Made as `ip link add ... type bridge` makes it: its MAC follows the lowest MAC of its ports.
+    await host('ip', 'link', 'add', br, 'type', 'bridge');
+    await host('ip', 'link', 'set', br, 'up');
+    const conf = sconf('staticforeign', br, '10.36.2.0/24');
+    const macOf = async () => (await linkOf(br))?.address;
+    const a = await lab.pod('sfa');
+    const b = await lab.pod('sfb');
+    const ra = parseResult(await lab.ok('weft', call('ADD', 'sfa', a.path), conf));
+    const mac = await macOf();
+    const rb = parseResult(await lab.ok('weft', call('ADD', 'sfb', b.path), conf));
+    const gateway = async (p: { path: string }) => (await neighbours(p.path, 'eth0')).map((n) => `${n.dst} ${n.lladdr ?? '-'}`);
+    for (const p of [a, b]) assert.deepEqual(await gateway(p), [`10.36.2.1 ${mac}`], "each pod's gateway entry names the bridge's MAC");
+
+    // The first pod's veth (whose MAC the bridge took when it joined) goes.
+    await lab.ok('weft', call('DEL', 'sfa', a.path), { ...conf, prevResult: ra });
+    assert.equal(await macOf(), mac, "the bridge kept its MAC through the ports' changes");
+    await lab.ok('weft', call('CHECK', 'sfb', b.path), { ...conf, prevResult: rb });
+    const ping = await lab.topo.exec(b.name, ['ping', '-n', '-c', '1', '-W', '2', '10.36.2.1']);
+    assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+    await lab.ok('weft', call('DEL', 'sfb', b.path), { ...conf, prevResult: rb });
   });
 });

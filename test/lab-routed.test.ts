@@ -8,7 +8,7 @@ import { Topology } from '../src/topo/topology.js';
 import { weft } from './lab-cli.js';
 
 // Labs whose pods the CNI wires in routed mode (no cni0: a /32 route per pod), one per backend that
-// routes pod traffic differently: every verify check passes, as on a bridge lab.
+// routes pod traffic differently (udp: through the agent's flannel0 loop): every verify check passes, as on a bridge lab.
 
 let topo: Topology;
 const labs: string[] = [];
@@ -36,9 +36,10 @@ test('lab up refuses --cni-mode routed for an underlay lab (usage error, exit 2)
   assert.ok(!listNetns().some((n) => n.startsWith(`wl.${topo.id}u.`)), 'nothing was made');
 });
 
-for (const backend of ['vxlan', 'host-gw'] as const) {
+// Lab names end in r + the backend's number (`u` is the underlay test's).
+for (const [i, backend] of (['vxlan', 'host-gw', 'udp'] as const).entries()) {
   test(`a routed ${backend} lab: no cni0, a /32 route and static neighbour per pod, verify passes every check`, async () => {
-    const lab = `${topo.id}${backend[0]}`;
+    const lab = `${topo.id}r${i}`;
     labs.push(lab);
     const up = weft('lab', 'up', '--name', lab, '--nodes', '2', '--pods-per-node', '2', '--backend', backend, '--cni-mode', 'routed');
     assert.equal(up.code, 0, up.out);

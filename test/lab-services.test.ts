@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { listNetns } from '../src/kernel/netns.js';
 import { controlSocket } from '../src/lab/state.js';
-import { probeFrom } from '../src/lab/workload.js';
+import { probeFrom, type Probe } from '../src/lab/workload.js';
 import type { Endpoint, PodRecord, Service } from '../src/service/types.js';
 import { Topology } from '../src/topo/topology.js';
 import { waitFor } from '../src/util/wait.js';
@@ -167,7 +167,7 @@ test('lab apply makes pods through CNI on their node, listening on their contain
   );
 
   const client = controlSocket(lab, 'pod-1a', 'app');
-  const waitAnswer = async (probe: Parameters<typeof probeFrom>[1], socket = client) => {
+  const waitAnswer = async (probe: Probe, socket = client) => {
     const deadline = Date.now() + 15_000;
     for (;;) {
       const r = await probeFrom(socket, probe);

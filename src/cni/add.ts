@@ -4,7 +4,6 @@ import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { link } from '../kernel/state.js';
 import { randomMac } from '../util/mac.js';
-import { pinNeighbours, unpinNeighbours } from './bridge.js';
 import { HOST, parseBridgeConf, teardownConf } from './config.js';
 import { ipamAdd, ipamRelease } from './ipam-call.js';
 import { addMasq, masqEntries } from './masq.js';
@@ -30,17 +29,12 @@ export async function add(conf: NetConf, env: Env): Promise<Result> {
   // The rollback below deletes the host side, so it must be ours: free before we start.
   mode.claim(env);
   const ipResult = await ipamAdd(c, conf, env, att);
+  const w: Wiring = { c, conf, env, att, ips: ipResult.ips!, mtu: c.mtu === undefined ? {} : { mtu: c.mtu }, podMac: randomMac(), hostMac: randomMac() };
   try {
-    return await wire(
-      mode,
-      { c, conf, env, att, ips: ipResult.ips!, mtu: c.mtu === undefined ? {} : { mtu: c.mtu }, podMac: randomMac(), hostMac: randomMac() },
-      ipResult,
-    );
+    return await wire(mode, w, ipResult);
   } catch (e) {
     const undo = new Plan();
-    mode.undo(undo, env, e);
-    // The address is ours (IPAM just gave it), so an entry for it on the bridge is ours to remove.
-    if (c.staticNeighbours && c.mode === 'bridge') unpinNeighbours(undo, c.bridge, ipResult.ips ?? []);
+    mode.undo(undo, w, e);
     await apply(undo).catch(() => undefined);
     await ipamRelease(teardownConf(conf), conf, env, att).catch(() => undefined);
     throw e;
@@ -57,7 +51,7 @@ async function wire(mode: Mode, w: Wiring, ipResult: Result): Promise<Result> {
 
   try {
     await apply(plan);
-    if (c.staticNeighbours && c.mode === 'bridge') await apply(await pinNeighbours(new Plan(), c, env, ips, w.podMac));
+    if (mode.finish) await apply(await mode.finish(w));
   } catch (e) {
     throw await explain(e, env, mode);
   }

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import * as op from '../kernel/ops.js';
-import type { Plan } from '../kernel/plan.js';
-import { link, localLinkNames, neighbours, routes } from '../kernel/state.js';
+import { Plan } from '../kernel/plan.js';
+import { link, links, localLinkNames, neighbours, routes } from '../kernel/state.js';
 import { formatNetwork, parseCidr } from '../ip/cidr.js';
 import { randomMac } from '../util/mac.js';
 import { HOST, type BridgeConf } from './config.js';
-import type { Mode } from './mode.js';
-import { Code, CniError, type Attachment, type Env, type IPConfig } from './spec.js';
+import type { Mode, Wiring } from './mode.js';
+import { Code, CniError, type Attachment, type Env, type Result } from './spec.js';
 
 /** Bridge mode: a veth pair from the container to the node's bridge (overlay and routing backends). */
 
@@ -56,19 +56,32 @@ export const bridgeMode: Mode = {
 
   hostSideExists: (env) => localLinkNames().has(hostVethName(env.containerId, env.ifname)),
 
-  undo(plan, env) {
+  finish: (w) => (w.c.staticNeighbours ? pinNeighbours(w) : Promise.resolve(new Plan())),
+
+  undo(plan, { c, env, ips }) {
     plan.add(op.delLink({ ns: HOST, dev: hostVethName(env.containerId, env.ifname), tolerate: 'missing' }));
+    // The addresses are ours (IPAM just gave them), so the bridge's entries for them are ours to remove.
+    if (c.staticNeighbours) unpinNeighbours(plan, c.bridge, ips);
   },
 
   remove(plan, env) {
     plan.add(op.delLink({ ns: HOST, dev: hostVethName(env.containerId, env.ifname), tolerate: 'missing' }));
   },
 
-  async checkHost(c, env, fail) {
+  // The pod's entries go with its interface; the bridge's stay until DEL or GC takes them.
+  async forget(conf, gone) {
+    if (conf.staticNeighbours !== true) return new Plan();
+    const bridge = typeof conf.bridge === 'string' ? conf.bridge : 'cni0';
+    const stale = (await neighbours(HOST, bridge)).filter((n) => gone(n.dst)).map((n) => ({ address: n.dst }));
+    return unpinNeighbours(new Plan(), bridge, stale);
+  },
+
+  async checkHost(c, env, fail, prev) {
     const hostVeth = hostVethName(env.containerId, env.ifname);
     const host = await link(HOST, hostVeth);
     if (!host) return fail(`host interface ${hostVeth} is missing`);
     if (host.master !== c.bridge) fail(`host interface ${hostVeth} is not attached to ${c.bridge}`);
+    if (c.staticNeighbours) await checkNeighbours(c, env, prev, fail);
   },
 };
 
@@ -76,14 +89,19 @@ const v4 = <T extends { address: string }>(ips: T[]) => ips.filter((ip) => !ip.a
 
 /**
  * `staticNeighbours` (config.ts), after the links are made: the bridge's entry for each pod address
- * (the pod's MAC), the pod's entry for its gateway (the bridge's MAC; the plugin makes its bridge
- * with a fixed MAC, so it never changes under the pod), and the pod's own subnet routed through
- * that gateway instead of on-link, so that a pod reaches the other pods of its node through the
- * node (one routed hop, as Calico's pods do) and never ARPs for them. The pod ignores the node's
- * ICMP redirects, which would otherwise send it back to ARP for its peer.
+ * (the pod's MAC), the pod's entry for its gateway (the bridge's MAC), and the pod's own subnet
+ * routed through that gateway instead of on-link, so that a pod reaches the other pods of its node
+ * through the node (one routed hop, as Calico's pods do) and never ARPs for them. The pod ignores
+ * the node's ICMP redirects, which would otherwise send it back to ARP for its peer.
  */
-export async function pinNeighbours(plan: Plan, c: BridgeConf, env: Env, ips: IPConfig[], podMac: string): Promise<Plan> {
-  const bridgeMac = (await link(HOST, c.bridge))?.mac;
+async function pinNeighbours({ c, env, ips, podMac }: Wiring): Promise<Plan> {
+  const plan = new Plan();
+  const all = await links(HOST);
+  const bridgeMac = all.find((l) => l.name === c.bridge)?.mac;
+  // The plugin makes its bridge with a fixed MAC. A bridge made without one takes the lowest MAC of
+  // its ports and changes it as they come and go, leaving the pods' entries for their gateway naming
+  // a MAC no port has; setting its address, even to the one it has, fixes it (the kernel then keeps it).
+  if (bridgeMac && all.some((l) => l.master === c.bridge && l.mac === bridgeMac)) plan.add(op.setLink({ ns: HOST, dev: c.bridge, mac: bridgeMac }));
   for (const ip of v4(ips)) {
     plan.add(op.setNeigh({ ns: HOST, dst: ip.ip, mac: podMac, dev: c.bridge }));
     if (!c.isGateway || !ip.gateway || !bridgeMac) continue;
@@ -97,19 +115,20 @@ export async function pinNeighbours(plan: Plan, c: BridgeConf, env: Env, ips: IP
   return plan;
 }
 
-/** The bridge's entries for `ips` go (DEL, a failed ADD); the pod's go with its interface. */
-export function unpinNeighbours(plan: Plan, bridge: string, ips: { address: string }[]): Plan {
+/** The bridge's entries for `ips` go (DEL, GC, a failed ADD); the pod's go with its interface. */
+function unpinNeighbours(plan: Plan, bridge: string, ips: { address: string }[]): Plan {
   for (const ip of v4(ips)) plan.add(op.delNeigh({ ns: HOST, dst: ip.ip, dev: bridge, tolerate: 'missing' }));
   return plan;
 }
 
 /** CHECK: the entries pinNeighbours made are there, permanent, with the MACs they must have. */
-export async function checkNeighbours(c: BridgeConf, env: Env, ips: IPConfig[], podMac: string | undefined, fail: (what: string) => never): Promise<void> {
+async function checkNeighbours(c: BridgeConf, env: Env, prev: Result, fail: (what: string) => never): Promise<void> {
+  const podMac = prev.interfaces?.find((i) => i.name === env.ifname && i.sandbox)?.mac;
   const onBridge = await neighbours(HOST, c.bridge);
   const inPod = await neighbours(env.netns, env.ifname);
   const bridgeMac = (await link(HOST, c.bridge))?.mac;
   const table = await routes(env.netns);
-  for (const ip of v4(ips)) {
+  for (const ip of v4(prev.ips ?? [])) {
     const n = onBridge.find((x) => x.dst === ip.ip);
     if (!n?.permanent || (podMac && n.mac !== podMac)) fail(`${c.bridge} has no permanent neighbour ${ip.ip} lladdr ${podMac ?? '?'}`);
     if (!c.isGateway || !ip.gateway) continue;

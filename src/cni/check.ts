@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { addrs, link, routes } from '../kernel/state.js';
 import { formatNetwork, parseCidr } from '../ip/cidr.js';
-import { checkNeighbours } from './bridge.js';
 import { parseBridgeConf } from './config.js';
 import { execPlugin, findPlugin } from './invoke.js';
 import { ipamCheck } from './ipam-call.js';
@@ -36,7 +35,6 @@ export async function check(conf: NetConf, env: Env): Promise<void> {
     if (!r.dst.includes(':') && !table.some((t) => t.dst === dst && t.dev === env.ifname)) fail(`route to ${r.dst} is missing`);
   }
   await modeOf(c.mode).checkHost(c, env, fail, prev);
-  if (c.staticNeighbours && c.mode === 'bridge') await checkNeighbours(c, env, prev.ips ?? [], podIf.mac, fail);
 }
 
 /**

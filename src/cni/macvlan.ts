@@ -17,7 +17,7 @@ export const macvlanMode: Mode = {
 
   hostSideExists: () => false,
 
-  undo(plan, env, e) {
+  undo(plan, { env }, e) {
     // An interface that was in the container before this ADD is not ours to remove.
     if (!(e instanceof CniError && e.code === Code.InterfaceExists)) plan.add(op.delLink({ ns: env.netns, dev: env.ifname, tolerate: 'missing' }));
   },

@@ -33,14 +33,21 @@ export interface Mode {
    * routes on the pod's interface as they are.
    */
   pod?(plan: Plan, w: Wiring, ipamRoutes: RouteEntry[]): { ips: IPConfig[]; routes: RouteEntry[] };
+  /** After the plan applied: a second plan of what needs the first in place (bridge.ts, staticNeighbours). */
+  finish?(w: Wiring): Promise<Plan>;
   /** After the plan applied: the result's interfaces, `pod` (the container's) last. */
   interfaces(w: Wiring, pod: Interface): Promise<Interface[]>;
   /** Whether this attachment's host-side device exists (a failed ADD asks whether it made it). */
   hostSideExists(env: Env): boolean;
-  /** Undoes the links of an ADD that failed with `e`. */
-  undo(plan: Plan, env: Env, e: unknown): void;
+  /** Undoes what an ADD that failed with `e` made on the node (IPAM's release is add.ts's). */
+  undo(plan: Plan, w: Wiring, e: unknown): void;
   /** DEL's link removal; idempotent. */
   remove(plan: Plan, env: Env): void;
+  /**
+   * DEL and GC: removes what the mode keeps on the node per pod address, beyond the pod's links, for
+   * the addresses `gone` says no attachment holds. Reads only the raw config, which may no longer parse.
+   */
+  forget?(conf: NetConf, gone: (ip: string) => boolean): Promise<Plan>;
   /** CHECK of the node's side (and what the mode put in the pod besides addresses and routes); `fail` throws. */
   checkHost(c: BridgeConf, env: Env, fail: (what: string) => never, prev: Result): Promise<void>;
 }

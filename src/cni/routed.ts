@@ -70,7 +70,7 @@ export const routedMode: Mode = {
   },
 
   hostSideExists: (env) => bridgeMode.hostSideExists(env),
-  undo: (plan, env, e) => bridgeMode.undo(plan, env, e),
+  undo: (plan, { env }) => bridgeMode.remove(plan, env),
   // The /32 route and the neighbour entry go with the host veth.
   remove: (plan, env) => bridgeMode.remove(plan, env),
 

@@ -3,7 +3,8 @@ import { KernelError } from '../kernel/errors.js';
 import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { addrs, links } from '../kernel/state.js';
-import { aliasPrefix, attachmentAlias, hostVethName, unpinNeighbours } from './bridge.js';
+import { contains, parseAddr } from '../ip/cidr.js';
+import { aliasPrefix, attachmentAlias, hostVethName } from './bridge.js';
 import { HOST, teardownConf } from './config.js';
 import { execPlugin, findPlugin, pluginVersions } from './invoke.js';
 import { ipamRelease } from './ipam-call.js';
@@ -19,8 +20,9 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
   // A delegated IPAM does not say what it released; without prevResult, the container's interface
   // (while it is still there) names the addresses to take out of the masquerade set.
   const inPod = t.ipMasq && t.ipamType && !decodeResult(conf.prevResult).ips?.length ? await podAddresses(env) : [];
+  const mode = modeOf(conf.mode);
   const plan = new Plan();
-  modeOf(conf.mode).remove(plan, env);
+  mode.remove(plan, env);
   try {
     await apply(plan);
   } catch (e) {
@@ -28,10 +30,9 @@ export async function del(conf: NetConf, env: Env): Promise<void> {
   } finally {
     const released = await ipamRelease(t, conf, env, att);
     if (t.ipMasq) await apply(deleteMasq(new Plan(), HOST, masqEntries(released.length ? released : inPod, t.ranges)));
-    // staticNeighbours: the bridge's entry for the pod's address (the pod's went with its interface).
-    if (conf.staticNeighbours === true && (conf.mode ?? 'bridge') === 'bridge') {
-      const ips = [...released, ...(decodeResult(conf.prevResult).ips ?? [])];
-      await apply(unpinNeighbours(new Plan(), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', ips));
+    if (mode.forget) {
+      const gone = new Set([...released, ...(decodeResult(conf.prevResult).ips ?? [])].map((ip) => ip.address.split('/')[0]));
+      await apply(await mode.forget(conf, (ip) => gone.has(ip)));
     }
   }
 }
@@ -41,7 +42,10 @@ async function podAddresses(env: Env): Promise<IPConfig[]> {
   return (await addrs(env.netns, env.ifname).catch(() => [])).filter((a) => a.family === 4).map((a) => ({ address: `${a.address}/${a.prefix}` }));
 }
 
-/** GC: frees every allocation and host veth of this network that no valid attachment owns. */
+/**
+ * GC: frees every allocation and host veth of this network that no valid attachment owns, and with
+ * weft-ipam what the mode keeps for addresses of its ranges that no one holds any more.
+ */
 export async function gc(conf: NetConf, env: Env): Promise<void> {
   const valid = validAttachments(conf);
   const t = teardownConf(conf);
@@ -67,6 +71,11 @@ export async function gc(conf: NetConf, env: Env): Promise<void> {
         ),
       );
     await apply(orphans);
+    const mode = modeOf(conf.mode);
+    if (mode.forget) {
+      const held = ipam.reserved(t.dataDir);
+      await apply(await mode.forget(conf, (ip) => !held.has(ip) && t.ranges.some((r) => contains(r, parseAddr(ip)))));
+    }
     return;
   }
   // As libcni does, GC only an IPAM plugin that speaks spec 1.1.0 (host-local 1.1.1 does not).

@@ -17,13 +17,18 @@ const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0x800;
 const SOCK_CLOEXEC = 0x80000;
+const IPPROTO_ICMP = 1;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 
-/** A non-blocking TCP or UDP socket in `ns`. */
-export function inetSocket(ns: Netns, type: 'tcp' | 'udp'): number {
+/**
+ * A non-blocking TCP, UDP or ICMP echo socket in `ns`. The ICMP one is a "ping socket" (a datagram
+ * socket of protocol ICMP: the kernel sets the echo id and checksum, and delivers only the replies to
+ * it); the namespace's net.ipv4.ping_group_range must include this process's group.
+ */
+export function inetSocket(ns: Netns, type: 'tcp' | 'udp' | 'icmp'): number {
   return inNamespace(ns, () => {
-    const fd = libc.socket(AF_INET, (type === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+    const fd = libc.socket(AF_INET, (type === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, type === 'icmp' ? IPPROTO_ICMP : 0) as number;
     if (fd < 0) {
       const err = lastErrno();
       throw new KernelError(`socket(): ${strerror(err)}`, errnoKind(err), undefined, err);

@@ -90,15 +90,25 @@ async function until(probe: () => Promise<ProbeResult>, good: (r: ProbeResult) =
 
 const answered = (r: ProbeResult) => r.ok;
 
-/** Up to `count` probes, `width` at a time; none starts once `enough` holds for those done. */
-async function many(count: number, width: number, probe: () => Promise<ProbeResult>, enough = (_: ProbeResult[]) => false): Promise<ProbeResult[]> {
+/**
+ * Up to `count` copies of one probe, sent in requests of up to `batch` that the client's runtime
+ * runs together, `width` requests at a time; none starts once `enough` holds for those done.
+ */
+async function many(
+  count: number,
+  send: (n: number) => Promise<ProbeResult[]>,
+  enough = (_: ProbeResult[]) => false,
+  width = 4,
+  batch = 25,
+): Promise<ProbeResult[]> {
   const out: ProbeResult[] = [];
   let started = 0;
   await Promise.all(
-    Array.from({ length: Math.min(width, count) }, async () => {
+    Array.from({ length: Math.min(width, Math.ceil(count / batch)) }, async () => {
       while (started < count && !enough(out)) {
-        started++;
-        out.push(await probe());
+        const n = Math.min(batch, count - started);
+        started += n;
+        out.push(...(await send(n)));
       }
     }),
   );
@@ -193,6 +203,7 @@ async function checks(
   svc: Record<keyof typeof NAMES, Service>,
 ): Promise<CheckResult[]> {
   const from = (pod: PodState) => (p: Probe) => probeFrom(controlSocket(s.name, pod.name, 'app'), p);
+  const copies = (p: Probe) => (n: number) => probeFrom(controlSocket(s.name, client.name, 'app'), Array<Probe>(n).fill(p));
   const outside = (p: Probe) => probeFrom(controlSocket(s.name, 'outside', 'app'), p);
   const pod = from(client);
   const who = `${client.name} ${client.ip}`;
@@ -210,7 +221,7 @@ async function checks(
   const b = backends.length;
   const everyOne = (rs: ProbeResult[]) => rs.length + 1 >= 2 * b && tally([first, ...rs]).size >= b;
   const spread = first.ok
-    ? [first, ...(await many(Math.max(20, Math.ceil(b * Math.log(b * 1e5))), 8, () => pod({ proto: 'tcp', host: ip(svc.main), port: PORT }), everyOne))]
+    ? [first, ...(await many(Math.max(20, Math.ceil(b * Math.log(b * 1e5))), copies({ proto: 'tcp', host: ip(svc.main), port: PORT }), everyOne))]
     : [first];
   const hits = tally(spread);
   const missing = backends.filter((b) => !hits.has(b.name)).map((b) => b.name);
@@ -264,7 +275,7 @@ async function checks(
     until(
       () => pod({ proto: 'tcp', host: ip(svc.affinity), port: PORT }),
       (r) => r.ok,
-    ).then(async (r) => (r.ok ? [r, ...(await many(11, 4, () => pod({ proto: 'tcp', host: ip(svc.affinity), port: PORT })))] : [r])),
+    ).then(async (r) => (r.ok ? [r, ...(await many(11, copies({ proto: 'tcp', host: ip(svc.affinity), port: PORT })))] : [r])),
     until(
       () => pod({ proto: 'tcp', host: ip(svc.empty), port: PORT, timeoutMs: 1000 }),
       (r) => !r.ok && /ECONNREFUSED/.test(r.error),

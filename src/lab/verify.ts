@@ -95,27 +95,9 @@ async function ping(ns: string, ip: string, extra: string[] = []): Promise<{ ok:
   }
 }
 
-/**
- * ICMP echo from `ns` to each of `ips`, one ping each, all from one shell in the namespace (a process
- * per ping and one `ip netns exec` per source, not per pair).
- */
-async function pings(ns: string, ips: string[]): Promise<Map<string, { ok: boolean; text: string }>> {
-  const script = 'for ip in "$@"; do (out=$(ping -n -c 1 -W 2 "$ip" 2>&1); echo "$ip $? $(echo "$out" | tr "\\n" " ")") & done; wait';
-  const out = new Map<string, { ok: boolean; text: string }>();
-  const r = await execIn(ns, ['sh', '-c', script, 'pings', ...ips]).catch((e: Error & { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
-  for (const line of r.stdout.split('\n')) {
-    const m = /^(\S+) (\d+) (.*)$/.exec(line);
-    if (!m) continue;
-    const ok = m[2] === '0';
-    const text = ok ? (/time=([\d.]+ ms)/.exec(m[3]!)?.[1] ?? 'reply') : (/(\d+ packets transmitted.*?loss|ping: .*)/.exec(m[3]!)?.[1] ?? m[3]!.trim());
-    out.set(m[1]!, { ok, text });
-  }
-  for (const ip of ips) if (!out.has(ip)) out.set(ip, { ok: false, text: 'ping gave no result' });
-  return out;
-}
-
-/** Sources at once: each runs its pairs' probes together and one shell of pings. */
+/** Sources at once: each sends all its pairs' probes in one request to its runtime, which runs them together. */
 const SOURCES_AT_ONCE = 32;
+const PROTOS = ['tcp', 'udp', 'icmp'] as const;
 /** Single checks at once (a probe, or a shell in a node): enough to hide each one's latency, few enough for two cores. */
 const CHECKS_AT_ONCE = 16;
 
@@ -124,26 +106,22 @@ async function podToPod(s: LabState, group: string, list: Pair[]): Promise<Check
   const bySrc = new Map<PodState, PodState[]>();
   for (const { src, dst } of list) bySrc.set(src, [...(bySrc.get(src) ?? []), dst]);
   await inBatches([...bySrc], SOURCES_AT_ONCE, async ([src, dsts]) => {
-    const icmp = pings(
-      src.ns,
-      dsts.map((d) => d.ip),
+    const checks = dsts.flatMap((dst) =>
+      PROTOS.map((proto) => ({ dst, probe: proto === 'icmp' ? { proto, host: dst.ip } : { proto, host: dst.ip, port: APP_PORT } })),
     );
-    await Promise.all(
-      dsts.map(async (dst) => {
-        for (const proto of ['tcp', 'udp'] as const) {
-          const r = await podProbe(s, src, { proto, host: dst.ip, port: APP_PORT });
-          const ok = r.ok && r.seen.pod === dst.name && r.seen.client === src.ip;
-          const evidence = r.ok
-            ? `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`
-            : r.error;
-          out.push({ group, check: proto, from: label(src), to: label(dst), ok, evidence });
-        }
-      }),
+    const results = await probeFrom(
+      controlSocket(s.name, src.name, 'app'),
+      checks.map((c) => c.probe),
     );
-    const echo = await icmp;
-    for (const dst of dsts) {
-      const e = echo.get(dst.ip)!;
-      out.push({ group, check: 'icmp', from: label(src), to: label(dst), ok: e.ok, evidence: e.ok ? `echo reply in ${e.text}` : e.text });
+    for (const [i, { dst, probe }] of checks.entries()) {
+      const r = results[i]!;
+      let ok = r.ok;
+      let evidence = r.ok ? `echo reply in ${r.ms.toFixed(3)} ms` : r.error;
+      if (r.ok && 'seen' in r) {
+        ok = r.seen.pod === dst.name && r.seen.client === src.ip;
+        evidence = `${r.seen.pod} answered and saw the client as ${r.seen.client}${r.seen.client === src.ip ? ' (no NAT)' : ` (expected ${src.ip})`}`;
+      }
+      out.push({ group, check: probe.proto, from: label(src), to: label(dst), ok, evidence });
     }
   });
   return out;

@@ -5,6 +5,8 @@ import { createServer as createHttpServer, request, type Server as HttpServer } 
 import { createConnection, createServer, isIPv4, Socket, type Server } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { boundSocket, inetSocket } from '../kernel/inet.js';
+import { setSysctl } from '../kernel/ops.js';
+import { apply, Plan } from '../kernel/plan.js';
 import { addrs } from '../kernel/state.js';
 
 /**
@@ -44,6 +46,11 @@ export interface AppPort {
 export type Probe = { proto: 'tcp' | 'udp'; host: string; port: number; timeoutMs?: number };
 
 export type ProbeResult = { ok: true; seen: Seen; ms: number } | { ok: false; error: string; ms: number };
+
+/** An ICMP echo, as `ping -c 1 -W 2` sends it. */
+export type Ping = { proto: 'icmp'; host: string; timeoutMs?: number };
+
+export type PingResult = { ok: true; ms: number } | { ok: false; error: string; ms: number };
 
 const seenBy = (id: Identity, proto: Seen['proto'], port: number, client: string | undefined): Seen => ({
   ...id,
@@ -124,7 +131,42 @@ export async function probe(ns: string, p: Probe): Promise<ProbeResult> {
   });
 }
 
-/** A container's probe socket: each request (one JSON Probe, then end) runs from inside `ns`. */
+const ECHO_REPLY = 0;
+/** Type 8 (echo request), code 0, checksum and id (the kernel fills both in), sequence 1, a payload. */
+const ECHO_REQUEST = Buffer.from([8, 0, 0, 0, 0, 0, 0, 1, ...Buffer.from('weft')]);
+
+/** One ICMP echo from inside namespace `ns` (a path), over a ping socket: `ping -c 1` without a process. */
+export function ping(ns: string, p: Ping): Promise<PingResult> {
+  const started = performance.now();
+  const timeoutMs = p.timeoutMs ?? 2000;
+  return new Promise((resolve) => {
+    const sock = createSocket('udp4');
+    let done = false;
+    const finish = (r: { ok: true } | { ok: false; error: string }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.close();
+      resolve({ ...r, ms: performance.now() - started });
+    };
+    const timer = setTimeout(() => finish({ ok: false, error: `no echo reply within ${timeoutMs} ms` }), timeoutMs);
+    sock.on('message', (m) => m[0] === ECHO_REPLY && finish({ ok: true }));
+    sock.on('error', (e) => finish({ ok: false, error: e.message }));
+    try {
+      // ICMP has no ports: the kernel ignores the one dgram insists on.
+      sock.bind({ fd: inetSocket(ns, 'icmp') }, () => sock.send(ECHO_REQUEST, 1, p.host));
+    } catch (e) {
+      finish({ ok: false, error: (e as Error).message });
+    }
+  });
+}
+
+const run = (ns: string, p: Probe | Ping): Promise<ProbeResult | PingResult> => (p.proto === 'icmp' ? ping(ns, p) : probe(ns, p));
+
+/**
+ * A container's probe socket: each request (one JSON Probe or Ping, or a list of them run at once,
+ * then end) runs from inside `ns`.
+ */
 function controlServer(path: string, ns: string): Server {
   mkdirSync(dirname(path), { recursive: true });
   rmSync(path, { force: true });
@@ -133,15 +175,15 @@ function controlServer(path: string, ns: string): Server {
     sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('error', () => undefined);
     sock.on('end', () => {
-      let p: Probe;
+      let p: Probe | Ping | (Probe | Ping)[];
       try {
-        p = JSON.parse(body) as Probe;
+        p = JSON.parse(body) as typeof p;
       } catch {
         // A liveness check (connect, then close) or garbage: nothing to run.
         sock.end();
         return;
       }
-      void probe(ns, p).then((r) => sock.end(JSON.stringify(r)));
+      void (Array.isArray(p) ? Promise.all(p.map((x) => run(ns, x))) : run(ns, p)).then((r) => sock.end(JSON.stringify(r)));
     });
   }).listen(path);
 }
@@ -194,6 +236,8 @@ export class Runtime {
     const running: Running = { servers: [], udp: [], sockets: [] };
     this.pods.set(r.pod, running);
     try {
+      // Ping sockets for everyone in the pod, as containerd sets up each pod it runs.
+      await apply(new Plan().add(setSysctl({ ns: r.ns, key: 'net.ipv4.ping_group_range', value: '0 2147483647' })));
       for (const container of r.containers) {
         const id = { pod: r.pod, node: r.node, container };
         if (container === 'sidecar') running.servers.push(http(id, boundSocket(r.ns, 'tcp', '127.0.0.1', SIDECAR_PORT)));
@@ -284,8 +328,19 @@ export function askRuntime(path: string, req: RuntimeRequest): Promise<RuntimeAn
   });
 }
 
-/** Asks the container behind `control` to run a probe from inside its pod. */
-export function probeFrom(control: string, p: Probe): Promise<ProbeResult> {
+/**
+ * Asks the container behind `control` to run a probe, or a ping, from inside its pod; or a list of
+ * them, all at once, in one request (the results in the same order).
+ */
+export function probeFrom(control: string, p: Probe): Promise<ProbeResult>;
+export function probeFrom(control: string, p: Ping): Promise<PingResult>;
+export function probeFrom(control: string, p: Probe[]): Promise<ProbeResult[]>;
+export function probeFrom(control: string, p: (Probe | Ping)[]): Promise<(ProbeResult | PingResult)[]>;
+export function probeFrom(control: string, p: Probe | Ping | (Probe | Ping)[]): Promise<ProbeResult | PingResult | (ProbeResult | PingResult)[]> {
+  const failed = (error: string) => {
+    const r = { ok: false as const, error: `probe agent at ${control}: ${error}`, ms: 0 };
+    return Array.isArray(p) ? p.map(() => r) : r;
+  };
   return new Promise((resolve) => {
     const sock = createConnection(control);
     let body = '';
@@ -293,11 +348,11 @@ export function probeFrom(control: string, p: Probe): Promise<ProbeResult> {
     sock.on('data', (d: Buffer) => (body += d.toString()));
     sock.on('end', () => {
       try {
-        resolve(JSON.parse(body) as ProbeResult);
+        resolve(JSON.parse(body) as ProbeResult | PingResult | (ProbeResult | PingResult)[]);
       } catch {
-        resolve({ ok: false, error: `probe agent at ${control} gave no answer`, ms: 0 });
+        resolve(failed('gave no answer'));
       }
     });
-    sock.on('error', (e) => resolve({ ok: false, error: `probe agent at ${control}: ${e.message}`, ms: 0 }));
+    sock.on('error', (e) => resolve(failed(e.message)));
   });
 }

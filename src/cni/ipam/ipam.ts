@@ -232,10 +232,14 @@ export function verify(dataDir: string, att: Attachment, ips: IPConfig[]): void 
   }
 }
 
+/** The addresses reserved in `dataDir`, whoever holds them. */
+export function reserved(dataDir: string): Set<string> {
+  return new Set(new DiskStore(dataDir).list().map((r) => r.ip));
+}
+
 /** STATUS: the data dir is usable and every range set has room. */
 export function status(config: IpamConfig): void {
-  const store = new DiskStore(config.dataDir);
-  const taken = new Set(store.list().map((r) => r.ip));
+  const taken = reserved(config.dataDir);
   for (const set of config.rangesets) {
     if (!pick(set, taken, undefined)) throw new CniError(Code.NotAvailable, `no free address left in range ${rangeName(set)}`);
   }
