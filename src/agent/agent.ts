@@ -57,6 +57,12 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const RECONCILE_RETRY_MS = 2000;
 
 /**
+ * Subnets in numeric order. One collator for every status: localeCompare with options builds one per
+ * comparison (8 ms to sort 100 leases), and the status is written after every reconcile.
+ */
+const bySubnet = new Intl.Collator('en', { numeric: true });
+
+/**
  * The node agent. Flow: find the underlay interface and PublicIP → read the network config from
  * etcd (and refuse one that contains this node's address) → pick the backend → acquire this
  * node's lease (flannel's order: lease with our PublicIP, subnet.env's subnet, a random free one)
@@ -447,7 +453,7 @@ export class Agent {
       backend: this.backend?.type ?? this.config?.backend.type ?? 'unknown',
       ...(this.config ? { network: formatNetwork(this.config.network) } : {}),
       ...(own ? { ownLease: leaseView(own) } : {}),
-      remoteLeases: (this.leases?.remoteLeases() ?? []).map(leaseView).sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true })),
+      remoteLeases: (this.leases?.remoteLeases() ?? []).map(leaseView).sort((a, b) => bySubnet.compare(a.subnet, b.subnet)),
       ...(desired ? { desired } : {}),
       drift,
       ...(plan ? { plan } : {}),

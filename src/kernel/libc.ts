@@ -22,6 +22,8 @@ export const libc = {
   fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
   flock: lib.func('int flock(int fd, int op)'),
   setns: lib.func('int setns(int fd, int nstype)'),
+  unshare: lib.func('int unshare(int flags)'),
+  mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
   close: lib.func('int close(int fd)'),
   strerror: lib.func('const char *strerror(int errnum)'),
 };

@@ -42,7 +42,7 @@ const EINTR = 4;
 const ENOENT = 2;
 const RECV_TIMEOUT_S = 30;
 
-const SELF_NS = '/proc/thread-self/ns/net';
+export const SELF_NS = '/proc/thread-self/ns/net';
 
 function nsId(): string {
   const s = statSync(SELF_NS);
@@ -91,14 +91,33 @@ export function inNamespace<T>(ns: Netns, fn: () => T): T {
       assertHomeNamespace();
       throw nsError(ns, 'cannot enter', err);
     }
-    try {
-      return fn();
-    } finally {
-      if (libc.setns(homeFd, CLONE_NEWNET) !== 0) process.stderr.write(`netlink: setns back failed: ${strerror(lastErrno())}\n`);
-      assertHomeNamespace();
-    }
+    return thenHome(homeFd, fn);
   } finally {
     closeSync(target);
+  }
+}
+
+/**
+ * Runs `fn` (synchronous only) with this thread in a new, empty network namespace (unshare(2)), then
+ * returns to the home namespace. The new one lives on only if `fn` pins it (netns.ts bind-mounts it).
+ */
+export function inNewNamespace<T>(fn: () => T): T {
+  if (poisoned) throw new Error(poisoned);
+  const homeFd = home().fd;
+  if (libc.unshare(CLONE_NEWNET) !== 0) {
+    const err = lastErrno();
+    assertHomeNamespace();
+    throw new KernelError(`cannot make a network namespace: ${strerror(err)}`, errnoKind(err), undefined, err);
+  }
+  return thenHome(homeFd, fn);
+}
+
+function thenHome<T>(homeFd: number, fn: () => T): T {
+  try {
+    return fn();
+  } finally {
+    if (libc.setns(homeFd, CLONE_NEWNET) !== 0) process.stderr.write(`netlink: setns back failed: ${strerror(lastErrno())}\n`);
+    assertHomeNamespace();
   }
 }
 

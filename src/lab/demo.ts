@@ -1,7 +1,7 @@
 import { DEFAULT_CLUSTER_DNS } from '../agent/dns.js';
 import { parseManifests } from '../service/manifest.js';
-import { formatLabels, formatPorts, registryCall, type RegistrySession } from './registry.js';
-import type { DemoService, LabState } from './state.js';
+import { formatLabels, formatPorts, type RegistrySession } from './registry.js';
+import type { DemoService } from './state.js';
 
 /**
  * What `lab up` writes to the registry: before it makes its pods the kube-dns Service and each pod's spec (label app=echo,
@@ -90,8 +90,8 @@ export async function writePodSpecs(registry: RegistrySession, pods: { pod: stri
  * (at 100 × 10: 100 agents × 1,000 registrations, up to ~4,000 nft ops each; pods came up at 0.4 a
  * second). Written after, each agent computes it once.
  */
-export async function writeEchoService(s: LabState): Promise<DemoService> {
-  const r = await registryCall(s, { op: 'apply', docs: parseManifests(manifestText([echoManifest()]), 'lab up') });
+export async function writeEchoService(registry: RegistrySession): Promise<DemoService> {
+  const [r] = await registry.call({ op: 'apply', docs: parseManifests(manifestText([echoManifest()]), 'lab up') });
   const svc = r.services.find((x) => x.name === 'echo')!;
   return { namespace: svc.namespace, name: svc.name, clusterIP: svc.clusterIP ?? '', ports: formatPorts(svc), selector: formatLabels(svc.selector) };
 }

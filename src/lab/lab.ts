@@ -264,14 +264,14 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
         ),
       ),
     ]);
+    if (registry) {
+      await step(o, 'the Service echo over the pods in the registry', async () => {
+        const service = await writeEchoService(registry);
+        await update(s, (f) => void (f.service = service));
+      });
+    }
   } finally {
-    registry?.cancel();
-  }
-  if (overlay) {
-    await step(o, 'the Service echo over the pods in the registry', async () => {
-      const service = await writeEchoService(s);
-      await update(s, (f) => void (f.service = service));
-    });
+    registry?.close();
   }
   await update(s, (f) => delete f.building);
 }
@@ -390,7 +390,7 @@ export async function addNode(s: LabState, name: string, o: OpOptions & { store?
         })(),
         startRuntime(s, name, o.signal),
       ]);
-      writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`);
+      writeFileAtomic(nodeFiles(s, node).conflist, `${JSON.stringify(nodeConflist(s, node), null, 2)}\n`, { durable: false });
       interrupted(o.signal);
       return update(s, (f) => {
         const n = f.nodes.find((x) => x.name === name)!;

@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline';
 import { contains, parseAddr, parseCidr } from '../ip/cidr.js';
 import { endpointsOf } from '../service/endpoints.js';
 import { DEFAULT_REGISTRY_PREFIX, Registry } from '../service/registry.js';
@@ -9,7 +10,8 @@ import { docId, type RegistryReply, type RegistryRequest, type RegistryView } fr
 /**
  * The process behind registry.ts's registryCall, in etcd's namespace: one JSON request on stdin, one
  * JSON reply on stdout (a list of requests: served in order, a list of replies). With `--watch` (registryWatch) it prints the view as a JSON line at start and
- * after every change, until its stdin closes (its parent went away).
+ * after every change, until its stdin closes (its parent went away); with `--session` it serves a
+ * list of requests per line until then.
  */
 async function view(registry: Registry, network: EtcdStore): Promise<RegistryView> {
   const snap = await registry.snapshot();
@@ -84,23 +86,39 @@ async function watch(endpoint: string): Promise<void> {
   process.stdin.on('end', () => process.exit(0)).resume();
 }
 
+/** Every request is declarative (apply, delete, view), so asking again after a timeout is safe. */
+const once = (endpoint: string, r: RegistryRequest) =>
+  retrying(() => serve(endpoint, r), { onRetry: (e, n) => console.error(`attempt ${n}: ${e.message}; trying again`) });
+
+/** `--session` (registry.ts registrySession): a list of requests per line on stdin, the list of their replies (or the error) per line on stdout. */
+async function session(endpoint: string): Promise<void> {
+  for await (const line of createInterface({ input: process.stdin })) {
+    try {
+      const replies = [];
+      for (const r of JSON.parse(line) as RegistryRequest[]) replies.push(await once(endpoint, r));
+      process.stdout.write(`${JSON.stringify(replies)}\n`);
+    } catch (e) {
+      process.stdout.write(`${JSON.stringify({ error: (e as Error).message })}\n`);
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const endpoint = process.argv[2];
   if (!endpoint) {
-    console.error('usage: registry-main.js ETCD_ENDPOINTS [--watch] < request.json');
+    console.error('usage: registry-main.js ETCD_ENDPOINTS [--watch | --session] < request.json');
     process.exit(2);
   }
   if (process.argv[3] === '--watch') return watch(endpoint);
+  if (process.argv[3] === '--session') return session(endpoint);
   let text = '';
   for await (const chunk of process.stdin) text += String(chunk);
   try {
     const req = JSON.parse(text) as RegistryRequest | RegistryRequest[];
-    // Every request is declarative (apply, delete, view), so asking again after a timeout is safe.
-    const once = (r: RegistryRequest) => retrying(() => serve(endpoint, r), { onRetry: (e, n) => console.error(`attempt ${n}: ${e.message}; trying again`) });
-    if (!Array.isArray(req)) process.stdout.write(JSON.stringify(await once(req)));
+    if (!Array.isArray(req)) process.stdout.write(JSON.stringify(await once(endpoint, req)));
     else {
       const replies = [];
-      for (const r of req) replies.push(await once(r));
+      for (const r of req) replies.push(await once(endpoint, r));
       process.stdout.write(JSON.stringify(replies));
     }
   } catch (e) {

@@ -2,16 +2,15 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { run } from '../kernel/exec.js';
-import { collectLater } from '../util/proc.js';
 import type { Manifest } from '../service/manifest.js';
 import type { Endpoint, EndpointSliceRecord, PodRecord, Service } from '../service/types.js';
 import { LabError, type LabState } from './state.js';
 
 /**
  * The lab's hands on its Service registry. The lab's etcd answers only inside the lab's namespaces,
- * so `weft lab apply/get/delete` and `weft verify` run registry-main.js in etcd's namespace: one JSON
+ * so `weft lab apply/get/delete` and `weft verify` run registry-main in etcd's namespace: one JSON
  * request on its stdin, one JSON reply on its stdout (or a list of requests, served in order, and the
- * list of their replies).
+ * list of their replies); `lab up` keeps one open for all its writes (registrySession).
  */
 export type RegistryRequest = { op: 'apply'; docs: Manifest[] } | { op: 'delete'; docs: Manifest[] } | { op: 'view' };
 
@@ -49,7 +48,8 @@ export const formatLabels = (labels: Record<string, string> | undefined) =>
     .map(([k, v]) => `${k}=${v}`)
     .join(',');
 
-const REGISTRY_MAIN = fileURLToPath(new URL('./registry-main.js', import.meta.url));
+/** Bundled, as the lab's other processes (build.ts WEFT). */
+const REGISTRY_MAIN = fileURLToPath(new URL('../../../build/lab/registry-main.js', import.meta.url));
 
 export function refuseUnderlay(s: LabState): void {
   if (s.backend === 'macvlan') throw new LabError('no-services', `lab ${s.name} runs in underlay mode: it has no etcd and no agents, so no Services`);
@@ -70,25 +70,44 @@ export async function registryCall<R extends RegistryRequest>(s: LabState, req: 
 type Replies<R extends RegistryRequest[]> = { [K in keyof R]: Extract<RegistryReply, { op: R[K]['op'] }> };
 
 /**
- * A registry-main started ahead of its requests, in etcd's namespace: it loads its modules (the etcd
- * client, most of its start-up) while `lab up` still waits for etcd. `call` then sends the requests,
- * served one after the other in that one process; `cancel` ends it unused.
+ * A registry-main started ahead of its requests, in etcd's namespace: it loads its modules while
+ * `lab up` still waits for etcd, then serves every `call` of `lab up` (the pod specs before the pods,
+ * the Service echo after them) in that one process: each call's requests one after the other.
+ * `close` ends it once what was sent is answered.
  */
 export interface RegistrySession {
   call: <R extends RegistryRequest[]>(...reqs: R) => Promise<Replies<R>>;
-  cancel: () => void;
+  close: () => void;
 }
 
 export function registrySession(s: LabState): RegistrySession {
   refuseUnderlay(s);
-  const child = collectLater(['ip', 'netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint]);
+  const child = spawn('ip', ['netns', 'exec', s.etcd.ns, process.execPath, REGISTRY_MAIN, s.etcd.endpoint, '--session'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  let ended: string | undefined;
+  const waiting: ((line: string | undefined) => void)[] = [];
+  const end = (why: string) => {
+    ended ??= why;
+    for (const w of waiting.splice(0)) w(undefined);
+  };
+  child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
+  child.stdin.on('error', () => undefined);
+  child.on('error', (e) => end(`cannot run the registry: ${e.message}`));
+  child.on('close', (code, signal) => end(`the registry exited (${code ?? signal})`));
+  createInterface({ input: child.stdout }).on('line', (line) => waiting.shift()?.(line));
   return {
     call: async <R extends RegistryRequest[]>(...reqs: R) => {
-      const r = await child.send(JSON.stringify(reqs));
-      if (r.code !== 0) throw new LabError('registry', r.stderr.trim() || `the registry exited (${r.code ?? r.signal})`);
-      return JSON.parse(r.stdout) as Replies<R>;
+      const line = await new Promise<string | undefined>((resolve) => {
+        if (ended) return resolve(undefined);
+        waiting.push(resolve);
+        child.stdin.write(`${JSON.stringify(reqs)}\n`);
+      });
+      if (line === undefined) throw new LabError('registry', stderr.trim() || ended!);
+      const r = JSON.parse(line) as Replies<R> | { error: string };
+      if ('error' in r) throw new LabError('registry', r.error);
+      return r;
     },
-    cancel: child.cancel,
+    close: () => void child.stdin.end(),
   };
 }
 

@@ -27,7 +27,8 @@ export const resolvConfPath = (ns: string) => join(ETC_NETNS, ns, 'resolv.conf')
 export function writeResolvConf(ns: string, dns: DNS | undefined): string | undefined {
   if (!dns?.nameservers?.length) return undefined;
   mkdirSync(join(ETC_NETNS, ns), { recursive: true });
-  writeFileAtomic(resolvConfPath(ns), resolvConfText(dns));
+  // Not fsynced, as the lab's state (state.ts writeState): the pod's namespace does not outlive a crash either.
+  writeFileAtomic(resolvConfPath(ns), resolvConfText(dns), { durable: false });
   return resolvConfPath(ns);
 }
 

@@ -168,8 +168,13 @@ export function readState(lab: string): LabState {
   }
 }
 
+/**
+ * Atomic, not durable: a crash of the machine takes the lab's namespaces and processes with it, so
+ * the state would be stale either way, and its two fsyncs per change (a pod add makes two changes)
+ * held every other step of a `lab up` waiting.
+ */
 export function writeState(s: LabState): void {
-  writeFileAtomic(statePath(s.name), `${JSON.stringify(s, null, 2)}\n`);
+  writeFileAtomic(statePath(s.name), `${JSON.stringify(s, null, 2)}\n`, { durable: false });
 }
 
 /** Callers in this process queue here; flock alone would not order two of them on one thread. */
@@ -207,7 +212,7 @@ async function withLock<T>(lab: string, fn: () => T | Promise<T>): Promise<T> {
 }
 
 /**
- * Reads the state under the lock, lets `change` modify it, writes it back (atomically, synced), and
+ * Reads the state under the lock, lets `change` modify it, writes it back (atomically), and
  * refreshes `s` (the caller's copy) to what was written. Only quick bookkeeping belongs in `change`:
  * slow work runs outside the lock so that adds still run in parallel.
  */
