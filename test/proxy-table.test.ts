@@ -9,8 +9,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as op from '../src/kernel/ops.js';
+import { nftTx } from '../src/kernel/nft.js';
+import { nftGeneration } from '../src/kernel/nfnl.js';
 import { apply, Plan } from '../src/kernel/plan.js';
-import { generation } from '../src/proxy/netlink.js';
 import { PROXY_TABLES, ruleText, serviceRules, serviceTable, type Fragment, type ProxyNode } from '../src/proxy/rules.js';
 import { cleanupProxy, ProxyTable } from '../src/proxy/table.js';
 import { ServiceProxy, type ProxySource } from '../src/proxy/proxy.js';
@@ -160,14 +161,31 @@ describe('proxy tables in a kernel', () => {
   it('one change is one transaction and leaves the other Services rules (their handles) alone', async () => {
     const handles = async () => (await nft('-a', 'list', 'table', 'ip', serviceTable('default', 'db'))).match(/# handle \d+/g)!.join(',');
     const dbBefore = await handles();
-    const gen = await generation(ns);
+    const gen = await nftGeneration(ns);
     const moved = serviceRules(node, svc('web', '10.96.0.10'), [ep(POD2)]);
     const r = await table.update(new Map([['0', moved]]));
     assert.equal(r.transactions, 1);
-    assert.equal(await generation(ns), gen + 1);
+    assert.equal(await nftGeneration(ns), gen + 1);
     if (serviceTable('default', 'web') !== serviceTable('default', 'db')) assert.equal(await handles(), dbBefore);
     assert.equal(backend(await connect('10.96.0.10', 80)), POD2);
     await table.update(new Map([['0', web()]]));
+  });
+
+  it("the tables stay trusted across this process's commits to other tables (the agent's peer set), not across anyone else's", async () => {
+    await table.sync(all(web(), db(), empty()));
+    assert.equal(await table.unchanged(), true);
+    const peers = (verb: 'add' | 'delete', key: string) => op.nft({ ns, tx: nftTx('ip', 'own-peers')[verb]({ type: 'element', set: 'p', key }) });
+    await apply(new Plan().add(op.nft({ ns, tx: nftTx('ip', 'own-peers').add({ type: 'table' }, { type: 'set', name: 'p', key: 'ipv4_addr' }) })));
+    await apply(new Plan().add(peers('add', '198.18.0.12'), peers('add', '198.18.0.13'), peers('delete', '198.18.0.12')));
+    assert.equal(await table.unchanged(), true, 'only our own commits since');
+    const r = await table.sync(all(web(), db(), empty()));
+    assert.equal(r.transactions, 0, 'a resync with nothing to do reads nothing and writes nothing');
+    await nft('add', 'table', 'ip', 'someone-else');
+    assert.equal(await table.unchanged(), false, 'another process committed');
+    await nft('delete', 'table', 'ip', 'someone-else');
+    await apply(new Plan().add(op.nft({ ns, tx: nftTx('ip', 'own-peers').delete({ type: 'table' }) })));
+    await table.sync(all(web(), db(), empty()));
+    assert.equal(await table.unchanged(), true, 'a full sync trusts the tables again');
   });
 
   it('a full sync repairs drift made by hand: a deleted rule, a deleted element, a stray chain, a deleted shard table, an old hook chain', async () => {

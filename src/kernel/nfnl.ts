@@ -21,7 +21,9 @@ const NFT_MSG_GETSET = 10;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_DELSETELEM = 14;
+const NFT_MSG_GETGEN = 16;
 const NFT_MSG_GETOBJ = 19;
+const NFTA_GEN_ID = 1;
 
 const NFTA_TABLE_NAME = 1;
 const NFTA_CHAIN_TABLE = 1;
@@ -179,6 +181,56 @@ function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
   }
 }
 
+/**
+ * The ruleset's generation: every committed nftables transaction in the namespace (anyone's)
+ * increments it, so an unchanged generation proves that nothing changed the ruleset.
+ */
+export async function nftGeneration(ns: Netns): Promise<number> {
+  const sock = Sock.open(ns, 'netfilter');
+  try {
+    const a = await sock.ask(request(NFT_MSG_GETGEN));
+    const m = a.replies[0];
+    const id = m && parseAttrs(m, 20, m.readUInt32LE(0)).get(NFTA_GEN_ID);
+    if (a.errno !== 0 || !id) throw new KernelError(`nftables generation: ${a.errno ? strerror(a.errno) : 'no answer'}`, 'other');
+    return id.readUInt32BE(0);
+  } finally {
+    sock.close();
+  }
+}
+
+/**
+ * Per namespace, the latest run of generations that only this process's transactions made: every
+ * commit in it went through `ownCommits`, and nothing else committed in between.
+ */
+const ownRuns = new Map<string, { from: number; to: number }>();
+
+/**
+ * Runs `commit`, which makes `count(result)` nftables transactions in `ns`, and notes them as this
+ * process's own when the generation moved by exactly that much: then no one else committed meanwhile.
+ */
+export async function ownCommits<T>(ns: Netns, commit: () => T | Promise<T>, count: (result: T) => number): Promise<T> {
+  const before = await nftGeneration(ns);
+  const result = await commit();
+  const after = await nftGeneration(ns);
+  const key = ns ?? '';
+  const run = ownRuns.get(key);
+  if (after !== before + count(result)) ownRuns.set(key, { from: after, to: after });
+  else if (run?.to === before) run.to = after;
+  else ownRuns.set(key, { from: before, to: after });
+  return result;
+}
+
+/**
+ * Whether every nftables transaction in `ns` after generation `since`, up to `now`, was this
+ * process's own. A component that keeps its own tables (the Service proxy) then knows they are as
+ * it left them, although the generation moved (the agent's VXLAN peer set changes with every lease).
+ */
+export function onlyOwnCommits(ns: Netns, since: number, now: number): boolean {
+  if (since === now) return true;
+  const run = ownRuns.get(ns ?? '');
+  return run !== undefined && run.from <= since && run.to === now;
+}
+
 /** One table; undefined when it does not exist. */
 export function nftTable(ns: Netns, family: string, name: string): Promise<NftTableState | undefined> {
   return new Promise((resolve) => resolve(withNfnl(ns, (s) => read(s, { family, name }))[0]));
@@ -216,8 +268,8 @@ export function elementsOnly(tx: NftTx): boolean {
   );
 }
 
-/** Applies an elementsOnly() transaction: one nfnetlink batch per set and verb. */
-export function applyElements(ns: Netns, tx: NftTx, what: string): void {
+/** Applies an elementsOnly() transaction: one nfnetlink batch per set and verb; returns how many batches. */
+export function applyElements(ns: Netns, tx: NftTx, what: string): number {
   const groups = new Map<string, { verb: 'add' | 'delete'; family: string; table: string; set: string; keys: string[] }>();
   for (const { verb, obj } of tx.ops) {
     if (obj.type !== 'element') continue;
@@ -245,4 +297,5 @@ export function applyElements(ns: Netns, tx: NftTx, what: string): void {
       if (a.errno !== 0) throw new KernelError(`${what}: ${a.ext ?? strerror(a.errno)}`, errnoKind(a.errno), what, a.errno);
     }
   });
+  return groups.size;
 }

@@ -1,7 +1,7 @@
 import { openSync, closeSync, writeSync } from 'node:fs';
 import { KernelError, tolerated } from './errors.js';
 import type { Netns } from './exec.js';
-import { applyElements, elementsOnly } from './nfnl.js';
+import { applyElements, elementsOnly, ownCommits } from './nfnl.js';
 import { commands, renderOp, type Op } from './ops.js';
 import { execRtnl, speaksRtnl, type RtnlOp } from './rtnl.js';
 import { inNamespace, Sock } from './socket.js';
@@ -69,8 +69,23 @@ export async function apply(plan: Plan): Promise<void> {
         await attempt(op, () => sysctl(op.ns, op.key, op.value));
         i++;
       } else if (op.op === 'nft') {
-        if (elementsOnly(op.tx)) await attempt(op, () => applyElements(op.ns, op.tx, describe(op)));
-        else if (!op.tx.empty) await attempt(op, () => runTool(op.ns, commands(op)[0]!, describe(op)));
+        const tx = op.tx;
+        if (elementsOnly(tx))
+          await attempt(op, () =>
+            ownCommits(
+              op.ns,
+              () => applyElements(op.ns, tx, describe(op)),
+              (batches) => batches,
+            ),
+          );
+        else if (!tx.empty)
+          await attempt(op, () =>
+            ownCommits(
+              op.ns,
+              () => runTool(op.ns, commands(op)[0]!, describe(op)),
+              () => 1,
+            ),
+          );
         i++;
       } else {
         let j = i;

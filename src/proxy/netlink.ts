@@ -643,20 +643,3 @@ export function readTables(ns: Netns): Promise<Map<string, TableState>> {
     return out;
   });
 }
-
-/**
- * The ruleset's generation: every committed nftables transaction in the namespace (anyone's)
- * increments it, so an unchanged generation proves that nothing changed the table.
- */
-export async function generation(ns: Netns): Promise<number> {
-  const sock = Sock.open(ns, 'netfilter');
-  try {
-    const a = await sock.ask(message(MSG.GETGEN, 0));
-    const m = a.replies[0];
-    const id = m && parseAttrs(m, 20, m.readUInt32LE(0)).get(1);
-    if (a.errno !== 0 || !id) throw new KernelError(`nftables generation: ${a.errno ? strerror(a.errno) : 'no answer'}`, 'other');
-    return id.readUInt32BE(0);
-  } finally {
-    sock.close();
-  }
-}

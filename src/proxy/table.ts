@@ -6,7 +6,8 @@ import { baseTx } from './base.js';
 import { clearFlows, listUdp } from '../kernel/conntrack.js';
 import { staleFlows, strayFlows, type Flow } from './conntrack.js';
 import { diff, emptyShape, objectId, shapeOf, type ProxyOp, type Shape } from './diff.js';
-import { applyOps, generation, readTables } from './netlink.js';
+import { nftGeneration, onlyOwnCommits, ownCommits } from '../kernel/nfnl.js';
+import { applyOps, readTables } from './netlink.js';
 import { baseTables, PROXY_FAMILY, PROXY_TABLE, type Fragment } from './rules.js';
 
 /** Ops per transaction in a full sync: bounded so one huge initial sync does not hold the kernel's nftables lock for long. */
@@ -46,8 +47,9 @@ async function conntrack(fn: () => Promise<number>): Promise<{ deleted: number; 
 export class ProxyTable {
   private readonly applied = new Map<string, Fragment>();
   /**
-   * The nftables generation right after our last transaction, while nothing but us has changed the
-   * ruleset since our last full read: then `applied` is what the kernel holds.
+   * A generation at which `applied` was what the kernel held, while every transaction in the
+   * namespace since has been this process's own (ours, or the agent's on its other tables): then
+   * `applied` is still what the kernel holds.
    */
   private trusted: number | undefined;
 
@@ -75,9 +77,9 @@ export class ProxyTable {
     }
   }
 
-  /** Whether nothing has changed nftables in the namespace since our last transaction (so nothing drifted). */
+  /** Whether nothing but this process has changed nftables in the namespace since we knew our tables (so nothing drifted). */
   async unchanged(): Promise<boolean> {
-    return this.trusted !== undefined && (await generation(this.ns)) === this.trusted;
+    return this.trusted !== undefined && onlyOwnCommits(this.ns, this.trusted, await nftGeneration(this.ns));
   }
 
   /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows. */
@@ -92,13 +94,17 @@ export class ProxyTable {
       flows.push(...staleFlows(before, f));
     }
     const ops = diff(old, now);
-    const before = await generation(this.ns);
-    const wasTrusted = this.trusted === before;
+    const trusted = (await this.unchanged()) ? this.trusted : undefined;
     // Until it is known how a transaction ended, what the kernel holds is known only by reading it.
     this.trusted = undefined;
-    const transactions = await applyOps(this.ns, ops);
-    const after = await generation(this.ns);
-    if (wasTrusted && after === before + transactions) this.trusted = after;
+    const transactions = ops.length
+      ? await ownCommits(
+          this.ns,
+          () => applyOps(this.ns, ops),
+          (n) => n,
+        )
+      : 0;
+    this.trusted = trusted;
     for (const [key, f] of changed) {
       this.set(key, f);
     }
@@ -113,8 +119,8 @@ export class ProxyTable {
    * nowhere the rules lead.
    */
   async sync(all: Map<string, Fragment>): Promise<SyncResult> {
-    const gen = await generation(this.ns);
-    if (gen === this.trusted) return this.update(changedFrom(this.applied, all));
+    if (await this.unchanged()) return this.update(changedFrom(this.applied, all));
+    const gen = await nftGeneration(this.ns);
     const states = await readTables(this.ns);
     const changes: string[] = [];
     const base = baseTx(states);
@@ -133,10 +139,15 @@ export class ProxyTable {
     const ops = diff(have, all.values());
     if (states.size) changes.push(...summarize(ops));
     this.trusted = undefined;
-    const transactions = await applyOps(this.ns, ops, SYNC_CHUNK);
-    const after = await generation(this.ns);
+    const transactions = ops.length
+      ? await ownCommits(
+          this.ns,
+          () => applyOps(this.ns, ops, SYNC_CHUNK),
+          (n) => n,
+        )
+      : 0;
     const ours = transactions + (base.tx.empty ? 0 : 1);
-    this.trusted = after === gen + ours ? after : undefined;
+    if (onlyOwnCommits(this.ns, gen, await nftGeneration(this.ns))) this.trusted = gen;
     for (const k of [...this.applied.keys()]) if (!all.has(k)) this.set(k, undefined);
     for (const [k, f] of all) this.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
