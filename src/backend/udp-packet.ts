@@ -6,6 +6,8 @@
  */
 
 export const IPV4_MIN_HEADER = 20;
+/** The most bytes one UDP GSO send takes (they form one UDP payload before the kernel cuts it). */
+export const UDP_GSO_MAX_BYTES = 65507;
 export const ICMP_DEST_UNREACH = 3;
 export const ICMP_NET_UNREACH = 0;
 
@@ -158,67 +160,23 @@ export class PeerTable {
   }
 }
 
-/** A 32-bit view of each 16-bit view sum16 is given (the packet loop has a few, for its lifetime). */
-const u32Views = new WeakMap<Uint16Array, Uint32Array>();
-function u32Of(u16: Uint16Array): Uint32Array {
-  let v = u32Views.get(u16);
-  if (!v) u32Views.set(u16, (v = new Uint32Array(u16.buffer, 0, u16.buffer.byteLength >> 2)));
-  return v;
-}
-
-/**
- * The ones'-complement sum (folded to 16 bits, not complemented) of b[start, end) in network byte
- * order. When `u16` views b's buffer and the range starts at an even address, it sums native 32-bit
- * words (a 2-byte head and tail aside) into two doubles, exact far beyond 64 KiB of words, and
- * folds once: 2^16 ≡ 1 (mod 0xffff), so a sum of little-endian 32-bit words folds to the sum of
- * little-endian 16-bit words, the byte-swapped network-order sum (RFC 1071: the sum is byte-order
- * independent). Twice as fast as 16-bit words; this is most of the tx loop's JS time.
- */
-export function sum16(b: Uint8Array, u16: Uint16Array, start: number, end: number): number {
-  let i = b.byteOffset + start;
-  const stop = b.byteOffset + end;
-  if ((i & 1) === 0 && u16.buffer === b.buffer && end - start >= 4) {
-    let sum = 0;
-    if (i & 2) {
-      sum += u16[i >> 1]!;
-      i += 2;
-    }
-    const u32 = u32Of(u16);
-    let w = i >> 2;
-    const wEnd = stop >> 2;
-    let s0 = 0;
-    let s1 = 0;
-    for (; w + 1 < wEnd; w += 2) {
-      s0 += u32[w]!;
-      s1 += u32[w + 1]!;
-    }
-    if (w < wEnd) s0 += u32[w]!;
-    sum += s0 + s1;
-    i = wEnd << 2;
-    if (i + 2 <= stop) {
-      sum += u16[i >> 1]!;
-      i += 2;
-    }
-    if (i < stop) sum += b[end - 1]!; // a lone byte pads as the low (first) byte of a LE word
-    // Fold the double (< 2^53) below 2^32 with exact arithmetic, then to 16 bits.
-    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
-    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
-    sum = (sum >>> 16) + (sum & 0xffff);
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    return ((sum & 0xff) << 8) | (sum >>> 8);
-  }
-  let sum = 0;
-  let j = start;
-  for (; j + 1 < end; j += 2) sum += (b[j]! << 8) | b[j + 1]!;
-  if (j < end) sum += b[j]! << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
-
 const fold = (s: number): number => {
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   return s;
 };
+
+/** The ones'-complement sum of the 16-bit big-endian words of b[start, end) (end - start even). */
+function sumWords(b: Uint8Array, start: number, end: number): number {
+  let s = 0;
+  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | b[i + 1]!;
+  return s;
+}
+
+/**
+ * A ones'-complement sum, folded to 16 bits, not complemented, in network byte order, of the bytes
+ * [start, end) of the packet's ArrayBuffer (not of the view): Checksummer.sum (udp-csum.ts).
+ */
+export type SumFn = (start: number, end: number) => number;
 
 /** virtio_net_hdr fields the tx loop needs (little-endian, as the TUN device writes them). */
 export const VNET_F_NEEDS_CSUM = 1;
@@ -229,31 +187,34 @@ export const VNET_GSO_TCPV4 = 1;
  * Completes a partial checksum (virtio NEEDS_CSUM): the field at csumStart + csumOffset holds the
  * pseudo-header sum; the checksum covers [csumStart, len).
  */
-export function completeChecksum(b: Uint8Array, u16: Uint16Array, len: number, csumStart: number, csumOffset: number): boolean {
+export function completeChecksum(b: Uint8Array, sum: SumFn, len: number, csumStart: number, csumOffset: number): boolean {
   const at = csumStart + csumOffset;
   if (at + 2 > len) return false;
-  const c = ~sum16(b, u16, csumStart, len) & 0xffff;
+  const c = ~sum(b.byteOffset + csumStart, b.byteOffset + len) & 0xffff;
   b[at] = c >>> 8;
   b[at + 1] = c & 255;
   return true;
 }
 
+/** How segmentTcp cut a packet: `count` segments of `hl` header bytes and at most `mss` payload bytes. */
+export interface Segments {
+  count: number;
+  hl: number;
+  mss: number;
+  /** The segments' bytes, headers included. */
+  bytes: number;
+}
+
 /**
- * Splits a TCP/IPv4 super-packet b[0, len) (a TSO packet from the TUN device) into segments of at
- * most `mss` payload bytes written back to back into `out`, each a complete packet with its own
- * IP total length, ID, header checksum, TCP sequence number, flags and checksum, as a NIC's TSO
- * would make them. Every segment but the last has the same size. Returns [count, segment size]
- * and the total bytes through `result`, or 0 segments when the packet cannot be segmented.
+ * Cuts a TCP/IPv4 super-packet b[0, len) (a TSO packet from the TUN device) into segments of at
+ * most `mss` payload bytes, as a NIC's TSO would, without moving its payload: segment i is the
+ * header hdrs[i·hl, (i+1)·hl) followed by the payload b[hl + i·mss, hl + min((i+1)·mss, len − hl)).
+ * Each header has its own IP total length, ID, header checksum, TCP sequence number, flags and
+ * checksum. Every segment but the last has the same size. Sets r.count to 0 when the packet cannot
+ * be segmented (or its headers do not fit in hdrs).
  */
-export function segmentTcp(
-  b: Uint8Array,
-  len: number,
-  mss: number,
-  out: Uint8Array,
-  outU16: Uint16Array,
-  result: { count: number; size: number; bytes: number },
-): void {
-  result.count = 0;
+export function segmentTcp(b: Uint8Array, len: number, mss: number, sum: SumFn, hdrs: Uint8Array, r: Segments): void {
+  r.count = 0;
   const ihl = (b[0]! & 15) * 4;
   if (b[9] !== 6 || len < ihl + 20) return;
   const thl = (b[ihl + 12]! >> 4) * 4;
@@ -261,50 +222,54 @@ export function segmentTcp(
   if (thl < 20 || hl > len || mss <= 0) return;
   const payload = len - hl;
   const count = Math.max(1, Math.ceil(payload / mss));
-  if (count * hl + payload > out.length) return;
+  if (count * hl > hdrs.length) return;
   const id = (b[4]! << 8) | b[5]!;
   const seq = ((b[ihl + 4]! << 24) | (b[ihl + 5]! << 16) | (b[ihl + 6]! << 8) | b[ihl + 7]!) >>> 0;
   const flags = b[ihl + 13]!;
   const src = srcOf(b);
   const dst = dstOf(b);
-  const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6;
-  let o = 0;
-  for (let i = 0; i < count; i++) {
+  const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6 + thl;
+  const data = b.byteOffset + hl;
+  hdrs.set(b.subarray(0, hl), 0);
+  // From the last to the first, so that slot 0 still holds the original header while it is copied.
+  for (let i = count - 1; i >= 0; i--) {
+    const o = i * hl;
+    if (i > 0) hdrs.copyWithin(o, 0, hl);
     const off = i * mss;
     const chunk = Math.min(mss, payload - off);
     const seg = hl + chunk;
-    out.set(b.subarray(0, hl), o);
-    out.set(b.subarray(hl + off, hl + off + chunk), o + hl);
-    out[o + 2] = seg >>> 8;
-    out[o + 3] = seg & 255;
+    hdrs[o + 2] = seg >>> 8;
+    hdrs[o + 3] = seg & 255;
     const sid = (id + i) & 0xffff;
-    out[o + 4] = sid >>> 8;
-    out[o + 5] = sid & 255;
-    out[o + 10] = 0;
-    out[o + 11] = 0;
-    const hc = ~sum16(out, outU16, o, o + ihl) & 0xffff;
-    out[o + 10] = hc >>> 8;
-    out[o + 11] = hc & 255;
+    hdrs[o + 4] = sid >>> 8;
+    hdrs[o + 5] = sid & 255;
+    hdrs[o + 10] = 0;
+    hdrs[o + 11] = 0;
+    const hc = ~fold(sumWords(hdrs, o, o + ihl)) & 0xffff;
+    hdrs[o + 10] = hc >>> 8;
+    hdrs[o + 11] = hc & 255;
     const t = o + ihl;
     const s = (seq + off) >>> 0;
-    out[t + 4] = s >>> 24;
-    out[t + 5] = (s >>> 16) & 255;
-    out[t + 6] = (s >>> 8) & 255;
-    out[t + 7] = s & 255;
+    hdrs[t + 4] = s >>> 24;
+    hdrs[t + 5] = (s >>> 16) & 255;
+    hdrs[t + 6] = (s >>> 8) & 255;
+    hdrs[t + 7] = s & 255;
     let f = flags;
     if (i < count - 1) f &= ~0x09; // FIN and PSH only on the last segment
     if (i > 0) f &= ~0x80; // CWR only on the first
-    out[t + 13] = f;
-    out[t + 16] = 0;
-    out[t + 17] = 0;
-    const tc = ~fold(sum16(out, outU16, t, o + seg) + pseudo + thl + chunk) & 0xffff;
-    out[t + 16] = tc >>> 8;
-    out[t + 17] = tc & 255;
-    o += seg;
+    hdrs[t + 13] = f;
+    hdrs[t + 16] = 0;
+    hdrs[t + 17] = 0;
+    // The payload starts at an even offset of the segment (hl is a multiple of 4), so its sum adds in.
+    const payloadSum = chunk > 0 ? sum(data + off, data + off + chunk) : 0;
+    const tc = ~fold(sumWords(hdrs, t, t + thl) + payloadSum + pseudo + chunk) & 0xffff;
+    hdrs[t + 16] = tc >>> 8;
+    hdrs[t + 17] = tc & 255;
   }
-  result.count = count;
-  result.size = hl + Math.min(mss, payload);
-  result.bytes = o;
+  r.count = count;
+  r.hl = hl;
+  r.mss = mss;
+  r.bytes = count * hl + payload;
 }
 
 /** TCP flags. */

@@ -37,6 +37,8 @@ interface DataPathLibc {
   sendto: (fd: number, buf: Buffer, n: number, flags: number, addr: Buffer, addrlen: number) => number;
   poll: (fds: Buffer, nfds: number, timeout: number) => number;
   recvmsg: (fd: number, msg: Buffer, flags: number) => number;
+  sendmsg: (fd: number, msg: Buffer, flags: number) => number;
+  writev: (fd: number, iov: Buffer, iovcnt: number) => number;
   socket: (domain: number, type: number, protocol: number) => number;
   bind: (fd: number, addr: Buffer, len: number) => number;
   setsockopt: (fd: number, level: number, name: number, val: Buffer, len: number) => number;
@@ -50,6 +52,8 @@ const sys: DataPathLibc = libc;
 export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = sys;
 const {
   recvmsg: recvmsgFn,
+  sendmsg: sendmsgFn,
+  writev: writevFn,
   socket: socketFn,
   bind: bindFn,
   setsockopt: setsockoptFn,
@@ -176,11 +180,81 @@ export function closeFd(fd: number): void {
   closeFn(fd);
 }
 
-/** UDP GSO: sends larger than `size` are split by the kernel into datagrams of `size` bytes (0: off). */
-export function setUdpSegment(fd: number, size: number): boolean {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(size);
-  return setsockoptFn(fd, SOL_UDP, UDP_SEGMENT, b, 4) === 0;
+/** The address of a buffer's first byte, as a number (exact: user-space addresses are < 2^53). */
+export const addressOf = (b: Buffer): number => Number(address(b));
+
+/**
+ * An array of struct iovec filled in place (pointers as numbers), for sendmsg and writev: the
+ * packet loop hands the kernel headers and payload where they lie instead of copying them together.
+ */
+export class Iovecs {
+  readonly buf: Buffer;
+  /** The address of entry 0. */
+  readonly base: number;
+  count = 0;
+  private readonly u32: Uint32Array;
+
+  constructor(readonly max: number) {
+    const ab = new ArrayBuffer(max * 16);
+    this.u32 = new Uint32Array(ab);
+    this.buf = Buffer.from(ab);
+    this.base = addressOf(this.buf);
+  }
+
+  /** Appends {ptr, len}; the caller keeps count < max. */
+  push(ptr: number, len: number): void {
+    const i = this.count++ * 4;
+    const u = this.u32;
+    u[i] = ptr >>> 0; // ToUint32 is modular: the low word of any integer below 2^53
+    u[i + 1] = Math.floor(ptr / 0x100000000);
+    u[i + 2] = len;
+    u[i + 3] = 0;
+  }
+
+  /** writev(2) of every entry. Returns the bytes written or -1 (errno()). */
+  writev(fd: number): number {
+    return writevFn(fd, this.buf, this.count);
+  }
+}
+
+/**
+ * sendmsg(2) of a run of iovec entries to one destination, as one datagram or, with a segment size,
+ * as UDP GSO (a UDP_SEGMENT control message: the kernel cuts the bytes into datagrams of that size,
+ * the last one shorter). The msghdr, destination and control message are built once.
+ */
+export class UdpSender {
+  readonly iov: Iovecs;
+  private readonly msg = Buffer.alloc(56);
+  private readonly to = sockaddr(0, 0);
+  private readonly control = Buffer.alloc(24);
+
+  constructor(maxIov: number) {
+    this.iov = new Iovecs(maxIov);
+    this.msg.writeBigUInt64LE(address(this.to), 0);
+    this.msg.writeUInt32LE(16, 8);
+    this.msg.writeBigUInt64LE(address(this.control), 32);
+    this.control.writeBigUInt64LE(18n, 0); // CMSG_LEN(sizeof(u16))
+    this.control.writeInt32LE(SOL_UDP, 8);
+    this.control.writeInt32LE(UDP_SEGMENT, 12);
+  }
+
+  destination(ip: number, port: number): void {
+    this.to.writeUInt16BE(port, 2);
+    this.to.writeUInt32BE(ip >>> 0, 4);
+  }
+
+  /** Sends iovec entries [first, end); segment > 0: UDP GSO in datagrams of `segment` bytes. Returns bytes sent or -1. */
+  send(fd: number, first: number, end: number, segment: number): number {
+    const m = this.msg;
+    const at = this.iov.base + first * 16;
+    m.writeUInt32LE(at >>> 0, 16);
+    m.writeUInt32LE(Math.floor(at / 0x100000000), 20);
+    m.writeUInt32LE(end - first, 24);
+    m.writeUInt32LE(0, 28);
+    this.control.writeUInt16LE(segment, 16);
+    m.writeUInt32LE(segment > 0 ? this.control.length : 0, 40);
+    return sendmsgFn(fd, m, 0);
+  }
 }
 
 /**
