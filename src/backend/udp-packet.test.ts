@@ -281,11 +281,12 @@ describe('udp packet functions', () => {
     }
     function run(packets: Buffer[]): Emitted[] {
       const got: Emitted[] = [];
-      const c = new TcpCoalescer((b, n, packets, bytes) =>
-        got.push({ hdr: Buffer.from(b.subarray(0, 10)), pkt: Buffer.from(b.subarray(10, n)), packets, bytes }),
-      );
       // Back to back in one buffer, as one UDP GRO read holds them.
       const all = Buffer.concat(packets);
+      const c: TcpCoalescer = new TcpCoalescer((headLen, packets, bytes) => {
+        const slices = Array.from({ length: c.slices }, (_, i) => all.subarray(c.sliceAt[i], c.sliceAt[i]! + c.sliceLen[i]!));
+        got.push({ hdr: Buffer.from(c.head.subarray(0, 10)), pkt: Buffer.concat([c.head.subarray(10, headLen), ...slices]), packets, bytes });
+      });
       let o = 0;
       for (const p of packets) {
         c.add(all, o, p.length);
@@ -400,6 +401,18 @@ describe('udp packet functions', () => {
         );
       }
       assert.equal(run(segs).length, 1);
+    });
+
+    it('starts a new run for a packet from another buffer (the slices point into the buffer)', () => {
+      const segs = flow(4200, 0x10);
+      const [x, y] = [Buffer.concat(segs.slice(0, 2)), Buffer.from(segs[2]!)];
+      const got: number[] = [];
+      const c = new TcpCoalescer((_, packets) => got.push(packets));
+      c.add(x, 0, segs[0]!.length);
+      c.add(x, segs[0]!.length, segs[1]!.length);
+      c.add(y, 0, y.length);
+      c.flush();
+      assert.deepEqual(got, [2, 1]);
     });
 
     it('does not merge a segment whose IP header checksum is wrong', () => {

@@ -296,6 +296,11 @@ export function coalescibleTcp(b: Uint8Array, o: number, len: number): number {
   return fold(sum) === 0xffff ? hl : 0;
 }
 
+/** Room for the run's IP + TCP header (at most 60 + 60 bytes) behind the virtio header. */
+const HEAD_MAX = VNET_HDR + 120;
+/** A run's pieces, head aside: writev takes at most IOV_MAX (1024) iovecs. */
+export const MAX_SLICES = 1023;
+
 /**
  * The receive side's coalescing, the job a NIC's GRO does: consecutive in-order TCP segments of one
  * flow (same addresses, ports, TOS, TTL, DF, ACK number and TCP options; contiguous sequence
@@ -305,16 +310,26 @@ export function coalescibleTcp(b: Uint8Array, o: number, len: number): number {
  * the kernel takes it as it takes GRO output. Every other packet, and a run of one, is emitted as it
  * came, one at a time, behind a zero virtio_net_hdr. Packet order is kept.
  *
- * `emit(buf, n, packets, bytes)` receives the virtio header + packet in buf[0, n), how many received
- * packets it carries and their summed lengths. The caller flushes when it has nothing more to add.
+ * Nothing is copied but the first header: an emitted packet is `head[0, headLen)` (the virtio header,
+ * then for a run the first segment's IP + TCP header rewritten for the whole run) followed by the
+ * slices `src[sliceAt[i], sliceAt[i] + sliceLen[i])` for i < slices (the run's payloads, or the one
+ * packet whole), which the caller hands to writev. So the bytes added must stay where they are until
+ * the run is emitted: the caller flushes before it overwrites them, and a packet from another buffer
+ * starts a new run. `emit(headLen, packets, bytes)` also says how many received packets it carries
+ * and their summed lengths.
  */
 export class TcpCoalescer {
-  /** [virtio_net_hdr][the packet being built]. */
-  readonly out = Buffer.alloc(VNET_HDR + IPV4_MAX + 1);
-  private readonly pkt = this.out.subarray(VNET_HDR);
-  /** Packet bytes in `pkt` (0: no run). */
+  readonly head = Buffer.alloc(HEAD_MAX);
+  readonly sliceAt = new Int32Array(MAX_SLICES);
+  readonly sliceLen = new Int32Array(MAX_SLICES);
+  slices = 0;
+  /** The buffer the run's packets are in. */
+  src: Uint8Array = this.head;
+  /** The run's first packet: src[first, first + firstLen). */
+  private first = 0;
+  private firstLen = 0;
+  /** The run's IP length so far. */
   private len = 0;
-  private segs = 0;
   private bytes = 0;
   private hl = 0;
   private gsoSize = 0;
@@ -324,16 +339,16 @@ export class TcpCoalescer {
   private lastFlags = 0;
   private lastWindow = 0;
 
-  constructor(private readonly emit: (buf: Buffer, n: number, packets: number, bytes: number) => void) {}
+  constructor(private readonly emit: (headLen: number, packets: number, bytes: number) => void) {}
 
   /** Adds the valid IPv4 packet b[o, o+len). */
   add(b: Uint8Array, o: number, len: number): void {
     const hl = coalescibleTcp(b, o, len);
-    if (hl !== 0 && this.segs > 0 && this.appendable(b, o, len, hl)) {
+    if (hl !== 0 && this.slices > 0 && this.appendable(b, o, len, hl)) {
       const payload = len - hl;
-      this.pkt.set(b.subarray(o + hl, o + len), this.len);
+      this.sliceAt[this.slices] = o + hl;
+      this.sliceLen[this.slices++] = payload;
       this.len += payload;
-      this.segs++;
       this.bytes += len;
       this.nextSeq = (this.nextSeq + payload) >>> 0;
       this.lastFlags = b[o + 33]!;
@@ -342,14 +357,18 @@ export class TcpCoalescer {
       return;
     }
     this.flush();
-    this.pkt.set(b.subarray(o, o + len), 0);
+    this.src = b;
+    this.first = o;
+    this.firstLen = len;
     this.len = len;
-    this.segs = 1;
     this.bytes = len;
+    this.slices = 1;
     if (hl === 0) {
       this.flush();
       return;
     }
+    this.sliceAt[0] = o + hl;
+    this.sliceLen[0] = len - hl;
     this.hl = hl;
     this.gsoSize = len - hl;
     this.nextSeq = (tcpSeq(b, o) + this.gsoSize) >>> 0;
@@ -359,52 +378,55 @@ export class TcpCoalescer {
   }
 
   private appendable(b: Uint8Array, o: number, len: number, hl: number): boolean {
-    const h = this.pkt;
-    if (this.closed || hl !== this.hl || len - hl > this.gsoSize || this.len + len - hl > IPV4_MAX) return false;
+    const h = this.src;
+    const f = this.first;
+    if (b !== h || this.closed || this.slices === MAX_SLICES || hl !== this.hl || len - hl > this.gsoSize || this.len + len - hl > IPV4_MAX) return false;
     if (tcpSeq(b, o) !== this.nextSeq) return false;
     // TOS, DF, TTL, addresses; ports; ACK number; options.
-    if (b[o + 1] !== h[1] || b[o + 6] !== h[6] || b[o + 8] !== h[8]) return false;
-    for (let i = 12; i < 24; i++) if (b[o + i] !== h[i]) return false;
-    for (let i = 28; i < 32; i++) if (b[o + i] !== h[i]) return false;
-    for (let i = 40; i < hl; i++) if (b[o + i] !== h[i]) return false;
+    if (b[o + 1] !== h[f + 1] || b[o + 6] !== h[f + 6] || b[o + 8] !== h[f + 8]) return false;
+    for (let i = 12; i < 24; i++) if (b[o + i] !== h[f + i]) return false;
+    for (let i = 28; i < 32; i++) if (b[o + i] !== h[f + i]) return false;
+    for (let i = 40; i < hl; i++) if (b[o + i] !== h[f + i]) return false;
     return true;
   }
 
   /** Emits the run being built, if any. */
   flush(): void {
-    if (this.segs === 0) return;
-    const out = this.out;
-    const p = this.pkt;
-    const n = this.len;
-    out.fill(0, 0, VNET_HDR);
-    if (this.segs > 1) {
+    if (this.slices === 0) return;
+    const head = this.head;
+    head.fill(0, 0, VNET_HDR);
+    let headLen = VNET_HDR;
+    if (this.slices === 1) {
+      this.sliceAt[0] = this.first;
+      this.sliceLen[0] = this.firstLen;
+    } else {
+      const n = this.len;
+      const p = head.subarray(VNET_HDR);
+      p.set(this.src.subarray(this.first, this.first + this.hl));
+      headLen += this.hl;
       p[2] = n >>> 8;
       p[3] = n & 255;
       p[10] = 0;
       p[11] = 0;
-      let s = 0;
-      for (let i = 0; i < 20; i += 2) s += (p[i]! << 8) | p[i + 1]!;
-      const hc = ~fold(s) & 0xffff;
+      const hc = ~fold(sumWords(p, 0, 20)) & 0xffff;
       p[10] = hc >>> 8;
       p[11] = hc & 255;
       p[33] = this.lastFlags;
       p[34] = this.lastWindow >>> 8;
       p[35] = this.lastWindow & 255;
-      const tcpLen = n - 20;
-      const ps = fold(((p[12]! << 8) | p[13]!) + ((p[14]! << 8) | p[15]!) + ((p[16]! << 8) | p[17]!) + ((p[18]! << 8) | p[19]!) + 6 + tcpLen);
+      const ps = fold(sumWords(p, 12, 20) + 6 + n - 20);
       p[36] = ps >>> 8;
       p[37] = ps & 255;
-      out[0] = VNET_F_NEEDS_CSUM;
-      out[1] = VNET_GSO_TCPV4;
-      out.writeUInt16LE(this.hl, 2);
-      out.writeUInt16LE(this.gsoSize, 4);
-      out.writeUInt16LE(20, 6);
-      out.writeUInt16LE(16, 8);
+      head[0] = VNET_F_NEEDS_CSUM;
+      head[1] = VNET_GSO_TCPV4;
+      head.writeUInt16LE(this.hl, 2);
+      head.writeUInt16LE(this.gsoSize, 4);
+      head.writeUInt16LE(20, 6);
+      head.writeUInt16LE(16, 8);
     }
-    const segs = this.segs;
-    this.segs = 0;
-    this.len = 0;
-    this.emit(out, VNET_HDR + n, segs, this.bytes);
+    const segs = this.slices;
+    this.emit(headLen, segs, this.bytes);
+    this.slices = 0;
   }
 }
 

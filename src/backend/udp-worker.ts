@@ -26,6 +26,7 @@ import {
   mayAnswerWithIcmpError,
   prefixMask,
   segmentTcp,
+  MAX_SLICES,
   TcpCoalescer,
   UDP_GSO_MAX_BYTES,
   type Segments,
@@ -44,6 +45,7 @@ import {
   EIO,
   errno,
   GroReceiver,
+  Iovecs,
   pollFn,
   readFn,
   sendtoFn,
@@ -227,11 +229,16 @@ function rx(): void {
   const pin = pollFd(d.udpFd, POLLIN);
   const rcv = new GroReceiver();
   const data = rcv.data;
+  const dataAt = addressOf(data);
+  const iov = new Iovecs(MAX_SLICES + 1);
   let lost = false;
   // With a virtio header on the TUN fd, runs of one TCP flow go to the kernel as one GSO packet;
-  // without one, every packet is written as it came (the coalescer's zero header stripped).
-  const write = (b: Buffer, n: number, packets: number, bytes: number): void => {
-    if (writeFn(d.tunFd, H ? b : b.subarray(VNET_HDR_LEN), H ? n : n - VNET_HDR_LEN) < 0) {
+  // without one, every packet is written as it came (the coalescer's zero header left out).
+  const write = (c: TcpCoalescer, headAt: number, headLen: number, packets: number, bytes: number): void => {
+    iov.count = 0;
+    if (H) iov.push(headAt, headLen);
+    for (let i = 0; i < c.slices; i++) iov.push(dataAt + c.sliceAt[i]!, c.sliceLen[i]!);
+    if (iov.writev(d.tunFd) < 0) {
       const e = errno();
       cnt[K.tunWriteErrors]! += packets;
       if (e === EBADFD || e === EIO) lost = true;
@@ -240,14 +247,17 @@ function rx(): void {
     cnt[K.rxPackets]! += packets;
     cnt[K.rxBytes]! += bytes;
   };
-  const gro = new TcpCoalescer(write);
-  const writeOne = new TcpCoalescer(write);
+  const coalescer = (): TcpCoalescer => {
+    const c: TcpCoalescer = new TcpCoalescer((headLen, packets, bytes) => write(c, headAt, headLen, packets, bytes));
+    const headAt = addressOf(c.head);
+    return c;
+  };
+  const gro = coalescer();
+  const writeOne = coalescer();
   const out = H ? gro : writeOne;
   while (!stopped() && !lost) {
     const n = rcv.recv(d.udpFd);
     if (n < 0) {
-      // Nothing more queued: hand over the run being built before waiting.
-      out.flush();
       const e = errno();
       if (e !== EINTR) pollFn(pin, 1, IDLE_POLL_MS);
       continue;
@@ -277,8 +287,9 @@ function rx(): void {
         writeOne.flush();
       }
     }
+    // The run points into `data`, which the next read overwrites.
+    out.flush();
   }
-  out.flush();
   if (lost) detach();
 }
 
