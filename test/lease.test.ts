@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { Etcd3 } from 'etcd3';
 import { formatNetwork, parseCidr } from '../src/ip/cidr.js';
 import { EtcdStore } from '../src/store/etcd.js';
 import { isStoreUnavailable, type Store } from '../src/store/store.js';
@@ -11,7 +10,7 @@ import type { NetworkConfig } from '../src/subnet/config.js';
 import { readSubnetEnv, writeSubnetEnv } from '../src/subnet/env.js';
 import { encodeLeaseAttrs, LeaseError, readNetworkConfig, subnetKey, type LeaseAttrs } from '../src/subnet/lease.js';
 import { LeaseManager, type LeaseEvent, type LeaseManagerOptions } from '../src/subnet/manager.js';
-import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
+import { etcdCompact, startEtcd, type EtcdServer } from '../src/testing/etcd.js';
 import { uniquePrefix, waitFor } from './store-support.js';
 
 const VXLAN_16 = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
@@ -235,8 +234,6 @@ describe('LeaseManager against a real etcd', () => {
 
   it('relists after the history it needs was compacted, and catches up', async () => {
     const { store, config } = await network();
-    const admin = new Etcd3({ hosts: server.endpoint });
-    cleanups.push(() => Promise.resolve(admin.close()));
     const gone = await manager({ store, config, attrs: vxlan('198.18.0.11') }).acquire();
     let late: string | undefined;
     // Between the watcher's first list and its watch, the world moves on and history is compacted.
@@ -249,7 +246,7 @@ describe('LeaseManager against a real etcd', () => {
           late = formatNetwork((await manager({ store, config, attrs: vxlan('198.18.0.13') }).acquire()).subnet);
           await store.delete(subnetKey(gone.subnet));
           const { revision } = await store.list('');
-          await admin.kv.compact({ revision, physical: true });
+          await etcdCompact(server.endpoint, revision);
         }
         return listing;
       },

@@ -5,10 +5,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Etcd3 } from 'etcd3';
 import { EtcdStore } from '../src/store/etcd.js';
 import { isStoreUnavailable, StoreError, type WatchEvent } from '../src/store/store.js';
-import { startEtcd, type EtcdServer } from '../src/testing/etcd.js';
+import { etcdCompact, etcdGateway, etcdGet, startEtcd, type EtcdServer } from '../src/testing/etcd.js';
 import { uniquePrefix, waitFor } from './store-support.js';
 
 async function deadEndpoint(): Promise<string> {
@@ -52,13 +51,10 @@ describe('testing/etcd', () => {
 
 describe('EtcdStore against a real etcd', () => {
   let server: EtcdServer;
-  let admin: Etcd3;
   before(async () => {
     server = await startEtcd();
-    admin = new Etcd3({ hosts: server.endpoint });
   });
   after(async () => {
-    admin?.close();
     await server?.stop();
   });
 
@@ -85,7 +81,7 @@ describe('EtcdStore against a real etcd', () => {
         ],
       );
       assert.ok(listing.revision >= r2);
-      assert.equal(await admin.get(`${prefix}/subnets/a`).string(), '1');
+      assert.equal((await etcdGet(server.endpoint, `${prefix}/subnets/a`))?.value, '1');
       assert.equal(await store.delete('subnets/a'), true);
       assert.equal(await store.delete('subnets/a'), false);
       assert.deepEqual(
@@ -195,7 +191,8 @@ describe('EtcdStore against a real etcd', () => {
       assert.equal(await store.renew('lease', 'other', 5), false);
       assert.equal(await store.renew('missing', 'v', 5), false);
       assert.equal((await store.list('')).revision, before, 'renewals wrote nothing');
-      const { TTL } = await admin.leaseClient.leaseTimeToLive({ ID: (await admin.get(`${store['prefix']}lease`).exec()).kvs[0]!.lease });
+      const { lease } = (await etcdGet(server.endpoint, `${store['prefix']}lease`))!;
+      const { TTL } = await etcdGateway<{ TTL: string }>(server.endpoint, '/v3/lease/timetolive', { ID: lease });
       assert.ok(Number(TTL) > 3, `the lease was refreshed (TTL ${TTL})`);
       // A key on a lease of another TTL is rewritten with the TTL asked for.
       assert.ok(Number(await store.renew('lease', 'v', 7)) > Number(written));
@@ -274,7 +271,7 @@ describe('EtcdStore against a real etcd', () => {
     try {
       const old = await store.put('subnets/a', '1');
       const latest = await store.put('subnets/a', '2');
-      await admin.kv.compact({ revision: latest, physical: true });
+      await etcdCompact(server.endpoint, latest);
       let error: StoreError | undefined;
       const events: WatchEvent[] = [];
       await store
@@ -388,7 +385,10 @@ describe('EtcdStore over TLS with client certificates', () => {
         `${name}.crt`,
       );
     };
-    issue('server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+    // etcd's JSON gateway calls its own gRPC server with the server certificate as its client
+    // certificate, so under --client-cert-auth that certificate must allow client auth too (as
+    // kubeadm's etcd server certificates do).
+    issue('server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
     issue('client', 'extendedKeyUsage=clientAuth\n');
     server = await startEtcd({ tls: { certFile: file('server.crt'), keyFile: file('server.key'), caFile: file('ca.crt') } });
   });

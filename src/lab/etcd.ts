@@ -45,7 +45,7 @@ async function call(s: LabState, path: string, body?: unknown): Promise<unknown>
 /**
  * flannel's network config (`weft network init` would write the same key), written only if absent
  * and read back if not: over curl, as the rest of this file, because a `weft network init` process
- * would load the whole etcd client (most of a second) while every agent waits for this key.
+ * would load Node and Weft's modules (a fifth of a second) while every agent waits for this key.
  */
 export async function putNetworkConfig(s: LabState, config: string): Promise<void> {
   const key = b64(`${NETWORK_PREFIX}config`);

@@ -298,18 +298,27 @@ export function neighbourRoom(nodes: number, podsPerNode: number, underlay = fal
   return `warning: this lab needs about ${need} ARP entries, and the kernel holds ${cap} for all namespaces together (net.ipv4.neigh.default.gc_thresh3); past it pods lose traffic and verify fails. Raise it on the host first: sysctl -w net.ipv4.neigh.default.gc_thresh3=${2 ** Math.ceil(Math.log2(need * 2))} (and gc_thresh2 to about half that)`;
 }
 
-/** Runs `fn` over `items`, `width` at a time; after a failure it starts no more and waits for those running. */
-export async function inBatches<T>(items: T[], width: number, fn: (t: T) => Promise<unknown>): Promise<void> {
-  const queue = [...items];
+/**
+ * Runs `fn` over `items`, `width` at a time, and gives its results in the order of `items`; after a
+ * failure it starts no more and waits for those running.
+ */
+export async function inBatches<T, R>(items: T[], width: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
   let failure: { error: unknown } | undefined;
   await Promise.all(
-    Array.from({ length: Math.min(width, queue.length) }, async () => {
-      for (let next = queue.shift(); next !== undefined && !failure; next = queue.shift()) {
-        await fn(next).catch((error: unknown) => (failure ??= { error }));
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length && !failure) {
+        const i = next++;
+        await fn(items[i]!).then(
+          (r) => (results[i] = r),
+          (error: unknown) => (failure ??= { error }),
+        );
       }
     }),
   );
   if (failure) throw failure.error;
+  return results;
 }
 
 /** Removes the nodes and pods that interrupted commands left pending; returns their names. */

@@ -1,7 +1,7 @@
 import { DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN } from '../agent/dns.js';
 import { parseManifests } from '../service/manifest.js';
 import { manifestText } from './demo.js';
-import { execIn } from './lab.js';
+import { execIn, inBatches } from './lab.js';
 import { registryCall } from './registry.js';
 import { labView } from './services.js';
 import { controlSocket, type LabState, type PodState } from './state.js';
@@ -15,6 +15,8 @@ import { APP_PORT, probeFrom } from './workload.js';
  * a ClusterIP Service with a named port, a headless one and an ExternalName one (removed afterwards).
  */
 const GROUP = 'Service discovery';
+/** Client pods (one per node) resolving or inspected at once. */
+const CLIENTS_AT_ONCE = 16;
 const ZONE = DEFAULT_CLUSTER_DOMAIN;
 const NAMES = { main: 'weft-verify-dns', headless: 'weft-verify-dns-headless', external: 'weft-verify-dns-ext' };
 const SELECTOR = { app: 'echo' };
@@ -110,11 +112,14 @@ async function checks(s: LabState, clients: PodState[], clusterIP: string, ready
   const resolved = (r: { ips: string[]; run: Run }, want: string[]) =>
     r.run.ok ? `glibc: ${r.ips.join(', ')}${same(r.ips, want) ? '' : ` (expected ${want.join(', ')})`}` : `glibc: ${r.run.out || 'not found'}`;
 
-  for (const pod of clients) {
-    const r = await until(
+  const shortNames = await inBatches(clients, CLIENTS_AT_ONCE, (pod) =>
+    until(
       () => getent(pod, NAMES.main),
       (x) => same(x.ips, [clusterIP]),
-    );
+    ),
+  );
+  for (const [i, pod] of clients.entries()) {
+    const r = shortNames[i]!;
     add('short name', pod, NAMES.main, same(r.ips, [clusterIP]), `${resolved(r, [clusterIP])} (search default.svc.${ZONE}, ${pod.node}'s DNS)`);
   }
   for (const [check, name] of [
@@ -176,12 +181,16 @@ async function checks(s: LabState, clients: PodState[], clusterIP: string, ready
   add('missing name', client, missing, status === 'NXDOMAIN', status ? `dig: status ${status}` : nx.out.split('\n')[0]!);
 
   // Node-local: the queries above were answered on each pod's own node, past the service proxy and conntrack.
-  for (const pod of clients) {
-    const node = s.nodes.find((n) => n.name === pod.node)!;
-    const ct = await execIn(node.ns, ['conntrack', '-L', '-d', DEFAULT_CLUSTER_DNS]).then(
+  const nodeOf = (pod: PodState) => s.nodes.find((n) => n.name === pod.node)!;
+  const tracked = await inBatches(clients, CLIENTS_AT_ONCE, (pod) =>
+    execIn(nodeOf(pod).ns, ['conntrack', '-L', '-d', DEFAULT_CLUSTER_DNS]).then(
       (r) => ({ ok: true, text: `${r.stdout}${r.stderr}` }),
       (e: Error & { stderr?: string }) => ({ ok: false, text: e.stderr ?? e.message }),
-    );
+    ),
+  );
+  for (const [i, pod] of clients.entries()) {
+    const node = nodeOf(pod);
+    const ct = tracked[i]!;
     const n = /(\d+) flow entries/.exec(ct.text)?.[1];
     add(
       'node-local',

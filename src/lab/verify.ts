@@ -116,6 +116,8 @@ async function pings(ns: string, ips: string[]): Promise<Map<string, { ok: boole
 
 /** Sources at once: each runs its pairs' probes together and one shell of pings. */
 const SOURCES_AT_ONCE = 32;
+/** Single checks at once (a probe, or a shell in a node): enough to hide each one's latency, few enough for two cores. */
+const CHECKS_AT_ONCE = 16;
 
 async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
@@ -326,8 +328,11 @@ async function controlPlane(s: LabState): Promise<CheckResult[]> {
     });
   }
   let answering = 0;
-  for (const n of nodes) {
-    const { status, note } = await readStatus(nodeFiles(s, n).dir, 3000).catch((e: Error) => ({ status: undefined, note: e.message }));
+  const statuses = await inBatches(nodes, CHECKS_AT_ONCE, (n) =>
+    readStatus(nodeFiles(s, n).dir, 3000).catch((e: Error) => ({ status: undefined, note: e.message })),
+  );
+  for (const [i, n] of nodes.entries()) {
+    const { status, note } = statuses[i]!;
     const ok = status !== undefined && note === undefined;
     if (ok) answering++;
     const evidence = ok
@@ -395,18 +400,18 @@ async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }
       seenAs.get(src)!.add(m[1]!);
     }
   }
-  for (const sameNode of [true, false]) {
-    for (const node of s.nodes) {
+  const nodePod = [true, false].flatMap((sameNode) =>
+    s.nodes.flatMap((node) => {
       const pod = s.pods.find((p) => (p.node === node.name) === sameNode);
-      if (pod) results.push(...(await nodeToPod(s, node, pod)));
-    }
-  }
+      return pod ? [{ node, pod }] : [];
+    }),
+  );
+  results.push(...(await inBatches(nodePod, CHECKS_AT_ONCE, ({ node, pod }) => nodeToPod(s, node, pod))).flat());
   for (const pod of s.pods) results.push(await selfIp(pod, seenAs));
-  for (const pod of s.pods.filter((p) => p.containers.includes('sidecar'))) results.push(await localhost(s, pod));
-  for (const node of s.nodes) {
-    const pod = s.pods.find((p) => p.node === node.name);
-    if (pod) results.push(await egress(s, pod));
-  }
+  const sidecars = s.pods.filter((p) => p.containers.includes('sidecar'));
+  results.push(...(await inBatches(sidecars, CHECKS_AT_ONCE, (pod) => localhost(s, pod))));
+  const firstPods = s.nodes.flatMap((node) => s.pods.find((p) => p.node === node.name) ?? []);
+  results.push(...(await inBatches(firstPods, CHECKS_AT_ONCE, (pod) => egress(s, pod))));
   const cross = pairs.across[0];
   if (cross) results.push(...(await pathMtu(cross)));
 }

@@ -1,12 +1,11 @@
-import { GRPCDeadlineExceededError } from 'etcd3';
-import { StoreError } from './store.js';
+import { isStoreUnavailable } from './store.js';
 
 /**
  * Whether a store error may pass if asked again: etcd unreachable, or a request past its deadline (a
- * busy etcd: at 100 nodes every pod write fans out to 100 watchers). Anything else is a real answer.
+ * busy etcd: at 100 nodes every pod write fans out to 100 watchers; EtcdStore reports both as
+ * `unavailable`). Anything else is a real answer.
  */
-export const transient = (e: unknown): boolean =>
-  e instanceof StoreError && (e.code === 'unavailable' || e.cause instanceof GRPCDeadlineExceededError || /deadline exceeded/i.test(e.message));
+export const transient = isStoreUnavailable;
 
 /**
  * Runs `fn`, again after a transient failure, waiting `firstMs`, then twice as long each time, at

@@ -173,3 +173,28 @@ function installExitHooks(): void {
     });
   }
 }
+
+/**
+ * One call to etcd's JSON gateway at `endpoint`: the tests' own view of etcd, beside the store under
+ * test (compaction, lease TTLs, bulk writes). Keys and values in `body` are base64.
+ */
+export async function etcdGateway<T>(endpoint: string, path: string, body: unknown): Promise<T> {
+  const res = await fetch(`${endpoint}${path}`, { method: 'POST', body: JSON.stringify(body) });
+  const json = (await res.json()) as T & { message?: string };
+  if (!res.ok) throw new Error(`etcd ${path} answered ${res.status}: ${json.message ?? 'no message'}`);
+  return json;
+}
+
+export const base64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** The key's value and lease ID as etcd holds them, or undefined. */
+export async function etcdGet(endpoint: string, key: string): Promise<{ value: string; lease: string } | undefined> {
+  const r = await etcdGateway<{ kvs?: { value?: string; lease?: string }[] }>(endpoint, '/v3/kv/range', { key: base64(key) });
+  const kv = r.kvs?.[0];
+  return kv && { value: Buffer.from(kv.value ?? '', 'base64').toString(), lease: kv.lease ?? '0' };
+}
+
+/** Discards etcd's history before `revision`, as a compaction by an operator would. */
+export async function etcdCompact(endpoint: string, revision: number): Promise<void> {
+  await etcdGateway(endpoint, '/v3/kv/compaction', { revision: String(revision), physical: true });
+}
