@@ -390,6 +390,11 @@ export class TcpCoalescer {
     return true;
   }
 
+  /** Whether a run is being built whose first packet lies in src[from, to). */
+  startsIn(from: number, to: number): boolean {
+    return this.slices > 0 && this.first >= from && this.first < to;
+  }
+
   /** Emits the run being built, if any. */
   flush(): void {
     if (this.slices === 0) return;

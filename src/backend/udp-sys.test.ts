@@ -54,15 +54,18 @@ describe('GroReceiver', () => {
       assert.equal(rcv.gsoSize, 1000, 'the read says its segment size: four of 1000 bytes, then 700');
       assert.equal(rcv.from.readUInt16BE(2), s.portA, 'source port');
       assert.equal(rcv.from.readUInt32BE(4), lo, 'source address');
+      assert.equal(rcv.at, 0);
       assert.deepEqual(rcv.data.subarray(0, n), data);
       assert.equal(sendtoFn(s.a, data, 700, 0, to, 16), 700);
       wait(s.b);
       assert.equal(rcv.recv(s.b), 700);
       assert.equal(rcv.gsoSize, 700, 'a lone datagram: its own length');
+      assert.equal(rcv.at, rcv.size, 'the next read lands in the other half');
+      assert.deepEqual(rcv.data.subarray(0, n), data, 'and leaves the last one in place');
       assert.equal(out.send(s.a, 1, 2, 0), 10, 'no segment size: one datagram');
       wait(s.b);
       assert.equal(rcv.recv(s.b), 10);
-      assert.deepEqual(rcv.data.subarray(0, 10), data.subarray(1500, 1510));
+      assert.deepEqual(rcv.data.subarray(0, 10), data.subarray(1500, 1510), 'the third read lands in the first half again');
     } finally {
       if (s) {
         closeFd(s.a);

@@ -265,7 +265,13 @@ export class UdpSender {
  * ArrayBuffer's memory).
  */
 export class GroReceiver {
+  /**
+   * Two halves of `size` bytes; each read lands in the half the previous one did not, so the bytes
+   * of one read stay in place through the next (the receive loop's coalescer points into them).
+   */
   readonly data: Buffer;
+  /** Where the last read's datagrams start in `data`: 0 or `size`. */
+  at: number;
   /** struct sockaddr_in of the last datagram's source. */
   readonly from = Buffer.alloc(16);
   /** The size of each datagram in the last read (all but the last of them). */
@@ -274,9 +280,12 @@ export class GroReceiver {
   private readonly iov = Buffer.alloc(16);
   private readonly control = Buffer.alloc(64);
 
-  constructor(size = 128 << 10) {
-    this.data = Buffer.alloc(size);
-    this.iov.writeBigUInt64LE(address(this.data), 0);
+  private readonly dataAt: bigint;
+
+  constructor(readonly size = 128 << 10) {
+    this.data = Buffer.alloc(2 * size);
+    this.dataAt = address(this.data);
+    this.at = size;
     this.iov.writeBigUInt64LE(BigInt(size), 8);
     this.msg.writeBigUInt64LE(address(this.from), 0);
     this.msg.writeBigUInt64LE(address(this.iov), 16);
@@ -284,14 +293,22 @@ export class GroReceiver {
     this.msg.writeBigUInt64LE(address(this.control), 32);
   }
 
-  /** Returns the bytes received (datagrams back to back in `data`), or -1 (errno()). */
+  /** Where the next read will land in `data`. */
+  get next(): number {
+    return this.size - this.at;
+  }
+
+  /** Returns the bytes received (datagrams back to back in `data` from `at`), or -1 (errno()). */
   recv(fd: number): number {
+    const next = this.next;
+    this.iov.writeBigUInt64LE(this.dataAt + BigInt(next), 0);
     const m = this.msg;
     m.writeUInt32LE(16, 8);
     m.writeBigUInt64LE(BigInt(this.control.length), 40);
     m.writeInt32LE(0, 48);
     const n = recvmsgFn(fd, m, 0);
     if (n < 0) return -1;
+    this.at = next;
     this.gsoSize = n;
     const c = this.control;
     const clen = Number(m.readBigUInt64LE(40));

@@ -228,7 +228,7 @@ function tx(): void {
 function rx(): void {
   const pin = pollFd(d.udpFd, POLLIN);
   const rcv = new GroReceiver();
-  const data = rcv.data;
+  const { data } = rcv;
   const dataAt = addressOf(data);
   const iov = new Iovecs(MAX_SLICES + 1);
   let lost = false;
@@ -256,8 +256,12 @@ function rx(): void {
   const writeOne = coalescer();
   const out = H ? gro : writeOne;
   while (!stopped() && !lost) {
+    // A run may go on into the next read, but not into the one after, which overwrites its start.
+    if (out.startsIn(rcv.next, rcv.next + rcv.size)) out.flush();
     const n = rcv.recv(d.udpFd);
     if (n < 0) {
+      // Nothing more queued: hand over the run being built before waiting.
+      out.flush();
       const e = errno();
       if (e !== EINTR) pollFn(pin, 1, IDLE_POLL_MS);
       continue;
@@ -270,9 +274,10 @@ function rx(): void {
       cnt[K.droppedUnknownSource]! += Math.ceil(n / size);
       continue;
     }
-    for (let o = 0; o < n; o += size) {
-      const m = Math.min(size, n - o);
-      const len = ipv4Length(o === 0 ? data : data.subarray(o), m);
+    const at = rcv.at;
+    for (let o = at; o < at + n; o += size) {
+      const m = Math.min(size, at + n - o);
+      const len = ipv4Length(data.subarray(o), m);
       if (len === 0) {
         cnt[K.droppedMalformed]!++;
         continue;
@@ -287,9 +292,8 @@ function rx(): void {
         writeOne.flush();
       }
     }
-    // The run points into `data`, which the next read overwrites.
-    out.flush();
   }
+  out.flush();
   if (lost) detach();
 }
 
