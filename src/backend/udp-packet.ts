@@ -29,17 +29,17 @@ export function internetChecksum(b: Uint8Array, start = 0, end = b.length): numb
 }
 
 /**
- * Checks that b[0, n) starts with a plausible IPv4 header and returns the packet's length (the
+ * Checks that b[o, o+n) starts with a plausible IPv4 header and returns the packet's length (the
  * header's total length), or 0 when it is not IPv4, the header is cut short, or the total length
  * is smaller than the header or larger than what was received.
  */
-export function ipv4Length(b: Uint8Array, n: number): number {
+export function ipv4Length(b: Uint8Array, n: number, o = 0): number {
   if (n < IPV4_MIN_HEADER) return 0;
-  const vihl = b[0]!;
+  const vihl = b[o]!;
   if (vihl >> 4 !== 4) return 0;
   const ihl = (vihl & 15) * 4;
   if (ihl < IPV4_MIN_HEADER || ihl > n) return 0;
-  const total = (b[2]! << 8) | b[3]!;
+  const total = (b[o + 2]! << 8) | b[o + 3]!;
   if (total < ihl || total > n) return 0;
   return total;
 }

@@ -277,18 +277,21 @@ export class GroReceiver {
   /** The size of each datagram in the last read (all but the last of them). */
   gsoSize = 0;
   private readonly msg = Buffer.alloc(56);
-  private readonly iov = Buffer.alloc(16);
+  /** One iovec per half, back to back; the msghdr points at the one the next read uses. */
+  private readonly iov = Buffer.alloc(32);
+  private readonly iovAt: number;
   private readonly control = Buffer.alloc(64);
-
-  private readonly dataAt: bigint;
 
   constructor(readonly size = 128 << 10) {
     this.data = Buffer.alloc(2 * size);
-    this.dataAt = address(this.data);
     this.at = size;
-    this.iov.writeBigUInt64LE(BigInt(size), 8);
+    const dataAt = address(this.data);
+    for (const half of [0, 1]) {
+      this.iov.writeBigUInt64LE(dataAt + BigInt(half * size), 16 * half);
+      this.iov.writeBigUInt64LE(BigInt(size), 16 * half + 8);
+    }
+    this.iovAt = addressOf(this.iov);
     this.msg.writeBigUInt64LE(address(this.from), 0);
-    this.msg.writeBigUInt64LE(address(this.iov), 16);
     this.msg.writeBigUInt64LE(1n, 24);
     this.msg.writeBigUInt64LE(address(this.control), 32);
   }
@@ -301,19 +304,22 @@ export class GroReceiver {
   /** Returns the bytes received (datagrams back to back in `data` from `at`), or -1 (errno()). */
   recv(fd: number): number {
     const next = this.next;
-    this.iov.writeBigUInt64LE(this.dataAt + BigInt(next), 0);
     const m = this.msg;
+    const iov = this.iovAt + (next === 0 ? 0 : 16);
+    m.writeUInt32LE(iov >>> 0, 16);
+    m.writeUInt32LE(Math.floor(iov / 0x100000000), 20);
     m.writeUInt32LE(16, 8);
-    m.writeBigUInt64LE(BigInt(this.control.length), 40);
+    m.writeUInt32LE(this.control.length, 40);
+    m.writeUInt32LE(0, 44);
     m.writeInt32LE(0, 48);
     const n = recvmsgFn(fd, m, 0);
     if (n < 0) return -1;
     this.at = next;
     this.gsoSize = n;
     const c = this.control;
-    const clen = Number(m.readBigUInt64LE(40));
+    const clen = m.readUInt32LE(40);
     for (let o = 0; o + 16 <= clen;) {
-      const len = Number(c.readBigUInt64LE(o));
+      const len = c.readUInt32LE(o); // cmsg_len: a size_t, far below 2^32
       if (len < 16 || o + len > clen) break;
       if (c.readInt32LE(o + 8) === SOL_UDP && c.readInt32LE(o + 12) === UDP_GRO && len >= 20) {
         const g = c.readInt32LE(o + 16);

@@ -277,7 +277,7 @@ function rx(): void {
     const at = rcv.at;
     for (let o = at; o < at + n; o += size) {
       const m = Math.min(size, at + n - o);
-      const len = ipv4Length(data.subarray(o), m);
+      const len = ipv4Length(data, m, o);
       if (len === 0) {
         cnt[K.droppedMalformed]!++;
         continue;
