@@ -7,14 +7,16 @@
  *   tx: TUN → UDP. Read a packet from flannel0 (with offload, a TCP super-packet of up to 64 KiB);
  *       find the lease whose subnet holds its destination (longest prefix); none → ICMP net
  *       unreachable back into flannel0; TTL ≤ 1 → drop; else decrement the TTL and send the packet,
- *       as is (a super-packet cut into MSS-sized packets, sent with one UDP GSO send), one packet
- *       per datagram, to that lease's PublicIP:port.
+ *       as is (a super-packet cut into MSS-sized packets: headers written here, payloads sent from
+ *       where they were read, in UDP GSO sends), one packet per datagram, to that lease's
+ *       PublicIP:port.
  *   rx: UDP → TUN. Receive with recvmsg on a UDP_GRO socket: one read holds one datagram or a run
  *       of equal-sized datagrams from one source. The source must be a PublicIP holding a lease
  *       (else every datagram of the read is dropped and counted); each datagram must be one IPv4
  *       packet for this node's subnet (else dropped and counted). With offload, consecutive
  *       in-order segments of one TCP flow are merged (TcpCoalescer) and written to flannel0 once
- *       as a GSO packet, as a NIC's GRO would; everything else is written one packet at a time.
+ *       as a GSO packet, as a NIC's GRO would (one writev of the header and the payloads where they
+ *       were received); everything else is written one packet at a time.
  */
 import { workerData } from 'node:worker_threads';
 import {
@@ -24,9 +26,9 @@ import {
   icmpNetUnreachable,
   ipv4Length,
   mayAnswerWithIcmpError,
+  MAX_SLICES,
   prefixMask,
   segmentTcp,
-  MAX_SLICES,
   TcpCoalescer,
   UDP_GSO_MAX_BYTES,
   type Segments,
