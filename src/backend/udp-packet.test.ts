@@ -13,11 +13,36 @@ import {
   PeerTable,
   segmentTcp,
   srcOf,
-  sum16,
   TcpCoalescer,
   u32ToIp,
 } from './udp-packet.js';
 import { readPeers, writePeers, controlBytes } from './udp-shared.js';
+import { Checksummer, CSUM_MEMORY_BYTES } from './udp-csum.js';
+
+const csum = new Checksummer();
+
+/**
+ * segmentTcp as the tx loop runs it: the packet in the checksum module's memory (at an odd-looking
+ * offset, as after a virtio header), and each segment put together from its header and its slice.
+ */
+function segment(sp: Buffer, mss: number): Buffer[] {
+  const at = 10;
+  sp.copy(csum.mem, at);
+  const b = csum.mem.subarray(at);
+  const hdrs = Buffer.alloc(65536);
+  const r = { count: 0, hl: 0, mss: 0, bytes: 0 };
+  segmentTcp(b, sp.length, mss, csum.sum, hdrs, r);
+  const segs: Buffer[] = [];
+  for (let i = 0; i < r.count; i++) {
+    const from = r.hl + i * mss;
+    segs.push(Buffer.concat([hdrs.subarray(i * r.hl, (i + 1) * r.hl), b.subarray(from, Math.min(from + mss, sp.length))]));
+  }
+  assert.equal(
+    segs.reduce((a, x) => a + x.length, 0),
+    r.bytes,
+  );
+  return segs;
+}
 
 /** A UDP-in-IPv4 packet with a correct header checksum. */
 function packet(src: string, dst: string, opts: { ttl?: number; proto?: number; payload?: Buffer; ihl?: number; frag?: number } = {}): Buffer {
@@ -175,36 +200,38 @@ describe('udp packet functions', () => {
     return internetChecksum(pseudo) === 0;
   };
 
-  it('sums 16-bit words the same through the aligned fast path and byte by byte', () => {
-    const b = Buffer.alloc(4096);
-    for (let i = 0; i < b.length; i++) b[i] = (i * 131 + 7) & 255;
-    const u16 = new Uint16Array(b.buffer, 0, b.buffer.byteLength >> 1);
-    for (const [s, e] of [
-      [0, 4096],
-      [2, 1501],
-      [10, 11],
+  it('sums in WebAssembly what internetChecksum sums, at any alignment and length', () => {
+    const m = csum.mem;
+    for (let i = 0; i < m.length; i++) m[i] = (i * 131 + 7 + (i >> 8)) & 255;
+    const ranges = [
+      [0, 0],
+      [0, 1],
+      [5, 6],
       [62, 1482],
       [3, 999],
-    ] as const) {
-      assert.equal(sum16(b, u16, s, e), sum16(b, new Uint16Array(2), s, e), `${s}..${e}`);
-      assert.equal(~sum16(b, u16, s, e) & 0xffff, internetChecksum(b, s, e));
+      [17, 17 + 33],
+      [1, 65536 + 31],
+      [0, CSUM_MEMORY_BYTES],
+      [CSUM_MEMORY_BYTES - 1, CSUM_MEMORY_BYTES],
+    ];
+    for (let i = 0; i < 200; i++) {
+      const s = (i * 7919) % 70000;
+      ranges.push([s, s + ((i * 104729) % 60000)]);
     }
+    for (const [s, e] of ranges) assert.equal(~csum.sum(s!, e!) & 0xffff, internetChecksum(m, s, e), `${s}..${e}`);
+    m.fill(0xff);
+    assert.equal(~csum.sum(0, CSUM_MEMORY_BYTES) & 0xffff, internetChecksum(m, 0, CSUM_MEMORY_BYTES), 'every lane near its top');
   });
 
   it('segments a TSO super-packet into valid MSS-sized TCP/IPv4 packets, as a NIC would', () => {
     const payload = Buffer.alloc(10_000);
     for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 255;
     const b = superPacket(payload, 0x18 | 0x80 | 0x01); // PSH ACK CWR FIN
-    const out = Buffer.alloc(65536 * 2);
-    const outU16 = new Uint16Array(out.buffer, 0, out.buffer.byteLength >> 1);
-    const r = { count: 0, size: 0, bytes: 0 };
-    segmentTcp(b, b.length, 1420, out, outU16, r);
-    assert.equal(r.count, 8);
-    assert.equal(r.size, 52 + 1420);
-    assert.equal(r.bytes, 8 * 52 + 10_000);
+    const segs = segment(b, 1420);
+    assert.equal(segs.length, 8);
+    assert.ok(segs.slice(0, 7).every((p) => p.length === 52 + 1420));
     const got: Buffer[] = [];
-    for (let o = 0, i = 0; o < r.bytes; o += r.size, i++) {
-      const p = out.subarray(o, Math.min(o + r.size, r.bytes));
+    for (const [i, p] of segs.entries()) {
       assert.equal(ipv4Length(p, p.length), p.length);
       assert.equal(internetChecksum(p, 0, 20), 0, 'IP checksum');
       assert.ok(tcpValid(p), `TCP checksum of segment ${i}`);
@@ -220,8 +247,7 @@ describe('udp packet functions', () => {
     // Not TCP: not segmented.
     const u = Buffer.from(b);
     u[9] = 17;
-    segmentTcp(u, u.length, 1420, out, outU16, r);
-    assert.equal(r.count, 0);
+    assert.deepEqual(segment(u, 1420), []);
   });
 
   it('completes a partial checksum (virtio NEEDS_CSUM)', () => {
@@ -230,15 +256,13 @@ describe('udp packet functions', () => {
     const tcpLen = len - 20;
     const pseudo = ~internetChecksum(Buffer.concat([b.subarray(12, 20), Buffer.from([0, 6, tcpLen >> 8, tcpLen & 255])])) & 0xffff;
     b.writeUInt16BE(pseudo, 36);
-    const buf = Buffer.alloc(4096);
-    b.copy(buf, 10);
-    const pkt = buf.subarray(10);
-    assert.ok(completeChecksum(pkt, new Uint16Array(buf.buffer, 0, buf.buffer.byteLength >> 1), len, 20, 16));
+    b.copy(csum.mem, 11);
+    const pkt = csum.mem.subarray(11);
+    assert.ok(completeChecksum(pkt, csum.sum, len, 20, 16));
     assert.ok(tcpValid(pkt.subarray(0, len)));
   });
 
   describe('receive-side coalescing (TcpCoalescer)', () => {
-    const u16Of = (b: Buffer) => new Uint16Array(b.buffer, 0, b.buffer.byteLength >> 1);
     /** The wire segments of one TSO super-packet: what a peer's tx loop sends, MSS 1400 here. */
     function flow(bytes: number, flags: number, opts: { seq?: number; sport?: number } = {}): Buffer[] {
       const payload = Buffer.alloc(bytes);
@@ -247,12 +271,7 @@ describe('udp packet functions', () => {
       // An options-free IP header (superPacket's is), the given sequence number and port.
       if (opts.seq !== undefined) sp.writeUInt32BE(opts.seq >>> 0, 24);
       if (opts.sport !== undefined) sp.writeUInt16BE(opts.sport, 20);
-      const out = Buffer.alloc(65536 * 2);
-      const r = { count: 0, size: 0, bytes: 0 };
-      segmentTcp(sp, sp.length, 1400, out, u16Of(out), r);
-      const segs: Buffer[] = [];
-      for (let o = 0; o < r.bytes; o += r.size) segs.push(Buffer.from(out.subarray(o, Math.min(o + r.size, r.bytes))));
-      return segs;
+      return segment(sp, 1400);
     }
     interface Emitted {
       hdr: Buffer;
@@ -262,11 +281,12 @@ describe('udp packet functions', () => {
     }
     function run(packets: Buffer[]): Emitted[] {
       const got: Emitted[] = [];
-      const c = new TcpCoalescer((b, n, packets, bytes) =>
-        got.push({ hdr: Buffer.from(b.subarray(0, 10)), pkt: Buffer.from(b.subarray(10, n)), packets, bytes }),
-      );
       // Back to back in one buffer, as one UDP GRO read holds them.
       const all = Buffer.concat(packets);
+      const c: TcpCoalescer = new TcpCoalescer((headLen, packets, bytes) => {
+        const slices = Array.from({ length: c.slices }, (_, i) => all.subarray(c.sliceAt[i], c.sliceAt[i]! + c.sliceLen[i]!));
+        got.push({ hdr: Buffer.from(c.head.subarray(0, 10)), pkt: Buffer.concat([c.head.subarray(10, headLen), ...slices]), packets, bytes });
+      });
       let o = 0;
       for (const p of packets) {
         c.add(all, o, p.length);
@@ -285,14 +305,10 @@ describe('udp packet functions', () => {
       assert.equal(e.hdr.readUInt16LE(2), 52, 'hdr_len');
       assert.equal(e.hdr.readUInt16LE(6), 20, 'csum_start');
       assert.equal(e.hdr.readUInt16LE(8), 16, 'csum_offset');
-      assert.ok(completeChecksum(p, u16Of(p), p.length, 20, 16));
-      assert.ok(tcpValid(p), 'pseudo-header sum + payload = a valid TCP checksum');
-      const out = Buffer.alloc(65536 * 2);
-      const r = { count: 0, size: 0, bytes: 0 };
-      segmentTcp(p, p.length, e.hdr.readUInt16LE(4), out, u16Of(out), r);
-      const segs: Buffer[] = [];
-      for (let o = 0; o < r.bytes; o += r.size) segs.push(Buffer.from(out.subarray(o, Math.min(o + r.size, r.bytes))));
-      return segs;
+      p.copy(csum.mem);
+      assert.ok(completeChecksum(csum.mem, csum.sum, p.length, 20, 16));
+      assert.ok(tcpValid(csum.mem.subarray(0, p.length)), 'pseudo-header sum + payload = a valid TCP checksum');
+      return segment(p, e.hdr.readUInt16LE(4));
     }
 
     it("merges one flow's in-order segments into one GSO packet that re-segments to the same bytes", () => {
@@ -385,6 +401,18 @@ describe('udp packet functions', () => {
         );
       }
       assert.equal(run(segs).length, 1);
+    });
+
+    it('starts a new run for a packet from another buffer (the slices point into the buffer)', () => {
+      const segs = flow(4200, 0x10);
+      const [x, y] = [Buffer.concat(segs.slice(0, 2)), Buffer.from(segs[2]!)];
+      const got: number[] = [];
+      const c = new TcpCoalescer((_, packets) => got.push(packets));
+      c.add(x, 0, segs[0]!.length);
+      c.add(x, segs[0]!.length, segs[1]!.length);
+      c.add(y, 0, y.length);
+      c.flush();
+      assert.deepEqual(got, [2, 1]);
     });
 
     it('does not merge a segment whose IP header checksum is wrong', () => {

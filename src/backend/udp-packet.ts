@@ -6,6 +6,8 @@
  */
 
 export const IPV4_MIN_HEADER = 20;
+/** The most bytes one UDP GSO send takes (they form one UDP payload before the kernel cuts it). */
+export const UDP_GSO_MAX_BYTES = 65507;
 export const ICMP_DEST_UNREACH = 3;
 export const ICMP_NET_UNREACH = 0;
 
@@ -27,17 +29,17 @@ export function internetChecksum(b: Uint8Array, start = 0, end = b.length): numb
 }
 
 /**
- * Checks that b[0, n) starts with a plausible IPv4 header and returns the packet's length (the
+ * Checks that b[o, o+n) starts with a plausible IPv4 header and returns the packet's length (the
  * header's total length), or 0 when it is not IPv4, the header is cut short, or the total length
  * is smaller than the header or larger than what was received.
  */
-export function ipv4Length(b: Uint8Array, n: number): number {
+export function ipv4Length(b: Uint8Array, n: number, o = 0): number {
   if (n < IPV4_MIN_HEADER) return 0;
-  const vihl = b[0]!;
+  const vihl = b[o]!;
   if (vihl >> 4 !== 4) return 0;
   const ihl = (vihl & 15) * 4;
   if (ihl < IPV4_MIN_HEADER || ihl > n) return 0;
-  const total = (b[2]! << 8) | b[3]!;
+  const total = (b[o + 2]! << 8) | b[o + 3]!;
   if (total < ihl || total > n) return 0;
   return total;
 }
@@ -158,67 +160,23 @@ export class PeerTable {
   }
 }
 
-/** A 32-bit view of each 16-bit view sum16 is given (the packet loop has a few, for its lifetime). */
-const u32Views = new WeakMap<Uint16Array, Uint32Array>();
-function u32Of(u16: Uint16Array): Uint32Array {
-  let v = u32Views.get(u16);
-  if (!v) u32Views.set(u16, (v = new Uint32Array(u16.buffer, 0, u16.buffer.byteLength >> 2)));
-  return v;
-}
-
-/**
- * The ones'-complement sum (folded to 16 bits, not complemented) of b[start, end) in network byte
- * order. When `u16` views b's buffer and the range starts at an even address, it sums native 32-bit
- * words (a 2-byte head and tail aside) into two doubles, exact far beyond 64 KiB of words, and
- * folds once: 2^16 ≡ 1 (mod 0xffff), so a sum of little-endian 32-bit words folds to the sum of
- * little-endian 16-bit words, the byte-swapped network-order sum (RFC 1071: the sum is byte-order
- * independent). Twice as fast as 16-bit words; this is most of the tx loop's JS time.
- */
-export function sum16(b: Uint8Array, u16: Uint16Array, start: number, end: number): number {
-  let i = b.byteOffset + start;
-  const stop = b.byteOffset + end;
-  if ((i & 1) === 0 && u16.buffer === b.buffer && end - start >= 4) {
-    let sum = 0;
-    if (i & 2) {
-      sum += u16[i >> 1]!;
-      i += 2;
-    }
-    const u32 = u32Of(u16);
-    let w = i >> 2;
-    const wEnd = stop >> 2;
-    let s0 = 0;
-    let s1 = 0;
-    for (; w + 1 < wEnd; w += 2) {
-      s0 += u32[w]!;
-      s1 += u32[w + 1]!;
-    }
-    if (w < wEnd) s0 += u32[w]!;
-    sum += s0 + s1;
-    i = wEnd << 2;
-    if (i + 2 <= stop) {
-      sum += u16[i >> 1]!;
-      i += 2;
-    }
-    if (i < stop) sum += b[end - 1]!; // a lone byte pads as the low (first) byte of a LE word
-    // Fold the double (< 2^53) below 2^32 with exact arithmetic, then to 16 bits.
-    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
-    sum = (sum % 0x100000000) + Math.floor(sum / 0x100000000);
-    sum = (sum >>> 16) + (sum & 0xffff);
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    return ((sum & 0xff) << 8) | (sum >>> 8);
-  }
-  let sum = 0;
-  let j = start;
-  for (; j + 1 < end; j += 2) sum += (b[j]! << 8) | b[j + 1]!;
-  if (j < end) sum += b[j]! << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
-
 const fold = (s: number): number => {
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   return s;
 };
+
+/** The ones'-complement sum of the 16-bit big-endian words of b[start, end) (end - start even). */
+function sumWords(b: Uint8Array, start: number, end: number): number {
+  let s = 0;
+  for (let i = start; i < end; i += 2) s += (b[i]! << 8) | b[i + 1]!;
+  return s;
+}
+
+/**
+ * A ones'-complement sum, folded to 16 bits, not complemented, in network byte order, of the bytes
+ * [start, end) of the packet's ArrayBuffer (not of the view): Checksummer.sum (udp-csum.ts).
+ */
+export type SumFn = (start: number, end: number) => number;
 
 /** virtio_net_hdr fields the tx loop needs (little-endian, as the TUN device writes them). */
 export const VNET_F_NEEDS_CSUM = 1;
@@ -229,31 +187,34 @@ export const VNET_GSO_TCPV4 = 1;
  * Completes a partial checksum (virtio NEEDS_CSUM): the field at csumStart + csumOffset holds the
  * pseudo-header sum; the checksum covers [csumStart, len).
  */
-export function completeChecksum(b: Uint8Array, u16: Uint16Array, len: number, csumStart: number, csumOffset: number): boolean {
+export function completeChecksum(b: Uint8Array, sum: SumFn, len: number, csumStart: number, csumOffset: number): boolean {
   const at = csumStart + csumOffset;
   if (at + 2 > len) return false;
-  const c = ~sum16(b, u16, csumStart, len) & 0xffff;
+  const c = ~sum(b.byteOffset + csumStart, b.byteOffset + len) & 0xffff;
   b[at] = c >>> 8;
   b[at + 1] = c & 255;
   return true;
 }
 
+/** How segmentTcp cut a packet: `count` segments of `hl` header bytes and at most `mss` payload bytes. */
+export interface Segments {
+  count: number;
+  hl: number;
+  mss: number;
+  /** The segments' bytes, headers included. */
+  bytes: number;
+}
+
 /**
- * Splits a TCP/IPv4 super-packet b[0, len) (a TSO packet from the TUN device) into segments of at
- * most `mss` payload bytes written back to back into `out`, each a complete packet with its own
- * IP total length, ID, header checksum, TCP sequence number, flags and checksum, as a NIC's TSO
- * would make them. Every segment but the last has the same size. Returns [count, segment size]
- * and the total bytes through `result`, or 0 segments when the packet cannot be segmented.
+ * Cuts a TCP/IPv4 super-packet b[0, len) (a TSO packet from the TUN device) into segments of at
+ * most `mss` payload bytes, as a NIC's TSO would, without moving its payload: segment i is the
+ * header hdrs[i·hl, (i+1)·hl) followed by the payload b[hl + i·mss, hl + min((i+1)·mss, len − hl)).
+ * Each header has its own IP total length, ID, header checksum, TCP sequence number, flags and
+ * checksum. Every segment but the last has the same size. Sets r.count to 0 when the packet cannot
+ * be segmented (or its headers do not fit in hdrs).
  */
-export function segmentTcp(
-  b: Uint8Array,
-  len: number,
-  mss: number,
-  out: Uint8Array,
-  outU16: Uint16Array,
-  result: { count: number; size: number; bytes: number },
-): void {
-  result.count = 0;
+export function segmentTcp(b: Uint8Array, len: number, mss: number, sum: SumFn, hdrs: Uint8Array, r: Segments): void {
+  r.count = 0;
   const ihl = (b[0]! & 15) * 4;
   if (b[9] !== 6 || len < ihl + 20) return;
   const thl = (b[ihl + 12]! >> 4) * 4;
@@ -261,50 +222,54 @@ export function segmentTcp(
   if (thl < 20 || hl > len || mss <= 0) return;
   const payload = len - hl;
   const count = Math.max(1, Math.ceil(payload / mss));
-  if (count * hl + payload > out.length) return;
+  if (count * hl > hdrs.length) return;
   const id = (b[4]! << 8) | b[5]!;
   const seq = ((b[ihl + 4]! << 24) | (b[ihl + 5]! << 16) | (b[ihl + 6]! << 8) | b[ihl + 7]!) >>> 0;
   const flags = b[ihl + 13]!;
   const src = srcOf(b);
   const dst = dstOf(b);
-  const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6;
-  let o = 0;
-  for (let i = 0; i < count; i++) {
+  const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + 6 + thl;
+  const data = b.byteOffset + hl;
+  hdrs.set(b.subarray(0, hl), 0);
+  // From the last to the first, so that slot 0 still holds the original header while it is copied.
+  for (let i = count - 1; i >= 0; i--) {
+    const o = i * hl;
+    if (i > 0) hdrs.copyWithin(o, 0, hl);
     const off = i * mss;
     const chunk = Math.min(mss, payload - off);
     const seg = hl + chunk;
-    out.set(b.subarray(0, hl), o);
-    out.set(b.subarray(hl + off, hl + off + chunk), o + hl);
-    out[o + 2] = seg >>> 8;
-    out[o + 3] = seg & 255;
+    hdrs[o + 2] = seg >>> 8;
+    hdrs[o + 3] = seg & 255;
     const sid = (id + i) & 0xffff;
-    out[o + 4] = sid >>> 8;
-    out[o + 5] = sid & 255;
-    out[o + 10] = 0;
-    out[o + 11] = 0;
-    const hc = ~sum16(out, outU16, o, o + ihl) & 0xffff;
-    out[o + 10] = hc >>> 8;
-    out[o + 11] = hc & 255;
+    hdrs[o + 4] = sid >>> 8;
+    hdrs[o + 5] = sid & 255;
+    hdrs[o + 10] = 0;
+    hdrs[o + 11] = 0;
+    const hc = ~fold(sumWords(hdrs, o, o + ihl)) & 0xffff;
+    hdrs[o + 10] = hc >>> 8;
+    hdrs[o + 11] = hc & 255;
     const t = o + ihl;
     const s = (seq + off) >>> 0;
-    out[t + 4] = s >>> 24;
-    out[t + 5] = (s >>> 16) & 255;
-    out[t + 6] = (s >>> 8) & 255;
-    out[t + 7] = s & 255;
+    hdrs[t + 4] = s >>> 24;
+    hdrs[t + 5] = (s >>> 16) & 255;
+    hdrs[t + 6] = (s >>> 8) & 255;
+    hdrs[t + 7] = s & 255;
     let f = flags;
     if (i < count - 1) f &= ~0x09; // FIN and PSH only on the last segment
     if (i > 0) f &= ~0x80; // CWR only on the first
-    out[t + 13] = f;
-    out[t + 16] = 0;
-    out[t + 17] = 0;
-    const tc = ~fold(sum16(out, outU16, t, o + seg) + pseudo + thl + chunk) & 0xffff;
-    out[t + 16] = tc >>> 8;
-    out[t + 17] = tc & 255;
-    o += seg;
+    hdrs[t + 13] = f;
+    hdrs[t + 16] = 0;
+    hdrs[t + 17] = 0;
+    // The payload starts at an even offset of the segment (hl is a multiple of 4), so its sum adds in.
+    const payloadSum = chunk > 0 ? sum(data + off, data + off + chunk) : 0;
+    const tc = ~fold(sumWords(hdrs, t, t + thl) + payloadSum + pseudo + chunk) & 0xffff;
+    hdrs[t + 16] = tc >>> 8;
+    hdrs[t + 17] = tc & 255;
   }
-  result.count = count;
-  result.size = hl + Math.min(mss, payload);
-  result.bytes = o;
+  r.count = count;
+  r.hl = hl;
+  r.mss = mss;
+  r.bytes = count * hl + payload;
 }
 
 /** TCP flags. */
@@ -331,6 +296,11 @@ export function coalescibleTcp(b: Uint8Array, o: number, len: number): number {
   return fold(sum) === 0xffff ? hl : 0;
 }
 
+/** Room for the run's IP + TCP header (at most 60 + 60 bytes) behind the virtio header. */
+const HEAD_MAX = VNET_HDR + 120;
+/** A run's pieces, head aside: writev takes at most IOV_MAX (1024) iovecs. */
+export const MAX_SLICES = 1023;
+
 /**
  * The receive side's coalescing, the job a NIC's GRO does: consecutive in-order TCP segments of one
  * flow (same addresses, ports, TOS, TTL, DF, ACK number and TCP options; contiguous sequence
@@ -340,16 +310,26 @@ export function coalescibleTcp(b: Uint8Array, o: number, len: number): number {
  * the kernel takes it as it takes GRO output. Every other packet, and a run of one, is emitted as it
  * came, one at a time, behind a zero virtio_net_hdr. Packet order is kept.
  *
- * `emit(buf, n, packets, bytes)` receives the virtio header + packet in buf[0, n), how many received
- * packets it carries and their summed lengths. The caller flushes when it has nothing more to add.
+ * Nothing is copied but the first header: an emitted packet is `head[0, headLen)` (the virtio header,
+ * then for a run the first segment's IP + TCP header rewritten for the whole run) followed by the
+ * slices `src[sliceAt[i], sliceAt[i] + sliceLen[i])` for i < slices (the run's payloads, or the one
+ * packet whole), which the caller hands to writev. So the bytes added must stay where they are until
+ * the run is emitted: the caller flushes before it overwrites them, and a packet from another buffer
+ * starts a new run. `emit(headLen, packets, bytes)` also says how many received packets it carries
+ * and their summed lengths.
  */
 export class TcpCoalescer {
-  /** [virtio_net_hdr][the packet being built]. */
-  readonly out = Buffer.alloc(VNET_HDR + IPV4_MAX + 1);
-  private readonly pkt = this.out.subarray(VNET_HDR);
-  /** Packet bytes in `pkt` (0: no run). */
+  readonly head = Buffer.alloc(HEAD_MAX);
+  readonly sliceAt = new Int32Array(MAX_SLICES);
+  readonly sliceLen = new Int32Array(MAX_SLICES);
+  slices = 0;
+  /** The buffer the run's packets are in. */
+  src: Uint8Array = this.head;
+  /** The run's first packet: src[first, first + firstLen). */
+  private first = 0;
+  private firstLen = 0;
+  /** The run's IP length so far. */
   private len = 0;
-  private segs = 0;
   private bytes = 0;
   private hl = 0;
   private gsoSize = 0;
@@ -359,16 +339,16 @@ export class TcpCoalescer {
   private lastFlags = 0;
   private lastWindow = 0;
 
-  constructor(private readonly emit: (buf: Buffer, n: number, packets: number, bytes: number) => void) {}
+  constructor(private readonly emit: (headLen: number, packets: number, bytes: number) => void) {}
 
   /** Adds the valid IPv4 packet b[o, o+len). */
   add(b: Uint8Array, o: number, len: number): void {
     const hl = coalescibleTcp(b, o, len);
-    if (hl !== 0 && this.segs > 0 && this.appendable(b, o, len, hl)) {
+    if (hl !== 0 && this.slices > 0 && this.appendable(b, o, len, hl)) {
       const payload = len - hl;
-      this.pkt.set(b.subarray(o + hl, o + len), this.len);
+      this.sliceAt[this.slices] = o + hl;
+      this.sliceLen[this.slices++] = payload;
       this.len += payload;
-      this.segs++;
       this.bytes += len;
       this.nextSeq = (this.nextSeq + payload) >>> 0;
       this.lastFlags = b[o + 33]!;
@@ -377,14 +357,18 @@ export class TcpCoalescer {
       return;
     }
     this.flush();
-    this.pkt.set(b.subarray(o, o + len), 0);
+    this.src = b;
+    this.first = o;
+    this.firstLen = len;
     this.len = len;
-    this.segs = 1;
     this.bytes = len;
+    this.slices = 1;
     if (hl === 0) {
       this.flush();
       return;
     }
+    this.sliceAt[0] = o + hl;
+    this.sliceLen[0] = len - hl;
     this.hl = hl;
     this.gsoSize = len - hl;
     this.nextSeq = (tcpSeq(b, o) + this.gsoSize) >>> 0;
@@ -394,52 +378,60 @@ export class TcpCoalescer {
   }
 
   private appendable(b: Uint8Array, o: number, len: number, hl: number): boolean {
-    const h = this.pkt;
-    if (this.closed || hl !== this.hl || len - hl > this.gsoSize || this.len + len - hl > IPV4_MAX) return false;
+    const h = this.src;
+    const f = this.first;
+    if (b !== h || this.closed || this.slices === MAX_SLICES || hl !== this.hl || len - hl > this.gsoSize || this.len + len - hl > IPV4_MAX) return false;
     if (tcpSeq(b, o) !== this.nextSeq) return false;
     // TOS, DF, TTL, addresses; ports; ACK number; options.
-    if (b[o + 1] !== h[1] || b[o + 6] !== h[6] || b[o + 8] !== h[8]) return false;
-    for (let i = 12; i < 24; i++) if (b[o + i] !== h[i]) return false;
-    for (let i = 28; i < 32; i++) if (b[o + i] !== h[i]) return false;
-    for (let i = 40; i < hl; i++) if (b[o + i] !== h[i]) return false;
+    if (b[o + 1] !== h[f + 1] || b[o + 6] !== h[f + 6] || b[o + 8] !== h[f + 8]) return false;
+    for (let i = 12; i < 24; i++) if (b[o + i] !== h[f + i]) return false;
+    for (let i = 28; i < 32; i++) if (b[o + i] !== h[f + i]) return false;
+    for (let i = 40; i < hl; i++) if (b[o + i] !== h[f + i]) return false;
     return true;
+  }
+
+  /** Whether a run is being built whose first packet lies in src[from, to). */
+  startsIn(from: number, to: number): boolean {
+    return this.slices > 0 && this.first >= from && this.first < to;
   }
 
   /** Emits the run being built, if any. */
   flush(): void {
-    if (this.segs === 0) return;
-    const out = this.out;
-    const p = this.pkt;
-    const n = this.len;
-    out.fill(0, 0, VNET_HDR);
-    if (this.segs > 1) {
+    if (this.slices === 0) return;
+    const head = this.head;
+    head.fill(0, 0, VNET_HDR);
+    let headLen = VNET_HDR;
+    if (this.slices === 1) {
+      this.sliceAt[0] = this.first;
+      this.sliceLen[0] = this.firstLen;
+    } else {
+      const n = this.len;
+      const p = head.subarray(VNET_HDR);
+      p.set(this.src.subarray(this.first, this.first + this.hl));
+      headLen += this.hl;
       p[2] = n >>> 8;
       p[3] = n & 255;
       p[10] = 0;
       p[11] = 0;
-      let s = 0;
-      for (let i = 0; i < 20; i += 2) s += (p[i]! << 8) | p[i + 1]!;
-      const hc = ~fold(s) & 0xffff;
+      const hc = ~fold(sumWords(p, 0, 20)) & 0xffff;
       p[10] = hc >>> 8;
       p[11] = hc & 255;
       p[33] = this.lastFlags;
       p[34] = this.lastWindow >>> 8;
       p[35] = this.lastWindow & 255;
-      const tcpLen = n - 20;
-      const ps = fold(((p[12]! << 8) | p[13]!) + ((p[14]! << 8) | p[15]!) + ((p[16]! << 8) | p[17]!) + ((p[18]! << 8) | p[19]!) + 6 + tcpLen);
+      const ps = fold(sumWords(p, 12, 20) + 6 + n - 20);
       p[36] = ps >>> 8;
       p[37] = ps & 255;
-      out[0] = VNET_F_NEEDS_CSUM;
-      out[1] = VNET_GSO_TCPV4;
-      out.writeUInt16LE(this.hl, 2);
-      out.writeUInt16LE(this.gsoSize, 4);
-      out.writeUInt16LE(20, 6);
-      out.writeUInt16LE(16, 8);
+      head[0] = VNET_F_NEEDS_CSUM;
+      head[1] = VNET_GSO_TCPV4;
+      head.writeUInt16LE(this.hl, 2);
+      head.writeUInt16LE(this.gsoSize, 4);
+      head.writeUInt16LE(20, 6);
+      head.writeUInt16LE(16, 8);
     }
-    const segs = this.segs;
-    this.segs = 0;
-    this.len = 0;
-    this.emit(out, VNET_HDR + n, segs, this.bytes);
+    const segs = this.slices;
+    this.emit(headLen, segs, this.bytes);
+    this.slices = 0;
   }
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ipToU32 } from './udp-packet.js';
-import { closeFd, errno, GroReceiver, openUdp, pollFn, sendtoFn, setUdpSegment, sockaddr } from './udp-sys.js';
+import { addressOf, closeFd, errno, GroReceiver, openUdp, pollFn, sendtoFn, sockaddr, UdpSender } from './udp-sys.js';
 
 /** Two UDP sockets on 127.0.0.1 (no root, no namespace change): the receive side's recvmsg + UDP_GRO. */
 describe('GroReceiver', () => {
@@ -40,20 +40,32 @@ describe('GroReceiver', () => {
       const to = sockaddr(lo, s.portB);
       const data = Buffer.alloc(5 * 1000 - 300);
       for (let i = 0; i < data.length; i++) data[i] = i & 255;
-      assert.ok(setUdpSegment(s.a, 1000), `UDP_SEGMENT errno ${errno()}`);
-      assert.equal(sendtoFn(s.a, data, data.length, 0, to, 16), data.length, `sendto errno ${errno()}`);
+      // Gathered from three iovecs that do not line up with the datagrams.
+      const out = new UdpSender(8);
+      const at = addressOf(data);
+      out.iov.push(at, 1500);
+      out.iov.push(at + 1500, 10);
+      out.iov.push(at + 1510, data.length - 1510);
+      out.destination(lo, s.portB);
+      assert.equal(out.send(s.a, 0, 3, 1000), data.length, `sendmsg with UDP_SEGMENT errno ${errno()}`);
       wait(s.b);
       const n = rcv.recv(s.b);
       assert.equal(n, data.length, `one read carries the whole train of five datagrams (recvmsg errno ${errno()})`);
       assert.equal(rcv.gsoSize, 1000, 'the read says its segment size: four of 1000 bytes, then 700');
       assert.equal(rcv.from.readUInt16BE(2), s.portA, 'source port');
       assert.equal(rcv.from.readUInt32BE(4), lo, 'source address');
+      assert.equal(rcv.at, 0);
       assert.deepEqual(rcv.data.subarray(0, n), data);
-      assert.ok(setUdpSegment(s.a, 0));
       assert.equal(sendtoFn(s.a, data, 700, 0, to, 16), 700);
       wait(s.b);
       assert.equal(rcv.recv(s.b), 700);
       assert.equal(rcv.gsoSize, 700, 'a lone datagram: its own length');
+      assert.equal(rcv.at, rcv.size, 'the next read lands in the other half');
+      assert.deepEqual(rcv.data.subarray(0, n), data, 'and leaves the last one in place');
+      assert.equal(out.send(s.a, 1, 2, 0), 10, 'no segment size: one datagram');
+      wait(s.b);
+      assert.equal(rcv.recv(s.b), 10);
+      assert.deepEqual(rcv.data.subarray(0, 10), data.subarray(1500, 1510), 'the third read lands in the first half again');
     } finally {
       if (s) {
         closeFd(s.a);

@@ -37,6 +37,8 @@ interface DataPathLibc {
   sendto: (fd: number, buf: Buffer, n: number, flags: number, addr: Buffer, addrlen: number) => number;
   poll: (fds: Buffer, nfds: number, timeout: number) => number;
   recvmsg: (fd: number, msg: Buffer, flags: number) => number;
+  sendmsg: (fd: number, msg: Buffer, flags: number) => number;
+  writev: (fd: number, iov: Buffer, iovcnt: number) => number;
   socket: (domain: number, type: number, protocol: number) => number;
   bind: (fd: number, addr: Buffer, len: number) => number;
   setsockopt: (fd: number, level: number, name: number, val: Buffer, len: number) => number;
@@ -50,6 +52,8 @@ const sys: DataPathLibc = libc;
 export const { read: readFn, write: writeFn, sendto: sendtoFn, poll: pollFn } = sys;
 const {
   recvmsg: recvmsgFn,
+  sendmsg: sendmsgFn,
+  writev: writevFn,
   socket: socketFn,
   bind: bindFn,
   setsockopt: setsockoptFn,
@@ -176,11 +180,81 @@ export function closeFd(fd: number): void {
   closeFn(fd);
 }
 
-/** UDP GSO: sends larger than `size` are split by the kernel into datagrams of `size` bytes (0: off). */
-export function setUdpSegment(fd: number, size: number): boolean {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(size);
-  return setsockoptFn(fd, SOL_UDP, UDP_SEGMENT, b, 4) === 0;
+/** The address of a buffer's first byte, as a number (exact: user-space addresses are < 2^53). */
+export const addressOf = (b: Buffer): number => Number(address(b));
+
+/**
+ * An array of struct iovec filled in place (pointers as numbers), for sendmsg and writev: the
+ * packet loop hands the kernel headers and payload where they lie instead of copying them together.
+ */
+export class Iovecs {
+  readonly buf: Buffer;
+  /** The address of entry 0. */
+  readonly base: number;
+  count = 0;
+  private readonly u32: Uint32Array;
+
+  constructor(readonly max: number) {
+    const ab = new ArrayBuffer(max * 16);
+    this.u32 = new Uint32Array(ab);
+    this.buf = Buffer.from(ab);
+    this.base = addressOf(this.buf);
+  }
+
+  /** Appends {ptr, len}; the caller keeps count < max. */
+  push(ptr: number, len: number): void {
+    const i = this.count++ * 4;
+    const u = this.u32;
+    u[i] = ptr >>> 0; // ToUint32 is modular: the low word of any integer below 2^53
+    u[i + 1] = Math.floor(ptr / 0x100000000);
+    u[i + 2] = len;
+    u[i + 3] = 0;
+  }
+
+  /** writev(2) of every entry. Returns the bytes written or -1 (errno()). */
+  writev(fd: number): number {
+    return writevFn(fd, this.buf, this.count);
+  }
+}
+
+/**
+ * sendmsg(2) of a run of iovec entries to one destination, as one datagram or, with a segment size,
+ * as UDP GSO (a UDP_SEGMENT control message: the kernel cuts the bytes into datagrams of that size,
+ * the last one shorter). The msghdr, destination and control message are built once.
+ */
+export class UdpSender {
+  readonly iov: Iovecs;
+  private readonly msg = Buffer.alloc(56);
+  private readonly to = sockaddr(0, 0);
+  private readonly control = Buffer.alloc(24);
+
+  constructor(maxIov: number) {
+    this.iov = new Iovecs(maxIov);
+    this.msg.writeBigUInt64LE(address(this.to), 0);
+    this.msg.writeUInt32LE(16, 8);
+    this.msg.writeBigUInt64LE(address(this.control), 32);
+    this.control.writeBigUInt64LE(18n, 0); // CMSG_LEN(sizeof(u16))
+    this.control.writeInt32LE(SOL_UDP, 8);
+    this.control.writeInt32LE(UDP_SEGMENT, 12);
+  }
+
+  destination(ip: number, port: number): void {
+    this.to.writeUInt16BE(port, 2);
+    this.to.writeUInt32BE(ip >>> 0, 4);
+  }
+
+  /** Sends iovec entries [first, end); segment > 0: UDP GSO in datagrams of `segment` bytes. Returns bytes sent or -1. */
+  send(fd: number, first: number, end: number, segment: number): number {
+    const m = this.msg;
+    const at = this.iov.base + first * 16;
+    m.writeUInt32LE(at >>> 0, 16);
+    m.writeUInt32LE(Math.floor(at / 0x100000000), 20);
+    m.writeUInt32LE(end - first, 24);
+    m.writeUInt32LE(0, 28);
+    this.control.writeUInt16LE(segment, 16);
+    m.writeUInt32LE(segment > 0 ? this.control.length : 0, 40);
+    return sendmsgFn(fd, m, 0);
+  }
 }
 
 /**
@@ -191,38 +265,61 @@ export function setUdpSegment(fd: number, size: number): boolean {
  * ArrayBuffer's memory).
  */
 export class GroReceiver {
+  /**
+   * Two halves of `size` bytes; each read lands in the half the previous one did not, so the bytes
+   * of one read stay in place through the next (the receive loop's coalescer points into them).
+   */
   readonly data: Buffer;
+  /** Where the last read's datagrams start in `data`: 0 or `size`. */
+  at: number;
   /** struct sockaddr_in of the last datagram's source. */
   readonly from = Buffer.alloc(16);
   /** The size of each datagram in the last read (all but the last of them). */
   gsoSize = 0;
   private readonly msg = Buffer.alloc(56);
-  private readonly iov = Buffer.alloc(16);
+  /** One iovec per half, back to back; the msghdr points at the one the next read uses. */
+  private readonly iov = Buffer.alloc(32);
+  private readonly iovAt: number;
   private readonly control = Buffer.alloc(64);
 
-  constructor(size = 128 << 10) {
-    this.data = Buffer.alloc(size);
-    this.iov.writeBigUInt64LE(address(this.data), 0);
-    this.iov.writeBigUInt64LE(BigInt(size), 8);
+  constructor(readonly size = 128 << 10) {
+    this.data = Buffer.alloc(2 * size);
+    this.at = size;
+    const dataAt = address(this.data);
+    for (const half of [0, 1]) {
+      this.iov.writeBigUInt64LE(dataAt + BigInt(half * size), 16 * half);
+      this.iov.writeBigUInt64LE(BigInt(size), 16 * half + 8);
+    }
+    this.iovAt = addressOf(this.iov);
     this.msg.writeBigUInt64LE(address(this.from), 0);
-    this.msg.writeBigUInt64LE(address(this.iov), 16);
     this.msg.writeBigUInt64LE(1n, 24);
     this.msg.writeBigUInt64LE(address(this.control), 32);
   }
 
-  /** Returns the bytes received (datagrams back to back in `data`), or -1 (errno()). */
+  /** Where the next read will land in `data`. */
+  get next(): number {
+    return this.size - this.at;
+  }
+
+  /** Returns the bytes received (datagrams back to back in `data` from `at`), or -1 (errno()). */
   recv(fd: number): number {
+    const next = this.next;
     const m = this.msg;
+    const iov = this.iovAt + (next === 0 ? 0 : 16);
+    m.writeUInt32LE(iov >>> 0, 16);
+    m.writeUInt32LE(Math.floor(iov / 0x100000000), 20);
     m.writeUInt32LE(16, 8);
-    m.writeBigUInt64LE(BigInt(this.control.length), 40);
+    m.writeUInt32LE(this.control.length, 40);
+    m.writeUInt32LE(0, 44);
     m.writeInt32LE(0, 48);
     const n = recvmsgFn(fd, m, 0);
     if (n < 0) return -1;
+    this.at = next;
     this.gsoSize = n;
     const c = this.control;
-    const clen = Number(m.readBigUInt64LE(40));
+    const clen = m.readUInt32LE(40);
     for (let o = 0; o + 16 <= clen;) {
-      const len = Number(c.readBigUInt64LE(o));
+      const len = c.readUInt32LE(o); // cmsg_len: a size_t, far below 2^32
       if (len < 16 || o + len > clen) break;
       if (c.readInt32LE(o + 8) === SOL_UDP && c.readInt32LE(o + 12) === UDP_GRO && len >= 20) {
         const g = c.readInt32LE(o + 16);

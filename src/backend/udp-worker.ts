@@ -7,14 +7,16 @@
  *   tx: TUN → UDP. Read a packet from flannel0 (with offload, a TCP super-packet of up to 64 KiB);
  *       find the lease whose subnet holds its destination (longest prefix); none → ICMP net
  *       unreachable back into flannel0; TTL ≤ 1 → drop; else decrement the TTL and send the packet,
- *       as is (a super-packet cut into MSS-sized packets, sent with one UDP GSO send), one packet
- *       per datagram, to that lease's PublicIP:port.
+ *       as is (a super-packet cut into MSS-sized packets: headers written here, payloads sent from
+ *       where they were read, in UDP GSO sends), one packet per datagram, to that lease's
+ *       PublicIP:port.
  *   rx: UDP → TUN. Receive with recvmsg on a UDP_GRO socket: one read holds one datagram or a run
  *       of equal-sized datagrams from one source. The source must be a PublicIP holding a lease
  *       (else every datagram of the read is dropped and counted); each datagram must be one IPv4
  *       packet for this node's subnet (else dropped and counted). With offload, consecutive
  *       in-order segments of one TCP flow are merged (TcpCoalescer) and written to flannel0 once
- *       as a GSO packet, as a NIC's GRO would; everything else is written one packet at a time.
+ *       as a GSO packet, as a NIC's GRO would (one writev of the header and the payloads where they
+ *       were received); everything else is written one packet at a time.
  */
 import { workerData } from 'node:worker_threads';
 import {
@@ -24,28 +26,34 @@ import {
   icmpNetUnreachable,
   ipv4Length,
   mayAnswerWithIcmpError,
+  MAX_SLICES,
   prefixMask,
   segmentTcp,
   TcpCoalescer,
+  UDP_GSO_MAX_BYTES,
+  type Segments,
   VNET_F_NEEDS_CSUM,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
   type PeerTable,
 } from './udp-packet.js';
 import { C, K, readPeers, type Settings } from './udp-shared.js';
+import { Checksummer } from './udp-csum.js';
 import {
+  addressOf,
   EAGAIN,
   EBADFD,
   EINTR,
   EIO,
   errno,
   GroReceiver,
+  Iovecs,
   pollFn,
   readFn,
   sendtoFn,
   setThreadNice,
-  setUdpSegment,
   sockaddr,
+  UdpSender,
   VNET_HDR_LEN,
   writeFn,
 } from './udp-sys.js';
@@ -67,16 +75,17 @@ const POLLOUT = 4;
 const IDLE_POLL_MS = 250;
 const ICMP_PER_SECOND = 200;
 const UDP_GSO_MAX_SEGMENTS = 64;
-const UDP_GSO_MAX_BYTES = 65507;
+/** Two iovecs (header, payload) per segment: room for a 64 KiB packet cut at an MSS of 64. */
+const MAX_IOV = 2048;
 
 const d = workerData as WorkerData;
 const ctl = new Int32Array(d.control);
 const cnt = new Float64Array(d.counters);
 const H = d.offload ? VNET_HDR_LEN : 0;
-const buf = Buffer.alloc(65536 + 64);
+/** The tx loop's read buffer is the checksum module's memory (sums of its segments run in place). */
+const { mem: buf, sum } = new Checksummer();
 /** The packet itself, after the virtio header when there is one. */
 const pkt = buf.subarray(H);
-const bufU16 = new Uint16Array(buf.buffer, 0, buf.buffer.byteLength >> 1);
 
 let version = -1;
 let table: PeerTable;
@@ -116,28 +125,27 @@ function tx(): void {
   const pout = pollFd(d.udpFd, POLLOUT);
   const icmpBuf = Buffer.alloc(256 + H);
   const icmp = icmpBuf.subarray(H);
-  const out = Buffer.alloc(65536 * 2);
-  const outU16 = new Uint16Array(out.buffer, 0, out.buffer.byteLength >> 1);
-  const seg = { count: 0, size: 0, bytes: 0 };
-  let gsoSize = 0;
+  // Segment headers; the payload stays in the read buffer and goes out from there (sendmsg iovecs).
+  const hdrs = Buffer.alloc(65536);
+  const hdrsAt = addressOf(hdrs);
+  const bufAt = addressOf(buf);
+  const out = new UdpSender(MAX_IOV);
+  const iov = out.iov;
+  const seg: Segments = { count: 0, hl: 0, mss: 0, bytes: 0 };
   let gso = d.offload;
   let icmpSecond = 0;
   let icmpSent = 0;
-  const send = (b: Buffer, len: number, to: Buffer): boolean => {
-    let sent = sendtoFn(d.udpFd, b, len, 0, to, 16);
+  const retry = (sent: number, again: () => number): boolean => {
     if (sent < 0 && errno() === EAGAIN) {
       // Socket buffer full: wait briefly for room rather than drop at once.
       pollFn(pout, 1, 10);
-      sent = sendtoFn(d.udpFd, b, len, 0, to, 16);
+      sent = again();
     }
     return sent >= 0;
   };
-  const segmentSize = (size: number): boolean => {
-    if (size === gsoSize) return true;
-    if (!setUdpSegment(d.udpFd, size)) return false;
-    gsoSize = size;
-    return true;
-  };
+  const send = (b: Buffer, len: number, to: Buffer): boolean => retry(sendtoFn(d.udpFd, b, len, 0, to, 16), () => sendtoFn(d.udpFd, b, len, 0, to, 16));
+  const sendIov = (first: number, end: number, segment: number): boolean =>
+    retry(out.send(d.udpFd, first, end, segment), () => out.send(d.udpFd, first, end, segment));
   while (!stopped()) {
     const r = readFn(d.tunFd, buf, buf.length);
     const n = r - H;
@@ -175,46 +183,43 @@ function tx(): void {
       cnt[K.ttlExpired]!++;
       continue;
     }
-    const to = addrOf(peer);
     if (gsoType === VNET_GSO_TCPV4) {
       // One TSO super-packet from the kernel: cut it into MSS-sized packets as a NIC would.
-      segmentTcp(pkt, len, buf.readUInt16LE(4), out, outU16, seg);
-      if (seg.count === 0) {
+      segmentTcp(pkt, len, buf.readUInt16LE(4), sum, hdrs, seg);
+      const { count, hl, mss } = seg;
+      if (count === 0 || 2 * count > MAX_IOV) {
         cnt[K.droppedMalformed]!++;
         continue;
       }
-      let ok: boolean;
-      if (gso && seg.count > 1 && segmentSize(seg.size)) {
-        // One send per ≤ 64 KiB of datagrams (a UDP GSO send is one UDP payload before splitting).
-        const chunk = Math.min(UDP_GSO_MAX_SEGMENTS, Math.floor(UDP_GSO_MAX_BYTES / seg.size)) * seg.size;
-        ok = true;
-        for (let o = 0; o < seg.bytes && ok; o += chunk) ok = send(o === 0 ? out : out.subarray(o), Math.min(chunk, seg.bytes - o), to);
-        if (!ok && errno() !== EAGAIN) {
-          gso = false; // no UDP GSO here: one datagram per segment from now on
-          process.stderr.write(`weft udp: UDP GSO send failed (errno ${errno()}, ${seg.count} x ${seg.size}); sending segment by segment\n`);
-        }
-      } else {
-        ok = true;
-        for (let o = 0; o < seg.bytes; o += seg.size)
-          ok = send(out.subarray(o, Math.min(o + seg.size, seg.bytes)), Math.min(seg.size, seg.bytes - o), to) && ok;
+      iov.count = 0;
+      const data = bufAt + H + hl;
+      const payload = len - hl;
+      for (let i = 0; i < count; i++) {
+        iov.push(hdrsAt + i * hl, hl);
+        iov.push(data + i * mss, Math.min(mss, payload - i * mss));
+      }
+      out.destination(peer, settings.port);
+      const size = hl + mss;
+      // One UDP GSO send per ≤ 64 KiB of datagrams (it is one UDP payload before the kernel cuts it).
+      const per = gso ? Math.max(1, Math.min(UDP_GSO_MAX_SEGMENTS, Math.floor(UDP_GSO_MAX_BYTES / size))) : 1;
+      let ok = true;
+      for (let i = 0; i < count && ok; i += per) ok = sendIov(2 * i, 2 * Math.min(i + per, count), per > 1 ? size : 0);
+      if (!ok && gso && errno() !== EAGAIN) {
+        gso = false; // no UDP GSO here: one datagram per segment from now on
+        process.stderr.write(`weft udp: UDP GSO send failed (errno ${errno()}, ${count} x ${size}); sending segment by segment\n`);
       }
       if (!ok) cnt[K.sendErrors]!++;
       else {
-        cnt[K.txPackets]! += seg.count;
+        cnt[K.txPackets]! += count;
         cnt[K.txBytes]! += seg.bytes;
       }
       continue;
     }
-    if (H && buf[0]! & VNET_F_NEEDS_CSUM && !completeChecksum(pkt, bufU16, len, buf.readUInt16LE(6), buf.readUInt16LE(8))) {
+    if (H && buf[0]! & VNET_F_NEEDS_CSUM && !completeChecksum(pkt, sum, len, buf.readUInt16LE(6), buf.readUInt16LE(8))) {
       cnt[K.droppedMalformed]!++;
       continue;
     }
-    // A plain datagram must not be cut by a UDP GSO size left from a super-packet.
-    if (gsoSize !== 0 && len > gsoSize && !segmentSize(0)) {
-      cnt[K.sendErrors]!++;
-      continue;
-    }
-    if (!send(pkt, len, to)) cnt[K.sendErrors]!++;
+    if (!send(pkt, len, addrOf(peer))) cnt[K.sendErrors]!++;
     else {
       cnt[K.txPackets]!++;
       cnt[K.txBytes]! += len;
@@ -225,12 +230,17 @@ function tx(): void {
 function rx(): void {
   const pin = pollFd(d.udpFd, POLLIN);
   const rcv = new GroReceiver();
-  const data = rcv.data;
+  const { data } = rcv;
+  const dataAt = addressOf(data);
+  const iov = new Iovecs(MAX_SLICES + 1);
   let lost = false;
   // With a virtio header on the TUN fd, runs of one TCP flow go to the kernel as one GSO packet;
-  // without one, every packet is written as it came (the coalescer's zero header stripped).
-  const write = (b: Buffer, n: number, packets: number, bytes: number): void => {
-    if (writeFn(d.tunFd, H ? b : b.subarray(VNET_HDR_LEN), H ? n : n - VNET_HDR_LEN) < 0) {
+  // without one, every packet is written as it came (the coalescer's zero header left out).
+  const write = (c: TcpCoalescer, headAt: number, headLen: number, packets: number, bytes: number): void => {
+    iov.count = 0;
+    if (H) iov.push(headAt, headLen);
+    for (let i = 0; i < c.slices; i++) iov.push(dataAt + c.sliceAt[i]!, c.sliceLen[i]!);
+    if (iov.writev(d.tunFd) < 0) {
       const e = errno();
       cnt[K.tunWriteErrors]! += packets;
       if (e === EBADFD || e === EIO) lost = true;
@@ -239,10 +249,17 @@ function rx(): void {
     cnt[K.rxPackets]! += packets;
     cnt[K.rxBytes]! += bytes;
   };
-  const gro = new TcpCoalescer(write);
-  const writeOne = new TcpCoalescer(write);
+  const coalescer = (): TcpCoalescer => {
+    const c: TcpCoalescer = new TcpCoalescer((headLen, packets, bytes) => write(c, headAt, headLen, packets, bytes));
+    const headAt = addressOf(c.head);
+    return c;
+  };
+  const gro = coalescer();
+  const writeOne = coalescer();
   const out = H ? gro : writeOne;
   while (!stopped() && !lost) {
+    // A run may go on into the next read, but not into the one after, which overwrites its start.
+    if (out.startsIn(rcv.next, rcv.next + rcv.size)) out.flush();
     const n = rcv.recv(d.udpFd);
     if (n < 0) {
       // Nothing more queued: hand over the run being built before waiting.
@@ -259,9 +276,10 @@ function rx(): void {
       cnt[K.droppedUnknownSource]! += Math.ceil(n / size);
       continue;
     }
-    for (let o = 0; o < n; o += size) {
-      const m = Math.min(size, n - o);
-      const len = ipv4Length(o === 0 ? data : data.subarray(o), m);
+    const at = rcv.at;
+    for (let o = at; o < at + n; o += size) {
+      const m = Math.min(size, at + n - o);
+      const len = ipv4Length(data, m, o);
       if (len === 0) {
         cnt[K.droppedMalformed]!++;
         continue;
