@@ -32,34 +32,41 @@ const PROGRAMMED_WITHIN_MS = 15_000;
 const REFUSED_WITHIN_MS = 500;
 const AFFINITY_TIMEOUT_S = 300;
 
-/** Selectorless, so each can hold just the endpoints a check needs: `self` the client alone (hairpin), `local` the backends of one node. */
-function slice(service: string, pods: PodState[]): object {
+/**
+ * Selectorless, so each can hold just the endpoints a check needs: `self` the client alone (hairpin),
+ * `local` the backends of one node, and in a sampled lab one backend per node.
+ */
+function slice(service: string, pods: PodState[], ports = [{ name: '', protocol: 'TCP' }]): object {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
     metadata: { name: `${service}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
     addressType: 'IPv4',
-    ports: [{ name: '', protocol: 'TCP', port: APP_PORT }],
+    ports: ports.map((p) => ({ ...p, port: APP_PORT })),
     endpoints: pods.map((p) => ({ addresses: [p.ip], conditions: { ready: true }, nodeName: p.node })),
   };
 }
 
-function manifests(client: PodState, local: PodState[]): object[] {
+/**
+ * verify's Services. `sample`: backends named by EndpointSlices instead of the app=echo selector (a
+ * sampled lab: 1,000 endpoints in each of three Services cost every agent seconds of nft work).
+ */
+function manifests(client: PodState, local: PodState[], sample?: PodState[]): object[] {
   const svc = (name: string, spec: object) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec });
   const tcp = { protocol: 'TCP', port: PORT, targetPort: APP_PORT };
+  const mainPorts = [
+    { name: 'tcp', protocol: 'TCP' },
+    { name: 'udp', protocol: 'UDP' },
+  ];
+  const select = sample ? {} : { selector: SELECTOR };
   return [
-    svc(NAMES.main, {
-      selector: SELECTOR,
-      ports: [
-        { name: 'tcp', ...tcp },
-        { name: 'udp', protocol: 'UDP', port: PORT, targetPort: APP_PORT },
-      ],
-    }),
-    svc(NAMES.nodePort, { type: 'NodePort', selector: SELECTOR, ports: [tcp] }),
+    svc(NAMES.main, { ...select, ports: mainPorts.map((p) => ({ ...p, port: PORT, targetPort: APP_PORT })) }),
+    ...(sample ? [slice(NAMES.main, sample, mainPorts), slice(NAMES.nodePort, sample), slice(NAMES.affinity, sample)] : []),
+    svc(NAMES.nodePort, { type: 'NodePort', ...select, ports: [tcp] }),
     svc(NAMES.local, { type: 'NodePort', externalTrafficPolicy: 'Local', ports: [tcp] }),
     slice(NAMES.local, local),
     svc(NAMES.affinity, {
-      selector: SELECTOR,
+      ...select,
       sessionAffinity: 'ClientIP',
       sessionAffinityConfig: { clientIP: { timeoutSeconds: AFFINITY_TIMEOUT_S } },
       ports: [tcp],
@@ -144,7 +151,7 @@ async function fromNode(node: NodeState, host: string, port: number): Promise<Pr
  * rest of verify runs; probes once `go` resolves, then removes them. Never rejects: a registry out of
  * reach is a failed check.
  */
-export async function serviceChecks(s: LabState, go: Promise<void>): Promise<CheckResult[]> {
+export async function serviceChecks(s: LabState, go: Promise<void>, sampled: boolean): Promise<CheckResult[]> {
   const note = (evidence: string): CheckResult[] => [{ group: GROUP, check: 'services', from: 'verify', to: 'the lab', ok: true, skipped: true, evidence }];
   const broken = (what: string, e: unknown): CheckResult => ({
     group: GROUP,
@@ -156,28 +163,29 @@ export async function serviceChecks(s: LabState, go: Promise<void>): Promise<Che
   });
   if (s.backend === 'macvlan')
     return note('not available in underlay mode: it has no agents, so no service proxy (use an overlay lab: weft lab up --mode overlay)');
-  let made: { docs: Manifest[]; services: Service[]; client: PodState; backends: PodState[]; local: PodState[] } | undefined;
+  let made: { docs: Manifest[]; services: Service[]; client: PodState; backends: PodState[]; local: PodState[]; of: number } | undefined;
   try {
     const view = await labView(s);
     const labPods = new Map(s.pods.map((p) => [`${p.namespace ?? 'default'}/${p.name}`, p]));
-    const backends = view.pods
+    const echo = view.pods
       .filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip)
       .map((p) => labPods.get(`${p.namespace}/${p.name}`))
       .filter((p): p is PodState => p !== undefined);
-    if (backends.length === 0) {
+    if (echo.length === 0) {
       await go;
       return note('no pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
     }
+    const backends = sampled ? s.nodes.flatMap((n) => echo.find((p) => p.node === n.name) ?? []) : echo;
     const client = s.pods.find((p) => !backends.includes(p)) ?? backends[0]!;
     // The ETP Local Service's endpoints are on one node only, so that the other nodes show the drop.
     const local = backends.filter((b) => b.node === backends[0]!.node);
-    const docs = parseManifests(manifestText(manifests(client, local)), 'weft verify');
-    made = { docs, services: (await registryCall(s, { op: 'apply', docs })).services, client, backends, local };
+    const docs = parseManifests(manifestText(manifests(client, local, sampled ? backends : undefined)), 'weft verify');
+    made = { docs, services: (await registryCall(s, { op: 'apply', docs })).services, client, backends, local, of: echo.length };
   } catch (e) {
     await go;
     return [broken("verify's Services could not be made", e)];
   }
-  const { docs, services, client, backends, local } = made;
+  const { docs, services, client, backends, local, of } = made;
   await go;
   const svc = (name: string) => services.find((x) => x.name === name)!;
   const out = await checks(s, client, backends, local, {
@@ -192,7 +200,10 @@ export async function serviceChecks(s: LabState, go: Promise<void>): Promise<Che
     () => undefined,
     (e: unknown) => broken(`verify's Services (${Object.values(NAMES).join(', ')}) could not be removed`, e),
   );
-  return removed ? [...out, removed] : out;
+  const sample = sampled
+    ? note(`a sampled lab: verify's Services name one app=echo pod per node (${backends.length} of ${of}) in EndpointSlices instead of selecting them all`)
+    : [];
+  return [...sample, ...out, ...(removed ? [removed] : [])];
 }
 
 async function checks(

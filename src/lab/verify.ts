@@ -354,13 +354,13 @@ export async function verify(lab: string, o: { allPairs?: boolean } = {}): Promi
   // probe after them. A large (sampled) lab's come after the pod checks: every agent programming them
   // (an endpoint per pod) takes the cores for seconds, and pod checks meanwhile missed their 2 s (a
   // 20x10 lab: 375 of 580 pairs).
-  const early = pairs.coverage.sampled ? undefined : serviceChecks(s, othersEnded);
+  const early = pairs.coverage.sampled ? undefined : serviceChecks(s, othersEnded, false);
   try {
     await networkModel(s, pairs, results);
   } finally {
     othersDone();
   }
-  results.push(...(await (early ?? serviceChecks(s, othersEnded))));
+  results.push(...(await (early ?? serviceChecks(s, othersEnded, true))));
   results.push(...(await dnsChecks(s)));
   return { state: s, results, coverage: pairs.coverage };
 }
