@@ -205,19 +205,19 @@ export async function nftGeneration(ns: Netns): Promise<number> {
 const ownRuns = new Map<string, { from: number; to: number }>();
 
 /**
- * Runs `commit`, which makes `count(result)` nftables transactions in `ns`, and notes them as this
+ * Runs `commit`, which returns how many nftables transactions it made in `ns`, and notes them as this
  * process's own when the generation moved by exactly that much: then no one else committed meanwhile.
  */
-export async function ownCommits<T>(ns: Netns, commit: () => T | Promise<T>, count: (result: T) => number): Promise<T> {
+export async function ownCommits(ns: Netns, commit: () => number | Promise<number>): Promise<number> {
   const before = await nftGeneration(ns);
-  const result = await commit();
+  const made = await commit();
   const after = await nftGeneration(ns);
   const key = ns ?? '';
   const run = ownRuns.get(key);
-  if (after !== before + count(result)) ownRuns.set(key, { from: after, to: after });
+  if (after !== before + made) ownRuns.set(key, { from: after, to: after });
   else if (run?.to === before) run.to = after;
   else ownRuns.set(key, { from: before, to: after });
-  return result;
+  return made;
 }
 
 /**

@@ -70,22 +70,8 @@ export async function apply(plan: Plan): Promise<void> {
         i++;
       } else if (op.op === 'nft') {
         const tx = op.tx;
-        if (elementsOnly(tx))
-          await attempt(op, () =>
-            ownCommits(
-              op.ns,
-              () => applyElements(op.ns, tx, describe(op)),
-              (batches) => batches,
-            ),
-          );
-        else if (!tx.empty)
-          await attempt(op, () =>
-            ownCommits(
-              op.ns,
-              () => runTool(op.ns, commands(op)[0]!, describe(op)),
-              () => 1,
-            ),
-          );
+        if (elementsOnly(tx)) await attempt(op, () => ownCommits(op.ns, () => applyElements(op.ns, tx, describe(op))));
+        else if (!tx.empty) await attempt(op, () => ownCommits(op.ns, () => runTool(op.ns, commands(op)[0]!, describe(op)).then(() => 1)));
         i++;
       } else {
         let j = i;

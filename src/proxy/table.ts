@@ -97,13 +97,7 @@ export class ProxyTable {
     const trusted = (await this.unchanged()) ? this.trusted : undefined;
     // Until it is known how a transaction ended, what the kernel holds is known only by reading it.
     this.trusted = undefined;
-    const transactions = ops.length
-      ? await ownCommits(
-          this.ns,
-          () => applyOps(this.ns, ops),
-          (n) => n,
-        )
-      : 0;
+    const transactions = ops.length ? await ownCommits(this.ns, () => applyOps(this.ns, ops)) : 0;
     this.trusted = trusted;
     for (const [key, f] of changed) {
       this.set(key, f);
@@ -139,13 +133,7 @@ export class ProxyTable {
     const ops = diff(have, all.values());
     if (states.size) changes.push(...summarize(ops));
     this.trusted = undefined;
-    const transactions = ops.length
-      ? await ownCommits(
-          this.ns,
-          () => applyOps(this.ns, ops, SYNC_CHUNK),
-          (n) => n,
-        )
-      : 0;
+    const transactions = ops.length ? await ownCommits(this.ns, () => applyOps(this.ns, ops, SYNC_CHUNK)) : 0;
     const ours = transactions + (base.tx.empty ? 0 : 1);
     if (onlyOwnCommits(this.ns, gen, await nftGeneration(this.ns))) this.trusted = gen;
     for (const k of [...this.applied.keys()]) if (!all.has(k)) this.set(k, undefined);
