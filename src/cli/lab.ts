@@ -374,7 +374,11 @@ export const labCommands: CommandSpec[] = [
     ],
     run: async (a) => {
       const { formatVerify, verify } = await import('../lab/verify.js');
-      const { state, results, coverage } = await verify(a.str('name')!, { allPairs: a.bool('all-pairs') });
+      const say = progressTo(a.bool('json'));
+      const { state, results, coverage } = await verify(a.str('name')!, {
+        allPairs: a.bool('all-pairs'),
+        progress: (step, ms, failed) => say(` ${failed ? '✗' : '✓'} ${step}${failed ? `, ${failed} failed` : ''} (${(ms / 1000).toFixed(1)} s)`),
+      });
       const failed = results.filter((r) => !r.ok).length;
       const skipped = results.filter((r) => r.skipped).length;
       result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, coverage, results }, () =>

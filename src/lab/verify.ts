@@ -7,7 +7,7 @@ import { controlSocket, execIn, inBatches, readState, type LabState, type NodeSt
 import { socketAnswers } from './procs.js';
 import { dnsChecks } from './verify-dns.js';
 import { serviceChecks } from './verify-services.js';
-import { APP_PORT, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
+import { APP_PORT, ping as pingIn, probe, probeFrom, SIDECAR_PORT, type Probe } from './workload.js';
 
 /** One check of the Kubernetes network model, with the evidence for its verdict. */
 export interface CheckResult {
@@ -100,6 +100,8 @@ const SOURCES_AT_ONCE = 32;
 const PROTOS = ['tcp', 'udp', 'icmp'] as const;
 /** Single checks at once (a probe, or a shell in a node): enough to hide each one's latency, few enough for two cores. */
 const CHECKS_AT_ONCE = 16;
+/** A node's own probes: more than a pod's 2 s, as before (a node's check once started a shell). */
+const NODE_PROBE_MS = 3000;
 
 async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
@@ -127,50 +129,36 @@ async function podToPod(s: LabState, group: string, list: Pair[]): Promise<Check
   return out;
 }
 
-/** node → pod over TCP (bash /dev/tcp, so no Node start per check) and ICMP. */
+/** node → pod over TCP and ICMP, from sockets made in the node's namespace (no process per check). */
 async function nodeToPod(s: LabState, node: NodeState, pod: PodState): Promise<CheckResult[]> {
   const same = pod.node === node.name;
   const group = same ? 'node → pod, same node' : 'node → pod, other node';
   // A macvlan child never hears its parent: the node reaches its own pods only through a shim.
   const why = s.backend === 'macvlan' && same ? ' (macvlan: a node reaches its own pods only through its weft-shim interface; is it there?)' : '';
-  const out: CheckResult[] = [];
-  try {
-    const r = await execIn(node.ns, [
-      'timeout',
-      '3',
-      'bash',
-      '-c',
-      `exec 3<>/dev/tcp/${pod.ip}/${APP_PORT} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`,
-    ]);
-    const seen = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { pod: string; client: string };
-    out.push({
+  const ns = netnsPath(node.ns);
+  const [tcp, icmp] = await Promise.all([
+    probe(ns, { proto: 'tcp', host: pod.ip, port: APP_PORT, timeoutMs: NODE_PROBE_MS }),
+    pingIn(ns, { proto: 'icmp', host: pod.ip, timeoutMs: NODE_PROBE_MS }),
+  ]);
+  const from = `${node.name} ${node.ip}`;
+  return [
+    {
       group,
       check: 'tcp',
-      from: `${node.name} ${node.ip}`,
+      from,
       to: label(pod),
-      ok: seen.pod === pod.name,
-      evidence: `${seen.pod} answered and saw the client as ${seen.client}`,
-    });
-  } catch (e) {
-    out.push({
+      ok: tcp.ok && tcp.seen.pod === pod.name,
+      evidence: tcp.ok ? `${tcp.seen.pod} answered and saw the client as ${tcp.seen.client}` : `no answer: ${tcp.error}${why}`,
+    },
+    {
       group,
-      check: 'tcp',
-      from: `${node.name} ${node.ip}`,
+      check: 'icmp',
+      from,
       to: label(pod),
-      ok: false,
-      evidence: `no answer: ${(e as Error).message.split('\n')[0]}${why}`,
-    });
-  }
-  const icmp = await ping(node.ns, pod.ip);
-  out.push({
-    group,
-    check: 'icmp',
-    from: `${node.name} ${node.ip}`,
-    to: label(pod),
-    ok: icmp.ok,
-    evidence: icmp.ok ? `echo reply in ${icmp.text}` : `${icmp.text}${why}`,
-  });
-  return out;
+      ok: icmp.ok,
+      evidence: icmp.ok ? `echo reply in ${icmp.ms.toFixed(3)} ms` : `${icmp.error}${why}`,
+    },
+  ];
 }
 
 async function selfIp(pod: PodState, seenAs: Map<string, Set<string>>): Promise<CheckResult> {
@@ -342,9 +330,20 @@ async function controlPlane(s: LabState): Promise<CheckResult[]> {
   return out;
 }
 
-export async function verify(lab: string, o: { allPairs?: boolean } = {}): Promise<{ state: LabState; results: CheckResult[]; coverage: Coverage }> {
+export async function verify(
+  lab: string,
+  o: { allPairs?: boolean; progress?: (step: string, ms: number, failed: number) => void } = {},
+): Promise<{ state: LabState; results: CheckResult[]; coverage: Coverage }> {
   const all = readState(lab);
-  const results: CheckResult[] = await controlPlane(all);
+  const results: CheckResult[] = [];
+  const timed = async (fn: () => Promise<CheckResult[]>): Promise<void> => {
+    const started = performance.now();
+    const out = await fn();
+    results.push(...out);
+    const groups = [...new Set(out.map((r) => r.group))];
+    if (groups.length) o.progress?.(`${groups.join(', ')}: ${out.length} checks`, performance.now() - started, out.filter((r) => !r.ok).length);
+  };
+  await timed(() => controlPlane(all));
   // The data plane of what is made: pending entries are reported above.
   const s = { ...all, nodes: all.nodes.filter((n) => !n.pending), pods: all.pods.filter((p) => !p.pending) };
   const pairs = podPairs(s, o.allPairs);
@@ -356,21 +355,23 @@ export async function verify(lab: string, o: { allPairs?: boolean } = {}): Promi
   // 20x10 lab: 375 of 580 pairs).
   const early = pairs.coverage.sampled ? undefined : serviceChecks(s, othersEnded, false);
   try {
-    await networkModel(s, pairs, results);
+    await networkModel(s, pairs, timed);
   } finally {
     othersDone();
   }
-  results.push(...(await (early ?? serviceChecks(s, othersEnded, true))));
-  results.push(...(await dnsChecks(s)));
+  await timed(() => early ?? serviceChecks(s, othersEnded, true));
+  await timed(() => dnsChecks(s, pairs.coverage.sampled));
   return { state: s, results, coverage: pairs.coverage };
 }
 
 /** The pod network checks, after the control plane's. */
-async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }, results: CheckResult[]): Promise<void> {
-  results.push(...(await podToPod(s, 'pod → pod, same node', pairs.same)));
-  results.push(...(await podToPod(s, 'pod → pod, across nodes', pairs.across)));
+async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }, timed: (fn: () => Promise<CheckResult[]>) => Promise<void>): Promise<void> {
+  const probes: CheckResult[] = [];
+  const keep = (out: CheckResult[]): CheckResult[] => (probes.push(...out), out);
+  await timed(async () => keep(await podToPod(s, 'pod → pod, same node', pairs.same)));
+  await timed(async () => keep(await podToPod(s, 'pod → pod, across nodes', pairs.across)));
   const seenAs = new Map<string, Set<string>>();
-  for (const r of results) {
+  for (const r of probes) {
     const m = /saw the client as (\S+)/.exec(r.evidence);
     if (r.ok && m && r.check !== 'icmp') {
       const src = r.from.split(' ')[0]!;
@@ -384,14 +385,14 @@ async function networkModel(s: LabState, pairs: { same: Pair[]; across: Pair[] }
       return pod ? [{ node, pod }] : [];
     }),
   );
-  results.push(...(await inBatches(nodePod, CHECKS_AT_ONCE, ({ node, pod }) => nodeToPod(s, node, pod))).flat());
-  for (const pod of s.pods) results.push(await selfIp(pod, seenAs));
+  await timed(async () => (await inBatches(nodePod, CHECKS_AT_ONCE, ({ node, pod }) => nodeToPod(s, node, pod))).flat());
+  await timed(() => Promise.all(s.pods.map((pod) => selfIp(pod, seenAs))));
   const sidecars = s.pods.filter((p) => p.containers.includes('sidecar'));
-  results.push(...(await inBatches(sidecars, CHECKS_AT_ONCE, (pod) => localhost(s, pod))));
+  await timed(() => inBatches(sidecars, CHECKS_AT_ONCE, (pod) => localhost(s, pod)));
   const firstPods = s.nodes.flatMap((node) => s.pods.find((p) => p.node === node.name) ?? []);
-  results.push(...(await inBatches(firstPods, CHECKS_AT_ONCE, (pod) => egress(s, pod))));
+  await timed(() => inBatches(firstPods, CHECKS_AT_ONCE, (pod) => egress(s, pod)));
   const cross = pairs.across[0];
-  if (cross) results.push(...(await pathMtu(cross)));
+  if (cross) await timed(() => pathMtu(cross));
 }
 
 export function formatVerify(s: LabState, results: CheckResult[], coverage: Coverage): string {
