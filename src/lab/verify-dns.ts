@@ -7,6 +7,7 @@ import { labView } from './services.js';
 import { controlSocket, type LabState, type PodState } from './state.js';
 import { UPSTREAM_NAMES } from './upstream.js';
 import type { CheckResult } from './verify.js';
+import { slice } from './verify-services.js';
 import { APP_PORT, probeFrom } from './workload.js';
 
 /**
@@ -26,12 +27,16 @@ const RESOLVABLE_WITHIN_MS = 10_000;
 
 const fqdn = (name: string) => `${name}.default.svc.${ZONE}`;
 
-function manifests(): object[] {
+/** `sample`: the backends named by EndpointSlices instead of the app=echo selector (a sampled lab, as verify-services.ts). */
+function manifests(sample?: PodState[]): object[] {
   const svc = (name: string, spec: object) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec });
   const http = { name: 'http', protocol: 'TCP', port: APP_PORT, targetPort: APP_PORT };
+  const select = sample ? {} : { selector: SELECTOR };
+  const ports = [{ name: 'http', protocol: 'TCP' }];
   return [
-    svc(NAMES.main, { selector: SELECTOR, ports: [http] }),
-    svc(NAMES.headless, { clusterIP: 'None', selector: SELECTOR, ports: [http] }),
+    svc(NAMES.main, { ...select, ports: [http] }),
+    svc(NAMES.headless, { clusterIP: 'None', ...select, ports: [http] }),
+    ...(sample ? [slice(NAMES.main, sample, ports), slice(NAMES.headless, sample, ports)] : []),
     svc(NAMES.external, { type: 'ExternalName', externalName: OUTSIDE_NAME }),
   ];
 }
@@ -79,32 +84,43 @@ async function until<T>(fn: () => Promise<T>, good: (t: T) => boolean): Promise<
 
 const same = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-export async function dnsChecks(s: LabState): Promise<CheckResult[]> {
+export async function dnsChecks(s: LabState, sampled: boolean): Promise<CheckResult[]> {
   const note = (evidence: string): CheckResult[] => [{ group: GROUP, check: 'dns', from: 'verify', to: 'the lab', ok: true, skipped: true, evidence }];
   if (s.backend === 'macvlan') return note('not available in underlay mode: it has no agents, so no cluster DNS (use an overlay lab)');
   const view = await labView(s);
   const byName = new Map(s.pods.map((p) => [p.name, p]));
-  const backends = view.pods.filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip && p.ready && !p.terminating);
+  const echo = view.pods.filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip && p.ready && !p.terminating);
+  const sample = sampled ? s.nodes.flatMap((n) => s.pods.find((p) => p.node === n.name && echo.some((e) => e.name === p.name)) ?? []) : undefined;
+  const backends = sample ? echo.filter((e) => sample.some((p) => p.name === e.name)) : echo;
   if (backends.length === 0) return note('no ready pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
   // One client pod per node: every node answers from its own DNS.
   const clients = s.nodes.map((n) => s.pods.find((p) => p.node === n.name && !p.pending)).filter((p): p is PodState => p !== undefined);
-  const docs = parseManifests(manifestText(manifests()), 'weft verify');
+  const docs = parseManifests(manifestText(manifests(sample)), 'weft verify');
   const made = await registryCall(s, { op: 'apply', docs });
   try {
     const clusterIP = made.services.find((x) => x.name === NAMES.main)!.clusterIP!;
-    return await checks(
+    const out = await checks(
       s,
       clients,
       clusterIP,
       backends.map((b) => b.ip!).sort(),
       backends.map((b) => byName.get(b.name)).filter((p): p is PodState => p !== undefined),
+      sample ? `the ${backends.length} pods its EndpointSlice names` : 'the ready pods with app=echo',
     );
+    return sample
+      ? [
+          ...note(
+            `a sampled lab: verify's DNS Services name one app=echo pod per node (${backends.length} of ${echo.length}) in EndpointSlices instead of selecting them all`,
+          ),
+          ...out,
+        ]
+      : out;
   } finally {
     await registryCall(s, { op: 'delete', docs });
   }
 }
 
-async function checks(s: LabState, clients: PodState[], clusterIP: string, ready: string[], backendPods: PodState[]): Promise<CheckResult[]> {
+async function checks(s: LabState, clients: PodState[], clusterIP: string, ready: string[], backendPods: PodState[], readyAre: string): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   const add = (check: string, from: PodState, to: string, ok: boolean, evidence: string) =>
     out.push({ group: GROUP, check, from: `${from.name} ${from.ip}`, to, ok, evidence });
@@ -143,7 +159,7 @@ async function checks(s: LabState, clients: PodState[], clusterIP: string, ready
     () => getent(client, NAMES.headless),
     (x) => same(x.ips, ready),
   );
-  add('headless', client, NAMES.headless, same(headless.ips, ready), `${resolved(headless, ready)} (the ready pods with app=echo)`);
+  add('headless', client, NAMES.headless, same(headless.ips, ready), `${resolved(headless, ready)} (${readyAre})`);
 
   const srvName = `_http._tcp.${fqdn(NAMES.main)}`;
   const srv = await dig(client, '+short', 'SRV', srvName);

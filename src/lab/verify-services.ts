@@ -1,12 +1,12 @@
+import { netnsPath } from '../kernel/netns.js';
 import { parseManifests, type Manifest } from '../service/manifest.js';
 import type { Service } from '../service/types.js';
 import { manifestText } from './demo.js';
-import { execIn } from './lab.js';
 import { registryCall } from './registry.js';
 import { labView } from './services.js';
 import { controlSocket, type LabState, type NodeState, type PodState } from './state.js';
 import type { CheckResult } from './verify.js';
-import { APP_PORT, probeFrom, type Probe, type ProbeResult, type Seen } from './workload.js';
+import { APP_PORT, probe, probeFrom, type Probe, type ProbeResult } from './workload.js';
 
 /**
  * verify's "pod → Service" section. It puts its own Services in front of the pods labelled app=echo
@@ -36,7 +36,7 @@ const AFFINITY_TIMEOUT_S = 300;
  * Selectorless, so each can hold just the endpoints a check needs: `self` the client alone (hairpin),
  * `local` the backends of one node, and in a sampled lab one backend per node.
  */
-function slice(service: string, pods: PodState[], ports = [{ name: '', protocol: 'TCP' }]): object {
+export function slice(service: string, pods: PodState[], ports = [{ name: '', protocol: 'TCP' }]): object {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
@@ -128,23 +128,9 @@ const tally = (rs: ProbeResult[]) => {
   return by;
 };
 
-/** Node → ClusterIP with bash's /dev/tcp, as verify's node → pod checks do (no Node start per check). */
-async function fromNode(node: NodeState, host: string, port: number): Promise<ProbeResult> {
-  const started = performance.now();
-  try {
-    const r = await execIn(node.ns, ['timeout', '2', 'bash', '-c', `exec 3<>/dev/tcp/${host}/${port} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3`]);
-    return { ok: true, seen: JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as Seen, ms: performance.now() - started };
-  } catch (e) {
-    return {
-      ok: false,
-      error: (e as Error).message
-        .split('\n')
-        .pop()!
-        .replace(/^.*bash: /, ''),
-      ms: performance.now() - started,
-    };
-  }
-}
+/** Node → ClusterIP from a socket made in the node's namespace, as verify's node → pod checks. */
+const fromNode = (node: NodeState, host: string, port: number): Promise<ProbeResult> =>
+  probe(netnsPath(node.ns), { proto: 'tcp', host, port, timeoutMs: 2000 });
 
 /**
  * Reads the registry and makes verify's Services at once, so that the agents program them while the
