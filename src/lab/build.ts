@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netnsPath } from '../kernel/netns.js';
-import { addAddr, addBridge, addMacvlan, addRoute, addVeth, delNeigh, setLink, setNeigh } from '../kernel/ops.js';
+import { addAddr, addBridge, addMacvlan, addRoute, addVeth, delNeigh, setLink, setNeigh, setSysctl } from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
 import { clientUrl, etcdMembers, labDir, nodeDir, nsName, podDir, readState, type CniMode, type EtcdMember, type LabState, type NodeState } from './state.js';
 
@@ -136,6 +136,8 @@ export function leaveUnderlay(plan: Plan, members: UnderlayMember[], leaving: Un
 export function nodePlan(s: LabState, node: NodeState): Plan {
   const plan = new Plan();
   plugIn(plan, s, node.ns, node.port, node.ip, GATEWAY_IP);
+  // As systemd sets it on hosts: ping without a raw socket (verify's node checks use ping sockets).
+  plan.add(setSysctl({ ns: netnsPath(node.ns), key: 'net.ipv4.ping_group_range', value: '0 2147483647' }));
   if (s.backend === 'macvlan') {
     const p = netnsPath(node.ns);
     plan.add(
