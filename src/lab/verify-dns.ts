@@ -187,20 +187,20 @@ async function checks(s: LabState, clients: PodState[], clusterIP: string, ready
   const tracked = await Promise.all(
     clients.map((pod) =>
       listEntries(netnsPath(nodeOf(pod).ns)).then(
-        (entries) => ({ ok: true, n: entries.filter((e) => e.orig.dst === DEFAULT_CLUSTER_DNS).length, error: '' }),
-        (e: Error) => ({ ok: false, n: 0, error: e.message }),
+        (entries) => entries.filter((e) => e.orig.dst === DEFAULT_CLUSTER_DNS).length,
+        (e: Error) => e,
       ),
     ),
   );
   for (const [i, pod] of clients.entries()) {
     const node = nodeOf(pod);
-    const ct = tracked[i]!;
+    const n = tracked[i]!;
     add(
       'node-local',
       pod,
       `${node.name} ${DEFAULT_CLUSTER_DNS}:53`,
-      ct.ok && ct.n === 0,
-      ct.ok ? `${ct.n} conntrack entries to ${DEFAULT_CLUSTER_DNS} on ${node.name} (answered on the node, no DNAT)` : ct.error,
+      n === 0,
+      typeof n === 'number' ? `${n} conntrack entries to ${DEFAULT_CLUSTER_DNS} on ${node.name} (answered on the node, no DNAT)` : n.message,
     );
   }
   return out;
