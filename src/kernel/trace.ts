@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
 import { collect } from '../util/proc.js';
+import { IPPROTO, listEntries, type CtEntry } from './conntrack.js';
 
 /**
- * What `weft trace` reads from the kernel, each through its tool run in the namespace (read only):
- * nftables trace events (`nft -a monitor`), a route lookup for one packet (`ip -j route get`) and
- * conntrack entries (`conntrack -L`). The trace's own nft tables are ops like any other change.
+ * What `weft trace` reads from the kernel in a namespace (read only): nftables trace events
+ * (`nft -a monitor`) and a route lookup for one packet (`ip -j route get`), each through its tool,
+ * and conntrack entries (over netlink). The trace's own nft tables are ops like any other change.
  */
 const inNs = (ns: string, argv: string[]) => ['nsenter', `--net=${ns}`, ...argv];
 
@@ -72,32 +73,7 @@ export async function routeGet(ns: string, dst: string, o: { from?: string; iif?
   return { ...first, ok: true };
 }
 
-/** One conntrack entry: the original direction and the reply's addresses (which show a NAT). */
-export interface Flow {
-  proto: string;
-  orig: { src: string; dst: string; sport: number | undefined; dport: number | undefined };
-  reply: { src: string; dst: string; sport: number | undefined; dport: number | undefined };
-}
-
-export function parseFlows(text: string): Flow[] {
-  const out: Flow[] = [];
-  for (const line of text.split('\n')) {
-    const words = line.trim().split(/\s+/);
-    const starts = words.flatMap((w, i) => (w.startsWith('src=') ? [i] : []));
-    if (starts.length < 2) continue;
-    const tuple = (from: number, to: number) => {
-      const kv = new Map(words.slice(from, to).flatMap((w) => (w.includes('=') ? [w.split('=', 2) as [string, string]] : [])));
-      const port = (k: string) => (kv.has(k) ? Number(kv.get(k)) : undefined);
-      return { src: kv.get('src')!, dst: kv.get('dst') ?? '', sport: port('sport'), dport: port('dport') };
-    };
-    out.push({ proto: words[0]!, orig: tuple(starts[0]!, starts[1]!), reply: tuple(starts[1]!, words.length) });
-  }
-  return out;
-}
-
-/** `conntrack -L` in `ns` with a filter (`-p tcp --sport 40123`); no entry is an empty list. */
-export async function listFlows(ns: string, filter: string[]): Promise<Flow[]> {
-  const r = await collect(inNs(ns, ['conntrack', '-L', ...filter]), { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`conntrack -L ${filter.join(' ')}: ${r.stderr.trim() || `exit ${r.code ?? r.signal}`}`);
-  return parseFlows(r.stdout);
+/** The conntrack entries in `ns` of `proto` from source port `sport` (as `conntrack -L -p PROTO --orig-port-src SPORT`). */
+export async function listFlows(ns: string, proto: keyof typeof IPPROTO, sport: number): Promise<CtEntry[]> {
+  return (await listEntries(ns, IPPROTO[proto])).filter((e) => e.orig.sport === sport);
 }

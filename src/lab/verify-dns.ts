@@ -1,4 +1,6 @@
 import { DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN } from '../agent/dns.js';
+import { listEntries } from '../kernel/conntrack.js';
+import { netnsPath } from '../kernel/netns.js';
 import { parseManifests } from '../service/manifest.js';
 import { manifestText } from './demo.js';
 import { execIn, inBatches } from './lab.js';
@@ -198,22 +200,23 @@ async function checks(s: LabState, clients: PodState[], clusterIP: string, ready
 
   // Node-local: the queries above were answered on each pod's own node, past the service proxy and conntrack.
   const nodeOf = (pod: PodState) => s.nodes.find((n) => n.name === pod.node)!;
-  const tracked = await inBatches(clients, CLIENTS_AT_ONCE, (pod) =>
-    execIn(nodeOf(pod).ns, ['conntrack', '-L', '-d', DEFAULT_CLUSTER_DNS]).then(
-      (r) => ({ ok: true, text: `${r.stdout}${r.stderr}` }),
-      (e: Error & { stderr?: string }) => ({ ok: false, text: e.stderr ?? e.message }),
+  const tracked = await Promise.all(
+    clients.map((pod) =>
+      listEntries(netnsPath(nodeOf(pod).ns)).then(
+        (entries) => entries.filter((e) => e.orig.dst === DEFAULT_CLUSTER_DNS).length,
+        (e: Error) => e,
+      ),
     ),
   );
   for (const [i, pod] of clients.entries()) {
     const node = nodeOf(pod);
-    const ct = tracked[i]!;
-    const n = /(\d+) flow entries/.exec(ct.text)?.[1];
+    const n = tracked[i]!;
     add(
       'node-local',
       pod,
       `${node.name} ${DEFAULT_CLUSTER_DNS}:53`,
-      ct.ok && n === '0',
-      ct.ok ? `${n ?? '?'} conntrack entries to ${DEFAULT_CLUSTER_DNS} on ${node.name} (answered on the node, no DNAT)` : ct.text.trim(),
+      n === 0,
+      typeof n === 'number' ? `${n} conntrack entries to ${DEFAULT_CLUSTER_DNS} on ${node.name} (answered on the node, no DNAT)` : n.message,
     );
   }
   return out;

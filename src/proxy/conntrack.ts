@@ -1,4 +1,4 @@
-import type { ConntrackFilter, UdpEntry } from '../kernel/conntrack.js';
+import type { CtEntry, FlowFilter } from '../kernel/conntrack.js';
 import type { Fragment, UdpTarget } from './rules.js';
 
 /**
@@ -15,33 +15,28 @@ import type { Fragment, UdpTarget } from './rules.js';
  * - on a full resync, any flow to a service port whose reply source is not one of its endpoints
  *   (what an agent that was down, or a failed delete, left behind).
  */
-export type Flow = ConntrackFilter;
-
 const tid = (t: UdpTarget): string => `${t.clusterIP}:${t.port}`;
 
 /** Flows to `t` that were never DNATed: their reply comes from the ClusterIP:port (or NodePort) itself. */
-function undnatedFlows(t: UdpTarget): Flow[] {
-  const out: Flow[] = [
-    ['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), '--reply-src', t.clusterIP, '--reply-port-src', String(t.port)],
-  ];
-  if (t.nodePort !== undefined) out.push(['-p', 'udp', '--orig-port-dst', String(t.nodePort), '--reply-port-src', String(t.nodePort)]);
+function undnatedFlows(t: UdpTarget): FlowFilter[] {
+  const out: FlowFilter[] = [{ origDst: t.clusterIP, origDport: t.port, replySrc: t.clusterIP, replySport: t.port }];
+  if (t.nodePort !== undefined) out.push({ origDport: t.nodePort, replySport: t.nodePort });
   return out;
 }
 
-/** Flows to `t` whose reply comes from the endpoint `reply`, or all of them. */
-function flowsOf(t: UdpTarget, reply?: string): Flow[] {
-  const [ip, port] = reply ? [reply.slice(0, reply.lastIndexOf(':')), reply.slice(reply.lastIndexOf(':') + 1)] : [];
-  const replyArgs = ip ? ['--reply-src', ip, '--reply-port-src', port!] : [];
-  const out: Flow[] = [['-p', 'udp', '--orig-dst', t.clusterIP, '--orig-port-dst', String(t.port), ...replyArgs]];
-  if (t.nodePort !== undefined) out.push(['-p', 'udp', '--orig-port-dst', String(t.nodePort), ...(ip ? replyArgs : ['--dst-nat'])]);
+/** Flows to `t` whose reply comes from the endpoint `reply` ("ip:port"), or all of them (to the NodePort: all DNATed ones). */
+function flowsOf(t: UdpTarget, reply?: string): FlowFilter[] {
+  const from = reply ? { replySrc: reply.slice(0, reply.lastIndexOf(':')), replySport: Number(reply.slice(reply.lastIndexOf(':') + 1)) } : undefined;
+  const out: FlowFilter[] = [{ origDst: t.clusterIP, origDport: t.port, ...from }];
+  if (t.nodePort !== undefined) out.push({ origDport: t.nodePort, ...(from ?? { dstNat: true }) });
   return out;
 }
 
-/** The conntrack filters (`conntrack -D` arguments) that a change of one Service's rules makes stale. */
-export function staleFlows(old: Fragment | undefined, now: Fragment | undefined): Flow[] {
+/** The flows that a change of one Service's rules makes stale. */
+export function staleFlows(old: Fragment | undefined, now: Fragment | undefined): FlowFilter[] {
   const before = new Map((old?.udp ?? []).map((t) => [tid(t), t]));
   const after = new Map((now?.udp ?? []).map((t) => [tid(t), t]));
-  const out: Flow[] = [];
+  const out: FlowFilter[] = [];
   for (const [id, t] of before) {
     const n = after.get(id);
     if (!n || t.nodePort !== n.nodePort) {
@@ -59,21 +54,19 @@ export function staleFlows(old: Fragment | undefined, now: Fragment | undefined)
 }
 
 /**
- * The full check: every UDP flow to a ClusterIP:port or NodePort of `targets` whose reply does not
- * come from one of that port's endpoints, as exact 5-tuple filters.
+ * The full check: the UDP entries to a ClusterIP:port or NodePort of `targets` whose reply does not
+ * come from one of that port's endpoints.
  */
-export function strayFlows(entries: UdpEntry[], targets: Iterable<UdpTarget>): Flow[] {
+export function strayFlows(entries: CtEntry[], targets: Iterable<UdpTarget>): CtEntry[] {
   const byIp = new Map<string, UdpTarget>();
   const byNodePort = new Map<number, UdpTarget>();
   for (const t of targets) {
     byIp.set(tid(t), t);
     if (t.nodePort !== undefined) byNodePort.set(t.nodePort, t);
   }
-  const out: Flow[] = [];
-  for (const e of entries) {
-    const t = byIp.get(`${e.origDst}:${e.dport}`) ?? (e.replySrc !== e.origDst ? byNodePort.get(e.dport) : undefined);
-    if (!t || t.endpoints.includes(`${e.replySrc}:${e.replySport}`)) continue;
-    out.push(['-p', 'udp', '--orig-src', e.origSrc, '--orig-dst', e.origDst, '--sport', String(e.sport), '--dport', String(e.dport)]);
-  }
-  return out;
+  return entries.filter((e) => {
+    const t =
+      byIp.get(`${e.orig.dst}:${e.orig.dport}`) ?? (e.reply.src !== e.orig.dst && e.orig.dport !== undefined ? byNodePort.get(e.orig.dport) : undefined);
+    return t !== undefined && !t.endpoints.includes(`${e.reply.src}:${e.reply.sport}`);
+  });
 }

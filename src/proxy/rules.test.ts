@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Endpoint, Service } from '../service/types.js';
-import { parseConntrack } from '../kernel/conntrack.js';
+import type { CtEntry } from '../kernel/conntrack.js';
 import { staleFlows, strayFlows } from './conntrack.js';
 import { diff, emptyShape, shapeOf, toNftTx, type ProxyOp } from './diff.js';
 import { renderTx } from '../kernel/nft.js';
@@ -286,34 +286,40 @@ describe('conntrack', () => {
 
   it('an endpoint that goes away: its flows to the ClusterIP and the NodePort', () => {
     assert.deepEqual(staleFlows(udp([dns('10.244.1.5'), dns('10.244.1.6')], 30053), udp([dns('10.244.1.6')], 30053)), [
-      ['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53', '--reply-src', '10.244.1.5', '--reply-port-src', '53'],
-      ['-p', 'udp', '--orig-port-dst', '30053', '--reply-src', '10.244.1.5', '--reply-port-src', '53'],
+      { origDst: '10.96.0.10', origDport: 53, replySrc: '10.244.1.5', replySport: 53 },
+      { origDport: 30053, replySrc: '10.244.1.5', replySport: 53 },
     ]);
   });
 
-  it('from no endpoints to some: the flows never DNATed; a gone Service: every flow to the ClusterIP port', () => {
-    const undnated = ['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53', '--reply-src', '10.96.0.10', '--reply-port-src', '53'];
+  it('from no endpoints to some: the flows never DNATed; a gone Service: every flow to the ClusterIP port (and every DNATed one to the NodePort)', () => {
+    const undnated = { origDst: '10.96.0.10', origDport: 53, replySrc: '10.96.0.10', replySport: 53 };
     assert.deepEqual(staleFlows(udp([]), udp([dns('10.244.1.5')])), [undnated]);
-    assert.deepEqual(staleFlows(udp([], 30053), udp([dns('10.244.1.5')], 30053)), [
-      undnated,
-      ['-p', 'udp', '--orig-port-dst', '30053', '--reply-port-src', '30053'],
-    ]);
+    assert.deepEqual(staleFlows(udp([], 30053), udp([dns('10.244.1.5')], 30053)), [undnated, { origDport: 30053, replySport: 30053 }]);
     assert.deepEqual(staleFlows(undefined, udp([dns('10.244.1.5')])), [undnated]);
-    assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), undefined), [['-p', 'udp', '--orig-dst', '10.96.0.10', '--orig-port-dst', '53']]);
+    assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), undefined), [{ origDst: '10.96.0.10', origDport: 53 }]);
+    assert.deepEqual(staleFlows(udp([dns('10.244.1.5')], 30053), undefined), [
+      { origDst: '10.96.0.10', origDport: 53 },
+      { origDport: 30053, dstNat: true },
+    ]);
     assert.deepEqual(staleFlows(udp([dns('10.244.1.5')]), udp([dns('10.244.1.5')])), []);
   });
 
   it('full check: flows whose reply is not from a current endpoint', () => {
-    const entries = parseConntrack(
-      [
-        'udp      17 28 src=10.244.1.9 dst=10.96.0.10 sport=40000 dport=53 src=10.244.1.5 dst=10.244.1.9 sport=53 dport=40000 mark=0 use=1',
-        'udp      17 28 src=10.244.1.9 dst=10.96.0.10 sport=40001 dport=53 src=10.244.1.7 dst=10.244.1.9 sport=53 dport=40001 mark=0 use=1',
-        'udp      17 28 src=10.244.1.9 dst=10.244.1.3 sport=40002 dport=53 src=10.244.1.3 dst=10.244.1.9 sport=53 dport=40002 mark=0 use=1',
-      ].join('\n'),
-    );
-    assert.equal(entries.length, 3);
-    assert.deepEqual(strayFlows(entries, udp([dns('10.244.1.5')]).udp), [
-      ['-p', 'udp', '--orig-src', '10.244.1.9', '--orig-dst', '10.96.0.10', '--sport', '40001', '--dport', '53'],
-    ]);
+    const entry = (sport: number, dst: string, dport: number, replySrc: string): CtEntry => ({
+      proto: 17,
+      orig: { src: '10.244.1.9', dst, sport, dport },
+      reply: { src: replySrc, dst: '10.244.1.9', sport: 53, dport: sport },
+      dstNat: replySrc !== dst,
+      zone: 0,
+      id: sport,
+    });
+    const entries = [
+      entry(40000, '10.96.0.10', 53, '10.244.1.5'),
+      entry(40001, '10.96.0.10', 53, '10.244.1.7'),
+      entry(40002, '10.244.1.3', 53, '10.244.1.3'),
+      entry(40003, '198.18.0.11', 30053, '10.244.1.7'),
+      entry(40004, '198.18.0.11', 30053, '198.18.0.11'),
+    ];
+    assert.deepEqual(strayFlows(entries, udp([dns('10.244.1.5')], 30053).udp), [entries[1], entries[3]]);
   });
 });

@@ -3,8 +3,8 @@ import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { nftTx } from '../kernel/nft.js';
 import { baseTx } from './base.js';
-import { clearFlows, listUdp } from '../kernel/conntrack.js';
-import { staleFlows, strayFlows, type Flow } from './conntrack.js';
+import { clearUdp, matchFlow, type FlowFilter } from '../kernel/conntrack.js';
+import { staleFlows, strayFlows } from './conntrack.js';
 import { diff, emptyShape, objectId, shapeOf, type ProxyOp, type Shape } from './diff.js';
 import { nftGeneration, onlyOwnCommits, ownCommits } from '../kernel/nfnl.js';
 import { applyOps, readTables } from './netlink.js';
@@ -82,11 +82,11 @@ export class ProxyTable {
     return this.trusted !== undefined && onlyOwnCommits(this.ns, this.trusted, await nftGeneration(this.ns));
   }
 
-  /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows. */
+  /** One transaction for the changed Services (undefined: the Service is gone), then their stale UDP flows (one conntrack dump, then the deletes). */
   async update(changed: Map<string, Fragment | undefined>): Promise<SyncResult> {
     const old = emptyShape();
     const now: Fragment[] = [];
-    const flows: Flow[] = [];
+    const flows: FlowFilter[] = [];
     for (const [key, f] of changed) {
       const before = this.applied.get(key);
       if (before) shapeOf([before], old);
@@ -102,7 +102,9 @@ export class ProxyTable {
     for (const [key, f] of changed) {
       this.set(key, f);
     }
-    const { deleted, error } = await conntrack(() => (flows.length ? clearFlows(this.ns, flows) : Promise.resolve(0)));
+    const { deleted, error } = await conntrack(() =>
+      flows.length ? clearUdp(this.ns, (all) => all.filter((e) => flows.some((f) => matchFlow(e, f)))) : Promise.resolve(0),
+    );
     return { ops: ops.length, transactions, changes: [], conntrackDeleted: deleted, ...(error ? { conntrackError: error } : {}) };
   }
 
@@ -139,10 +141,9 @@ export class ProxyTable {
     for (const k of [...this.applied.keys()]) if (!all.has(k)) this.set(k, undefined);
     for (const [k, f] of all) this.set(k, f);
     const targets = [...all.values()].flatMap((f) => f.udp);
-    const { deleted: conntrackDeleted, error } = await conntrack(async () => {
-      const stray = targets.length ? strayFlows(await listUdp(this.ns), targets) : [];
-      return stray.length ? clearFlows(this.ns, stray) : 0;
-    });
+    const { deleted: conntrackDeleted, error } = await conntrack(() =>
+      targets.length ? clearUdp(this.ns, (all) => strayFlows(all, targets)) : Promise.resolve(0),
+    );
     if (conntrackDeleted) changes.push(`delete ${conntrackDeleted} stale UDP conntrack entries`);
     return {
       ops: ops.length + (base.tx.empty ? 0 : base.tx.ops.length),

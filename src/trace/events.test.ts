@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseFlows } from '../kernel/trace.js';
 import { parseTrace, vxlanVni } from './events.js';
 
-// Lines as nft 1.0.6 (`nft -a monitor`) and conntrack 1.4.7 printed them in a lab.
+// Lines as nft 1.0.6 (`nft -a monitor`) printed them in a lab.
 const LINES = [
   'trace id 030ab641 ip weft-trace-40124 prerouting packet: iif "flannel.1" ether saddr 02:23:2b:1b:f7:45 ether daddr 4a:9f:c2:f5:b4:77 ip saddr 10.244.249.2 ip daddr 10.244.240.2 ip dscp cs0 ip ecn not-ect ip ttl 63 ip id 55287 ip length 60 tcp sport 40124 tcp dport 80 tcp flags == syn tcp window 64860 ',
   'trace id 030ab641 ip weft-trace-40124 prerouting rule tcp sport 40124 meta nftrace set 1 # handle 3 (verdict continue)',
@@ -63,23 +62,5 @@ describe('trace events', () => {
     assert.equal(outer.dport, 8472);
     assert.equal(vxlanVni(outer.udpPayload), 1);
     assert.equal(vxlanVni('8000000000fa000aabbccdd'), 4000);
-  });
-
-  it('conntrack lines: original tuple and the reply, which shows the DNAT', () => {
-    const flows = parseFlows(
-      [
-        'tcp      6 118 SYN_SENT src=10.244.249.2 dst=10.107.9.255 sport=46077 dport=80 [UNREPLIED] src=10.244.240.2 dst=10.244.249.2 sport=80 dport=46077 mark=0 use=1',
-        'icmp     1 29 src=198.18.0.1 dst=198.18.0.12 type=8 code=0 id=21036 src=198.18.0.12 dst=198.18.0.1 type=0 code=0 id=21036 mark=0 use=1',
-        'conntrack v1.4.7 (conntrack-tools): 2 flow entries have been shown.',
-      ].join('\n'),
-    );
-    assert.equal(flows.length, 2);
-    assert.deepEqual(flows[0], {
-      proto: 'tcp',
-      orig: { src: '10.244.249.2', dst: '10.107.9.255', sport: 46077, dport: 80 },
-      reply: { src: '10.244.240.2', dst: '10.244.249.2', sport: 80, dport: 46077 },
-    });
-    assert.equal(flows[1]!.reply.src, '198.18.0.12');
-    assert.equal(flows[1]!.orig.sport, undefined);
   });
 });

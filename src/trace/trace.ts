@@ -4,7 +4,8 @@ import { nft } from '../kernel/ops.js';
 import { nftTx, type NftFamily } from '../kernel/nft.js';
 import { apply, Plan } from '../kernel/plan.js';
 import { links, routes, type Link } from '../kernel/state.js';
-import { listFlows, routeGet, TraceMonitor, type Flow } from '../kernel/trace.js';
+import type { CtEntry } from '../kernel/conntrack.js';
+import { listFlows, routeGet, TraceMonitor } from '../kernel/trace.js';
 import { contains, parseAddr, parseCidr } from '../ip/cidr.js';
 import { POD_NETWORK } from '../lab/build.js';
 import { labView } from '../lab/services.js';
@@ -262,7 +263,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
   const made: { ns: string; family: NftFamily }[] = [];
   const lines = new Map<string, string[]>();
   let probe: ProbeOutcome;
-  let flows: Flow[] = [];
+  let flows: CtEntry[] = [];
   let leftover: string[];
   try {
     for (const p of path) monitors.set(p.ns, new TraceMonitor(netnsPath(p.ns)));
@@ -286,7 +287,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
     o.signal?.throwIfAborted();
     await drained(path, monitors, table);
     const natAt = path.find((p) => p.node) ?? path[0]!;
-    if (proto !== 'icmp') flows = await listFlows(netnsPath(natAt.ns), ['-p', proto, '--orig-port-src', String(id)]).catch(() => []);
+    if (proto !== 'icmp') flows = await listFlows(netnsPath(natAt.ns), proto, id).catch(() => []);
   } finally {
     for (const [ns, m] of monitors) lines.set(ns, await m.stop());
     leftover = await removeTables(made, table);
