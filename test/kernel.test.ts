@@ -314,4 +314,18 @@ describe('nftables transactions', () => {
       'missing',
     );
   });
+
+  it('a cached ruleset is dumped again only after a commit, by anyone, moved the generation', async () => {
+    const read = state.cachedRuleset((t) => t === 'skipped');
+    const first = await read(a);
+    assert.equal(await read(a), first, 'an unchanged generation: the same tables, not a new dump');
+    // A commit elsewhere (the nft tool, not this process) to a table the reader skips still moves the generation.
+    await topo.exec('a', ['nft', 'add table ip skipped']);
+    const second = await read(a);
+    assert.notEqual(second, first);
+    assert.ok(!second.some((t) => t.name === 'skipped'));
+    await topo.exec('a', ['nft', 'add table ip cached-seen']);
+    assert.ok((await read(a)).some((t) => t.name === 'cached-seen'));
+    await topo.exec('a', ['nft', 'delete table ip skipped; delete table ip cached-seen']);
+  });
 });

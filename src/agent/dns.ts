@@ -3,7 +3,7 @@ import type { Netns } from '../kernel/exec.js';
 import { nftTx } from '../kernel/nft.js';
 import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
-import { addrs, link, nftRuleset } from '../kernel/state.js';
+import { addrs, cachedRuleset, link, nftRuleset } from '../kernel/state.js';
 
 /**
  * Node-local cluster DNS, after NodeLocal DNSCache: the cluster DNS IP (the kube-dns Service's
@@ -68,11 +68,13 @@ export function dnsDevicePlan(ns: Netns, ip: string, have: { addrs: string[] }):
   return plan.add(op.setLink({ ns, dev: DNS_DEVICE, up: true }));
 }
 
+const dnsRuleset = cachedRuleset((t) => t !== DNS_TABLE);
+
 /** What is there now: the device, its IPv4 addresses, and whether the table holds exactly our rules. */
 export async function readDnsState(ns: Netns, ip: string): Promise<{ device: boolean; up: boolean; addrs: string[]; table: boolean }> {
   const dev = await link(ns, DNS_DEVICE);
   const list = dev ? (await addrs(ns, DNS_DEVICE)).filter((a) => a.family === 4).map((a) => a.address) : [];
-  const table = (await nftRuleset(ns, (t) => t !== DNS_TABLE)).find((t) => t.family === DNS_FAMILY && t.name === DNS_TABLE);
+  const table = (await dnsRuleset(ns)).find((t) => t.family === DNS_FAMILY && t.name === DNS_TABLE);
   const rules = notrackRules(ip);
   const complete =
     table !== undefined &&

@@ -3,7 +3,7 @@ import type { Netns } from '../kernel/exec.js';
 import { nftTx, type NftFamily, type NftTx } from '../kernel/nft.js';
 import * as op from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
-import { nftRuleset, snapshot, type FdbEntry, type Link, type Neighbour, type NftTableState, type Route } from '../kernel/state.js';
+import { cachedRuleset, snapshot, type FdbEntry, type Link, type Neighbour, type NftTableState, type Route } from '../kernel/state.js';
 import { contains, overlaps, parseAddr, parseCidr } from '../ip/cidr.js';
 import { PROXY_TABLE } from '../proxy/rules.js';
 import { FAMILY, firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, PEER_SET, TABLE, type ForeignForward } from './firewall.js';
@@ -29,14 +29,16 @@ export interface ActualState {
   tunAcceptLocal?: boolean;
 }
 
+// The service proxy's tables are not the agent's to read: at 30k Services dumping their rules takes seconds.
+const agentRuleset = cachedRuleset((t) => t.startsWith(PROXY_TABLE));
+
 /**
- * Reads the parts of the kernel state `desired` concerns: one netlink snapshot and one
- * `nft -j list ruleset`. Reading changes nothing.
+ * Reads the parts of the kernel state `desired` concerns: one netlink snapshot and the ruleset (read
+ * again only when its generation moved). Reading changes nothing.
  */
 export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'>): Promise<ActualState> {
   const name = desired.device?.name;
-  // The service proxy's tables are not the agent's to read: at 30k Services dumping their rules takes seconds.
-  const [k, ruleset] = await Promise.all([snapshot(ns), nftRuleset(ns, (t) => t.startsWith(PROXY_TABLE))]);
+  const [k, ruleset] = await Promise.all([snapshot(ns), agentRuleset(ns)]);
   const device = name === undefined ? undefined : k.links.find((l) => l.name === name);
   const table = ruleset.find((t) => t.family === FAMILY && t.name === TABLE);
   const actual: ActualState = {

@@ -250,6 +250,24 @@ export function nftRuleset(ns: Netns, skip?: (table: string) => boolean): Promis
 }
 
 /**
+ * `nftRuleset(ns, skip)` that dumps the tables again only when the namespace's generation moved since
+ * its last dump there: a periodic check of a ruleset that nothing changed costs one request instead
+ * of a dump of every chain and rule. The tables it returns are shared between calls: read them only.
+ */
+export function cachedRuleset(skip?: (table: string) => boolean): (ns: Netns) => Promise<NftTableState[]> {
+  const last = new Map<string, { gen: number; tables: NftTableState[] }>();
+  return async (ns) => {
+    // The generation before the dump: a commit during the dump leaves the pair outdated, so the next call dumps again.
+    const gen = await nftGeneration(ns);
+    const hit = last.get(ns ?? '');
+    if (hit?.gen === gen) return hit.tables;
+    const tables = await nftRuleset(ns, skip);
+    last.set(ns ?? '', { gen, tables });
+    return tables;
+  };
+}
+
+/**
  * Whether nfnetlink carries `tx` here: only element additions and deletions of single IPv4 keys
  * without values (the peer set changes on every lease event). Everything else goes to `nft -f`.
  */

@@ -269,7 +269,7 @@ export function snapshot(ns: Netns): Promise<Snapshot> {
   );
 }
 
-export { nftRuleset, nftTable } from './nfnl.js';
+export { cachedRuleset, nftRuleset, nftTable } from './nfnl.js';
 export type { NftChainState, NftRuleState, NftTableState } from './nft.js';
 
 async function getLink(sock: Sock, by: string | number): Promise<Buffer | undefined> {
