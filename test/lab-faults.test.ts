@@ -292,7 +292,7 @@ test('verify reports dead agents and half-made pods; lab up removes those and br
   await waitFor(() => pids(ns('node1')).length === 0 && pids(ns('node2')).length === 0, { timeoutMs: 30_000, intervalMs: 10, what: 'the agents to die' });
   const dead = weft('verify', '--name', lab, '--json');
   assert.equal(dead.code, 1, dead.out);
-  const report = JSON.parse(dead.out) as { results: { group: string; check: string; to: string; ok: boolean; evidence: string }[] };
+  const report = JSON.parse(dead.stdout) as { results: { group: string; check: string; to: string; ok: boolean; evidence: string }[] };
   const cp = report.results.filter((r) => r.group === 'control plane');
   assert.ok(
     cp.some((r) => r.check === 'agent' && r.to.startsWith('node1') && !r.ok),

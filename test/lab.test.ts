@@ -28,7 +28,7 @@ test('lab up builds 3 nodes x 2 pods, verify passes, and verify fails naming a p
   assert.match(up.out, /pod-3b +node3 +10\.244\./);
 
   const ok = weft('verify', '--name', lab, '--json');
-  const report = JSON.parse(ok.out) as { passed: number; failed: number; results: { ok: boolean; group: string; evidence: string }[] };
+  const report = JSON.parse(ok.stdout) as { passed: number; failed: number; results: { ok: boolean; group: string; evidence: string }[] };
   assert.equal(report.failed, 0, ok.out);
   for (const group of [
     'pod → pod, same node',
