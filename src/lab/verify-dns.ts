@@ -9,7 +9,7 @@ import { labView } from './services.js';
 import { controlSocket, type LabState, type PodState } from './state.js';
 import { UPSTREAM_NAMES } from './upstream.js';
 import type { CheckResult } from './verify.js';
-import { slice } from './verify-services.js';
+import { onePerNode, slice } from './verify-services.js';
 import { APP_PORT, probeFrom } from './workload.js';
 
 /**
@@ -92,12 +92,12 @@ export async function dnsChecks(s: LabState, sampled: boolean): Promise<CheckRes
   const view = await labView(s);
   const byName = new Map(s.pods.map((p) => [p.name, p]));
   const echo = view.pods.filter((p) => p.namespace === 'default' && p.labels.app === SELECTOR.app && p.ip && p.ready && !p.terminating);
-  const sample = sampled ? s.nodes.flatMap((n) => s.pods.find((p) => p.node === n.name && echo.some((e) => e.name === p.name)) ?? []) : undefined;
-  const backends = sample ? echo.filter((e) => sample.some((p) => p.name === e.name)) : echo;
+  const backends = sampled ? onePerNode(s, echo) : echo;
   if (backends.length === 0) return note('no ready pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
+  const backendPods = backends.map((b) => byName.get(b.name)).filter((p): p is PodState => p !== undefined);
   // One client pod per node: every node answers from its own DNS.
   const clients = s.nodes.map((n) => s.pods.find((p) => p.node === n.name && !p.pending)).filter((p): p is PodState => p !== undefined);
-  const docs = parseManifests(manifestText(manifests(sample)), 'weft verify');
+  const docs = parseManifests(manifestText(manifests(sampled ? backendPods : undefined)), 'weft verify');
   const made = await registryCall(s, { op: 'apply', docs });
   try {
     const clusterIP = made.services.find((x) => x.name === NAMES.main)!.clusterIP!;
@@ -106,10 +106,10 @@ export async function dnsChecks(s: LabState, sampled: boolean): Promise<CheckRes
       clients,
       clusterIP,
       backends.map((b) => b.ip!).sort(),
-      backends.map((b) => byName.get(b.name)).filter((p): p is PodState => p !== undefined),
-      sample ? `the ${backends.length} pods its EndpointSlice names` : 'the ready pods with app=echo',
+      backendPods,
+      sampled ? `the ${backends.length} pods its EndpointSlice names` : 'the ready pods with app=echo',
     );
-    return sample
+    return sampled
       ? [
           ...note(
             `a sampled lab: verify's DNS Services name one app=echo pod per node (${backends.length} of ${echo.length}) in EndpointSlices instead of selecting them all`,

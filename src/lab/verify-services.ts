@@ -47,6 +47,9 @@ export function slice(service: string, pods: PodState[], ports = [{ name: '', pr
   };
 }
 
+/** The first of `pods` on each node of the lab: a sampled lab's backends. */
+export const onePerNode = <P extends { node?: string }>(s: LabState, pods: P[]): P[] => s.nodes.flatMap((n) => pods.find((p) => p.node === n.name) ?? []);
+
 /**
  * verify's Services. `sample`: backends named by EndpointSlices instead of the app=echo selector (a
  * sampled lab: 1,000 endpoints in each of three Services cost every agent seconds of nft work).
@@ -161,7 +164,7 @@ export async function serviceChecks(s: LabState, go: Promise<void>, sampled: boo
       await go;
       return note('no pod of the lab carries app=echo (lab up labels its pods so): nothing to put behind a Service');
     }
-    const backends = sampled ? s.nodes.flatMap((n) => echo.find((p) => p.node === n.name) ?? []) : echo;
+    const backends = sampled ? onePerNode(s, echo) : echo;
     const client = s.pods.find((p) => !backends.includes(p)) ?? backends[0]!;
     // The ETP Local Service's endpoints are on one node only, so that the other nodes show the drop.
     const local = backends.filter((b) => b.node === backends[0]!.node);

@@ -98,9 +98,9 @@ async function ping(ns: string, ip: string, extra: string[] = []): Promise<{ ok:
 /** Sources at once: each sends all its pairs' probes in one request to its runtime, which runs them together. */
 const SOURCES_AT_ONCE = 32;
 const PROTOS = ['tcp', 'udp', 'icmp'] as const;
-/** Single checks at once (a probe, or a shell in a node): enough to hide each one's latency, few enough for two cores. */
+/** Single checks at once: enough to hide each one's latency, few enough for two cores. */
 const CHECKS_AT_ONCE = 16;
-/** A node's own probes: more than a pod's 2 s, as before (a node's check once started a shell). */
+/** A node's own probes wait longer than a pod's 2 s: verify opens them from its own process, beside its other work. */
 const NODE_PROBE_MS = 3000;
 
 async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
