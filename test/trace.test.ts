@@ -133,7 +133,7 @@ test('pod → Service: the DNAT rule and the endpoint conntrack names, then the 
   assert.ok(r.endpoint?.pod, formatTrace(r));
   const dnat = hop(r, (h) => h.where === 'node1' && h.verdict?.action === 'dnat' && h.kind === 'nft', 'the proxy DNAT rule');
   assert.match(dnat.verdict!.rule!, new RegExp(`dnat to ${r.endpoint.ip.replace(/\./g, '\\.')}:80`));
-  hop(r, (h) => h.kind === 'conntrack' && h.source === 'conntrack -L' && h.packet?.dst === r.endpoint!.ip, 'conntrack names the endpoint');
+  hop(r, (h) => h.kind === 'conntrack' && h.source === 'conntrack table (ctnetlink)' && h.packet?.dst === r.endpoint!.ip, 'conntrack names the endpoint');
   assert.equal(r.hops[r.hops.length - 1]!.where, r.endpoint.pod);
   const t = weft('trace', 'pod-1a', 'default/echo', '--name', lab, '--proto', 'udp');
   assert.equal(t.code, 0, t.out);

@@ -382,7 +382,7 @@ export async function traceLab(s: LabState, srcSpec: string, dstSpec: string, o:
             verdict: { action: 'dnat' },
             packet: { src: flow.orig.src, dst: endpointIp, proto, sport: id, ...(flow.reply.sport !== undefined && { dport: flow.reply.sport }) },
             observed: true,
-            source: 'conntrack -L',
+            source: 'conntrack table (ctnetlink)',
           });
         }
       }
