@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EtcdStore } from '../store/etcd.js';
-import { parseCidr } from '../ip/cidr.js';
-import { encodeLeaseAttrs, subnetKey } from '../subnet/lease.js';
+import { formatNetwork, parseCidr } from '../ip/cidr.js';
+import { encodeLeaseAttrs, SUBNETS_PREFIX, subnetKey } from '../subnet/lease.js';
 
 /**
  * The timed half of `weft bench converge`, run inside the lab's etcd namespace (the only place etcd
@@ -44,12 +44,18 @@ export interface ConvergeOutput {
   load: EtcdLoad;
 }
 
-const SUBNET = '10.244.250.0/24';
 const TIMEOUT_MS = 20_000;
 const RENEWALS = 5;
 
 const input = JSON.parse(process.argv[2]!) as ConvergeInput;
 const members = input.endpoint.split(',');
+const store = new EtcdStore({ endpoints: members, prefix: input.prefix });
+// A subnet no node holds: the lab's nodes lease random ones, and writing over a node's own lease would take it.
+const held = new Set((await store.list(SUBNETS_PREFIX)).items.map((kv) => kv.key));
+const subnet = Array.from({ length: 256 }, (_, i) => parseCidr(`10.244.${255 - i}.0/24`)).find((c) => !held.has(subnetKey(c)));
+if (!subnet) throw new Error('every /24 of 10.244.0.0/16 is leased; the bench needs one free');
+const SUBNET = formatNetwork(subnet);
+const key = subnetKey(subnet);
 const waiters = new Set<{ node: string; added: boolean; resolve: () => void }>();
 const monitors: ChildProcess[] = input.nodes.map((ns) => {
   const m = spawn('ip', ['-n', ns, 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -59,7 +65,7 @@ const monitors: ChildProcess[] = input.nodes.map((ns) => {
     const lines = buf.split('\n');
     buf = lines.pop()!;
     for (const line of lines) {
-      if (!line.includes('10.244.250.0/24')) continue;
+      if (line.split(' ')[line.startsWith('Deleted') ? 1 : 0] !== SUBNET) continue;
       const added = !line.startsWith('Deleted');
       for (const w of waiters) {
         if (w.node === ns && w.added === added) {
@@ -120,8 +126,6 @@ async function cost(fn: () => Promise<unknown>): Promise<{ writes: number; event
   return { writes: after.writes - before.writes, events: after.events - before.events };
 }
 
-const store = new EtcdStore({ endpoints: members, prefix: input.prefix });
-const key = subnetKey(parseCidr(SUBNET));
 const lease = encodeLeaseAttrs({ publicIP: '198.18.0.250', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:42:c6:12:00:fa' } });
 const rounds: ConvergeRound[] = [];
 try {
