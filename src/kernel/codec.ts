@@ -83,6 +83,7 @@ export const RTNH_F_ONLINK = 4;
 
 export const NDA_DST = 1;
 export const NDA_LLADDR = 2;
+export const NDA_IFINDEX = 8;
 export const NUD_PERMANENT = 0x80;
 export const NTF_SELF = 0x02;
 

@@ -185,17 +185,18 @@ function withNfnl<T>(ns: Netns, fn: (s: Sock) => T): T {
  * The ruleset's generation: every committed nftables transaction in the namespace (anyone's)
  * increments it, so an unchanged generation proves that nothing changed the ruleset.
  */
-export async function nftGeneration(ns: Netns): Promise<number> {
-  const sock = Sock.open(ns, 'netfilter');
-  try {
-    const a = await sock.ask(request(NFT_MSG_GETGEN));
-    const m = a.replies[0];
-    const id = m && parseAttrs(m, 20, m.readUInt32LE(0)).get(NFTA_GEN_ID);
-    if (a.errno !== 0 || !id) throw new KernelError(`nftables generation: ${a.errno ? strerror(a.errno) : 'no answer'}`, 'other');
-    return id.readUInt32BE(0);
-  } finally {
-    sock.close();
-  }
+export function nftGeneration(ns: Netns): Promise<number> {
+  return new Promise((resolve) =>
+    resolve(
+      withNfnl(ns, (sock) => {
+        const a = sock.askNow(request(NFT_MSG_GETGEN));
+        const m = a.replies[0];
+        const id = m && parseAttrs(m, 20, m.readUInt32LE(0)).get(NFTA_GEN_ID);
+        if (a.errno !== 0 || !id) throw new KernelError(`generation: ${a.errno ? strerror(a.errno) : 'no answer'}`, 'other');
+        return id.readUInt32BE(0);
+      }),
+    ),
+  );
 }
 
 /**

@@ -166,15 +166,23 @@ export class Sock {
    * requests the kernel answers only after RCU grace periods (deleting a device, ≈15 ms).
    */
   async ask(w: Writer, slow = false): Promise<Answer> {
+    if (!slow) return this.askNow(w);
     const seq = ++this.seq;
     const msg = w.finish(seq, NLM_F_ACK);
-    const sent = slow
-      ? await new Promise<number>((resolve, reject) => {
-          libc.send.async(this.fd, msg, msg.length, 0, (err: unknown, res: number) =>
-            err ? reject(err instanceof Error ? err : new Error('netlink send failed')) : resolve(res),
-          );
-        })
-      : (libc.send(this.fd, msg, msg.length, 0) as number);
+    const sent = await new Promise<number>((resolve, reject) => {
+      libc.send.async(this.fd, msg, msg.length, 0, (err: unknown, res: number) =>
+        err ? reject(err instanceof Error ? err : new Error('netlink send failed')) : resolve(res),
+      );
+    });
+    if (sent !== msg.length) throw new KernelError(`netlink send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
+    return this.read(seq, false);
+  }
+
+  /** ask(), synchronously. */
+  askNow(w: Writer): Answer {
+    const seq = ++this.seq;
+    const msg = w.finish(seq, NLM_F_ACK);
+    const sent = libc.send(this.fd, msg, msg.length, 0) as number;
     if (sent !== msg.length) throw new KernelError(`netlink send: ${sent < 0 ? strerror(lastErrno()) : `short write ${sent}`}`, 'other');
     return this.read(seq, false);
   }

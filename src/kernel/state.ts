@@ -162,11 +162,22 @@ function dumpRoutes(sock: Sock, names: Map<number, string>, family: 4 | 6): Rout
     });
 }
 
-function dumpNeigh(sock: Sock, family: number): { m: Buffer; index: number; state: number; flags: number; tb: c.Attrs }[] {
-  const hdr = Buffer.alloc(12);
-  hdr.writeUInt8(family, 0);
+/**
+ * A neighbour (AF_INET) or fdb (AF_BRIDGE) dump, of one device when `index` is given: the kernel
+ * filters it then. IPv4 neighbours take the device as NDA_IFINDEX; an fdb dump takes it as the
+ * ifi_index of an ifinfomsg header (rtnetlink.c valid_fdb_dump_legacy; an ndmsg header is not filtered).
+ */
+function dumpNeigh(sock: Sock, family: number, index?: number): { m: Buffer; index: number; state: number; flags: number; tb: c.Attrs }[] {
+  const w = new c.Writer(c.RTM_GETNEIGH, 0);
+  if (family === c.AF_BRIDGE && index !== undefined) w.ifinfo(family, index);
+  else {
+    const hdr = Buffer.alloc(12);
+    hdr.writeUInt8(family, 0);
+    w.raw(hdr);
+    if (index !== undefined) w.u32(c.NDA_IFINDEX, index);
+  }
   return sock
-    .dump(new c.Writer(c.RTM_GETNEIGH, 0).raw(hdr))
+    .dump(w)
     .filter((m) => m.readUInt16LE(4) === c.RTM_NEWNEIGH && m.readUInt8(16) === family)
     .map((m) => ({ m, index: m.readInt32LE(20), state: m.readUInt16LE(24), flags: m.readUInt8(26), tb: c.parseAttrs(m, 28, m.readUInt32LE(0)) }));
 }
@@ -211,8 +222,8 @@ export function neighbours(ns: Netns, dev?: string): Promise<Neighbour[]> {
   return read(() => withSock(ns, (s) => neighboursOf(s, nameMap(dumpLinks(s)))).filter((n) => dev === undefined || n.dev === dev));
 }
 
-function neighboursOf(s: Sock, names: Map<number, string>): Neighbour[] {
-  return dumpNeigh(s, c.AF_INET).map(({ index, state, tb }) => {
+function neighboursOf(s: Sock, names: Map<number, string>, index?: number): Neighbour[] {
+  return dumpNeigh(s, c.AF_INET, index).map(({ index, state, tb }) => {
     const mac = tb.get(c.NDA_LLADDR);
     return {
       dst: c.bytesIp(tb.get(c.NDA_DST)!),
@@ -228,8 +239,8 @@ export function fdb(ns: Netns, dev?: string): Promise<FdbEntry[]> {
   return read(() => withSock(ns, (s) => fdbOf(s, nameMap(dumpLinks(s)))).filter((f) => dev === undefined || f.dev === dev));
 }
 
-function fdbOf(s: Sock, names: Map<number, string>): FdbEntry[] {
-  return dumpNeigh(s, c.AF_BRIDGE).map(({ index, state, flags, tb }) => {
+function fdbOf(s: Sock, names: Map<number, string>, index?: number): FdbEntry[] {
+  return dumpNeigh(s, c.AF_BRIDGE, index).map(({ index, state, flags, tb }) => {
     const dst = tb.get(c.NDA_DST);
     return {
       mac: c.bytesMac(tb.get(c.NDA_LLADDR) ?? Buffer.alloc(6)),
@@ -252,18 +263,23 @@ export interface Snapshot {
   fdb: FdbEntry[];
 }
 
-/** Links, IPv4 addresses, main-table IPv4 routes, IPv4 neighbours and fdb entries, over one socket. */
-export function snapshot(ns: Netns): Promise<Snapshot> {
+/**
+ * Links, IPv4 addresses, main-table IPv4 routes, IPv4 neighbours and fdb entries, over one socket.
+ * With `neighboursOf`, the neighbours and fdb entries of those devices only (the kernel filters the
+ * dumps): a node's underlay holds an entry per node that the agent never reads.
+ */
+export function snapshot(ns: Netns, o: { neighboursOf?: string[] } = {}): Promise<Snapshot> {
   return read(() =>
     withSock(ns, (s) => {
       const ls = dumpLinks(s);
       const names = nameMap(ls);
+      const indexes = o.neighboursOf?.flatMap((dev) => ls.find((l) => l.name === dev)?.index ?? []) ?? [undefined];
       return {
         links: ls,
         addrs: dumpAddrs(s, names, 4),
         routes: dumpRoutes(s, names, 4).filter((r) => r.table === c.RT_TABLE_MAIN),
-        neighbours: neighboursOf(s, names),
-        fdb: fdbOf(s, names),
+        neighbours: indexes.flatMap((i) => neighboursOf(s, names, i)),
+        fdb: indexes.flatMap((i) => fdbOf(s, names, i)),
       };
     }),
   );
