@@ -5,6 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { applied, readActual, reconcile } from '../src/backend/reconcile.js';
+import { VxlanBackend } from '../src/backend/vxlan.js';
+import { parseCidr } from '../src/ip/cidr.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { elementsOnly } from '../src/kernel/nfnl.js';
 import { nftTx } from '../src/kernel/nft.js';
@@ -196,6 +199,7 @@ describe('state.ts dumps agree with iproute2', () => {
       new Plan().add(
         op.setNeigh({ ns: a, dst: '10.244.3.0', mac: '02:00:00:00:03:03', dev: 'flannel.7' }),
         op.replaceFdb({ ns: a, mac: '02:00:00:00:03:03', dev: 'flannel.7', dst: '198.18.5.3' }),
+        op.setNeigh({ ns: a, dst: '198.18.5.9', mac: '02:00:00:00:05:09', dev: 'up0' }),
       ),
     );
     const s = await state.snapshot(a);
@@ -253,6 +257,21 @@ describe('state.ts dumps agree with iproute2', () => {
         .sort(),
       of,
     );
+    assert.ok(s.neighbours.some((n) => n.dev === 'up0'));
+    assert.ok(s.fdb.some((f) => f.dev !== 'flannel.7'));
+    const one = await state.snapshot(a, { neighboursOf: ['flannel.7'] });
+    assert.deepEqual(
+      one.neighbours,
+      s.neighbours.filter((n) => n.dev === 'flannel.7'),
+      "the kernel's dump of one device's neighbours",
+    );
+    assert.deepEqual(
+      one.fdb,
+      s.fdb.filter((f) => f.dev === 'flannel.7'),
+      "the kernel's dump of one device's fdb",
+    );
+    const none = await state.snapshot(a, { neighboursOf: ['nosuch0'] });
+    assert.deepEqual([none.neighbours, none.fdb], [[], []]);
     assert.deepEqual(
       await state.link(a, 'v1'),
       s.links.find((l) => l.name === 'v1'),
@@ -274,6 +293,47 @@ describe('state.ts dumps agree with iproute2', () => {
     await state.nftRuleset(a);
     assert.equal(await view(), before);
     assert.deepEqual(await state.nftRuleset(a), []);
+  });
+});
+
+describe("a lease event's reconcile from the state the last one left (applied)", () => {
+  const node = { name: 'n1', iface: 'up0', ifaceMtu: 1500, publicIP: '198.18.5.1', ifaceNets: [parseCidr('198.18.5.1/24')] };
+  const backend = new VxlanBackend(node, { vni: 9, port: 8472, directRouting: false, mac: '02:00:00:00:09:01' });
+  const lease = (n: number) => ({
+    subnet: parseCidr(`10.244.${n}.0/24`),
+    attrs: { publicIP: `198.18.5.${n}`, backendType: 'vxlan', backendData: { VNI: 9, VtepMAC: `02:00:00:00:09:${String(n).padStart(2, '0')}` } },
+  });
+  const desired = (remotes: number[]) =>
+    backend.desired(lease(1), remotes.map(lease), { network: parseCidr('10.244.0.0/16'), ipMasq: true, forwardRules: true });
+  /** What reconcile reads and compares, in a stable order. */
+  const view = (x: Awaited<ReturnType<typeof readActual>>) => ({
+    routes: x.routes.map((r) => `${r.dst} ${r.via ?? '-'} ${r.dev ?? '-'} ${r.onlink} ${r.protocol}`).sort(),
+    neighbours: x.neighbours.map((n) => `${n.dst} ${n.dev} ${n.mac ?? '-'} ${n.permanent}`).sort(),
+    fdb: x.fdb.map((f) => `${f.mac} ${f.dev} ${f.dst ?? '-'}`).sort(),
+    peers: [...(x.table?.sets.get('vxlan_peers') ?? [])].sort(),
+  });
+
+  it('predicts what the kernel holds after the routes, neighbours, fdb entries and peers of leases added and removed', async () => {
+    const first = desired([2, 3]);
+    const start = reconcile(a, first, await readActual(a, first));
+    await apply(start.plan);
+    assert.equal(applied(await readActual(a, first), start.plan), undefined, 'a plan that makes the device is not followed');
+    for (const [what, remotes] of [
+      ['a lease added', [2, 3, 4]],
+      ['a lease removed', [2, 4]],
+      ['one added and one removed', [4, 5]],
+    ] as const) {
+      const d = desired([...remotes]);
+      const before = await readActual(a, d);
+      const { plan } = reconcile(a, d, before);
+      assert.ok(!plan.empty, what);
+      const known = applied(before, plan);
+      assert.ok(known, `${what}: the plan is one applied() follows`);
+      await apply(plan);
+      const after = await readActual(a, d);
+      assert.deepEqual(view(known), view(after), what);
+      assert.ok(reconcile(a, d, known).plan.empty, `${what}: nothing left to do`);
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend, type Backend, type DesiredState, type NodeInfo } from '../backend/index.js';
 import { FAMILY, FORGED_COUNTER, TABLE } from '../backend/firewall.js';
-import { changeKind, readActual, reconcile } from '../backend/reconcile.js';
+import { applied, changeKind, readActual, reconcile, type ActualState } from '../backend/reconcile.js';
 import { resultIp, serveCni, type CniHooks } from '../cni/serve.js';
 import { formatNetwork } from '../ip/cidr.js';
 import { apply } from '../kernel/plan.js';
@@ -55,6 +55,7 @@ export interface AgentOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const RECONCILE_RETRY_MS = 2000;
+const STATUS_FILE_MS = 1000;
 
 /**
  * Subnets in numeric order. One collator for every status: localeCompare with options builds one per
@@ -90,9 +91,12 @@ export class Agent {
   private metricsServer: HttpServer | undefined;
   readonly metrics: AgentMetrics;
   private lastDesired: DesiredState | undefined;
+  /** The kernel's state as the last reconcile left it, when its plan was one applied() can follow. */
+  private known: ActualState | undefined;
   private lastReconcile: AgentStatus['lastReconcile'];
   private readonly reported = new Set<string>();
   private lastError = '';
+  private statusFileTimer: NodeJS.Timeout | undefined;
   private failure: ((err: Error) => void) | undefined;
   readonly done: Promise<void>;
 
@@ -211,6 +215,11 @@ export class Agent {
     this.stopped = true;
     await this.leases?.stop();
     await this.scheduler.stop();
+    if (this.statusFileTimer) {
+      clearTimeout(this.statusFileTimer);
+      this.statusFileTimer = undefined;
+      await this.writeStatus();
+    }
     await this.services?.stop();
     await new Promise<void>((r) => (this.cniServer ? this.cniServer.close(() => r()) : r()));
     await new Promise<void>((r) => (this.statusServer ? this.statusServer.close(() => r()) : r()));
@@ -356,8 +365,11 @@ export class Agent {
     const trigger = triggerOf(reason);
     const timer = this.metrics.reconcileDuration.startTimer({ trigger });
     let ok = true;
+    // A lease event's reconcile starts from what the last one left (see applied); every other one reads the kernel.
+    const known = trigger === 'lease' ? this.known : undefined;
+    this.known = undefined;
     try {
-      const actual = await readActual(undefined, desired);
+      const actual = known ?? (await readActual(undefined, desired));
       const { plan, changes } = reconcile(undefined, desired, actual);
       if (!plan.empty) {
         const started = performance.now();
@@ -369,6 +381,7 @@ export class Agent {
       }
       // The udp packet loop: attach to the device (which exists now) and load the peer table.
       if (desired.udp && this.backend.datapath) await this.backend.datapath.sync(desired.udp);
+      this.known = applied(actual, plan);
       this.lastReconcile = { at, changes };
       if (this.lastError) this.log.info('reconcile succeeded again');
       this.lastError = '';
@@ -381,12 +394,28 @@ export class Agent {
     }
     timer();
     this.metrics.reconciles.inc({ trigger, result: ok ? 'ok' : 'error' });
+    this.statusFileSoon();
+    return ok;
+  }
+
+  /**
+   * The status file is for `weft agent status` when the agent does not answer, so it may lag a
+   * second: a burst of lease events (100 nodes joining) writes it once, not once per reconcile.
+   */
+  private statusFileSoon(): void {
+    if (this.statusFileTimer) return;
+    this.statusFileTimer = setTimeout(() => {
+      this.statusFileTimer = undefined;
+      void this.writeStatus();
+    }, STATUS_FILE_MS);
+  }
+
+  private async writeStatus(): Promise<void> {
     try {
       writeStatusFile(this.o.stateDir, await this.status(false));
     } catch (err) {
       this.log.warn('cannot write the status file', { error: (err as Error).message });
     }
-    return ok;
   }
 
   /** Each lease the backend cannot route to is reported once (and again if it comes back after being fixed). */

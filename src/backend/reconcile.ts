@@ -38,7 +38,7 @@ const agentRuleset = cachedRuleset((t) => t.startsWith(PROXY_TABLE));
  */
 export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'>): Promise<ActualState> {
   const name = desired.device?.name;
-  const [k, ruleset] = await Promise.all([snapshot(ns), agentRuleset(ns)]);
+  const [k, ruleset] = await Promise.all([snapshot(ns, { neighboursOf: name === undefined ? [] : [name] }), agentRuleset(ns)]);
   const device = name === undefined ? undefined : k.links.find((l) => l.name === name);
   const table = ruleset.find((t) => t.family === FAMILY && t.name === TABLE);
   const actual: ActualState = {
@@ -84,6 +84,8 @@ export function changeKind(change: string): ChangeKind {
   if (change.includes(' nftables ')) return 'firewall';
   return (/ (address|fdb|neighbour|route) /.exec(change)?.[1] as ChangeKind | undefined) ?? 'device';
 }
+
+const RT_MAIN = 254;
 
 const routeText = (r: DesiredRoute): string => `${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`;
 
@@ -256,6 +258,69 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
   firewall(ns, desired, actual.table, plan, changes);
   foreignForward(ns, desired, actual.foreign, plan, changes);
   return { plan, changes };
+}
+
+/**
+ * What the kernel holds once `plan` has been applied to `actual` in full, when the plan is only what
+ * lease events make: routes, the device's neighbours and fdb entries, and the VXLAN peer set's
+ * elements. Undefined for any other plan (a device, an address, a chain): then only a read tells.
+ * A lease event's reconcile diffs against this instead of reading the kernel again, as flannel
+ * programs a lease's route, neighbour and fdb entry without reading the kernel; the periodic resync
+ * reads it, and repairs what changed behind the agent's back.
+ */
+export function applied(actual: ActualState, plan: Plan): ActualState | undefined {
+  let routes = actual.routes;
+  let neighbours = actual.neighbours;
+  let fdb = actual.fdb;
+  let peers = actual.table?.sets.get(PEER_SET);
+  for (const o of plan.ops) {
+    switch (o.op) {
+      case 'replaceRoute':
+      case 'delRoute':
+        routes = routes.filter((r) => r.dst !== o.dst || r.table !== RT_MAIN);
+        if (o.op === 'replaceRoute') {
+          if (o.type) return undefined;
+          routes = [
+            ...routes,
+            {
+              family: 4,
+              dst: o.dst,
+              protocol: 'boot',
+              table: RT_MAIN,
+              onlink: o.onlink === true,
+              ...(o.via ? { via: o.via } : {}),
+              ...(o.dev ? { dev: o.dev } : {}),
+            },
+          ];
+        }
+        break;
+      case 'setNeigh':
+      case 'delNeigh':
+        neighbours = neighbours.filter((n) => n.dst !== o.dst || n.dev !== o.dev);
+        if (o.op === 'setNeigh') neighbours = [...neighbours, { dst: o.dst, dev: o.dev, ...(o.mac ? { mac: o.mac } : {}), permanent: true }];
+        break;
+      case 'replaceFdb':
+      case 'delFdb':
+        fdb = fdb.filter((f) => f.mac !== o.mac || f.dev !== o.dev || (o.op === 'delFdb' && f.dst !== o.dst));
+        if (o.op === 'replaceFdb') fdb = [...fdb, { mac: o.mac, dev: o.dev, dst: o.dst, self: true, permanent: true }];
+        break;
+      case 'nft': {
+        const { tx } = o;
+        if (!peers || tx.family !== FAMILY || tx.table !== TABLE) return undefined;
+        for (const { verb, obj } of tx.ops) {
+          if (obj.type !== 'element' || obj.set !== PEER_SET || typeof obj.key !== 'string' || (verb !== 'add' && verb !== 'delete')) return undefined;
+          const key = obj.key;
+          peers = verb === 'add' ? (peers.includes(key) ? peers : [...peers, key]) : peers.filter((p) => p !== key);
+        }
+        break;
+      }
+      default:
+        return undefined;
+    }
+  }
+  const out: ActualState = { ...actual, routes, neighbours, fdb };
+  if (actual.table && peers) out.table = { ...actual.table, sets: new Map([...actual.table.sets, [PEER_SET, peers]]) };
+  return out;
 }
 
 function firewall(ns: Netns, desired: DesiredState, table: NftTableState | undefined, plan: Plan, changes: string[]): void {
