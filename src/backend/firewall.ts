@@ -18,8 +18,17 @@ export interface ChainSpec {
   comments: string[];
 }
 
+/** Hashes by chain text: every reconcile asks again for the same few chains. */
+const hashes = new Map<string, string>();
+
 const tag = (prefix: string, parts: string[]): string[] => {
-  const hash = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 10);
+  const text = parts.join('\n');
+  let hash = hashes.get(text);
+  if (hash === undefined) {
+    if (hashes.size > 64) hashes.clear();
+    hash = createHash('sha256').update(text).digest('hex').slice(0, 10);
+    hashes.set(text, hash);
+  }
   return parts.slice(1).map((_, i) => `${prefix}:${hash}:${i}`);
 };
 

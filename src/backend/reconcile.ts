@@ -233,8 +233,9 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
       plan.add(op.delNeigh({ ns, dst: n.dst, dev: dev.name, tolerate: 'missing' }));
       changes.push(`remove stale neighbour ${n.dst} dev ${dev.name}`);
     }
+    const neighbourAt = new Map(neighboursNow.map((a) => [a.dst, a]));
     for (const n of desired.neighbours) {
-      const have = neighboursNow.find((a) => a.dst === n.ip);
+      const have = neighbourAt.get(n.ip);
       if (have && have.mac === n.mac && have.permanent) continue;
       plan.add(op.setNeigh({ ns, dst: n.ip, mac: n.mac, dev: n.dev }));
       changes.push(`${have ? 'fix' : 'add'} neighbour ${n.ip} lladdr ${n.mac} dev ${n.dev}`);
@@ -248,8 +249,10 @@ export function reconcile(ns: Netns, desired: DesiredState, actual: ActualState)
     plan.add(op.delRoute({ ns, dst: r.dst, ...(r.via ? { via: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}), tolerate: 'missing' }));
     changes.push(`remove stale route ${r.dst}${r.via ? ` via ${r.via}` : ''}${r.dev ? ` dev ${r.dev}` : ''}`);
   }
+  const routeTo = new Map<string, Route>();
+  for (const r of routesNow) if (!routeTo.has(r.dst)) routeTo.set(r.dst, r);
   for (const r of desired.routes) {
-    const have = routesNow.find((a) => a.dst === r.dst);
+    const have = routeTo.get(r.dst);
     if (have && have.via === r.via && have.dev === r.dev && have.onlink === r.onlink) continue;
     plan.add(op.replaceRoute({ ns, dst: r.dst, ...(r.via ? { via: r.via } : {}), dev: r.dev, ...(r.onlink ? { onlink: true } : {}) }));
     changes.push(`${have ? 'fix' : 'add'} route ${routeText(r)}`);
@@ -348,8 +351,10 @@ function firewall(ns: Netns, desired: DesiredState, table: NftTableState | undef
   }
   const peers = fw.vxlan?.peers ?? [];
   const havePeers = table?.sets.get(PEER_SET);
-  const adds = peers.filter((p) => !havePeers?.includes(p));
-  const dels = (havePeers ?? []).filter((p) => !peers.includes(p));
+  const have = new Set(havePeers);
+  const want = new Set(peers);
+  const adds = peers.filter((p) => !have.has(p));
+  const dels = (havePeers ?? []).filter((p) => !want.has(p));
   const needSet = fw.vxlan !== undefined && havePeers === undefined;
   const needCounter = fw.vxlan !== undefined && !table?.counters.has(FORGED_COUNTER);
   // Objects the rules and elements refer to come first ("add" is a no-op for what exists); a

@@ -51,10 +51,14 @@ export class VxlanBackend implements Backend {
       mtu: this.mtu,
       address: `${baseAddr(own.subnet)}/32`,
     };
+    const seen = new Set<string>();
     for (const lease of sortLeases(remotes)) {
       const subnet = formatNetwork(lease.subnet);
       const ip = lease.attrs.publicIP;
-      if (!peers.includes(ip)) peers.push(ip);
+      if (!seen.has(ip)) {
+        seen.add(ip);
+        peers.push(ip);
+      }
       if (this.options.directRouting && onSameSegment(this.node, ip)) {
         state.routes.push({ dst: subnet, via: ip, dev: this.node.iface, onlink: false });
         continue;
