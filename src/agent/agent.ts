@@ -55,7 +55,7 @@ export interface AgentOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const RECONCILE_RETRY_MS = 2000;
-const STATUS_FILE_MS = 1000;
+const STATUS_FILE_MS = 5000;
 
 /**
  * Subnets in numeric order. One collator for every status: localeCompare with options builds one per
@@ -399,8 +399,8 @@ export class Agent {
   }
 
   /**
-   * The status file is for `weft agent status` when the agent does not answer, so it may lag a
-   * second: a burst of lease events (100 nodes joining) writes it once, not once per reconcile.
+   * The status file is for `weft agent status` when the agent does not answer, so it may lag a few
+   * seconds: a burst of lease events (100 nodes joining) writes it once, not once per reconcile.
    */
   private statusFileSoon(): void {
     if (this.statusFileTimer) return;
