@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { run } from '../kernel/exec.js';
 import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns } from '../kernel/netns.js';
 import { apply, Plan } from '../kernel/plan.js';
+import { ipBytes } from '../kernel/codec.js';
+import { nftSetKeys } from '../kernel/nfnl.js';
+import { PROXY_FAMILY, SERVICE_IPS, serviceTable } from '../proxy/rules.js';
 import { installPlugins } from '../cni/install.js';
 import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
@@ -50,6 +53,7 @@ import {
   validatePodName,
   writeState,
   type CniMode,
+  type DemoService,
   type LabBackend,
   type LabState,
   type NodeState,
@@ -203,7 +207,7 @@ async function together(work: (Promise<unknown> | undefined)[]): Promise<void> {
  * holds the network config (a single member: the etcd client's per-host circuit breaker is off then,
  * store/etcd.ts; a cluster's agents start once every member serves, as that breaker would hold a
  * member that refused them for 5 s). The pods go once their nodes' agents hold their leases and the
- * registry has their specs.
+ * registry has their specs. Ready once every node's service proxy holds the Service echo.
  */
 async function build(s: LabState, o: UpOptions): Promise<void> {
   const overlay = o.backend !== 'macvlan';
@@ -265,16 +269,45 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
       ),
     ]);
     if (registry) {
-      await step(o, 'the Service echo over the pods in the registry', async () => {
-        const service = await writeEchoService(registry);
-        await update(s, (f) => void (f.service = service));
+      const service = await step(o, 'the Service echo over the pods in the registry', async () => {
+        const svc = await writeEchoService(registry);
+        await update(s, (f) => void (f.service = svc));
+        return svc;
       });
+      await step(o, "the Service echo in every node's service proxy", () => inEveryProxy(s, service, o.signal));
     }
   } finally {
     registry?.close();
   }
   await update(s, (f) => delete f.building);
 }
+
+/**
+ * Waits until every node's nftables hold `svc`'s ClusterIP in the service proxy's map: the agents
+ * program a Service in one transaction, so the element means all of it is there. Until then a lab
+ * is not ready: at 100 x 10 the echo Service is 4,000 nftables objects per node and took every agent
+ * 25 s, and a verify started before that failed pod checks. Read from each node's kernel over
+ * nfnetlink, so waiting costs the agents nothing.
+ */
+async function inEveryProxy(s: LabState, svc: DemoService, signal?: AbortSignal): Promise<void> {
+  const ip = ipBytes(svc.clusterIP).bytes;
+  const table = serviceTable(svc.namespace, svc.name);
+  const holds = async (node: NodeState) => (await nftSetKeys(netnsPath(node.ns), PROXY_FAMILY, table, SERVICE_IPS)).some((k) => k.subarray(0, 4).equals(ip));
+  // A read is a fraction of a millisecond: often in a small lab, about 400 reads a second in all in a big one.
+  const intervalMs = Math.max(25, s.nodes.length * 2.5);
+  await together(
+    s.nodes.map((node) =>
+      waitFor(async () => (signal?.aborted ? 'aborted' : (await holds(node)) && 'ok'), {
+        timeoutMs: PROXY_READY_MS,
+        intervalMs,
+        what: `the service proxy on ${node.name} to program the Service ${svc.namespace}/${svc.name} (its agent's log: ${nodeFiles(s, node).log})`,
+      }),
+    ),
+  );
+  interrupted(signal);
+}
+
+const PROXY_READY_MS = 120_000;
 
 /**
  * The kernel keeps one ARP table for every namespace of the machine, capped at
