@@ -5,7 +5,7 @@ import { createNetns, deleteNetns, listNetns, netnsPath, netnsPids, signalNetns 
 import { apply, Plan } from '../kernel/plan.js';
 import { ipBytes } from '../kernel/codec.js';
 import { nftSetKeys } from '../kernel/nfnl.js';
-import { PROXY_FAMILY, SERVICE_IPS, serviceTable } from '../proxy/rules.js';
+import { mapTable, NO_ENDPOINT_SERVICES, PROXY_FAMILY, SERVICE_IPS, serviceTable } from '../proxy/rules.js';
 import { installPlugins } from '../cni/install.js';
 import type { DNS } from '../cni/spec.js';
 import { addNetworkList, delNetworkList, loadNetworkList, type NetworkList, type RuntimeOptions } from '../cni/runtime.js';
@@ -283,7 +283,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
 }
 
 /**
- * Waits until every node's nftables hold `svc`'s ClusterIP in the service proxy's map: the agents
+ * Waits until every node's nftables hold `svc`'s ClusterIP in the service proxy's maps: the agents
  * program a Service in one transaction, so the element means all of it is there. Until then a lab
  * is not ready: at 100 x 10 the echo Service is 4,000 nftables objects per node and took every agent
  * 25 s, and a verify started before that failed pod checks. Read from each node's kernel over
@@ -291,8 +291,15 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
  */
 async function inEveryProxy(s: LabState, svc: DemoService, signal?: AbortSignal): Promise<void> {
   const ip = ipBytes(svc.clusterIP).bytes;
-  const table = serviceTable(svc.namespace, svc.name);
-  const holds = async (node: NodeState) => (await nftSetKeys(netnsPath(node.ns), PROXY_FAMILY, table, SERVICE_IPS)).some((k) => k.subarray(0, 4).equals(ip));
+  const shard = serviceTable(svc.namespace, svc.name);
+  // With endpoints in its shard's service-ips; without (a lab of no pods) in the front table's no-endpoint-services.
+  const holds = async (node: NodeState) => {
+    for (const map of [SERVICE_IPS, NO_ENDPOINT_SERVICES] as const) {
+      const keys = await nftSetKeys(netnsPath(node.ns), PROXY_FAMILY, mapTable(map, shard), map).catch(() => []);
+      if (keys.some((k) => k.subarray(0, 4).equals(ip))) return true;
+    }
+    return false;
+  };
   // A read is a fraction of a millisecond: often in a small lab, about 400 reads a second in all in a big one.
   const intervalMs = Math.max(25, s.nodes.length * 2.5);
   await together(
