@@ -286,8 +286,7 @@ async function build(s: LabState, o: UpOptions): Promise<void> {
  * Waits until every node's nftables hold `svc`'s ClusterIP in the service proxy's maps: the agents
  * program a Service in one transaction, so the element means all of it is there. Until then a lab
  * is not ready: at 100 x 10 the echo Service is 4,000 nftables objects per node and took every agent
- * 25 s, and a verify started before that failed pod checks. Read from each node's kernel over
- * nfnetlink, so waiting costs the agents nothing.
+ * 25 s. Read from each node's kernel over nfnetlink, so waiting costs the agents nothing.
  */
 async function inEveryProxy(s: LabState, svc: DemoService, signal?: AbortSignal): Promise<void> {
   const ip = ipBytes(svc.clusterIP).bytes;
