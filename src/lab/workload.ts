@@ -94,7 +94,18 @@ export async function probe(ns: string, p: Probe): Promise<ProbeResult> {
       release();
       resolve({ ...r, ms: performance.now() - started });
     };
-    const timer = setTimeout(() => finish({ ok: false, error: `no answer within ${timeoutMs} ms` }), timeoutMs);
+    // Where a TCP probe stopped tells a lost SYN from a slow server.
+    let connectedAt: number | undefined;
+    const stage = () =>
+      p.proto === 'udp'
+        ? ''
+        : connectedAt === undefined
+          ? ' (no connection: SYN unanswered)'
+          : ` (connected after ${connectedAt.toFixed(0)} ms, no HTTP answer)`;
+    const timer = setTimeout(() => {
+      const late = performance.now() - started - timeoutMs;
+      finish({ ok: false, error: `no answer within ${timeoutMs} ms${stage()}${late > 100 ? `; this runtime's timer ran ${late.toFixed(0)} ms late` : ''}` });
+    }, timeoutMs);
     const parse = (text: string) => {
       try {
         finish({ ok: true, seen: JSON.parse(text) as Seen });
@@ -112,6 +123,7 @@ export async function probe(ns: string, p: Probe): Promise<ProbeResult> {
         sock.bind({ fd: inetSocket(ns, 'udp') }, () => sock.connect(p.port, p.host, () => sock.send('who')));
       } else {
         const sock = new Socket({ fd: inetSocket(ns, 'tcp'), readable: true, writable: true });
+        sock.once('connect', () => (connectedAt = performance.now() - started));
         // A new connection each time (no keep-alive agent): each probe is one connection through a Service.
         const req = request({ host: p.host, port: p.port, path: '/', createConnection: () => sock.connect(p.port, p.host) }, (res) => {
           let body = '';
