@@ -74,7 +74,16 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
     );
     assert.match(r.stdout, /^node-local DNS: would serve cluster\.local on 10\.96\.0\.10:53 \(UDP and TCP\), forwarding other names to /m);
     assert.match(r.stdout, /^ {2}ip link add name weft-dns type dummy\n {2}ip addr replace 10\.96\.0\.10\/32 dev weft-dns$/m);
-    assert.match(r.stdout, /^ {2}add rule ip weft-dns prerouting ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack/m);
+    // The notrack rules are the weft table's now, first in its raw chains, in the first reconcile's transaction.
+    assert.match(
+      r.stdout,
+      /^ {2}add rule ip weft raw-prerouting ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack comment "weft:\w+:0"\n {2}add rule ip weft raw-prerouting udp dport 8472 /m,
+    );
+    assert.match(
+      r.stdout,
+      /^ {2}add rule ip weft raw-output ip daddr 10\.96\.0\.10 .* th dport 53 notrack comment "weft:\w+:0"\n {2}add rule ip weft raw-output ip saddr 10\.96\.0\.10 .* th sport 53 notrack comment "weft:\w+:1"\n {2}add rule ip weft raw-output udp dport 8472 /m,
+    );
+    assert.doesNotMatch(r.stdout, /ip weft-dns/);
     assert.deepEqual(await snapshot(n2), before);
   });
 
@@ -86,6 +95,7 @@ describe('weft agent --dry-run and bad configs', { timeout: 300_000 }, () => {
     const subnet = c.subnetOf('n1').replace(/\.1\//, '.0/');
     assert.match(r.stdout, new RegExp(`^lease: would keep ${subnet.replace(/\./g, '\\.')} `, 'm'));
     assert.match(r.stdout, /^the first reconcile would change nothing: the kernel already matches$/m);
+    assert.match(r.stdout, /^node-local DNS: would serve .*\n {2}weft-dns is in place$/m);
     assert.deepEqual(await snapshot(n1), before);
   });
 

@@ -56,7 +56,7 @@ after(async () => {
   );
 });
 
-test('lab up: kube-system/kube-dns at 10.96.0.10; every node holds 10.96.0.10/32 on weft-dns and the notrack table; every pod has its CNI resolv.conf', () => {
+test("lab up: kube-system/kube-dns at 10.96.0.10; every node holds 10.96.0.10/32 on weft-dns and the notrack rules in ip weft's raw chains; every pod has its CNI resolv.conf", () => {
   const services = json<Service[]>('lab', 'get', 'services', '--name', lab, '-n', 'kube-system', '-o', 'json');
   const dns = services.find((s) => s.name === 'kube-dns')!;
   assert.equal(dns.clusterIP, '10.96.0.10');
@@ -67,10 +67,14 @@ test('lab up: kube-system/kube-dns at 10.96.0.10; every node holds 10.96.0.10/32
   for (const node of ['node1', 'node2']) {
     const addr = spawnSync('ip', ['-n', ns(node), '-4', '-o', 'addr', 'show', 'dev', 'weft-dns'], { encoding: 'utf8' });
     assert.match(addr.stdout, /inet 10\.96\.0\.10\/32 /, `${node}: ${addr.stdout}${addr.stderr}`);
-    const table = netnsExec(node, 'nft', 'list', 'table', 'ip', 'weft-dns').stdout;
-    assert.match(table, /hook prerouting priority raw;/);
-    assert.match(table, /ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack/);
-    assert.match(table, /ip saddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th sport 53 notrack/);
+    const pre = netnsExec(node, 'nft', 'list', 'chain', 'ip', 'weft', 'raw-prerouting').stdout;
+    assert.match(pre, /hook prerouting priority raw;/);
+    assert.match(pre, /ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack/);
+    const out = netnsExec(node, 'nft', 'list', 'chain', 'ip', 'weft', 'raw-output').stdout;
+    assert.match(out, /hook output priority raw;/);
+    assert.match(out, /ip daddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th dport 53 notrack/);
+    assert.match(out, /ip saddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th sport 53 notrack/);
+    assert.doesNotMatch(netnsExec(node, 'nft', 'list', 'tables').stdout, /table ip weft-dns/, 'no table of its own');
   }
   for (const pod of ['pod-1a', 'pod-2a'])
     assert.equal(
@@ -144,17 +148,25 @@ test('a Service applied is resolvable from a pod on every node within a second, 
   for (const pod of ['pod-1a', 'pod-2a']) assert.ok(until(pod, 0) < 1000, `${pod} no longer resolves it`);
 });
 
-test('without the notrack table the service proxy takes the query (kube-dns has no endpoints: refused); the agent puts the table back on its resync', () => {
+test("without the DNS notrack rule in ip weft's raw-prerouting the service proxy takes the query (kube-dns has no endpoints: refused); the agent's resync puts it back", () => {
   const dig = () => exec('pod-1a', 'dig', '+time=1', '+tries=1', 'echo.default.svc.cluster.local');
+  const rule = () =>
+    netnsExec('node1', 'nft', '-a', 'list', 'chain', 'ip', 'weft', 'raw-prerouting').stdout.match(
+      /ip daddr 10\.96\.0\.10 meta l4proto .* th dport 53 notrack .*# handle (\d+)/,
+    )?.[1];
   assert.match(dig().out, /status: NOERROR/);
   assert.equal(netnsExec('node1', 'conntrack', '-L', '-d', '10.96.0.10').stderr.match(/(\d+) flow entries/)?.[1], '0', 'answered untracked');
-  assert.equal(netnsExec('node1', 'nft', 'delete', 'table', 'ip', 'weft-dns').status, 0);
+  const handle = rule();
+  assert.ok(handle, 'the DNS rule is in raw-prerouting');
+  assert.equal(netnsExec('node1', 'nft', 'delete', 'rule', 'ip', 'weft', 'raw-prerouting', 'handle', handle).status, 0);
+  assert.equal(rule(), undefined);
   assert.match(dig().out, /connection refused/, 'the proxy rejects what it can DNAT nowhere');
   const started = performance.now();
   while (!/status: NOERROR/.test(dig().out)) {
-    assert.ok(performance.now() - started < 25_000, 'the agent repairs the table within two resyncs');
+    assert.ok(performance.now() - started < 25_000, 'the agent repairs the chain within two resyncs');
     spawnSync('sleep', ['0.5']);
   }
+  assert.ok(rule(), 'the DNS rule is back');
 });
 
 test("the node's DNS device outlives its agent: queries are refused at once while it is down and answered again when lab up brings it back", () => {

@@ -353,7 +353,12 @@ export class Agent {
     const leases = this.leases;
     const own = leases?.ownLease;
     if (!leases?.synced || !own) return undefined;
-    return this.backend.desired(own, leases.remoteLeases(), { network: this.config.network, ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules ?? true });
+    return this.backend.desired(own, leases.remoteLeases(), {
+      network: this.config.network,
+      ipMasq: this.o.ipMasq,
+      forwardRules: this.o.forwardRules ?? true,
+      dns: this.o.dns?.ip,
+    });
   }
 
   private async reconcileOnce(reason: string): Promise<boolean> {

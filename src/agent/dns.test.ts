@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dnsDevicePlan, dnsTablePlan, notrackRules } from './dns.js';
+import { deleteOldDnsTable, dnsDevicePlan } from './dns.js';
+import { Plan } from '../kernel/plan.js';
 
-describe('node-local DNS: the device and the notrack table as commands', () => {
+describe('node-local DNS: the device as commands', () => {
   it('the device gets the cluster DNS IP as a /32 and is up; a wrong address is removed', () => {
     assert.equal(
       dnsDevicePlan('/run/netns/n1', '10.96.0.10', { addrs: [] }).render(),
@@ -14,24 +15,10 @@ describe('node-local DNS: the device and the notrack table as commands', () => {
     );
   });
 
-  it('DNS to and from the IP is untracked before conntrack and the nat hooks (raw priority), in one transaction', () => {
+  it("an earlier agent's table of its own is deleted whole", () => {
     assert.equal(
-      dnsTablePlan(undefined, '10.96.0.10').render(),
-      [
-        "nft -f - <<'EOF'",
-        'add table ip weft-dns { comment "weft node-local DNS: no conntrack, no DNAT"; }',
-        'flush table ip weft-dns',
-        'add chain ip weft-dns prerouting { type filter hook prerouting priority raw; }',
-        'add chain ip weft-dns output { type filter hook output priority raw; }',
-        'add rule ip weft-dns prerouting ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack comment "node-local DNS 10.96.0.10"',
-        'add rule ip weft-dns output ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack comment "node-local DNS 10.96.0.10"',
-        'add rule ip weft-dns output ip saddr 10.96.0.10 meta l4proto { tcp, udp } th sport 53 notrack comment "node-local DNS 10.96.0.10"',
-        'EOF',
-      ].join('\n'),
-    );
-    assert.deepEqual(
-      notrackRules('10.96.0.10').map((r) => r.chain),
-      ['prerouting', 'output', 'output'],
+      new Plan().add(deleteOldDnsTable('/run/netns/n1')).render(),
+      ["nsenter --net=/run/netns/n1 nft -f - <<'EOF'", 'delete table ip weft-dns', 'EOF'].join('\n'),
     );
   });
 });

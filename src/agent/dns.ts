@@ -3,47 +3,28 @@ import type { Netns } from '../kernel/exec.js';
 import { nftTx } from '../kernel/nft.js';
 import * as op from '../kernel/ops.js';
 import { apply, Plan } from '../kernel/plan.js';
-import { addrs, cachedRuleset, link, nftRuleset } from '../kernel/state.js';
+import { addrs, cachedRuleset, link } from '../kernel/state.js';
 
 /**
  * Node-local cluster DNS, after NodeLocal DNSCache: the cluster DNS IP (the kube-dns Service's
  * ClusterIP) is an address of a dummy device (`weft-dns`) on every node, and the agent's DNS server listens on
  * it, so a pod's query is answered on its own node. The address alone is not enough: the service
  * proxy's nat prerouting hook runs before routing finds the local address and would DNAT the query
- * to the Service's endpoints. So the `weft-dns` table marks DNS to and from that address `notrack`
- * at raw priority: untracked packets skip every nat hook (no DNAT) and make no conntrack entry
- * (no 5 s lookups from UDP conntrack races, kubernetes issue 56903), and the proxy's no-endpoint
- * checks, which sit in nat chains, pass them too.
+ * to the Service's endpoints. So the agent's `ip weft` table marks DNS to and from that address
+ * `notrack` at raw priority (notrackRules in backend/firewall.ts, in the raw chains the VXLAN rules
+ * use too, written and repaired by the agent's reconcile): untracked packets skip every nat hook
+ * (no DNAT) and make no conntrack entry (no 5 s lookups from UDP conntrack races, kubernetes issue
+ * 56903), and the proxy's no-endpoint checks, which sit in nat chains, pass them too. This module
+ * keeps the device and its address.
  */
 export const DNS_DEVICE = 'weft-dns';
-export const DNS_TABLE = 'weft-dns';
-export const DNS_FAMILY = 'ip';
+/** The table of its own the notrack rules had before they joined `ip weft`; an agent deletes one it finds. */
+export const OLD_DNS_TABLE = 'weft-dns';
 export const DEFAULT_CLUSTER_DNS = '10.96.0.10';
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
-export const DNS_PORT = 53;
 
-/** The notrack rules for DNS to and from `ip`, as `nft list` prints them. */
-export function notrackRules(ip: string): { chain: 'prerouting' | 'output'; rule: string }[] {
-  const to = `ip daddr ${ip} meta l4proto { tcp, udp } th dport ${DNS_PORT} notrack`;
-  const from = `ip saddr ${ip} meta l4proto { tcp, udp } th sport ${DNS_PORT} notrack`;
-  return [
-    { chain: 'prerouting', rule: to },
-    { chain: 'output', rule: to },
-    { chain: 'output', rule: from },
-  ];
-}
-
-const ruleComment = (ip: string) => `node-local DNS ${ip}`;
-
-/** The whole `weft-dns` table, rewritten in one transaction (flushing it first, so a changed IP leaves nothing behind). */
-export function dnsTablePlan(ns: Netns, ip: string): Plan {
-  const tx = nftTx(DNS_FAMILY, DNS_TABLE).add({ type: 'table', comment: 'weft node-local DNS: no conntrack, no DNAT' });
-  tx.flush({ type: 'table' });
-  for (const chain of ['prerouting', 'output'] as const) tx.add({ type: 'chain', name: chain, chainType: 'filter', hook: chain, priority: 'raw' });
-  // The comment names the IP, so that reading the table back tells whether it is for this one.
-  for (const r of notrackRules(ip)) tx.add({ type: 'rule', chain: r.chain, rule: r.rule, comment: ruleComment(ip) });
-  return new Plan().add(op.nft({ ns, tx }));
-}
+export const deleteOldDnsTable = (ns: Netns) => op.nft({ ns, tx: nftTx('ip', OLD_DNS_TABLE).delete({ type: 'table' }), tolerate: 'missing' });
+const DELETED_OLD_TABLE = `delete nftables table ip ${OLD_DNS_TABLE} (an earlier agent's: the notrack rules are in ip weft now)`;
 
 /**
  * Creates the device: a dummy, or where the kernel has no dummy driver (some VM kernels) an empty
@@ -68,29 +49,22 @@ export function dnsDevicePlan(ns: Netns, ip: string, have: { addrs: string[] }):
   return plan.add(op.setLink({ ns, dev: DNS_DEVICE, up: true }));
 }
 
-const dnsRuleset = cachedRuleset((t) => t !== DNS_TABLE);
+const oldTables = cachedRuleset((t) => t !== OLD_DNS_TABLE);
 
-/** What is there now: the device, its IPv4 addresses, and whether the table holds exactly our rules. */
-export async function readDnsState(ns: Netns, ip: string): Promise<{ device: boolean; up: boolean; addrs: string[]; table: boolean }> {
+/** What is there now: the device, its IPv4 addresses, and whether an earlier agent's table is left. */
+export async function readDnsState(ns: Netns): Promise<{ device: boolean; up: boolean; addrs: string[]; oldTable: boolean }> {
   const dev = await link(ns, DNS_DEVICE);
   const list = dev ? (await addrs(ns, DNS_DEVICE)).filter((a) => a.family === 4).map((a) => a.address) : [];
-  const table = (await dnsRuleset(ns)).find((t) => t.family === DNS_FAMILY && t.name === DNS_TABLE);
-  const rules = notrackRules(ip);
-  const complete =
-    table !== undefined &&
-    (['prerouting', 'output'] as const).every((c) => {
-      const have = table.chains.get(c)?.rules ?? [];
-      return have.length === rules.filter((r) => r.chain === c).length && have.every((r) => r.comment === ruleComment(ip));
-    });
-  return { device: dev !== undefined, up: dev?.up ?? false, addrs: list, table: complete };
+  const oldTable = (await oldTables(ns)).some((t) => t.family === 'ip' && t.name === OLD_DNS_TABLE);
+  return { device: dev !== undefined, up: dev?.up ?? false, addrs: list, oldTable };
 }
 
 /**
- * Makes the device, the address and the table as wanted; returns what it changed (nothing when all
- * is in place, so the agent's resync can call it every time).
+ * Makes the device and the address as wanted, and deletes an earlier agent's table (an upgrade in
+ * place); returns what it changed (nothing when all is in place, so the agent's resync can call it every time).
  */
 export async function ensureNodeDns(ns: Netns, ip: string): Promise<string[]> {
-  const have = await readDnsState(ns, ip);
+  const have = await readDnsState(ns);
   const changes: string[] = [];
   const plan = new Plan();
   if (!have.device) changes.push(await createDnsDevice(ns));
@@ -98,27 +72,26 @@ export async function ensureNodeDns(ns: Netns, ip: string): Promise<string[]> {
     plan.add(...dnsDevicePlan(ns, ip, have).ops);
     changes.push(`put ${ip}/32 on ${DNS_DEVICE}, up`);
   }
-  if (!have.table) {
-    plan.add(...dnsTablePlan(ns, ip).ops);
-    changes.push(`write nftables table ${DNS_FAMILY} ${DNS_TABLE} (notrack DNS to and from ${ip})`);
+  if (have.oldTable) {
+    plan.add(deleteOldDnsTable(ns));
+    changes.push(DELETED_OLD_TABLE);
   }
   if (!plan.empty) await apply(plan);
   return changes;
 }
 
-/** Removes the device and the table (`--cleanup`, or an agent started with --no-dns); what was there is returned. */
+/** Removes the device and an earlier agent's table (`--cleanup`, or an agent started with --no-dns); what was there is returned. */
 export async function removeNodeDns(ns: Netns): Promise<string[]> {
-  const dev = await link(ns, DNS_DEVICE);
-  const table = (await nftRuleset(ns, (t) => t !== DNS_TABLE)).some((t) => t.family === DNS_FAMILY && t.name === DNS_TABLE);
+  const have = await readDnsState(ns);
   const plan = new Plan();
   const changes: string[] = [];
-  if (dev) {
+  if (have.device) {
     plan.add(op.delLink({ ns, dev: DNS_DEVICE, tolerate: 'missing' }));
     changes.push(`delete device ${DNS_DEVICE}`);
   }
-  if (table) {
-    plan.add(op.nft({ ns, tx: nftTx(DNS_FAMILY, DNS_TABLE).delete({ type: 'table' }), tolerate: 'missing' }));
-    changes.push(`delete nftables table ${DNS_FAMILY} ${DNS_TABLE}`);
+  if (have.oldTable) {
+    plan.add(deleteOldDnsTable(ns));
+    changes.push(DELETED_OLD_TABLE);
   }
   if (!plan.empty) await apply(plan);
   return changes;

@@ -11,7 +11,7 @@ import { chooseLease } from '../subnet/allocate.js';
 import { readSubnetEnv } from '../subnet/env.js';
 import { decodeLeaseAttrs, encodeLeaseAttrs, parseSubnetKey, readNetworkConfig, subnetKey, SUBNETS_PREFIX, type Lease } from '../subnet/lease.js';
 import type { AgentOptions } from './agent.js';
-import { DNS_DEVICE, DNS_TABLE, dnsDevicePlan, dnsTablePlan, readDnsState } from './dns.js';
+import { deleteOldDnsTable, DNS_DEVICE, dnsDevicePlan, OLD_DNS_TABLE, readDnsState } from './dns.js';
 import { BRIDGE_NF_SYSCTL } from './services.js';
 import { checkNetworkForNode, chooseVtepMac, discoverNode } from './node.js';
 
@@ -62,7 +62,7 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
       return [{ subnet, attrs }];
     });
     out.push(`remote leases (${remotes.length}): ${remotes.map((l) => `${formatNetwork(l.subnet)} ${l.attrs.publicIP}`).join(', ') || 'none'}`);
-    const desired = backend.desired(own, remotes, { network: config.network, ipMasq: o.ipMasq, forwardRules: o.forwardRules ?? true });
+    const desired = backend.desired(own, remotes, { network: config.network, ipMasq: o.ipMasq, forwardRules: o.forwardRules ?? true, dns: o.dns?.ip });
     const { plan } = reconcile(undefined, desired, await readActual(undefined, desired));
     if (plan.empty) out.push('the first reconcile would change nothing: the kernel already matches');
     else
@@ -81,17 +81,17 @@ export async function dryRunReport(o: AgentOptions): Promise<string> {
   }
 }
 
-/** The node-local DNS part: the device and table changes it would make, and what it would serve. */
+/** The node-local DNS part: the device changes it would make, and what it would serve (its notrack rules are in the reconcile's `ip weft`). */
 async function dnsPlan(o: AgentOptions): Promise<string[]> {
-  if (!o.dns) return [`node-local DNS: off (--no-dns); would remove device ${DNS_DEVICE} and table ip ${DNS_TABLE} where present`];
-  const have = await readDnsState(undefined, o.dns.ip);
+  if (!o.dns) return [`node-local DNS: off (--no-dns); would remove device ${DNS_DEVICE} and an earlier agent's table ip ${OLD_DNS_TABLE} where present`];
+  const have = await readDnsState(undefined);
   const plan = new Plan();
   if (!have.device) plan.add(op.addDummy({ ns: undefined, name: DNS_DEVICE }));
   if (!have.device || !have.up || have.addrs.length !== 1 || have.addrs[0] !== o.dns.ip) plan.add(...dnsDevicePlan(undefined, o.dns.ip, have).ops);
-  if (!have.table) plan.add(...dnsTablePlan(undefined, o.dns.ip).ops);
+  if (have.oldTable) plan.add(deleteOldDnsTable(undefined));
   const serve = `node-local DNS: would serve ${o.dns.zone} on ${o.dns.ip}:53 (UDP and TCP), forwarding other names to ${o.dns.upstreams?.join(', ') ?? "the nameservers of this node's /etc/resolv.conf"}`;
   return plan.empty
-    ? [serve, `  ${DNS_DEVICE} and table ip ${DNS_TABLE} are in place`]
+    ? [serve, `  ${DNS_DEVICE} is in place`]
     : [
         serve,
         ...plan

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { retrying } from '../store/retry.js';
 import { formatNetwork, type Cidr } from '../ip/cidr.js';
+import { DNS_PORT } from '../backend/firewall.js';
 import type { CniHooks } from '../cni/serve.js';
 import { ClusterDns, type DnsStats } from '../dns/server.js';
 import { setSysctl } from '../kernel/ops.js';
@@ -12,7 +13,7 @@ import { Registry } from '../service/registry.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable } from '../store/store.js';
 import type { Lease } from '../subnet/lease.js';
-import { DNS_PORT, ensureNodeDns } from './dns.js';
+import { ensureNodeDns } from './dns.js';
 import type { Logger } from './log.js';
 import type { AgentMetrics } from './metrics.js';
 
@@ -217,7 +218,7 @@ export class AgentServices {
     );
   }
 
-  /** Someone removed the DNS device, its address or its table: put them back. */
+  /** Someone removed the DNS device or its address: put them back (the notrack rules are the reconcile's). */
   private async ensureDns(): Promise<void> {
     if (!this.o.dns) return;
     try {
@@ -225,7 +226,7 @@ export class AgentServices {
       for (const c of repairs) this.o.log.warn(`node-local DNS repaired: ${c}`);
       if (repairs.length) this.o.metrics.driftRepairs.inc({ kind: 'dns' }, repairs.length);
     } catch (err) {
-      this.o.log.warn('cannot repair the node-local DNS device or table', { error: (err as Error).message });
+      this.o.log.warn('cannot repair the node-local DNS device', { error: (err as Error).message });
     }
   }
 

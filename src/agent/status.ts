@@ -146,6 +146,7 @@ export function formatStatus(s: AgentStatus, note?: string): string {
     const table = [
       ...(fw.ipMasq ? [`ip-masq of ${fw.network}`] : []),
       ...(fw.vxlan ? [`VXLAN port ${fw.vxlan.port} only from [${fw.vxlan.peers.join(', ')}]`] : []),
+      ...(fw.dns ? [`DNS to and from ${fw.dns} untracked`] : []),
     ];
     out.push(`  nft table ip weft: ${table.join(', ') || 'no rules'}`);
     out.push(

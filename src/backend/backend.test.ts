@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseCidr } from '../ip/cidr.js';
 import type { Link, NftTableState, Route } from '../kernel/state.js';
 import type { Lease } from '../subnet/lease.js';
-import { firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, PEER_SET } from './firewall.js';
+import { firewallChains, FORGED_COUNTER, foreignForwardChains, forwardRules, notrackRules, PEER_SET } from './firewall.js';
 import { HostGwBackend } from './hostgw.js';
 import { changeKind, ownedRoute, reconcile, teardown, type ActualState } from './reconcile.js';
 import type { DesiredState, NodeInfo } from './types.js';
@@ -246,6 +246,86 @@ describe('reconcile', () => {
       'remove device flannel.1 (with its routes, neighbours and fdb entries)',
       'remove nftables table ip weft',
     ]);
+  });
+});
+
+describe('node-local DNS: its notrack rules in the raw chains', () => {
+  const dns = '10.96.0.10';
+  const to = 'ip daddr 10.96.0.10 meta l4proto { tcp, udp } th dport 53 notrack';
+  const from = 'ip saddr 10.96.0.10 meta l4proto { tcp, udp } th sport 53 notrack';
+  const rules = (d: DesiredState) => new Map(firewallChains(d.firewall).map((c) => [c.chain.name, c.rules]));
+  const hostgw = (options: { dns?: string; ipMasq?: boolean } = {}) =>
+    new HostGwBackend(node).desired(lease('10.244.1.0/24', '198.18.0.11', 'host-gw'), [lease('10.244.2.0/24', '198.18.0.12', 'host-gw')], {
+      network,
+      ipMasq: options.ipMasq ?? true,
+      ...(options.dns ? { dns: options.dns } : {}),
+    });
+
+  it('are the rules notrackRules gives, per hook', () => {
+    assert.deepEqual(notrackRules(dns), { prerouting: [to], output: [to, from] });
+  });
+
+  it('vxlan: the DNS rules come first in the raw chains, the VXLAN rules after', () => {
+    const d = vxlan().desired(own, [r2], { network, ipMasq: true, dns });
+    assert.equal(d.firewall.dns, dns);
+    const r = rules(d);
+    assert.deepEqual(r.get('raw-prerouting'), [
+      to,
+      'udp dport 8472 ip saddr @vxlan_peers notrack accept',
+      'udp dport 8472 fib daddr type { local, broadcast, multicast } counter name vxlan_forged drop',
+    ]);
+    assert.deepEqual(r.get('raw-output'), [to, from, 'udp dport 8472 ip daddr @vxlan_peers notrack']);
+  });
+
+  it('host-gw and udp get raw chains for DNS alone, without the VXLAN peer set or counter', () => {
+    const udp = new UdpBackend(node, { port: 8285 }).desired(lease('10.244.1.0/24', '198.18.0.11', 'udp'), [], { network, ipMasq: false, dns });
+    for (const d of [hostgw({ dns }), udp]) {
+      assert.equal(d.firewall.vxlan, undefined);
+      const r = rules(d);
+      assert.deepEqual(r.get('raw-prerouting'), [to]);
+      assert.deepEqual(r.get('raw-output'), [to, from]);
+      const { plan, changes } = reconcile(undefined, d, empty);
+      const text = plan.render();
+      assert.match(text, /add chain ip weft raw-prerouting \{ type filter hook prerouting priority raw; policy accept; \}/);
+      assert.match(text, /add rule ip weft raw-output ip saddr 10\.96\.0\.10 meta l4proto \{ tcp, udp \} th sport 53 notrack comment "weft:/);
+      assert.doesNotMatch(text, /vxlan_peers|vxlan_forged/);
+      assert.ok(changes.includes('create nftables table ip weft'), changes.join('\n'));
+      assert.deepEqual(reconcile(undefined, d, programmed(d)).changes, []);
+    }
+  });
+
+  it('without DNS (--no-dns) host-gw has no raw chains, and a table with them loses them', () => {
+    const off = hostgw();
+    assert.deepEqual([...rules(off).keys()], ['postrouting']);
+    assert.deepEqual(reconcile(undefined, off, programmed(hostgw({ dns }))).changes, [
+      'remove nftables chain raw-prerouting',
+      'remove nftables chain raw-output',
+    ]);
+    assert.deepEqual(firewallChains(hostgw({ ipMasq: false }).firewall), []);
+  });
+
+  it('another DNS IP, or DNS turned off on vxlan, rewrites both raw chains and nothing else', () => {
+    const d = vxlan().desired(own, [r2], { network, ipMasq: true, dns });
+    for (const next of [vxlan().desired(own, [r2], { network, ipMasq: true, dns: '10.96.0.53' }), vxlan().desired(own, [r2], { network, ipMasq: true })]) {
+      const { changes, plan } = reconcile(undefined, next, programmed(d));
+      assert.deepEqual(changes, ['rewrite nftables chain raw-prerouting', 'rewrite nftables chain raw-output']);
+      assert.doesNotMatch(plan.render(), /10\.96\.0\.10/);
+    }
+  });
+
+  it('a DNS rule deleted by hand is put back, the chain rewritten whole', () => {
+    const d = hostgw({ dns });
+    const a = programmed(d);
+    a.table!.chains.get('raw-output')!.rules.shift();
+    const { changes, plan } = reconcile(undefined, d, a);
+    assert.deepEqual(
+      changes.map((c) => `${changeKind(c)}: ${c}`),
+      ['firewall: rewrite nftables chain raw-output'],
+    );
+    assert.match(
+      plan.render(),
+      /flush chain ip weft raw-output\ndelete chain ip weft raw-output\nadd chain ip weft raw-output .*\nadd rule ip weft raw-output ip daddr 10\.96\.0\.10 .*\nadd rule ip weft raw-output ip saddr 10\.96\.0\.10 /,
+    );
   });
 });
 

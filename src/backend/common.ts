@@ -27,6 +27,7 @@ export function emptyState(own: Lease, options: DesiredOptions, firewall: Partia
       ownSubnet: formatNetwork(own.subnet),
       ipMasq: options.ipMasq,
       forwardRules: options.forwardRules ?? true,
+      ...(options.dns ? { dns: options.dns } : {}),
       ...firewall,
     },
     skipped: [],

@@ -8,6 +8,8 @@ export const TABLE = 'weft';
 export const FAMILY = 'ip';
 export const PEER_SET = 'vxlan_peers';
 export const FORGED_COUNTER = 'vxlan_forged';
+/** The node-local DNS's port: the agent serves it there, and its notrack rules match it. */
+export const DNS_PORT = 53;
 /** Comments of the accept rules the agent adds to other tables' forward chains start with this. */
 export const FORWARD_MARK = 'weft forward';
 
@@ -16,6 +18,13 @@ export interface ChainSpec {
   rules: string[];
   /** Comments the rules carry; a chain whose rules carry other comments is rewritten. */
   comments: string[];
+}
+
+/** The notrack rules for DNS to and from the node-local DNS at `ip` (agent/dns.ts says why), per hook, as `nft list` prints them. */
+export function notrackRules(ip: string): { prerouting: string[]; output: string[] } {
+  const to = `ip daddr ${ip} meta l4proto { tcp, udp } th dport ${DNS_PORT} notrack`;
+  const from = `ip saddr ${ip} meta l4proto { tcp, udp } th sport ${DNS_PORT} notrack`;
+  return { prerouting: [to], output: [to, from] };
 }
 
 /** Hashes by chain text: every reconcile asks again for the same few chains. */
@@ -41,24 +50,31 @@ export function firewallChains(fw: Firewall): ChainSpec[] {
   const net = fw.network;
   const own = fw.ownSubnet;
   const chains: Omit<ChainSpec, 'comments'>[] = [];
-  if (fw.vxlan) {
-    const port = fw.vxlan.port;
-    // One raw chain per hook, before conntrack: from and to leased peers the encapsulated packets
-    // are untracked (nothing NATs them or reads their state, and tracking them cost a conntrack
-    // lookup per packet on both nodes besides the inner flow's); from anyone else to this node
-    // they are dropped before the UDP socket hands them to the VXLAN driver. Each base chain costs
-    // every packet that crosses its hook (docs/architecture.md, data path cost).
+  if (fw.vxlan || fw.dns) {
+    // One raw chain per hook, before conntrack, for both uses: each base chain costs every packet
+    // that crosses its hook (docs/architecture.md, data path cost). DNS to and from the node-local
+    // DNS is untracked (agent/dns.ts). From and to leased peers the encapsulated packets are
+    // untracked (nothing NATs them or reads their state, and tracking them cost a conntrack lookup
+    // per packet on both nodes besides the inner flow's); from anyone else to this node they are
+    // dropped before the UDP socket hands them to the VXLAN driver.
+    const dns = fw.dns ? notrackRules(fw.dns) : { prerouting: [], output: [] };
+    const vx = fw.vxlan;
     chains.push(
       {
         chain: { type: 'chain', name: 'raw-prerouting', chainType: 'filter', hook: 'prerouting', priority: 'raw', policy: 'accept' },
         rules: [
-          `udp dport ${port} ip saddr @${PEER_SET} notrack accept`,
-          `udp dport ${port} fib daddr type { local, broadcast, multicast } counter name ${FORGED_COUNTER} drop`,
+          ...dns.prerouting,
+          ...(vx
+            ? [
+                `udp dport ${vx.port} ip saddr @${PEER_SET} notrack accept`,
+                `udp dport ${vx.port} fib daddr type { local, broadcast, multicast } counter name ${FORGED_COUNTER} drop`,
+              ]
+            : []),
         ],
       },
       {
         chain: { type: 'chain', name: 'raw-output', chainType: 'filter', hook: 'output', priority: 'raw', policy: 'accept' },
-        rules: [`udp dport ${port} ip daddr @${PEER_SET} notrack`],
+        rules: [...dns.output, ...(vx ? [`udp dport ${vx.port} ip daddr @${PEER_SET} notrack`] : [])],
       },
     );
   }

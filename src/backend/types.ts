@@ -66,7 +66,7 @@ export interface Skipped {
   reason: string;
 }
 
-/** The agent's nftables table: forwarding for the Network, ip-masq, and the VXLAN source filter. */
+/** The agent's nftables table: forwarding for the Network, ip-masq, the VXLAN source filter, and notrack for the node-local DNS. */
 export interface Firewall {
   network: string;
   ownSubnet: string;
@@ -75,6 +75,8 @@ export interface Firewall {
   forwardRules: boolean;
   /** Encapsulated traffic on `port` is accepted only from `peers` (PublicIPs holding a lease). */
   vxlan?: { port: number; peers: string[] };
+  /** The node-local DNS's IP (the cluster DNS IP), whose DNS traffic is untracked; absent with --no-dns. */
+  dns?: string;
 }
 
 /** Everything one node's kernel should hold for the pod network, as plain data. */
@@ -121,6 +123,8 @@ export interface DesiredOptions {
   ipMasq: boolean;
   /** Default true. */
   forwardRules?: boolean;
+  /** The node-local DNS's IP; absent with --no-dns. */
+  dns?: string;
 }
 
 export interface Backend {
