@@ -104,7 +104,7 @@ export async function probe(ns: string, p: Probe): Promise<ProbeResult> {
           : ` (connected after ${connectedAt.toFixed(0)} ms, no HTTP answer)`;
     const timer = setTimeout(() => {
       const late = performance.now() - started - timeoutMs;
-      finish({ ok: false, error: `no answer within ${timeoutMs} ms${stage()}${late > 100 ? `; this runtime's timer ran ${late.toFixed(0)} ms late` : ''}` });
+      finish({ ok: false, error: `no answer within ${timeoutMs} ms${stage()}${late > 100 ? `; the prober's timer ran ${late.toFixed(0)} ms late` : ''}` });
     }, timeoutMs);
     const parse = (text: string) => {
       try {
