@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { listNetns, netnsPids } from '../kernel/netns.js';
 import { runtimeOf } from '../lab/build.js';
 import { down, neighbourRoom, nsName, readState, up } from '../lab/lab.js';
-import { verify } from '../lab/verify.js';
+import { tally, verify } from '../lab/verify.js';
 import { Topology } from '../topo/topology.js';
 import { table } from '../cli/format.js';
 import { missing, outcome, percentile, type Bar, type Outcome } from './report.js';
@@ -14,6 +14,8 @@ export interface LabBenchRow {
   verifySeconds: number;
   checks: number;
   failed: number;
+  /** Checks that passed only on a second try after a timeout. */
+  retried: number;
   /** verify sampled the pod pairs (above its all-pairs size) */
   sampled: boolean;
   podPairs: number;
@@ -50,6 +52,7 @@ async function measure(id: string, nodes: number, podsPerNode: number, progress:
     progress(`${nodes} nodes x ${podsPerNode} pods: verify`);
     const v0 = performance.now();
     const { results, coverage } = await verify(id);
+    const counts = tally(results);
     const verifySeconds = (performance.now() - v0) / 1000;
     const s = readState(id);
     const mem = async (ns: string) => (await netnsPids(ns)).map(memMiB);
@@ -72,7 +75,8 @@ async function measure(id: string, nodes: number, podsPerNode: number, progress:
       upSeconds,
       verifySeconds,
       checks: results.length,
-      failed: results.filter((r) => !r.ok).length,
+      failed: counts.failed,
+      retried: counts.retried,
       sampled: coverage.sampled,
       podPairs: coverage.pairs.sameNode + coverage.pairs.acrossNodes,
       agentRssMiBP50: percentile(
@@ -167,7 +171,21 @@ export function formatLabReport(r: LabBenchReport): string {
     'weft bench lab: time to a ready lab, verify, and memory (MiB). A node is its agent and its runtime (one process for all its pods);',
     'a pod is its share of its runtime. RSS counts pages shared between processes (Node itself) once per process; PSS splits them.',
     table(
-      ['nodes x pods', 'up (s)', 'verify (s)', 'pairs', 'checks', 'failed', 'agent p50', 'agent max', 'runtime p50', 'pod p50', 'RSS sum', 'PSS sum'],
+      [
+        'nodes x pods',
+        'up (s)',
+        'verify (s)',
+        'pairs',
+        'checks',
+        'failed',
+        'retried',
+        'agent p50',
+        'agent max',
+        'runtime p50',
+        'pod p50',
+        'RSS sum',
+        'PSS sum',
+      ],
       r.rows.map((x) => [
         `${x.nodes} x ${x.podsPerNode}`,
         x.upSeconds,
@@ -175,6 +193,7 @@ export function formatLabReport(r: LabBenchReport): string {
         `${x.podPairs}${x.sampled ? ' sampled' : ''}`,
         String(x.checks),
         String(x.failed),
+        String(x.retried),
         x.agentRssMiBP50,
         x.agentRssMiBMax,
         x.runtimeRssMiBP50,

@@ -373,18 +373,15 @@ export const labCommands: CommandSpec[] = [
       JSON_OPTION,
     ],
     run: async (a) => {
-      const { formatVerify, verify } = await import('../lab/verify.js');
+      const { formatVerify, tally, verify } = await import('../lab/verify.js');
       const say = progressTo(a.bool('json'));
       const { state, results, coverage } = await verify(a.str('name')!, {
         allPairs: a.bool('all-pairs'),
         progress: (step, ms, failed) => say(` ${failed ? '✗' : '✓'} ${step}${failed ? `, ${failed} failed` : ''} (${(ms / 1000).toFixed(1)} s)`),
       });
-      const failed = results.filter((r) => !r.ok).length;
-      const skipped = results.filter((r) => r.skipped).length;
-      result(a, { lab: state.name, passed: results.length - failed - skipped, failed, skipped, coverage, results }, () =>
-        formatVerify(state, results, coverage),
-      );
-      return failed === 0 ? 0 : 1;
+      const counts = tally(results);
+      result(a, { lab: state.name, ...counts, coverage, results }, () => formatVerify(state, results, coverage));
+      return counts.failed === 0 ? 0 : 1;
     },
   },
 ];

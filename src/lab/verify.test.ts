@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { newLab } from './build.js';
-import { ALL_PAIRS_UP_TO, podPairs } from './verify.js';
+import { ALL_PAIRS_UP_TO, formatVerify, podPairs, secondTry, tally, timedOut } from './verify.js';
 import type { LabState } from './state.js';
 
 function lab(podsPerNode: number[]): LabState {
@@ -46,4 +46,49 @@ test('above the size, every pod is checked and every ordered node pair is covere
   const big = podPairs(lab(Array<number>(100).fill(10)));
   assert.equal(big.across.length, 100 * 99, 'each ordered node pair once');
   assert.equal(big.same.length, 1000);
+});
+
+test('a probe that timed out gets one more try, and only such a probe', async () => {
+  const seen = { pod: 'b', node: 'n2', container: 'app', proto: 'tcp' as const, port: 80, client: '10.244.0.2' };
+  const probes = ['timeout', 'refused', 'ok', 'late-ping', 'wrong'];
+  const first = [
+    { ok: false as const, error: 'no answer within 2000 ms (no connection: SYN unanswered)', ms: 2000 },
+    { ok: false as const, error: 'connect ECONNREFUSED 10.244.1.2:80', ms: 1 },
+    { ok: true as const, seen, ms: 1 },
+    { ok: false as const, error: 'no echo reply within 2000 ms', ms: 2000 },
+    { ok: true as const, seen: { ...seen, pod: 'c' }, ms: 1 },
+  ];
+  const asked: string[][] = [];
+  const out = await secondTry(probes, first, (again) => {
+    asked.push(again);
+    return Promise.resolve([
+      { ok: true as const, seen, ms: 1 },
+      { ok: false as const, error: 'no echo reply within 2000 ms', ms: 2000 },
+    ]);
+  });
+  assert.deepEqual(asked, [['timeout', 'late-ping']]);
+  assert.deepEqual(
+    out.map((o) => [o.result.ok, o.retried]),
+    [
+      [true, 'no answer within 2000 ms (no connection: SYN unanswered)'],
+      [false, undefined],
+      [true, undefined],
+      [false, 'no echo reply within 2000 ms'],
+      [true, undefined],
+    ],
+  );
+  assert.equal(timedOut(first[1]!), false);
+  let called = false;
+  await secondTry(['ok'], [first[2]!], () => ((called = true), Promise.resolve([])));
+  assert.equal(called, false, 'nothing timed out: no second request');
+});
+
+test('verify counts a check that passed on a second try as passed, and says how many did', () => {
+  const r = (ok: boolean, retried?: string) => ({ group: 'g', check: 'tcp', from: 'a', to: 'b', ok, evidence: 'e', ...(retried ? { retried } : {}) });
+  const results = [r(true), r(true, 'no answer within 2000 ms'), r(false, 'no answer within 2000 ms'), { ...r(true), skipped: true }];
+  assert.deepEqual(tally(results), { passed: 2, failed: 1, skipped: 1, retried: 1 });
+  assert.match(
+    formatVerify(lab([1, 1]), results, podPairs(lab([1, 1])).coverage),
+    /2 passed \(1 on a second try after a timeout\), 1 failed, 1 not applicable$/,
+  );
 });
