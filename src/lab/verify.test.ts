@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { newLab } from './build.js';
-import { ALL_PAIRS_UP_TO, formatVerify, podPairs, secondTry, tally, timedOut } from './verify.js';
+import { ALL_PAIRS_UP_TO, formatVerify, podPairs, tally } from './verify.js';
+import { secondTry, timedOut } from './workload.js';
 import type { LabState } from './state.js';
 
 function lab(podsPerNode: number[]): LabState {

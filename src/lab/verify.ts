@@ -7,7 +7,7 @@ import { controlSocket, execIn, inBatches, readState, type LabState, type NodeSt
 import { socketAnswers } from './procs.js';
 import { dnsChecks } from './verify-dns.js';
 import { serviceChecks } from './verify-services.js';
-import { APP_PORT, ping as pingIn, probe, probeFrom, SIDECAR_PORT, type PingResult, type Probe, type ProbeResult } from './workload.js';
+import { APP_PORT, ping as pingIn, probe, probeFrom, secondTry, SIDECAR_PORT, type Probe } from './workload.js';
 
 /** One check of the Kubernetes network model, with the evidence for its verdict. */
 export interface CheckResult {
@@ -104,28 +104,6 @@ const PROTOS = ['tcp', 'udp', 'icmp'] as const;
 const CHECKS_AT_ONCE = 16;
 /** A node's own probes wait longer than a pod's 2 s: verify opens them from its own process, beside its other work. */
 const NODE_PROBE_MS = 3000;
-
-/** A probe that got no answer in time; the one failure a second try is given for (secondTry). */
-export const timedOut = (r: ProbeResult | PingResult): boolean => !r.ok && /^no (answer|echo reply) within/.test(r.error);
-
-/**
- * Sends the probes that timed out once more, in one request, and takes their second result, with the
- * first's error. Under load a SYN lost and sent again after 1 s, or a runtime starved of CPU, takes a
- * probe past its 2 s while the path is fine; a path that drops fails both tries, and a wrong answer,
- * a refusal or an unreachable is never tried again.
- */
-export async function secondTry<P>(
-  probes: P[],
-  results: (ProbeResult | PingResult)[],
-  again: (probes: P[]) => Promise<(ProbeResult | PingResult)[]>,
-): Promise<{ result: ProbeResult | PingResult; retried?: string }[]> {
-  const out: { result: ProbeResult | PingResult; retried?: string }[] = results.map((result) => ({ result }));
-  const late = results.flatMap((r, i) => (timedOut(r) ? [i] : []));
-  if (!late.length) return out;
-  const second = await again(late.map((i) => probes[i]!));
-  for (const [k, i] of late.entries()) out[i] = { result: second[k]!, retried: (results[i] as { error: string }).error };
-  return out;
-}
 
 async function podToPod(s: LabState, group: string, list: Pair[]): Promise<CheckResult[]> {
   const out: CheckResult[] = [];

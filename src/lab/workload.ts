@@ -173,6 +173,28 @@ export function ping(ns: string, p: Ping): Promise<PingResult> {
   });
 }
 
+/** A probe that got no answer in time; the one failure a second try is given for (secondTry). */
+export const timedOut = (r: ProbeResult | PingResult): boolean => !r.ok && /^no (answer|echo reply) within/.test(r.error);
+
+/**
+ * Sends the probes that timed out once more, in one request, and takes their second result, with the
+ * first's error. Under load a SYN lost and sent again after 1 s, or a runtime starved of CPU, takes a
+ * probe past its 2 s while the path is fine; a path that drops fails both tries, and a wrong answer,
+ * a refusal or an unreachable is never tried again.
+ */
+export async function secondTry<P>(
+  probes: P[],
+  results: (ProbeResult | PingResult)[],
+  again: (probes: P[]) => Promise<(ProbeResult | PingResult)[]>,
+): Promise<{ result: ProbeResult | PingResult; retried?: string }[]> {
+  const out: { result: ProbeResult | PingResult; retried?: string }[] = results.map((result) => ({ result }));
+  const late = results.flatMap((r, i) => (timedOut(r) ? [i] : []));
+  if (!late.length) return out;
+  const second = await again(late.map((i) => probes[i]!));
+  for (const [k, i] of late.entries()) out[i] = { result: second[k]!, retried: (results[i] as { error: string }).error };
+  return out;
+}
+
 const run = (ns: string, p: Probe | Ping): Promise<ProbeResult | PingResult> => (p.proto === 'icmp' ? ping(ns, p) : probe(ns, p));
 
 /**
