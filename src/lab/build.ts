@@ -182,12 +182,18 @@ export function etcdArgv(s: LabState, m: EtcdMember): string[] {
       .join(','),
     '--initial-cluster-token',
     `weft-lab-${s.name}`,
-    '--heartbeat-interval',
-    '50',
-    '--election-timeout',
-    '500',
+    ...electionTiming(etcdMembers(s).length),
   ];
 }
+
+/**
+ * A lone member elects itself only when its randomized election timeout (one to two timeouts, less
+ * the ticks etcd fast-forwards at start) runs out: at 500 ms that was a third of a second of a
+ * 3 x 2 lab's start. It has no peer to miss a heartbeat from, so its timeout can be short. A
+ * cluster keeps timeouts that a loaded machine's scheduling delays do not trip.
+ */
+const electionTiming = (members: number) =>
+  members === 1 ? ['--heartbeat-interval', '10', '--election-timeout', '100'] : ['--heartbeat-interval', '50', '--election-timeout', '500'];
 
 /** flannel's net-conf.json for the lab, as `lab up` writes it to etcd (etcd.ts putNetworkConfig). */
 export const networkConfig = (s: LabState) => JSON.stringify({ Network: POD_NETWORK, Backend: { Type: s.backend } });

@@ -1,42 +1,58 @@
-import { collect } from '../util/proc.js';
+import { request } from 'node:http';
+import { Socket } from 'node:net';
+import { inetSocket } from '../kernel/inet.js';
+import { netnsPath } from '../kernel/netns.js';
 import { etcdEndpoints, type LabState } from './state.js';
 
 /**
- * The lab's own view of its etcd, over etcd's JSON gateway with curl from inside the etcd namespace
- * (only the lab's namespaces reach it). Independent of the agents, so that verify can tell what the
- * store holds from what the agents say, and a rollback can drop a lease whose agent never told anyone.
+ * The lab's own view of its etcd, over etcd's JSON gateway from a socket made inside the first
+ * member's namespace (only the lab's namespaces reach etcd). Independent of the agents, so that
+ * verify can tell what the store holds from what the agents say, and a rollback can drop a lease
+ * whose agent never told anyone.
  */
 const NETWORK_PREFIX = '/coreos.com/network/';
 const SUBNETS = `${NETWORK_PREFIX}subnets/`;
+const CALL_TIMEOUT_MS = 3000;
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const unb64 = (s: string) => Buffer.from(s, 'base64').toString();
+
+/** One HTTP request to `endpoint` on a TCP socket of namespace `ns`: the answer's body, whatever its status (etcd's errors are JSON too). */
+function httpIn(ns: string, endpoint: string, path: string, body?: unknown): Promise<string> {
+  const { hostname, port } = new URL(endpoint);
+  return new Promise((resolve, reject) => {
+    const sock = new Socket({ fd: inetSocket(netnsPath(ns), 'tcp'), readable: true, writable: true });
+    const req = request(
+      { method: body === undefined ? 'GET' : 'POST', host: hostname, port, path, createConnection: () => sock.connect(Number(port), hostname) },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve(text));
+      },
+    );
+    const timer = setTimeout(() => req.destroy(new Error(`no answer in ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+    req.on('close', () => clearTimeout(timer));
+    req.on('error', reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
 
 /** One JSON request to the first member that answers (a dead member's namespace refuses at once). */
 async function call(s: LabState, path: string, body?: unknown): Promise<unknown> {
   const failures: string[] = [];
   for (const endpoint of etcdEndpoints(s)) {
-    const argv = [
-      'ip',
-      'netns',
-      'exec',
-      s.etcd.ns,
-      'curl',
-      '-sS',
-      '-m',
-      '3',
-      ...(body === undefined ? [] : ['-X', 'POST', '-d', JSON.stringify(body)]),
-      `${endpoint}${path}`,
-    ];
-    const r = await collect(argv, { timeoutMs: 10_000 });
-    if (r.code !== 0) {
-      failures.push(`etcd at ${endpoint} did not answer: ${(r.stderr.trim() || `curl exit ${r.code}`).split('\n').pop()}`);
+    let text: string;
+    try {
+      text = await httpIn(s.etcd.ns, endpoint, path, body);
+    } catch (e) {
+      failures.push(`etcd at ${endpoint} did not answer: ${(e as Error).message}`);
       continue;
     }
     try {
-      return JSON.parse(r.stdout) as unknown;
+      return JSON.parse(text) as unknown;
     } catch {
-      failures.push(`etcd at ${endpoint} gave no JSON: ${r.stdout.slice(0, 120)}`);
+      failures.push(`etcd at ${endpoint} gave no JSON: ${text.slice(0, 120)}`);
     }
   }
   throw new Error(failures.join('; '));
@@ -44,7 +60,7 @@ async function call(s: LabState, path: string, body?: unknown): Promise<unknown>
 
 /**
  * flannel's network config (`weft network init` would write the same key), written only if absent
- * and read back if not: over curl, as the rest of this file, because a `weft network init` process
+ * and read back if not: from here, as the rest of this file, because a `weft network init` process
  * would load Node and Weft's modules (a fifth of a second) while every agent waits for this key.
  */
 export async function putNetworkConfig(s: LabState, config: string): Promise<void> {
