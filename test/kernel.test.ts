@@ -4,8 +4,9 @@
  * oracle, and Weft's own netlink dumps compared with that oracle.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { applied, readActual, reconcile } from '../src/backend/reconcile.js';
+import { applied, concernsNetlinkPart, readActual, reconcile } from '../src/backend/reconcile.js';
 import { VxlanBackend } from '../src/backend/vxlan.js';
 import { parseCidr } from '../src/ip/cidr.js';
 import { KernelError } from '../src/kernel/errors.js';
@@ -14,6 +15,7 @@ import { nftTx } from '../src/kernel/nft.js';
 import * as op from '../src/kernel/ops.js';
 import { apply, Plan } from '../src/kernel/plan.js';
 import * as state from '../src/kernel/state.js';
+import { RtnlChanges } from '../src/kernel/watch.js';
 import { Topology } from '../src/topo/topology.js';
 import * as ipj from './ipj.js';
 
@@ -333,6 +335,45 @@ describe("a lease event's reconcile from the state the last one left (applied)",
       const after = await readActual(a, d);
       assert.deepEqual(view(known), view(after), what);
       assert.ok(reconcile(a, d, known).plan.empty, `${what}: nothing left to do`);
+    }
+  });
+});
+
+describe('netlink notifications: what tells a resync it must read the kernel', () => {
+  // Changes made by iproute2, as someone other than the agent would make them.
+  const ip = (...args: string[]) => execFileSync('ip', ['-n', topo.name('a'), ...args]);
+
+  it("a change to a link, an address, a main-table route or the device's neighbours counts; other tables and devices do not", async () => {
+    await apply(
+      new Plan().add(
+        op.addBridge({ ns: a, name: 'wdev0' }),
+        op.addBridge({ ns: a, name: 'wother0' }),
+        op.setLink({ ns: a, dev: 'wdev0', up: true }),
+        op.setLink({ ns: a, dev: 'wother0', up: true }),
+      ),
+    );
+    const device = (await state.links(a)).find((l) => l.name === 'wdev0')!.index;
+    const concerns = concernsNetlinkPart(device);
+    const watch = RtnlChanges.open(a);
+    try {
+      assert.equal(watch.changed(concerns), false, 'nothing happened yet');
+      const cases: [string, string[], boolean][] = [
+        ['a route in another table', ['route', 'add', '10.250.1.0/24', 'dev', 'wdev0', 'table', '100'], false],
+        ["another device's neighbour", ['neigh', 'add', '10.250.2.1', 'lladdr', '02:00:00:00:02:01', 'dev', 'wother0', 'nud', 'permanent'], false],
+        ['a main-table route', ['route', 'add', '10.250.3.0/24', 'dev', 'wdev0'], true],
+        ["the device's neighbour", ['neigh', 'add', '10.250.4.1', 'lladdr', '02:00:00:00:04:01', 'dev', 'wdev0', 'nud', 'permanent'], true],
+        ['a main-table route deleted', ['route', 'del', '10.250.3.0/24', 'dev', 'wdev0'], true],
+        ['an address', ['addr', 'add', '10.250.5.1/32', 'dev', 'wother0'], true],
+        ['a link', ['link', 'set', 'wother0', 'mtu', '1400'], true],
+      ];
+      for (const [what, args, counts] of cases) {
+        ip(...args);
+        assert.equal(watch.changed(concerns), counts, what);
+        assert.equal(watch.changed(concerns), false, `${what}: read once, then drained`);
+      }
+    } finally {
+      watch.close();
+      await apply(new Plan().add(op.delLink({ ns: a, dev: 'wdev0' }), op.delLink({ ns: a, dev: 'wother0' })));
     }
   });
 });

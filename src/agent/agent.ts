@@ -4,11 +4,12 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend, type Backend, type DesiredState, type NodeInfo } from '../backend/index.js';
 import { FAMILY, FORGED_COUNTER, TABLE } from '../backend/firewall.js';
-import { applied, changeKind, readActual, reconcile, type ActualState } from '../backend/reconcile.js';
+import { applied, changeKind, concernsNetlinkPart, readActual, reconcile, type ActualState, type NetlinkPart } from '../backend/reconcile.js';
 import { resultIp, serveCni, type CniHooks } from '../cni/serve.js';
 import { formatNetwork } from '../ip/cidr.js';
 import { apply } from '../kernel/plan.js';
 import { links, nftTable } from '../kernel/state.js';
+import { RtnlChanges } from '../kernel/watch.js';
 import { EtcdStore, type EtcdTlsOptions } from '../store/etcd.js';
 import { isStoreUnavailable, type Store } from '../store/store.js';
 import type { NetworkConfig } from '../subnet/config.js';
@@ -18,7 +19,7 @@ import { LeaseManager, type LeaseEvent } from '../subnet/manager.js';
 import { dryRunReport } from './dry-run.js';
 import { StoreHealth } from './health.js';
 import type { Fields, Logger } from './log.js';
-import { AgentMetrics, triggerOf } from './metrics.js';
+import { AgentMetrics, triggerOf, type ReconcileTrigger } from './metrics.js';
 import { AgentError, checkNetworkForNode, discoverNode, stableVtepMac } from './node.js';
 import { ReconcileScheduler } from './scheduler.js';
 import { removeNodeDns } from './dns.js';
@@ -56,6 +57,8 @@ export interface AgentOptions {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const RECONCILE_RETRY_MS = 2000;
 const STATUS_FILE_MS = 5000;
+/** A resync reads netlink at least this often, notifications or not. */
+const FULL_READ_EVERY = 6;
 
 /**
  * Subnets in numeric order. One collator for every status: localeCompare with options builds one per
@@ -93,6 +96,12 @@ export class Agent {
   private lastDesired: DesiredState | undefined;
   /** The kernel's state as the last reconcile left it, when its plan was one applied() can follow. */
   private known: ActualState | undefined;
+  /** Notifications of this namespace's links, addresses, routes and neighbours (undefined: none, every resync reads). */
+  private changes: RtnlChanges | undefined;
+  /** A notification that may concern the agent's netlink state came since the last netlink read. */
+  private netlinkDirty = true;
+  /** Resyncs since the last netlink read that took `known`'s netlink part instead. */
+  private quietResyncs = 0;
   private lastReconcile: AgentStatus['lastReconcile'];
   private readonly reported = new Set<string>();
   private lastError = '';
@@ -187,6 +196,11 @@ export class Agent {
     await writeSubnetEnv(o.subnetFile, { network: this.config.network, subnet: own.subnet, mtu: this.backend.mtu, ipMasq: o.ipMasq });
     this.log.info('wrote subnet file', { file: o.subnetFile });
     await this.untilDone('list the leases', () => leases.watch());
+    try {
+      this.changes = RtnlChanges.open(undefined);
+    } catch (err) {
+      this.log.warn('cannot follow netlink notifications; every resync reads the kernel', { error: (err as Error).message });
+    }
     this.scheduler.start('initial');
     const services = new AgentServices({
       node: o.node,
@@ -215,6 +229,7 @@ export class Agent {
     this.stopped = true;
     await this.leases?.stop();
     await this.scheduler.stop();
+    this.changes?.close();
     if (this.statusFileTimer) {
       clearTimeout(this.statusFileTimer);
       this.statusFileTimer = undefined;
@@ -370,11 +385,10 @@ export class Agent {
     const trigger = triggerOf(reason);
     const timer = this.metrics.reconcileDuration.startTimer({ trigger });
     let ok = true;
-    // A lease event's reconcile starts from what the last one left (see applied); every other one reads the kernel.
-    const known = trigger === 'lease' ? this.known : undefined;
+    const known = this.known;
     this.known = undefined;
     try {
-      const actual = known ?? (await readActual(undefined, desired));
+      const actual = trigger === 'lease' && known ? known : await readActual(undefined, desired, this.quietResync(trigger, known));
       const { plan, changes } = reconcile(undefined, desired, actual);
       if (!plan.empty) {
         const started = performance.now();
@@ -401,6 +415,32 @@ export class Agent {
     this.metrics.reconciles.inc({ trigger, result: ok ? 'ok' : 'error' });
     this.statusFileSoon();
     return ok;
+  }
+
+  /**
+   * A lease event's reconcile starts from what the last one left (see applied), reading nothing.
+   * Every other run comes here: a resync reads nftables (cheaply, by generation) and reads netlink
+   * only when a notification since the last read may concern it, and at least every
+   * FULL_READ_EVERY resyncs (at 100 x 10 the read was a third of an idle agent's time, and a quiet
+   * node's kernel sends no notifications). Notifications are drained before the read they lead to,
+   * so one that came before it is not counted after it; what the agent applies itself makes the
+   * next resync read. Returns the netlink part to reuse, or undefined to read.
+   */
+  private quietResync(trigger: ReconcileTrigger, known: ActualState | undefined): NetlinkPart | undefined {
+    try {
+      if (this.changes?.changed(concernsNetlinkPart(known?.device?.index))) this.netlinkDirty = true;
+    } catch (err) {
+      this.log.warn('cannot read netlink notifications; every resync reads the kernel', { error: (err as Error).message });
+      this.changes?.close();
+      this.changes = undefined;
+    }
+    if (trigger === 'resync' && known && this.changes && !this.netlinkDirty && this.quietResyncs < FULL_READ_EVERY - 1) {
+      this.quietResyncs++;
+      return known;
+    }
+    this.netlinkDirty = false;
+    this.quietResyncs = 0;
+    return undefined;
   }
 
   /**

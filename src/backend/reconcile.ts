@@ -3,6 +3,8 @@ import type { Netns } from '../kernel/exec.js';
 import { nftTx, type NftFamily, type NftTx } from '../kernel/nft.js';
 import * as op from '../kernel/ops.js';
 import { Plan } from '../kernel/plan.js';
+import type { Notification } from '../kernel/watch.js';
+import { RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWNEIGH, RTM_NEWROUTE } from '../kernel/codec.js';
 import { cachedRuleset, snapshot, type FdbEntry, type Link, type Neighbour, type NftTableState, type Route } from '../kernel/state.js';
 import { contains, overlaps, parseAddr, parseCidr } from '../ip/cidr.js';
 import { PROXY_TABLE } from '../proxy/rules.js';
@@ -29,27 +31,33 @@ export interface ActualState {
   tunAcceptLocal?: boolean;
 }
 
+const RT_MAIN = 254;
+
 // The service proxy's tables are not the agent's to read: at 30k Services dumping their rules takes seconds.
 const agentRuleset = cachedRuleset((t) => t.startsWith(PROXY_TABLE));
 
+/** The part of ActualState that comes from rtnetlink (the rest is nftables and sysctls). */
+export type NetlinkPart = Pick<ActualState, 'device' | 'deviceAddrs' | 'routes' | 'neighbours' | 'fdb'>;
+
 /**
- * Reads the parts of the kernel state `desired` concerns: one netlink snapshot and the ruleset (read
- * again only when its generation moved). Reading changes nothing.
+ * Reads the parts of the kernel state `desired` concerns: one netlink snapshot (unless `netlink`
+ * is given: what a read found before, known to be unchanged since) and the ruleset (read again only
+ * when its generation moved). Reading changes nothing.
  */
-export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'>): Promise<ActualState> {
+export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'>, netlink?: NetlinkPart): Promise<ActualState> {
   const name = desired.device?.name;
-  const [k, ruleset] = await Promise.all([snapshot(ns, { neighboursOf: name === undefined ? [] : [name] }), agentRuleset(ns)]);
-  const device = name === undefined ? undefined : k.links.find((l) => l.name === name);
+  const [k, ruleset] = await Promise.all([netlink ?? readNetlink(ns, name), agentRuleset(ns)]);
   const table = ruleset.find((t) => t.family === FAMILY && t.name === TABLE);
   const actual: ActualState = {
-    deviceAddrs: device ? k.addrs.filter((a) => a.dev === name && a.family === 4).map((a) => `${a.address}/${a.prefix}`) : [],
+    deviceAddrs: k.deviceAddrs,
     routes: k.routes,
-    neighbours: device ? k.neighbours.filter((n) => n.dev === name) : [],
-    fdb: device ? k.fdb.filter((f) => f.dev === name) : [],
+    neighbours: k.neighbours,
+    fdb: k.fdb,
     foreign: foreignForwardChains(ruleset),
-    ...(device ? { device } : {}),
+    ...(k.device ? { device: k.device } : {}),
     ...(table ? { table } : {}),
   };
+  const device = actual.device;
   if (ns === undefined) {
     try {
       actual.forwarding = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() === '1';
@@ -66,6 +74,32 @@ export async function readActual(ns: Netns, desired: Pick<DesiredState, 'device'
   }
   return actual;
 }
+
+async function readNetlink(ns: Netns, name: string | undefined): Promise<NetlinkPart> {
+  const k = await snapshot(ns, { neighboursOf: name === undefined ? [] : [name] });
+  const device = name === undefined ? undefined : k.links.find((l) => l.name === name);
+  return {
+    deviceAddrs: device ? k.addrs.filter((a) => a.dev === name && a.family === 4).map((a) => `${a.address}/${a.prefix}`) : [],
+    routes: k.routes,
+    neighbours: device ? k.neighbours.filter((n) => n.dev === name) : [],
+    fdb: device ? k.fdb.filter((f) => f.dev === name) : [],
+    ...(device ? { device } : {}),
+  };
+}
+
+/**
+ * Whether an rtnetlink notification may change what readNetlink reads, `device` being the ifindex
+ * of the desired device: any link or IPv4 address, a main-table route, or a neighbour or fdb entry
+ * of that device. A node's other neighbours (the underlay's ARP, a bridge learning its ports'
+ * MACs) come and go all the time and are not the agent's.
+ */
+export const concernsNetlinkPart =
+  (device: number | undefined): Notification =>
+  (type, m) => {
+    if (type === RTM_NEWNEIGH || type === RTM_DELNEIGH) return device !== undefined && m.readInt32LE(20) === device;
+    if (type === RTM_NEWROUTE || type === RTM_DELROUTE) return m.readUInt8(20) === RT_MAIN;
+    return true;
+  };
 
 export interface Reconciliation {
   plan: Plan;
@@ -84,8 +118,6 @@ export function changeKind(change: string): ChangeKind {
   if (change.includes(' nftables ')) return 'firewall';
   return (/ (address|fdb|neighbour|route) /.exec(change)?.[1] as ChangeKind | undefined) ?? 'device';
 }
-
-const RT_MAIN = 254;
 
 const routeText = (r: DesiredRoute): string => `${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`;
 
