@@ -45,7 +45,7 @@ function fromPods(svc: Service, selector: Record<string, string>, pods: Iterable
       ports,
     });
   }
-  return out.sort((a, b) => compareIp(a.ip, b.ip));
+  return sortedByIp(out);
 }
 
 function fromSlices(svc: Service, slices: Iterable<EndpointSliceRecord>, live: (ip: string) => boolean): Endpoint[] {
@@ -72,7 +72,7 @@ function fromSlices(svc: Service, slices: Iterable<EndpointSliceRecord>, live: (
       }
     }
   }
-  return [...byIp.values()].sort((a, b) => compareIp(a.ip, b.ip));
+  return sortedByIp([...byIp.values()]);
 }
 
 /** The Services (with a selector) whose endpoints may include `pod`: same namespace, selector matches its labels. */
@@ -91,4 +91,10 @@ export function intToIp(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
-const compareIp = (a: string, b: string) => ipToInt(a) - ipToInt(b);
+/** Sorted by IP, each parsed once: a sort compares n log n times, and a Service of 1,000 endpoints is re-sorted on every change of its pods. */
+function sortedByIp<T extends { ip: string }>(list: T[]): T[] {
+  return list
+    .map((e) => ({ key: ipToInt(e.ip), e }))
+    .sort((x, y) => x.key - y.key)
+    .map((x) => x.e);
+}
