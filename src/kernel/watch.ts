@@ -32,8 +32,12 @@ export class RtnlChanges {
   private constructor(private readonly fd: number) {}
 
   static open(ns: Netns): RtnlChanges {
-    const fd = inNamespace(ns, () => libc.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE) as number);
-    if (fd < 0) throw new KernelError(`netlink socket(): ${strerror(lastErrno())}`, 'other');
+    const fd = inNamespace(ns, () => {
+      // errno is read here, before the return to the home namespace makes calls of its own.
+      const s = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
+      if (s < 0) throw new KernelError(`netlink socket(): ${strerror(lastErrno())}`, 'other');
+      return s;
+    });
     const addr = Buffer.alloc(12);
     addr.writeUInt16LE(AF_NETLINK, 0);
     addr.writeUInt32LE(RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE, 8);
