@@ -1,17 +1,14 @@
 import { KernelError } from './errors.js';
 import { errno as lastErrno, libc, strerror } from './libc.js';
-import { inNamespace } from './socket.js';
+import { Sock } from './socket.js';
 import type { Netns } from './exec.js';
 
 const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0x800;
-const SOCK_CLOEXEC = 0x80000;
-const NETLINK_ROUTE = 0;
 const RTMGRP_LINK = 0x1;
 const RTMGRP_NEIGH = 0x4;
 const RTMGRP_IPV4_IFADDR = 0x10;
 const RTMGRP_IPV4_ROUTE = 0x40;
+const MSG_DONTWAIT = 0x40;
 const EAGAIN = 11;
 const EINTR = 4;
 const ENOBUFS = 105;
@@ -29,24 +26,19 @@ export class RtnlChanges {
   private readonly buf = Buffer.allocUnsafe(1 << 16);
   private closed = false;
 
-  private constructor(private readonly fd: number) {}
+  private constructor(private readonly sock: Sock) {}
 
   static open(ns: Netns): RtnlChanges {
-    const fd = inNamespace(ns, () => {
-      // errno is read here, before the return to the home namespace makes calls of its own.
-      const s = libc.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
-      if (s < 0) throw new KernelError(`netlink socket(): ${strerror(lastErrno())}`, 'other');
-      return s;
-    });
+    const sock = Sock.open(ns);
     const addr = Buffer.alloc(12);
     addr.writeUInt16LE(AF_NETLINK, 0);
     addr.writeUInt32LE(RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE, 8);
-    if (libc.bind(fd, addr, addr.length) !== 0) {
+    if (libc.bind(sock.fd, addr, addr.length) !== 0) {
       const err = lastErrno();
-      libc.close(fd);
+      sock.close();
       throw new KernelError(`netlink bind (notifications): ${strerror(err)}`, 'other');
     }
-    return new RtnlChanges(fd);
+    return new RtnlChanges(sock);
   }
 
   /** Reads every pending notification: true when one of them `counts`, or when some were lost. */
@@ -54,7 +46,7 @@ export class RtnlChanges {
     if (this.closed) return true;
     let changed = false;
     for (;;) {
-      const n = libc.recv(this.fd, this.buf, this.buf.length, 0) as number;
+      const n = libc.recv(this.sock.fd, this.buf, this.buf.length, MSG_DONTWAIT) as number;
       if (n < 0) {
         const err = lastErrno();
         if (err === EINTR) continue;
@@ -78,6 +70,6 @@ export class RtnlChanges {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    libc.close(this.fd);
+    this.sock.close();
   }
 }
