@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { applied, concernsNetlinkPart, readActual, reconcile } from '../src/backend/reconcile.js';
+import { applied, concernsNetlinkPart, readActual, reconcile, sameKernel } from '../src/backend/reconcile.js';
 import { VxlanBackend } from '../src/backend/vxlan.js';
 import { parseCidr } from '../src/ip/cidr.js';
 import { KernelError } from '../src/kernel/errors.js';
@@ -335,6 +335,24 @@ describe("a lease event's reconcile from the state the last one left (applied)",
       const after = await readActual(a, d);
       assert.deepEqual(view(known), view(after), what);
       assert.ok(reconcile(a, d, known).plan.empty, `${what}: nothing left to do`);
+    }
+  });
+
+  it('a resync that hands back the netlink part and finds the nftables generation unmoved reads the same kernel (sameKernel); a commit moves it', async () => {
+    const d = desired([4, 5]);
+    const read = await readActual(a, d);
+    const { plan } = reconcile(a, d, read);
+    await apply(plan);
+    const settled = await readActual(a, d);
+    const known = applied(settled, reconcile(a, d, settled).plan);
+    assert.ok(known, 'an empty plan is followed');
+    assert.ok(sameKernel(await readActual(a, d, known), known), 'nothing moved');
+    assert.equal(sameKernel(await readActual(a, d), known), false, 'a fresh netlink read is a new one');
+    await apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'wgen').add({ type: 'table' }) })));
+    try {
+      assert.equal(sameKernel(await readActual(a, d, known), known), false, 'another table committed: the ruleset is read again');
+    } finally {
+      await apply(new Plan().add(op.nft({ ns: a, tx: nftTx('ip', 'wgen').delete({ type: 'table' }) })));
     }
   });
 });

@@ -4,7 +4,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend, type Backend, type DesiredState, type NodeInfo } from '../backend/index.js';
 import { FAMILY, FORGED_COUNTER, TABLE } from '../backend/firewall.js';
-import { applied, changeKind, concernsNetlinkPart, readActual, reconcile, type ActualState, type NetlinkPart } from '../backend/reconcile.js';
+import { applied, changeKind, concernsNetlinkPart, readActual, reconcile, sameKernel, type ActualState, type NetlinkPart } from '../backend/reconcile.js';
 import { resultIp, serveCni, type CniHooks } from '../cni/serve.js';
 import { formatNetwork } from '../ip/cidr.js';
 import { apply } from '../kernel/plan.js';
@@ -94,6 +94,8 @@ export class Agent {
   private metricsServer: HttpServer | undefined;
   readonly metrics: AgentMetrics;
   private lastDesired: DesiredState | undefined;
+  /** The desired state (as JSON) the last run left the kernel in, while `known` follows that run. */
+  private settled: string | undefined;
   /** The kernel's state as the last reconcile left it, when its plan was one applied() can follow. */
   private known: ActualState | undefined;
   /** Notifications of this namespace's links, addresses, routes and neighbours (undefined: none, every resync reads). */
@@ -387,8 +389,18 @@ export class Agent {
     let ok = true;
     const known = this.known;
     this.known = undefined;
+    let unchanged = false;
     try {
       const actual = trigger === 'lease' && known ? known : await readActual(undefined, desired, this.quietResync(trigger, known));
+      const wanted = JSON.stringify(desired);
+      if (trigger === 'resync' && known && wanted === this.settled && sameKernel(actual, known)) {
+        // The last run left the kernel as this desired state has it, and nothing has moved since: the diff would be empty.
+        this.known = known;
+        this.lastReconcile = { at, changes: [] };
+        unchanged = true;
+        return true;
+      }
+      this.settled = undefined;
       const { plan, changes } = reconcile(undefined, desired, actual);
       if (!plan.empty) {
         const started = performance.now();
@@ -401,6 +413,7 @@ export class Agent {
       // The udp packet loop: attach to the device (which exists now) and load the peer table.
       if (desired.udp && this.backend.datapath) await this.backend.datapath.sync(desired.udp);
       this.known = applied(actual, plan);
+      if (this.known) this.settled = wanted;
       this.lastReconcile = { at, changes };
       if (this.lastError) this.log.info('reconcile succeeded again');
       this.lastError = '';
@@ -410,10 +423,11 @@ export class Agent {
       if (message !== this.lastError) this.log.error('reconcile failed; retrying', { reason, error: message });
       this.lastError = message;
       ok = false;
+    } finally {
+      timer();
+      this.metrics.reconciles.inc({ trigger, result: unchanged ? 'unchanged' : ok ? 'ok' : 'error' });
+      if (!unchanged) this.statusFileSoon();
     }
-    timer();
-    this.metrics.reconciles.inc({ trigger, result: ok ? 'ok' : 'error' });
-    this.statusFileSoon();
     return ok;
   }
 

@@ -131,7 +131,7 @@ export class AgentMetrics {
 
     this.reconciles = new Counter({
       name: 'weft_reconciles_total',
-      help: 'Reconcile runs (kernel compared with the desired state) by what started them and how they ended',
+      help: 'Reconcile runs (kernel compared with the desired state) by what started them and how they ended (unchanged: a resync that found nothing moved since a run that left the kernel as desired, so no diff)',
       labelNames: ['trigger', 'result'],
       registers,
     });

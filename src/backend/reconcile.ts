@@ -354,8 +354,28 @@ export function applied(actual: ActualState, plan: Plan): ActualState | undefine
     }
   }
   const out: ActualState = { ...actual, routes, neighbours, fdb };
-  if (actual.table && peers) out.table = { ...actual.table, sets: new Map([...actual.table.sets, [PEER_SET, peers]]) };
+  if (actual.table && peers && peers !== actual.table.sets.get(PEER_SET))
+    out.table = { ...actual.table, sets: new Map([...actual.table.sets, [PEER_SET, peers]]) };
   return out;
+}
+
+/**
+ * Whether `read` found nothing new since `known`: readActual handed back the netlink part it was
+ * given and the ruleset of an unmoved nftables generation (the same objects), and the sysctls and
+ * the other tables' forward chains read the same.
+ */
+export function sameKernel(read: ActualState, known: ActualState): boolean {
+  return (
+    read.device === known.device &&
+    read.deviceAddrs === known.deviceAddrs &&
+    read.routes === known.routes &&
+    read.neighbours === known.neighbours &&
+    read.fdb === known.fdb &&
+    read.table === known.table &&
+    read.forwarding === known.forwarding &&
+    read.tunAcceptLocal === known.tunAcceptLocal &&
+    JSON.stringify(read.foreign) === JSON.stringify(known.foreign)
+  );
 }
 
 function firewall(ns: Netns, desired: DesiredState, table: NftTableState | undefined, plan: Plan, changes: string[]): void {
